@@ -1,0 +1,298 @@
+//! [`BackendHandle`]: a verified backend daemon you can watch, talk to and stop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+
+use super::connection::Connection;
+use super::liveness::{ExitStatus, Liveness, Monitor};
+use super::probe::{probe, ProbeOptions};
+use crate::error::{BackendHandleError, ProbeError, Result};
+use crate::identity::{DaemonProcess, Endpoint, VerifyPidError};
+use crate::protocol::{CacheManifest, Frame};
+
+/// How a graceful stop asks the backend to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum GracefulStop {
+    /// SIGTERM through the process handle on Unix; the socket request on Windows, which has
+    /// no graceful signal.
+    #[default]
+    Auto,
+    /// SIGTERM through the process handle (Unix only).
+    Signal,
+    /// A shutdown request frame over the backend's socket.
+    Request,
+}
+
+/// A handle to a local backend daemon whose identity has been verified.
+///
+/// A `BackendHandle` only exists after every check passed: same boot, same process start
+/// time, same executable path and SHA-256 of the running image, and a fresh nonce answered
+/// over the daemon's socket by a peer with matching credentials. It pins the process
+/// (Linux: a pidfd), so its signals can never reach a process that recycled the PID, and
+/// its liveness comes from the kernel as a stream.
+///
+/// Clones share one kernel registration.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use futures::StreamExt;
+/// use running_process::broker::backend_handle::BackendHandle;
+/// use running_process::broker::protocol::CacheManifest;
+///
+/// # async fn demo() -> running_process::Result<()> {
+/// let Some(manifest) = CacheManifest::read("/run/user/1000/my-app/cache.json").await? else {
+///     return Ok(()); // nothing recorded: spawn a daemon instead
+/// };
+/// match BackendHandle::try_from_manifest(&manifest).await {
+///     Ok(Some(handle)) => {
+///         let mut changes = handle.liveness();
+///         assert!(changes.next().await.is_some_and(|now| now.is_alive()));
+///         handle.stop(Duration::from_secs(5)).await?;
+///     }
+///     Ok(None) => println!("no daemon recorded"),
+///     Err(why) => println!("recorded daemon not trusted: {why}"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BackendHandle {
+    /// The verified identity of the backend process.
+    pub daemon_process: DaemonProcess,
+    /// The service the backend answered it provides.
+    pub service_name: String,
+    /// The version of that service.
+    pub service_version: String,
+    peer_uid: Option<u32>,
+    monitor: Arc<Monitor>,
+}
+
+impl BackendHandle {
+    /// Verify `expected` at `endpoint`; `None` if any check fails (the reason is logged at
+    /// debug level; use [`BackendHandle::probe_with_service`] or
+    /// [`BackendHandle::probe_with_options`] to get it).
+    pub async fn probe(endpoint: &Endpoint, expected: &DaemonProcess) -> Option<Self> {
+        Self::probe_with_options(endpoint, expected, None, &ProbeOptions::default())
+            .await
+            .inspect_err(|error| tracing::debug!(%endpoint, %error, "probe rejected"))
+            .ok()
+    }
+
+    /// Verify `expected` at `endpoint`, and that it serves `service_name` at
+    /// `service_version`. The error says which check failed.
+    pub async fn probe_with_service(
+        service_name: &str,
+        service_version: &str,
+        endpoint: &Endpoint,
+        expected: &DaemonProcess,
+    ) -> Result<Self> {
+        Self::probe_with_options(
+            endpoint,
+            expected,
+            Some((service_name, service_version)),
+            &ProbeOptions::default(),
+        )
+        .await
+    }
+
+    /// The general form: verify `expected` at `endpoint`, optionally requiring a service
+    /// name and version, with explicit [`ProbeOptions`].
+    pub async fn probe_with_options(
+        endpoint: &Endpoint,
+        expected: &DaemonProcess,
+        service: Option<(&str, &str)>,
+        options: &ProbeOptions,
+    ) -> Result<Self> {
+        let verified = probe(endpoint, expected, service, options).await?;
+        let monitor = Monitor::for_process(verified.handle, expected.start_time, endpoint.clone())
+            .map_err(|source| VerifyPidError::Unreadable {
+                pid: expected.pid,
+                what: "exit notification",
+                source,
+            })?;
+        Ok(BackendHandle {
+            daemon_process: expected.clone(),
+            service_name: verified.reply.service_name,
+            service_version: verified.reply.service_version,
+            peer_uid: verified.peer_uid,
+            monitor,
+        })
+    }
+
+    /// Verify the daemon a manifest records; `None` if none is recorded or it fails a check.
+    pub async fn probe_manifest(manifest: &CacheManifest) -> Option<Self> {
+        Self::try_from_manifest(manifest)
+            .await
+            .inspect_err(|error| tracing::debug!(service = %manifest.service_name, %error, "manifest rejected"))
+            .ok()
+            .flatten()
+    }
+
+    /// Verify the daemon a manifest records, as the manifest's service and version.
+    /// `Ok(None)` when the manifest records no daemon; an error names the failed check.
+    pub async fn try_from_manifest(manifest: &CacheManifest) -> Result<Option<Self>> {
+        let Some(daemon) = &manifest.current_daemon else {
+            return Ok(None);
+        };
+        Self::probe_with_service(
+            &manifest.service_name,
+            &manifest.service_version,
+            &daemon.ipc_endpoint,
+            daemon,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// The backend's PID (for display: signals go through the handle, never to this number).
+    pub fn pid(&self) -> u32 {
+        self.daemon_process.pid
+    }
+
+    /// The backend's endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.daemon_process.ipc_endpoint
+    }
+
+    /// Whether the backend is running, as of the kernel's last word. Never blocks, never
+    /// polls: the answer is kept current by the exit notification.
+    pub fn is_alive(&self) -> bool {
+        self.monitor.current().is_alive()
+    }
+
+    /// The current liveness.
+    pub fn current_liveness(&self) -> Liveness {
+        self.monitor.current()
+    }
+
+    /// A stream of liveness changes: the current state first, then each change; it ends
+    /// after the exit. Any number of subscribers share one kernel registration.
+    pub fn liveness(&self) -> impl Stream<Item = Liveness> + Send + Unpin + 'static {
+        self.monitor.stream()
+    }
+
+    /// Resolves when the backend has exited, with the exit status where the OS gives it.
+    pub async fn exited(&self) -> ExitStatus {
+        self.monitor.exited().await
+    }
+
+    /// Connect to the backend's socket, checking that the peer is the verified process.
+    pub async fn connect(&self) -> Result<Connection> {
+        let connection = Connection::connect(self.endpoint()).await?;
+        connection.check_peer(self.pid(), self.peer_uid, true)?;
+        Ok(connection)
+    }
+
+    /// Ask the backend whether it responds; the round-trip time on success.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let exchange = async {
+            match self.connect().await?.request(Frame::Ping, timeout).await? {
+                Frame::Pong => Ok(started.elapsed()),
+                other => Err(ProbeError::UnexpectedFrame {
+                    kind: format!("{:?}", other.kind()),
+                }
+                .into()),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(ProbeError::Timeout(timeout).into()))
+    }
+
+    /// Send a shutdown request over the socket and wait for its acknowledgement (not for
+    /// the exit: see [`BackendHandle::shutdown`]).
+    pub async fn request_shutdown(&self, timeout: Duration) -> Result<()> {
+        let exchange = async {
+            match self.connect().await?.request(Frame::Shutdown, timeout).await? {
+                Frame::ShutdownAck => Ok(()),
+                other => Err(ProbeError::UnexpectedFrame {
+                    kind: format!("{:?}", other.kind()),
+                }
+                .into()),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(ProbeError::Timeout(timeout).into()))
+    }
+
+    /// Stop gracefully ([`GracefulStop::Auto`]) and wait up to `timeout` for the exit.
+    ///
+    /// On timeout it returns [`BackendHandleError::ShutdownTimeout`] and the handle stays
+    /// usable: call [`BackendHandle::force_kill`], or use [`BackendHandle::stop`], which
+    /// escalates by itself.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<()> {
+        self.shutdown_with(GracefulStop::Auto, timeout).await
+    }
+
+    /// Stop gracefully the given way and wait up to `timeout` for the exit.
+    pub async fn shutdown_with(&self, how: GracefulStop, timeout: Duration) -> Result<()> {
+        if !self.is_alive() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let use_request = match how {
+            GracefulStop::Request => true,
+            GracefulStop::Signal => false,
+            GracefulStop::Auto => cfg!(windows),
+        };
+        tracing::info!(pid = self.pid(), ?how, "stopping backend gracefully");
+        if use_request {
+            match tokio::time::timeout_at(deadline, self.request_shutdown(timeout)).await {
+                Ok(Ok(())) => {}
+                // The backend went away while we asked: that is what we wanted.
+                Ok(Err(_)) | Err(_) if !self.is_alive() => return Ok(()),
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(BackendHandleError::ShutdownTimeout { pid: self.pid() }),
+            }
+        } else {
+            self.monitor
+                .watcher()
+                .terminate()
+                .map_err(|source| BackendHandleError::Signal { pid: self.pid(), source })?;
+        }
+        tokio::time::timeout_at(deadline, self.exited())
+            .await
+            .map(|_| ())
+            .map_err(|_| BackendHandleError::ShutdownTimeout { pid: self.pid() })
+    }
+
+    /// Kill the backend now (SIGKILL / `TerminateProcess`) through the process handle.
+    /// Succeeds if it already exited. Does not wait: await [`BackendHandle::exited`].
+    pub fn force_kill(&self) -> Result<()> {
+        tracing::info!(pid = self.pid(), "killing backend");
+        self.monitor
+            .watcher()
+            .kill()
+            .map_err(|source| BackendHandleError::Signal { pid: self.pid(), source })
+    }
+
+    /// Send a signal through the process handle (Unix).
+    #[cfg(unix)]
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.monitor
+            .watcher()
+            .signal(signal)
+            .map_err(|source| BackendHandleError::Signal { pid: self.pid(), source })
+    }
+
+    /// Stop with escalation, for callers who just want it gone: graceful stop, up to
+    /// `grace` for the exit, then kill and wait for the exit. Returns how it ended.
+    pub async fn stop(&self, grace: Duration) -> Result<ExitStatus> {
+        match self.shutdown(grace).await {
+            Ok(()) => {}
+            Err(BackendHandleError::ShutdownTimeout { pid }) => {
+                tracing::warn!(pid, ?grace, "backend ignored the graceful stop; killing it");
+                self.force_kill()?;
+            }
+            Err(error) => {
+                tracing::warn!(pid = self.pid(), %error, "graceful stop failed; killing");
+                self.force_kill()?;
+            }
+        }
+        Ok(self.exited().await)
+    }
+}

@@ -1,0 +1,128 @@
+//! Liveness of a verified process as a stream of changes, driven by the kernel.
+//!
+//! One [`Monitor`] per process (per `(pid, start_time)`), shared by every handle and every
+//! subscriber: one kernel registration, one task that sleeps until the kernel says the
+//! process exited. Nothing polls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use futures::Stream;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+pub use crate::platform::ExitStatus;
+use crate::identity::Endpoint;
+use crate::platform::{ExitWatcher, ProcessHandle};
+use crate::protocol::listener::remove_stale_socket;
+
+/// The liveness of a backend process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Liveness {
+    /// The process is running.
+    Alive,
+    /// The process has exited (confirmed, not guessed).
+    Exited(ExitStatus),
+}
+
+impl Liveness {
+    /// `true` for [`Liveness::Alive`].
+    pub fn is_alive(&self) -> bool {
+        matches!(self, Liveness::Alive)
+    }
+}
+
+/// Watches one process. Dropping the last reference stops the watch task.
+#[derive(Debug)]
+pub(crate) struct Monitor {
+    watcher: Arc<ExitWatcher>,
+    state: watch::Receiver<Liveness>,
+    task: AbortHandle,
+}
+
+type Key = (u32, u64);
+
+fn registry() -> &'static Mutex<HashMap<Key, Weak<Monitor>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<Key, Weak<Monitor>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+impl Monitor {
+    /// The monitor of the process `handle` pins (identified by `pid` and `start_time`):
+    /// the existing one if another handle already watches it, else a new one, which takes
+    /// over `handle`. Must run inside a tokio runtime.
+    pub(crate) fn for_process(
+        handle: ProcessHandle,
+        start_time: u64,
+        endpoint: Endpoint,
+    ) -> std::io::Result<Arc<Monitor>> {
+        let key = (handle.pid(), start_time);
+        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
+            // A finished task with no exit recorded belonged to a runtime that is gone.
+            if !existing.task.is_finished() || !existing.state.borrow().is_alive() {
+                return Ok(existing);
+            }
+        }
+        map.retain(|_, weak| weak.strong_count() > 0);
+        let pid = handle.pid();
+        let watcher = Arc::new(handle.into_watcher()?);
+        let (tx, state) = watch::channel(Liveness::Alive);
+        let task = tokio::spawn(watch_exit(pid, watcher.clone(), tx, endpoint)).abort_handle();
+        let monitor = Arc::new(Monitor {
+            watcher,
+            state,
+            task,
+        });
+        map.insert(key, Arc::downgrade(&monitor));
+        Ok(monitor)
+    }
+
+    pub(crate) fn current(&self) -> Liveness {
+        *self.state.borrow()
+    }
+
+    pub(crate) fn watcher(&self) -> &ExitWatcher {
+        &self.watcher
+    }
+
+    /// Resolves with the exit status once the exit is confirmed.
+    pub(crate) async fn exited(&self) -> ExitStatus {
+        let mut state = self.state.clone();
+        let outcome = state.wait_for(|s| !s.is_alive()).await.map(|s| *s);
+        match outcome {
+            Ok(Liveness::Exited(status)) => status,
+            // The watch task is gone without a verdict (its runtime shut down).
+            _ => ExitStatus::Unknown,
+        }
+    }
+
+    /// The current state first, then each change; ends after the exit.
+    pub(crate) fn stream(&self) -> impl Stream<Item = Liveness> + Send + Unpin + 'static {
+        let state = self.state.clone();
+        Box::pin(futures::stream::unfold(Some((state, true)), |step| async move {
+            let (mut state, first) = step?;
+            if !first && state.changed().await.is_err() {
+                return None;
+            }
+            let current = *state.borrow_and_update();
+            let next = current.is_alive().then_some((state, false));
+            Some((current, next))
+        }))
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn watch_exit(pid: u32, watcher: Arc<ExitWatcher>, tx: watch::Sender<Liveness>, endpoint: Endpoint) {
+    let status = watcher.wait().await;
+    tracing::debug!(pid, %status, "backend exited");
+    // Clean up before publishing, so whoever sees the exit also sees the socket gone.
+    let _ = tokio::task::spawn_blocking(move || remove_stale_socket(&endpoint)).await;
+    tx.send_replace(Liveness::Exited(status));
+}

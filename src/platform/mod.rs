@@ -1,0 +1,209 @@
+//! Layer 1: the platform. The few OS facts and actions the crate needs, behind one small
+//! internal API with a Linux, a macOS and a Windows implementation (the shape of tokio's
+//! `process` module: one type here, one `imp` per OS).
+//!
+//! Everything in this module is synchronous and cheap except [`ExitWatcher::wait`];
+//! callers in the layers above run the file reads and hashing on the blocking pool.
+//! This is the only module of the crate that contains `unsafe`.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod imp;
+
+#[cfg(target_vendor = "apple")]
+#[path = "macos.rs"]
+mod imp;
+
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod imp;
+
+#[cfg(not(any(target_os = "linux", target_vendor = "apple", windows)))]
+compile_error!("running-process supports Linux, macOS and Windows");
+
+/// How a process ended, as far as the kernel tells us.
+///
+/// The status is known for our own children and, on Linux 6.15 and later, for any process
+/// (`PIDFD_INFO_EXIT`). Elsewhere it is [`ExitStatus::Unknown`]: never invented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum ExitStatus {
+    /// The process exited normally with this code.
+    Code(i32),
+    /// The process was terminated by this signal (Unix).
+    Signal(i32),
+    /// The process is gone but the OS did not tell us how it ended.
+    Unknown,
+}
+
+impl ExitStatus {
+    /// `true` for an exit with code 0. `Unknown` is not a success.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitStatus::Code(0))
+    }
+
+    /// Convert a raw wait status (as produced by `wait(2)` on Unix).
+    #[cfg(unix)]
+    pub(crate) fn from_wait_status(raw: i32) -> Self {
+        let termsig = raw & 0x7f;
+        if termsig == 0 {
+            ExitStatus::Code((raw >> 8) & 0xff)
+        } else if termsig != 0x7f {
+            ExitStatus::Signal(termsig)
+        } else {
+            ExitStatus::Unknown
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(signal) => write!(f, "killed by signal {signal}"),
+            ExitStatus::Unknown => f.write_str("exit status unknown"),
+        }
+    }
+}
+
+/// Why a process handle could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// No such process (or not visible from our PID namespace).
+    NotFound,
+    /// The OS refuses process handles here (old kernel, seccomp profile).
+    Unsupported(io::Error),
+    /// Any other failure, such as a permission error.
+    Other(io::Error),
+}
+
+/// The executable a process runs, as the OS reports its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExePath {
+    /// The path, without any "deleted" marker.
+    pub path: PathBuf,
+    /// The file at `path` is no longer the image the process runs (Linux: ` (deleted)`).
+    pub replaced: bool,
+}
+
+/// Identity of a file on disk: equal identities mean the same bytes were hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+/// A handle that pins one process: signals and exit notifications go through it, never
+/// through a bare PID. Opening it is the first step of every identity check.
+#[derive(Debug)]
+pub(crate) struct ProcessHandle {
+    inner: imp::ProcessHandle,
+}
+
+impl ProcessHandle {
+    /// Open a handle to `pid` (Linux `pidfd_open`, macOS a kqueue `EVFILT_PROC` knote,
+    /// Windows `OpenProcess`).
+    pub fn open(pid: u32) -> Result<Self, OpenError> {
+        imp::ProcessHandle::open(pid).map(|inner| ProcessHandle { inner })
+    }
+
+    /// The PID this handle was opened for.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+
+    /// Non-blocking: has the process behind this handle exited (zombie or reaped)?
+    pub fn has_exited(&self) -> io::Result<bool> {
+        self.inner.has_exited()
+    }
+
+    /// Non-blocking and free of file reads: has the kernel signalled an exit? A hint only
+    /// (`true` may be spurious), used to refuse a process that may have died mid-probe.
+    pub fn exit_pending(&self) -> bool {
+        self.inner.exit_pending()
+    }
+
+    /// Turn the handle into a watcher registered with the tokio reactor. Must be called
+    /// from within a tokio runtime.
+    pub fn into_watcher(self) -> io::Result<ExitWatcher> {
+        self.inner.into_watcher().map(|inner| ExitWatcher { inner })
+    }
+}
+
+/// Waits for the exit of one process, woken by the kernel (no polling).
+#[derive(Debug)]
+pub(crate) struct ExitWatcher {
+    inner: imp::ExitWatcher,
+}
+
+impl ExitWatcher {
+    /// Resolves once the exit is confirmed (readiness alone is only a hint), with the exit
+    /// status when the OS gives it. Cancel-safe; meant for one waiter at a time.
+    pub async fn wait(&self) -> ExitStatus {
+        self.inner.wait().await
+    }
+
+    /// Kill through the watcher's handle. Succeeds if the process already exited.
+    pub fn kill(&self) -> io::Result<()> {
+        self.inner.kill()
+    }
+
+    /// Ask the process to stop (SIGTERM); see [`ProcessHandle::terminate`].
+    pub fn terminate(&self) -> io::Result<()> {
+        self.inner.terminate()
+    }
+
+    /// Send an arbitrary signal number through the handle (Unix only).
+    #[cfg(unix)]
+    pub fn signal(&self, signal: i32) -> io::Result<()> {
+        self.inner.signal(signal)
+    }
+}
+
+/// Identifier of the current boot; empty where the OS has none.
+pub(crate) fn boot_id() -> io::Result<String> {
+    imp::boot_id()
+}
+
+/// The OS's start time of `pid`, in its native unit (Linux: clock ticks since boot, field
+/// 22 of `/proc/PID/stat`). Only meaningful compared with another reading of the same OS.
+pub(crate) fn start_time(pid: u32) -> io::Result<u64> {
+    imp::start_time(pid)
+}
+
+/// The path of the executable `pid` runs.
+pub(crate) fn exe_path(pid: u32) -> io::Result<ExePath> {
+    imp::exe_path(pid)
+}
+
+/// Open the running image of `pid` for reading (Linux: `/proc/PID/exe`, which still reads
+/// the original inode when the path was replaced).
+pub(crate) fn open_exe(pid: u32) -> io::Result<File> {
+    imp::open_exe(pid)
+}
+
+/// The identity of an open file, the key of the digest cache.
+pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
+    imp::file_identity(file)
+}
+
+/// The effective user id of this process (`None` on Windows).
+pub(crate) fn current_uid() -> Option<u32> {
+    imp::current_uid()
+}
+
+/// The user id that owns `pid` (`None` on Windows).
+pub(crate) fn process_uid(pid: u32) -> io::Result<Option<u32>> {
+    imp::process_uid(pid)
+}
+
+/// Whether `err` says "no such process".
+pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
+    imp::is_no_such_process(err)
+}

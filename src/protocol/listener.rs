@@ -1,0 +1,216 @@
+//! Binding a daemon's socket safely: private directory, 0600 socket, a stale socket from a
+//! crashed predecessor replaced, a live one never displaced.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+
+use crate::identity::Endpoint;
+
+/// Why a daemon could not bind its endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// Another live process already listens on the endpoint; it was left alone.
+    #[error("another daemon is already listening on {path:?}")]
+    AlreadyRunning {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The socket's directory is unsafe: writable by others, owned by another user, or a
+    /// symlink.
+    #[error("refusing to bind in {dir:?}: {reason}")]
+    InsecureDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Something other than a socket sits at the endpoint path; it was left alone.
+    #[error("{path:?} exists and is not a socket")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The OS refused.
+    #[error("cannot bind {path:?}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A listening local socket for a daemon, created by [`DaemonListener::bind`].
+///
+/// Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct DaemonListener {
+    listener: Listener,
+    endpoint: Endpoint,
+}
+
+impl DaemonListener {
+    /// Bind `endpoint` on the blocking pool.
+    ///
+    /// On Unix the socket's directory is created 0700 if missing, and refused if it is
+    /// writable by group or others, owned by another user, or a symlink; the socket is
+    /// created 0600. If a socket file already exists, a connection attempt decides: refused
+    /// means a crashed predecessor left it (it is removed and the bind retried once),
+    /// accepted means a live daemon owns it ([`BindError::AlreadyRunning`]).
+    pub async fn bind(endpoint: &Endpoint) -> Result<DaemonListener, BindError> {
+        let endpoint = endpoint.clone();
+        let path = PathBuf::from(endpoint.os_name());
+        let for_join = path.clone();
+        tokio::task::spawn_blocking(move || bind_blocking(&path).map(|listener| DaemonListener { listener, endpoint }))
+            .await
+            .unwrap_or_else(|join| Err(BindError::Io {
+                path: for_join,
+                source: io::Error::other(join),
+            }))
+    }
+
+    /// The endpoint this listener serves.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Accept the next connection.
+    pub async fn accept(&self) -> io::Result<Stream> {
+        self.listener.accept().await
+    }
+}
+
+fn bind_blocking(path: &Path) -> Result<Listener, BindError> {
+    let io_err = |source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    #[cfg(unix)]
+    prepare_unix_dir(path)?;
+    match create(path) {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            remove_if_stale(path)?;
+            create(path).map_err(|e| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    BindError::AlreadyRunning { path: path.to_owned() }
+                } else {
+                    io_err(e)
+                }
+            })
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+fn create(path: &Path) -> io::Result<Listener> {
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    #[allow(unused_mut)]
+    let mut options = ListenerOptions::new().name(name).reclaim_name(true);
+    #[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd"))]
+    {
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        options = options.mode(0o600);
+    }
+    options.create_tokio()
+}
+
+/// An existing socket file that refuses connections belongs to a dead daemon: remove it.
+/// Anything that accepts is live and stays.
+fn remove_if_stale(path: &Path) -> Result<(), BindError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::symlink_metadata(path).map_err(|source| BindError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket { path: path.to_owned() });
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(BindError::AlreadyRunning { path: path.to_owned() }),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "removing stale socket left by a dead daemon");
+                std::fs::remove_file(path).map_err(|source| BindError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+            Err(source) => Err(BindError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Named pipes vanish with their last handle: "in use" always means live.
+        Err(BindError::AlreadyRunning { path: path.to_owned() })
+    }
+}
+
+#[cfg(unix)]
+fn prepare_unix_dir(path: &Path) -> Result<(), BindError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    super::manifest::create_private_dir(&dir).map_err(|source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let meta = std::fs::symlink_metadata(&dir).map_err(|source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let insecure = |reason| BindError::InsecureDirectory {
+        dir: dir.clone(),
+        reason,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(insecure("it is a symlink"));
+    }
+    if Some(meta.uid()) != crate::platform::current_uid() {
+        return Err(insecure("it is owned by another user"));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(insecure("it is writable by group or others"));
+    }
+    Ok(())
+}
+
+/// After a daemon's confirmed exit, remove the socket file it left at `endpoint`, if that
+/// file is a socket (never a directory or a regular file) and nobody accepts on it.
+pub(crate) fn remove_stale_socket(endpoint: &Endpoint) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let path = Path::new(&endpoint.path);
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if !meta.file_type().is_socket() {
+            return;
+        }
+        if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
+            if e.kind() == io::ErrorKind::ConnectionRefused && std::fs::remove_file(path).is_ok() {
+                tracing::debug!(path = %path.display(), "removed stale socket of exited daemon");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = endpoint;
+}
+
+/// Connect to an endpoint (no identity check: see `BackendHandle::connect` for that).
+pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
+    let name = endpoint.os_name().to_fs_name::<GenericFilePath>()?;
+    Stream::connect(name).await
+}

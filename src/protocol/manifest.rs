@@ -1,0 +1,367 @@
+//! [`CacheManifest`]: the JSON file where a daemon records who it is, read by clients that
+//! want to reuse it. Writes are atomic; reads of bad files give typed errors.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::DaemonProcess;
+
+/// The manifest schema this crate writes and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Manifests larger than this are refused unread (a manifest is a few hundred bytes).
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// A daemon's manifest: the service it provides and the process currently providing it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use running_process::broker::protocol::CacheManifest;
+///
+/// if let Some(manifest) = CacheManifest::read("/run/user/1000/my-app/cache.json").await? {
+///     println!("{} {} recorded", manifest.service_name, manifest.service_version);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheManifest {
+    /// Schema of this file; readers refuse newer schemas.
+    pub schema_version: u32,
+    /// Name of the service the daemon provides.
+    pub service_name: String,
+    /// Version of that service.
+    pub service_version: String,
+    /// The daemon currently serving, if one is recorded.
+    pub current_daemon: Option<DaemonProcess>,
+    /// When the manifest was last written (ms since the Unix epoch; informational).
+    #[serde(default)]
+    pub updated_at_unix_ms: u64,
+}
+
+/// A manifest could not be read or written. Nothing on disk is changed by a failed read,
+/// and a failed write leaves the previous file intact.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file exists but is empty.
+    #[error("manifest {path:?} is empty")]
+    Empty {
+        /// The manifest path.
+        path: PathBuf,
+    },
+    /// The JSON ends early: the file was cut short.
+    #[error("manifest {path:?} is truncated: {source}")]
+    Truncated {
+        /// The manifest path.
+        path: PathBuf,
+        /// Where the parser ran out.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file is not JSON at all.
+    #[error("manifest {path:?} is not JSON: {source}")]
+    NotJson {
+        /// The manifest path.
+        path: PathBuf,
+        /// The syntax error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file was written by a newer version of the crate.
+    #[error("manifest {path:?} has schema {found}, this build reads up to {SCHEMA_VERSION}")]
+    NewerSchema {
+        /// The manifest path.
+        path: PathBuf,
+        /// The schema found.
+        found: u64,
+    },
+    /// The JSON is well-formed but a field is missing, mistyped or invalid.
+    #[error("manifest {path:?} is invalid: {reason}")]
+    Invalid {
+        /// The manifest path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file exceeds [`MAX_MANIFEST_BYTES`].
+    #[error("manifest {path:?} is {len} bytes, more than the {MAX_MANIFEST_BYTES}-byte cap")]
+    TooLarge {
+        /// The manifest path.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+    },
+    /// The file system refused (permissions, disk full, read-only, ...).
+    #[error("manifest {path:?}: {source}")]
+    Io {
+        /// The manifest path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl CacheManifest {
+    /// A manifest for `service_name` at `service_version` recording `current_daemon`.
+    pub fn new(
+        service_name: impl Into<String>,
+        service_version: impl Into<String>,
+        current_daemon: Option<DaemonProcess>,
+    ) -> Self {
+        CacheManifest {
+            schema_version: SCHEMA_VERSION,
+            service_name: service_name.into(),
+            service_version: service_version.into(),
+            current_daemon,
+            updated_at_unix_ms: crate::identity::daemon_process::unix_ms_now(),
+        }
+    }
+
+    /// Read a manifest on the blocking pool. `Ok(None)` when the file does not exist.
+    pub async fn read(path: impl AsRef<Path>) -> Result<Option<CacheManifest>, ManifestError> {
+        let path = path.as_ref().to_owned();
+        run_blocking(path.clone(), move || Self::read_blocking(&path)).await
+    }
+
+    /// Write the manifest atomically on the blocking pool: a temp file in the same
+    /// directory, fsync, rename over `path`, fsync the directory. A missing parent
+    /// directory is created private (0700); the file is 0600.
+    pub async fn write(&self, path: impl AsRef<Path>) -> Result<(), ManifestError> {
+        let path = path.as_ref().to_owned();
+        let manifest = self.clone();
+        run_blocking(path.clone(), move || manifest.write_blocking(&path)).await
+    }
+
+    /// [`CacheManifest::read`] for synchronous callers (blocks).
+    pub fn read_blocking(path: &Path) -> Result<Option<CacheManifest>, ManifestError> {
+        let io_err = |source| ManifestError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let len = file.metadata().map_err(io_err)?.len();
+        if len > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge {
+                path: path.to_owned(),
+                len,
+            });
+        }
+        let mut raw = Vec::with_capacity(len as usize);
+        file.take(MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut raw)
+            .map_err(io_err)?;
+        Self::from_json(&raw, path).map(Some)
+    }
+
+    /// Parse manifest JSON; `path` only names the source in errors.
+    pub fn from_json(raw: &[u8], path: &Path) -> Result<CacheManifest, ManifestError> {
+        use serde_json::error::Category;
+        let path_buf = || path.to_owned();
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Err(ManifestError::Empty { path: path_buf() });
+        }
+        if raw.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge {
+                path: path_buf(),
+                len: raw.len() as u64,
+            });
+        }
+        // Parse generically first, so a newer schema is reported as such rather than as
+        // whatever field it renamed.
+        let value: serde_json::Value = serde_json::from_slice(raw).map_err(|source| match source.classify() {
+            Category::Eof => ManifestError::Truncated {
+                path: path_buf(),
+                source,
+            },
+            _ => ManifestError::NotJson {
+                path: path_buf(),
+                source,
+            },
+        })?;
+        let schema = value
+            .get("schema_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| ManifestError::Invalid {
+                path: path_buf(),
+                reason: "missing or non-integer `schema_version`".into(),
+            })?;
+        if schema > u64::from(SCHEMA_VERSION) {
+            return Err(ManifestError::NewerSchema {
+                path: path_buf(),
+                found: schema,
+            });
+        }
+        let manifest: CacheManifest = serde_json::from_value(value).map_err(|e| ManifestError::Invalid {
+            path: path_buf(),
+            reason: e.to_string(),
+        })?;
+        manifest.validate().map_err(|reason| ManifestError::Invalid {
+            path: path_buf(),
+            reason,
+        })?;
+        Ok(manifest)
+    }
+
+    /// Field checks beyond the JSON shape.
+    fn validate(&self) -> Result<(), String> {
+        if self.schema_version == 0 {
+            return Err("`schema_version` must be at least 1".into());
+        }
+        if self.service_name.trim().is_empty() {
+            return Err("`service_name` is empty".into());
+        }
+        if let Some(daemon) = &self.current_daemon {
+            if daemon.pid == 0 {
+                return Err("`current_daemon.pid` is 0".into());
+            }
+            if daemon.ipc_endpoint.path.is_empty() {
+                return Err("`current_daemon.ipc_endpoint.path` is empty".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// [`CacheManifest::write`] for synchronous callers (blocks).
+    pub fn write_blocking(&self, path: &Path) -> Result<(), ManifestError> {
+        let io_err = |source| ManifestError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        self.validate().map_err(|reason| ManifestError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| io_err(io::Error::other(e)))?;
+        write_atomic(path, &json).map_err(io_err)
+    }
+}
+
+/// Atomic replace of `path` with `contents` (see [`CacheManifest::write`]).
+pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "manifest path has no file name"))?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    create_private_dir(&dir)?;
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(io::Error::other)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        crate::hex::encode(&suffix)
+    ));
+    let result = (|| {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp)?;
+        file.write_all(contents)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Create `dir` (and missing ancestors) with mode 0700 where the OS has modes.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// fsync a directory so a rename in it is durable (a no-op where directories cannot be
+/// opened, i.e. Windows).
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    path: PathBuf,
+    work: impl FnOnce() -> Result<T, ManifestError> + Send + 'static,
+) -> Result<T, ManifestError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| Err(ManifestError::Io {
+            path,
+            source: io::Error::other(join),
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<CacheManifest, ManifestError> {
+        CacheManifest::from_json(raw.as_bytes(), Path::new("m.json"))
+    }
+
+    #[test]
+    fn classifies_bad_files() {
+        assert!(matches!(parse(""), Err(ManifestError::Empty { .. })));
+        assert!(matches!(parse("  \n"), Err(ManifestError::Empty { .. })));
+        assert!(matches!(parse("{\"schema_version\": 1, \"serv"), Err(ManifestError::Truncated { .. })));
+        assert!(matches!(parse("not json"), Err(ManifestError::NotJson { .. })));
+        assert!(matches!(
+            parse("{\"schema_version\": 9, \"whatever\": true}"),
+            Err(ManifestError::NewerSchema { found: 9, .. })
+        ));
+        assert!(matches!(parse("{\"schema_version\": 1}"), Err(ManifestError::Invalid { .. })));
+        assert!(matches!(parse("[1,2]"), Err(ManifestError::Invalid { .. })));
+        assert!(matches!(
+            parse("{\"schema_version\":1,\"service_name\":\" \",\"service_version\":\"1\",\"current_daemon\":null}"),
+            Err(ManifestError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn write_then_read_round_trips_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new-dir/manifest.json");
+        let manifest = CacheManifest::new("svc", "1.0", None);
+        manifest.write_blocking(&path).unwrap();
+        assert_eq!(CacheManifest::read_blocking(&path).unwrap(), Some(manifest));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+            assert_eq!(dir_mode & 0o777, 0o700);
+            let file_mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(file_mode & 0o777, 0o600);
+        }
+        // No temp files left behind.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        assert_eq!(CacheManifest::read_blocking(&dir.path().join("absent.json")).unwrap(), None);
+    }
+}

@@ -1,0 +1,14 @@
+//! Layer 3: protocol. The wire format of the control frames ([`frame`]), the daemon side
+//! that answers them ([`responder`]), safe socket binding ([`listener`]) and manifest files
+//! on disk ([`manifest`]).
+
+pub mod frame;
+pub mod listener;
+pub mod manifest;
+pub mod responder;
+
+pub use crate::identity::Endpoint;
+pub use frame::{Frame, FrameCodec, FrameError, FrameKind, ProbeReply, ProbeRequest};
+pub use listener::{BindError, DaemonListener};
+pub use manifest::{CacheManifest, ManifestError, SCHEMA_VERSION};
+pub use responder::{AppConnection, Incoming, Responder};

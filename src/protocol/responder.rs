@@ -1,0 +1,271 @@
+//! The daemon side of the wire: answers probe, ping and shutdown frames on the daemon's
+//! socket and hands every other connection to the application with the bytes it peeked
+//! replayed, so the daemon's own protocol shares the socket.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{SinkExt, Stream as FuturesStream, StreamExt};
+use interprocess::local_socket::tokio::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::frame::{ErrorReply, Frame, FrameCodec, ProbeReply, MAGIC};
+use super::listener::DaemonListener;
+use crate::identity::DaemonProcess;
+
+/// Default time a new connection gets to send its first bytes before it is handed to the
+/// application as is (for protocols where the server speaks first).
+pub const DEFAULT_FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a control connection may stay silent between frames before it is closed.
+pub const DEFAULT_CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers the crate's control frames for one daemon.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use futures::StreamExt;
+/// use running_process::broker::protocol::{DaemonListener, Endpoint, Responder};
+/// use running_process::DaemonProcess;
+///
+/// let endpoint = Endpoint::new("my-app", "/run/user/1000/my-app/cache.sock");
+/// let listener = DaemonListener::bind(&endpoint).await?;
+/// let me = DaemonProcess::current_process_async(endpoint, None).await?;
+/// let responder = Responder::new("cache", "1.0.0", me);
+/// let stop = responder.shutdown_token();
+/// let mut incoming = responder.serve(listener);
+/// loop {
+///     tokio::select! {
+///         _ = stop.cancelled() => break,
+///         Some(conn) = incoming.next() => { /* serve the app protocol on `conn` */ drop(conn) }
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Responder {
+    service_name: String,
+    service_version: String,
+    daemon: DaemonProcess,
+    shutdown: CancellationToken,
+    first_bytes_timeout: Duration,
+    control_idle_timeout: Duration,
+}
+
+/// What the background tasks share: the responder's settings, frozen by `serve`.
+type Shared = Responder;
+
+impl Responder {
+    /// A responder that presents `daemon` as the identity of service `name` `version`.
+    pub fn new(service_name: impl Into<String>, service_version: impl Into<String>, daemon: DaemonProcess) -> Self {
+        Responder {
+            service_name: service_name.into(),
+            service_version: service_version.into(),
+            daemon,
+            shutdown: CancellationToken::new(),
+            first_bytes_timeout: DEFAULT_FIRST_BYTES_TIMEOUT,
+            control_idle_timeout: DEFAULT_CONTROL_IDLE_TIMEOUT,
+        }
+    }
+
+    /// How long a new connection may stay silent before it is handed to the application
+    /// with nothing replayed (default [`DEFAULT_FIRST_BYTES_TIMEOUT`]).
+    pub fn first_bytes_timeout(mut self, timeout: Duration) -> Self {
+        self.first_bytes_timeout = timeout;
+        self
+    }
+
+    /// How long a control connection may stay silent between frames before it is closed
+    /// (default [`DEFAULT_CONTROL_IDLE_TIMEOUT`]).
+    pub fn control_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.control_idle_timeout = timeout;
+        self
+    }
+
+    /// Cancelled when a client sends a shutdown request. The daemon awaits it and stops.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Start answering on `listener` in a background task. Application connections arrive
+    /// on the returned [`Incoming`] stream; dropping it stops the responder and closes the
+    /// listener (which removes the socket file).
+    pub fn serve(self, listener: DaemonListener) -> Incoming {
+        let (tx, rx) = mpsc::channel(64);
+        let span = tracing::info_span!("responder", service = %self.service_name, endpoint = %listener.endpoint());
+        let task = tokio::spawn(accept_loop(Arc::new(self), listener, tx).instrument(span));
+        Incoming {
+            rx,
+            task: task.abort_handle(),
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: DaemonListener, tx: mpsc::Sender<AppConnection>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                // Per-connection failures (a peer that vanished mid-accept) are transient.
+                tracing::debug!(%error, "accept failed");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move { route(shared, stream, tx).await }.in_current_span());
+    }
+}
+
+/// Peek at the first bytes: the magic means a control connection, anything else goes to
+/// the application with the peeked bytes replayed.
+async fn route(shared: Arc<Shared>, mut stream: Stream, tx: mpsc::Sender<AppConnection>) {
+    let mut prefix = Vec::with_capacity(MAGIC.len());
+    let peek = async {
+        let mut buf = [0u8; 4];
+        while prefix.len() < MAGIC.len() && MAGIC.starts_with(&prefix) {
+            let n = stream.read(&mut buf[..MAGIC.len() - prefix.len()]).await?;
+            if n == 0 {
+                break;
+            }
+            prefix.extend_from_slice(&buf[..n]);
+        }
+        io::Result::Ok(())
+    };
+    match tokio::time::timeout(shared.first_bytes_timeout, peek).await {
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "connection failed before its first bytes");
+            return;
+        }
+        Ok(Ok(())) if prefix.is_empty() => return, // closed without a word
+        _ => {}
+    }
+    if prefix == MAGIC {
+        serve_control(&shared, stream, prefix).await;
+    } else if tx
+        .send(AppConnection {
+            prefix,
+            replayed: 0,
+            stream,
+        })
+        .await
+        .is_err()
+    {
+        tracing::debug!("application connection dropped: nobody takes them");
+    }
+}
+
+async fn serve_control(shared: &Shared, stream: Stream, prefix: Vec<u8>) {
+    let mut framed = Framed::new(stream, FrameCodec);
+    framed.read_buffer_mut().extend_from_slice(&prefix);
+    loop {
+        let next = match tokio::time::timeout(shared.control_idle_timeout, framed.next()).await {
+            Ok(next) => next,
+            Err(_) => return, // idle control connection: close it
+        };
+        let reply = match next {
+            None => return,
+            Some(Err(error)) => {
+                tracing::debug!(%error, "malformed control frame; closing");
+                let _ = framed
+                    .send(Frame::Error(ErrorReply {
+                        message: error.to_string(),
+                    }))
+                    .await;
+                return;
+            }
+            Some(Ok(Frame::ProbeRequest(request))) => {
+                tracing::trace!("identity probe");
+                Frame::ProbeReply(Box::new(ProbeReply {
+                    nonce: request.nonce,
+                    service_name: shared.service_name.clone(),
+                    service_version: shared.service_version.clone(),
+                    daemon: shared.daemon.clone(),
+                }))
+            }
+            Some(Ok(Frame::Ping)) => Frame::Pong,
+            Some(Ok(Frame::Shutdown)) => {
+                tracing::info!("shutdown requested over the socket");
+                shared.shutdown.cancel();
+                Frame::ShutdownAck
+            }
+            Some(Ok(other)) => Frame::Error(ErrorReply {
+                message: format!("unexpected {:?} frame", other.kind()),
+            }),
+        };
+        if framed.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Application connections accepted by a [`Responder`]. Dropping it stops the responder.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<AppConnection>,
+    task: tokio::task::AbortHandle,
+}
+
+impl FuturesStream for Incoming {
+    type Item = AppConnection;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AppConnection>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A connection for the daemon's own protocol. Reading first yields the bytes the responder
+/// peeked, then the rest of the stream.
+#[derive(Debug)]
+pub struct AppConnection {
+    prefix: Vec<u8>,
+    replayed: usize,
+    stream: Stream,
+}
+
+impl AppConnection {
+    /// The underlying local-socket stream (any peeked bytes not yet read are lost).
+    pub fn into_inner(self) -> Stream {
+        self.stream
+    }
+}
+
+impl AsyncRead for AppConnection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.replayed < this.prefix.len() {
+            let rest = &this.prefix[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AppConnection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
