@@ -1,1 +1,191 @@
-fn main() {}
+//! A real daemon built on running-process, used by the tests, the benchmarks and the
+//! README demo.
+//!
+//! ```text
+//! demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS]
+//!             [--service NAME] [--version VER] [--ready-delay-ms N]
+//!             [--crash-after-ms N] [--ignore-sigterm]
+//! ```
+//!
+//! It binds its socket, answers identity probes, serves a line-echo protocol on the same
+//! socket, writes its manifest atomically once ready and then prints `ready pid=<pid>` on
+//! stdout. On SIGTERM or a shutdown request it removes its socket and exits 0.
+//! `--crash-after-ms` makes it exit with code 3 after that delay (leaving its socket
+//! behind, as a crash would); `--ignore-sigterm` makes it ignore SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures::StreamExt;
+use running_process::broker::protocol::{CacheManifest, DaemonListener, Endpoint, Responder};
+use running_process::DaemonProcess;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+struct Args {
+    endpoint: String,
+    manifest: PathBuf,
+    namespace: String,
+    service: String,
+    version: String,
+    ready_delay: Duration,
+    crash_after: Option<Duration>,
+    ignore_sigterm: bool,
+}
+
+const USAGE: &str = "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
+[--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--ignore-sigterm]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let mut endpoint = None;
+    let mut manifest = None;
+    let mut parsed = Args {
+        endpoint: String::new(),
+        manifest: PathBuf::new(),
+        namespace: "demo".into(),
+        service: "demo".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ready_delay: Duration::ZERO,
+        crash_after: None,
+        ignore_sigterm: false,
+    };
+    let ms = |value: Option<String>, flag: &str| -> Result<Duration, String> {
+        let value = value.ok_or(format!("{flag} needs a value"))?;
+        value
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{flag}: `{value}` is not a number of milliseconds"))
+    };
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--endpoint" => endpoint = args.next(),
+            "--manifest" => manifest = args.next().map(PathBuf::from),
+            "--namespace" => parsed.namespace = args.next().ok_or("--namespace needs a value")?,
+            "--service" => parsed.service = args.next().ok_or("--service needs a value")?,
+            "--version" => parsed.version = args.next().ok_or("--version needs a value")?,
+            "--ready-delay-ms" => parsed.ready_delay = ms(args.next(), "--ready-delay-ms")?,
+            "--crash-after-ms" => parsed.crash_after = Some(ms(args.next(), "--crash-after-ms")?),
+            "--ignore-sigterm" => parsed.ignore_sigterm = true,
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    parsed.endpoint = endpoint.ok_or(format!("--endpoint is required\n{USAGE}"))?;
+    parsed.manifest = manifest.ok_or(format!("--manifest is required\n{USAGE}"))?;
+    Ok(parsed)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("demo_daemon: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let endpoint = Endpoint::new(args.namespace.clone(), args.endpoint.clone());
+    let mut terminate = termination_signal()?;
+
+    let listener = DaemonListener::bind(&endpoint).await?;
+    let me = DaemonProcess::current_process_async(endpoint.clone(), None).await?;
+    let responder = Responder::new(args.service.clone(), args.version.clone(), me.clone());
+    let shutdown = responder.shutdown_token();
+    let mut incoming = responder.serve(listener);
+
+    // The point of this delay is time passing: it simulates a slow start.
+    tokio::time::sleep(args.ready_delay).await;
+    CacheManifest::new(args.service, args.version, Some(me))
+        .write(&args.manifest)
+        .await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready pid={}", std::process::id())?;
+        out.flush()?;
+    }
+
+    let crash = async {
+        match args.crash_after {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(crash);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = terminate.recv() => {
+                if args.ignore_sigterm {
+                    eprintln!("demo_daemon: ignoring SIGTERM");
+                    continue;
+                }
+                break;
+            }
+            _ = &mut crash => {
+                eprintln!("demo_daemon: crashing as asked");
+                return Ok(ExitCode::from(3));
+            }
+            Some(connection) = incoming.next() => {
+                tokio::spawn(echo_lines(connection));
+            }
+        }
+    }
+    drop(incoming);
+    let _ = std::fs::remove_file(&args.endpoint);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's own protocol: every line received is sent back.
+async fn echo_lines(connection: running_process::broker::protocol::AppConnection) {
+    let (read, mut write) = tokio::io::split(connection);
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if write.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[cfg(unix)]
+fn termination_signal() -> std::io::Result<impl SignalRecv> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+}
+
+#[cfg(windows)]
+fn termination_signal() -> std::io::Result<impl SignalRecv> {
+    tokio::signal::windows::ctrl_break()
+}
+
+/// `recv` on the platform's termination signal stream.
+trait SignalRecv {
+    async fn recv(&mut self) -> Option<()>;
+}
+
+#[cfg(unix)]
+impl SignalRecv for tokio::signal::unix::Signal {
+    async fn recv(&mut self) -> Option<()> {
+        tokio::signal::unix::Signal::recv(self).await
+    }
+}
+
+#[cfg(windows)]
+impl SignalRecv for tokio::signal::windows::CtrlBreak {
+    async fn recv(&mut self) -> Option<()> {
+        tokio::signal::windows::CtrlBreak::recv(self).await
+    }
+}

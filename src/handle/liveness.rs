@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -98,18 +98,17 @@ impl Monitor {
         }
     }
 
-    /// The current state first, then each change; ends after the exit.
+    /// The state at the time of this call first, then each change; ends after the exit.
     pub(crate) fn stream(&self) -> impl Stream<Item = Liveness> + Send + Unpin + 'static {
-        let state = self.state.clone();
-        Box::pin(futures::stream::unfold(Some((state, true)), |step| async move {
-            let (mut state, first) = step?;
-            if !first && state.changed().await.is_err() {
-                return None;
-            }
+        let mut state = self.state.clone();
+        let initial = *state.borrow_and_update();
+        let rest = futures::stream::unfold(initial.is_alive().then_some(state), |state| async move {
+            let mut state = state?;
+            state.changed().await.ok()?;
             let current = *state.borrow_and_update();
-            let next = current.is_alive().then_some((state, false));
-            Some((current, next))
-        }))
+            Some((current, current.is_alive().then_some(state)))
+        });
+        Box::pin(futures::stream::once(std::future::ready(initial)).chain(rest))
     }
 }
 

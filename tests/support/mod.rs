@@ -1,0 +1,104 @@
+//! Shared helpers for the integration tests: start the demo daemon as a real process and
+//! wait for its readiness line (an event, never a sleep).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use running_process::broker::protocol::{CacheManifest, Endpoint};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Generous deadline for anything a test waits on (the CI machine is small and shared).
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Path of the demo daemon binary, built by `cargo test` with the other examples (or built
+/// here if a test runner skipped examples).
+pub fn demo_daemon_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let path = profile_dir.join("examples").join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX));
+        if !path.exists() {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "--example", "demo_daemon"])
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building demo_daemon failed");
+        }
+        path
+    })
+    .clone()
+}
+
+/// A demo daemon started by a test, in its own temporary directory.
+pub struct DemoDaemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub endpoint: Endpoint,
+    pub manifest_path: PathBuf,
+    pub manifest: CacheManifest,
+}
+
+impl DemoDaemon {
+    /// Start the demo daemon with extra arguments and wait until it is ready.
+    pub async fn start(extra: &[&str]) -> DemoDaemon {
+        Self::start_with_binary(&demo_daemon_path(), extra).await
+    }
+
+    /// Same, with a specific binary (a copy, for the replaced-binary test).
+    pub async fn start_with_binary(binary: &Path, extra: &[&str]) -> DemoDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run").join("demo.sock");
+        let manifest_path = dir.path().join("run").join("demo.json");
+        let mut child = Command::new(binary)
+            .arg("--endpoint")
+            .arg(&socket)
+            .arg("--manifest")
+            .arg(&manifest_path)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn demo_daemon");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("demo_daemon ready within the deadline")
+            .expect("read stdout")
+            .expect("demo_daemon printed a line");
+        assert!(ready.starts_with("ready pid="), "unexpected first line {ready:?}");
+        let manifest = CacheManifest::read(&manifest_path)
+            .await
+            .expect("manifest readable")
+            .expect("manifest written before ready");
+        let endpoint = manifest.current_daemon.as_ref().expect("daemon recorded").ipc_endpoint.clone();
+        DemoDaemon {
+            child,
+            dir,
+            endpoint,
+            manifest_path,
+            manifest,
+        }
+    }
+
+    pub fn claim(&self) -> running_process::DaemonProcess {
+        self.manifest.current_daemon.clone().expect("daemon recorded")
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        PathBuf::from(&self.endpoint.path)
+    }
+}
+
+/// Await `future` with the shared deadline, failing the test with `what` if it passes.
+pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
+}
