@@ -34,7 +34,8 @@ struct Args {
     ignore_sigterm: bool,
 }
 
-const USAGE: &str = "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
+const USAGE: &str =
+    "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
 [--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--ignore-sigterm]";
 
 fn parse_args() -> Result<Args, String> {
@@ -155,7 +156,11 @@ async fn echo_lines(connection: running_process::broker::protocol::AppConnection
     let (read, mut write) = tokio::io::split(connection);
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if write.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+        if write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -1,8 +1,131 @@
-fn main() {
-    let t = std::time::Instant::now();
-    let d = running_process::DaemonProcess::current_process(running_process::Endpoint::new("a", "/tmp/x"), None).unwrap();
-    println!("{:?} {}", t.elapsed(), d.exe_sha256_hex());
-    let t = std::time::Instant::now();
-    let _ = std::fs::read("/proc/self/exe").unwrap();
-    println!("read {:?}", t.elapsed());
+//! The README's main job: start the demo daemon, verify it, talk to it, watch it, stop it.
+//!
+//! ```text
+//! cargo run --example probe_demo
+//! ```
+//!
+//! Runs on built-in defaults: everything lives in a temporary directory that is removed at
+//! the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use running_process::broker::backend_handle::BackendHandle;
+use running_process::broker::protocol::CacheManifest;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let daemon_bin = demo_daemon_binary()?;
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("run/demo.sock");
+    let manifest_path = dir.path().join("run/demo.json");
+
+    println!("1. starting {}", daemon_bin.display());
+    let mut child = Command::new(&daemon_bin)
+        .arg("--endpoint")
+        .arg(&socket)
+        .arg("--manifest")
+        .arg(&manifest_path)
+        .args(["--service", "demo-cache", "--version", "1.0.0"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let ready = tokio::time::timeout(DEADLINE, stdout.next_line()).await??;
+    println!("   daemon says: {}", ready.unwrap_or_default());
+
+    let manifest = CacheManifest::read(&manifest_path)
+        .await?
+        .ok_or("no manifest written")?;
+    let claim = manifest
+        .current_daemon
+        .clone()
+        .ok_or("manifest records no daemon")?;
+    println!(
+        "2. manifest: {} {} pid {} exe {} sha256 {}…",
+        manifest.service_name,
+        manifest.service_version,
+        claim.pid,
+        claim.exe_path.display(),
+        &claim.exe_sha256_hex()[..16]
+    );
+
+    let started = Instant::now();
+    let handle = BackendHandle::try_from_manifest(&manifest)
+        .await?
+        .ok_or("no daemon")?;
+    let cold = started.elapsed();
+    let started = Instant::now();
+    let again = BackendHandle::try_from_manifest(&manifest)
+        .await?
+        .ok_or("no daemon")?;
+    let warm = started.elapsed();
+    println!(
+        "3. verified: cold probe {cold:?} (hashes the binary), warm probe {warm:?} (digest cached)"
+    );
+    drop(again);
+
+    let mut forged = manifest.clone();
+    if let Some(daemon) = forged.current_daemon.as_mut() {
+        daemon.start_time += 1; // what a recycled PID looks like
+    }
+    match BackendHandle::try_from_manifest(&forged).await {
+        Err(why) => println!("4. a forged manifest is refused: {why}"),
+        Ok(_) => return Err("a forged manifest was accepted".into()),
+    }
+
+    let watcher = {
+        let changes = handle.liveness();
+        tokio::spawn(async move {
+            let mut changes = changes;
+            while let Some(change) = changes.next().await {
+                println!("   liveness: {change:?}");
+            }
+        })
+    };
+
+    let rtt = handle.ping(DEADLINE).await?;
+    println!("5. ping answered in {rtt:?}");
+    let (read, mut write) = tokio::io::split(handle.connect().await?.into_inner());
+    write.write_all(b"hello, daemon\n").await?;
+    let mut echoed = String::new();
+    BufReader::new(read).read_line(&mut echoed).await?;
+    println!(
+        "6. the daemon's own protocol on the same socket echoed: {}",
+        echoed.trim_end()
+    );
+
+    println!("7. stopping gracefully (SIGTERM through the pidfd, kill after 5 s)");
+    let status = handle.stop(Duration::from_secs(5)).await?;
+    watcher.await?;
+    println!("   exited: {status}; alive now: {}", handle.is_alive());
+    println!("   socket removed: {}", !socket.exists());
+    let _ = child.wait().await;
+    Ok(())
+}
+
+/// The demo daemon sits next to this example; build it if this run did not.
+fn demo_daemon_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or("example has no directory")?;
+    let path = dir.join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let release = dir.parent().and_then(Path::file_name) == Some("release".as_ref());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "--example", "demo_daemon"]);
+        if release {
+            build.arg("--release");
+        }
+        if !build.status()?.success() {
+            return Err("building the demo daemon failed".into());
+        }
+    }
+    Ok(path)
 }

@@ -1,5 +1,7 @@
 //! Liveness as a stream, exit detection and stopping, against real demo daemons.
 
+#![cfg(unix)]
+
 mod support;
 
 use std::time::Duration;
@@ -31,13 +33,27 @@ async fn sigkill_reaches_every_subscriber_and_the_stream_ends() {
     daemon.child.start_kill().unwrap();
     let (first, second) = tokio::join!(collect(first), collect(second));
     for seen in [&first, &second] {
-        assert_eq!(seen.first(), Some(&Liveness::Alive), "current state first: {seen:?}");
-        assert_eq!(seen.last(), Some(&Liveness::Exited(ExitStatus::Signal(9))), "{seen:?}");
+        assert_eq!(
+            seen.first(),
+            Some(&Liveness::Alive),
+            "current state first: {seen:?}"
+        );
+        assert_eq!(
+            seen.last(),
+            Some(&Liveness::Exited(ExitStatus::Signal(9))),
+            "{seen:?}"
+        );
     }
-    assert_eq!(within("exited", handle.exited()).await, ExitStatus::Signal(9));
+    assert_eq!(
+        within("exited", handle.exited()).await,
+        ExitStatus::Signal(9)
+    );
     assert!(!handle.is_alive());
     // A subscriber arriving after the exit sees the final state once, then the end.
-    assert_eq!(collect(handle.liveness()).await, vec![Liveness::Exited(ExitStatus::Signal(9))]);
+    assert_eq!(
+        collect(handle.liveness()).await,
+        vec![Liveness::Exited(ExitStatus::Signal(9))]
+    );
     // SIGKILL left the socket file behind; the handle removed it after the exit.
     assert!(!daemon.socket_path().exists(), "stale socket removed");
 }
@@ -56,7 +72,9 @@ async fn graceful_shutdown_of_a_normal_daemon() {
     let daemon = DemoDaemon::start(&[]).await;
     let handle = verified(&daemon).await;
     let changes = handle.liveness();
-    within("shutdown", handle.shutdown(DEADLINE)).await.expect("graceful");
+    within("shutdown", handle.shutdown(DEADLINE))
+        .await
+        .expect("graceful");
     assert_eq!(
         collect(changes).await,
         vec![Liveness::Alive, Liveness::Exited(ExitStatus::Code(0))]
@@ -68,9 +86,12 @@ async fn graceful_shutdown_of_a_normal_daemon() {
 async fn shutdown_request_over_the_socket() {
     let daemon = DemoDaemon::start(&[]).await;
     let handle = verified(&daemon).await;
-    within("shutdown", handle.shutdown_with(GracefulStop::Request, DEADLINE))
-        .await
-        .expect("graceful");
+    within(
+        "shutdown",
+        handle.shutdown_with(GracefulStop::Request, DEADLINE),
+    )
+    .await
+    .expect("graceful");
     assert_eq!(handle.exited().await, ExitStatus::Code(0));
 }
 
@@ -78,14 +99,20 @@ async fn shutdown_request_over_the_socket() {
 async fn a_daemon_ignoring_sigterm_times_out_then_can_still_be_killed() {
     let daemon = DemoDaemon::start(&["--ignore-sigterm"]).await;
     let handle = verified(&daemon).await;
-    let error = handle.shutdown(Duration::from_millis(200)).await.unwrap_err();
+    let error = handle
+        .shutdown(Duration::from_millis(200))
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, BackendHandleError::ShutdownTimeout { pid } if pid == handle.pid()),
         "{error}"
     );
     assert!(handle.is_alive(), "still running after the timeout");
     handle.force_kill().unwrap();
-    assert_eq!(within("killed", handle.exited()).await, ExitStatus::Signal(9));
+    assert_eq!(
+        within("killed", handle.exited()).await,
+        ExitStatus::Signal(9)
+    );
     // Killing what is already dead is not an error.
     handle.force_kill().unwrap();
 }
@@ -94,7 +121,9 @@ async fn a_daemon_ignoring_sigterm_times_out_then_can_still_be_killed() {
 async fn stop_escalates_to_kill() {
     let daemon = DemoDaemon::start(&["--ignore-sigterm"]).await;
     let handle = verified(&daemon).await;
-    let status = within("stop", handle.stop(Duration::from_millis(200))).await.unwrap();
+    let status = within("stop", handle.stop(Duration::from_millis(200)))
+        .await
+        .unwrap();
     assert_eq!(status, ExitStatus::Signal(9));
 }
 
@@ -105,9 +134,14 @@ async fn connect_ping_and_the_daemons_own_protocol_share_the_socket() {
     handle.ping(DEADLINE).await.expect("pong");
     let stream = handle.connect().await.expect("connect").into_inner();
     let (read, mut write) = tokio::io::split(stream);
-    write.write_all(b"hello through the shared socket\n").await.unwrap();
+    write
+        .write_all(b"hello through the shared socket\n")
+        .await
+        .unwrap();
     let mut line = String::new();
-    within("echo", BufReader::new(read).read_line(&mut line)).await.unwrap();
+    within("echo", BufReader::new(read).read_line(&mut line))
+        .await
+        .unwrap();
     assert_eq!(line, "hello through the shared socket\n");
     handle.stop(DEADLINE).await.unwrap();
 }

@@ -18,8 +18,14 @@ async fn bad_files_give_typed_errors_and_stay_untouched() {
         ("empty", Vec::new()),
         ("truncated", json[..json.len() / 2].to_vec()),
         ("not json", b"\x00\x01 garbage".to_vec()),
-        ("newer schema", br#"{"schema_version": 2, "renamed": {}}"#.to_vec()),
-        ("invalid", br#"{"schema_version": 1, "service_name": 5}"#.to_vec()),
+        (
+            "newer schema",
+            br#"{"schema_version": 2, "renamed": {}}"#.to_vec(),
+        ),
+        (
+            "invalid",
+            br#"{"schema_version": 1, "service_name": 5}"#.to_vec(),
+        ),
     ];
     for (name, contents) in cases {
         let (_dir, path) = write_raw(&contents).await;
@@ -32,7 +38,11 @@ async fn bad_files_give_typed_errors_and_stay_untouched() {
             _ => matches!(error, ManifestError::Invalid { .. }),
         };
         assert!(expected, "{name}: {error}");
-        assert_eq!(tokio::fs::read(&path).await.unwrap(), contents, "{name}: the file is left as it was");
+        assert_eq!(
+            tokio::fs::read(&path).await.unwrap(),
+            contents,
+            "{name}: the file is left as it was"
+        );
     }
 }
 

@@ -2,6 +2,8 @@
 //! the test process listens on the endpoint, so the process checks and the peer credentials
 //! pass and only the behaviour on the wire decides.
 
+#![cfg(unix)]
+
 mod support;
 
 use std::time::Duration;
@@ -25,7 +27,9 @@ async fn squatter() -> (Squatter, UnixListener) {
     let path = dir.path().join("peer.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let endpoint = Endpoint::new("test", path.to_str().unwrap());
-    let claim = DaemonProcess::current_process_async(endpoint.clone(), None).await.unwrap();
+    let claim = DaemonProcess::current_process_async(endpoint.clone(), None)
+        .await
+        .unwrap();
     let squatter = Squatter {
         _dir: dir,
         endpoint,
@@ -70,7 +74,13 @@ async fn a_peer_that_accepts_and_closes_fails_fast() {
     // With a one-minute deadline, a Timeout would mean we waited it out; NoAnswer means
     // the close was noticed at once.
     let error = probe_error(&s, support::DEADLINE).await;
-    assert!(matches!(error, BackendHandleError::Probe(ProbeError::NoAnswer { .. })), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::Probe(ProbeError::NoAnswer { .. })
+        ),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +92,10 @@ async fn a_peer_that_never_answers_fails_at_the_deadline() {
         drop(stream);
     });
     let error = probe_error(&s, Duration::from_millis(300)).await;
-    assert!(matches!(error, BackendHandleError::Probe(ProbeError::Timeout(_))), "{error}");
+    assert!(
+        matches!(error, BackendHandleError::Probe(ProbeError::Timeout(_))),
+        "{error}"
+    );
     drop(held_tx);
 }
 
@@ -105,7 +118,10 @@ async fn a_peer_that_answers_with_the_wrong_nonce_is_refused() {
         stream.write_all(&frame).await.unwrap();
     });
     let error = probe_error(&s, support::DEADLINE).await;
-    assert!(matches!(error, BackendHandleError::Probe(ProbeError::WrongNonce)), "{error}");
+    assert!(
+        matches!(error, BackendHandleError::Probe(ProbeError::WrongNonce)),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -120,16 +136,31 @@ async fn a_peer_that_does_not_know_the_protocol_is_refused() {
         let _ = stream.read(&mut buf).await;
     });
     let error = probe_error(&s, support::DEADLINE).await;
-    assert!(matches!(error, BackendHandleError::Probe(ProbeError::UnexpectedFrame { .. })), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::Probe(ProbeError::UnexpectedFrame { .. })
+        ),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn malformed_and_oversized_frames_are_refused() {
     for (name, reply) in [
         ("text", b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()),
-        ("oversized", b"\0RPD\x01\x02\x00\x00\x7f\xff\xff\xff".to_vec()),
-        ("bad json", b"\0RPD\x01\x02\x00\x00\x00\x00\x00\x05{nope".to_vec()),
-        ("truncated", b"\0RPD\x01\x02\x00\x00\x00\x00\x01\x00{".to_vec()),
+        (
+            "oversized",
+            b"\0RPD\x01\x02\x00\x00\x7f\xff\xff\xff".to_vec(),
+        ),
+        (
+            "bad json",
+            b"\0RPD\x01\x02\x00\x00\x00\x00\x00\x05{nope".to_vec(),
+        ),
+        (
+            "truncated",
+            b"\0RPD\x01\x02\x00\x00\x00\x00\x01\x00{".to_vec(),
+        ),
     ] {
         let (s, listener) = squatter().await;
         serve_once(listener, move |mut stream| async move {
@@ -138,7 +169,10 @@ async fn malformed_and_oversized_frames_are_refused() {
         });
         let error = probe_error(&s, support::DEADLINE).await;
         assert!(
-            matches!(error, BackendHandleError::Probe(ProbeError::MalformedFrame(_))),
+            matches!(
+                error,
+                BackendHandleError::Probe(ProbeError::MalformedFrame(_))
+            ),
             "{name}: {error}"
         );
     }
@@ -150,15 +184,25 @@ async fn an_answer_with_another_identity_names_the_field() {
     let (s, listener) = squatter().await;
     drop(listener);
     std::fs::remove_file(&s.endpoint.path).unwrap();
-    let listener = running_process::broker::protocol::DaemonListener::bind(&s.endpoint).await.unwrap();
+    let listener = running_process::broker::protocol::DaemonListener::bind(&s.endpoint)
+        .await
+        .unwrap();
     let mut presented = s.claim.clone();
     presented.exe_path = "/somewhere/else".into();
     let _incoming = Responder::new("svc", "1", presented).serve(listener);
     let error = BackendHandle::probe(&s.endpoint, &s.claim).await;
     assert!(error.is_none());
-    let error = BackendHandle::probe_with_service("svc", "1", &s.endpoint, &s.claim).await.unwrap_err();
+    let error = BackendHandle::probe_with_service("svc", "1", &s.endpoint, &s.claim)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(error, BackendHandleError::Identity(IdentityError::FieldMismatch { field: "exe_path", .. })),
+        matches!(
+            error,
+            BackendHandleError::Identity(IdentityError::FieldMismatch {
+                field: "exe_path",
+                ..
+            })
+        ),
         "{error}"
     );
 }

@@ -1,5 +1,7 @@
 //! Probing real demo daemons: what is accepted, and each way a claim is refused.
 
+#![cfg(unix)]
+
 mod support;
 
 use running_process::broker::backend_handle::{BackendHandle, BackendHandleError, VerifyPidError};
@@ -12,7 +14,9 @@ async fn live_daemon_probes_by_endpoint_and_by_manifest() {
     let daemon = DemoDaemon::start(&["--service", "soldr", "--version", "1.2.3"]).await;
     let claim = daemon.claim();
 
-    let by_endpoint = BackendHandle::probe(&daemon.endpoint, &claim).await.expect("verified");
+    let by_endpoint = BackendHandle::probe(&daemon.endpoint, &claim)
+        .await
+        .expect("verified");
     assert!(by_endpoint.is_alive());
     assert_eq!(by_endpoint.daemon_process, claim);
     assert_eq!(by_endpoint.service_name, "soldr");
@@ -24,9 +28,12 @@ async fn live_daemon_probes_by_endpoint_and_by_manifest() {
     assert_eq!(by_manifest.service_version, "1.2.3");
     assert_eq!(by_manifest.pid(), daemon.child.id().unwrap());
 
-    let with_service = BackendHandle::probe_with_service("soldr", "1.2.3", &daemon.endpoint, &claim).await;
+    let with_service =
+        BackendHandle::probe_with_service("soldr", "1.2.3", &daemon.endpoint, &claim).await;
     assert!(with_service.is_ok(), "{with_service:?}");
-    within("stop", by_manifest.stop(support::DEADLINE)).await.unwrap();
+    within("stop", by_manifest.stop(support::DEADLINE))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -37,12 +44,26 @@ async fn wrong_service_or_endpoint_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, BackendHandleError::Identity(IdentityError::FieldMismatch { field: "service_name", .. })),
+        matches!(
+            error,
+            BackendHandleError::Identity(IdentityError::FieldMismatch {
+                field: "service_name",
+                ..
+            })
+        ),
         "{error}"
     );
     let other = Endpoint::new("demo", "/elsewhere.sock");
-    let error = BackendHandle::probe_with_service("soldr", "1.2.3", &other, &claim).await.unwrap_err();
-    assert!(matches!(error, BackendHandleError::Identity(IdentityError::EndpointMismatch { .. })), "{error}");
+    let error = BackendHandle::probe_with_service("soldr", "1.2.3", &other, &claim)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::Identity(IdentityError::EndpointMismatch { .. })
+        ),
+        "{error}"
+    );
     assert!(BackendHandle::probe(&other, &claim).await.is_none());
 }
 
@@ -50,9 +71,19 @@ async fn wrong_service_or_endpoint_is_refused() {
 async fn dead_pid_is_refused() {
     let mut daemon = DemoDaemon::start(&[]).await;
     daemon.child.kill().await.unwrap(); // kill and reap: the PID is gone
-    let error = BackendHandle::try_from_manifest(&daemon.manifest).await.unwrap_err();
-    assert!(matches!(error, BackendHandleError::VerifyPid(VerifyPidError::Dead { .. })), "{error}");
-    assert!(BackendHandle::probe_manifest(&daemon.manifest).await.is_none());
+    let error = BackendHandle::try_from_manifest(&daemon.manifest)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::Dead { .. })
+        ),
+        "{error}"
+    );
+    assert!(BackendHandle::probe_manifest(&daemon.manifest)
+        .await
+        .is_none());
 }
 
 #[tokio::test]
@@ -63,10 +94,17 @@ async fn recycled_pid_is_refused() {
     let b = DemoDaemon::start(&[]).await;
     let mut claim = a.claim();
     claim.pid = b.claim().pid;
-    let error = BackendHandle::probe_with_service("demo", env!("CARGO_PKG_VERSION"), &a.endpoint, &claim)
-        .await
-        .unwrap_err();
-    assert!(matches!(error, BackendHandleError::VerifyPid(VerifyPidError::StartTime { .. })), "{error}");
+    let error =
+        BackendHandle::probe_with_service("demo", env!("CARGO_PKG_VERSION"), &a.endpoint, &claim)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::StartTime { .. })
+        ),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -74,33 +112,65 @@ async fn each_forged_field_is_refused_by_its_own_check() {
     let daemon = DemoDaemon::start(&[]).await;
     let probe = |claim: running_process::DaemonProcess| {
         let endpoint = daemon.endpoint.clone();
-        async move { BackendHandle::probe_with_options(&endpoint, &claim, None, &Default::default()).await }
+        async move {
+            BackendHandle::probe_with_options(&endpoint, &claim, None, &Default::default()).await
+        }
     };
 
     let mut claim = daemon.claim();
     claim.boot_id = "00000000-0000-0000-0000-000000000000".into();
     let error = probe(claim).await.unwrap_err();
-    assert!(matches!(error, BackendHandleError::VerifyPid(VerifyPidError::BootId { .. })), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::BootId { .. })
+        ),
+        "{error}"
+    );
 
     let mut claim = daemon.claim();
     claim.boot_id.clear();
     let error = probe(claim).await.unwrap_err();
-    assert!(matches!(error, BackendHandleError::VerifyPid(VerifyPidError::EmptyBootId)), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::EmptyBootId)
+        ),
+        "{error}"
+    );
 
     let mut claim = daemon.claim();
     claim.start_time += 1;
     let error = probe(claim).await.unwrap_err();
-    assert!(matches!(error, BackendHandleError::VerifyPid(VerifyPidError::StartTime { .. })), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::StartTime { .. })
+        ),
+        "{error}"
+    );
 
     let mut claim = daemon.claim();
     claim.exe_path = "/usr/bin/true".into();
     let error = probe(claim).await.unwrap_err();
-    assert!(matches!(error, BackendHandleError::VerifyPid(VerifyPidError::ExePath { .. })), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::ExePath { .. })
+        ),
+        "{error}"
+    );
 
     let mut claim = daemon.claim();
     claim.exe_sha256[0] ^= 0xff;
     let error = probe(claim).await.unwrap_err();
-    assert!(matches!(error, BackendHandleError::VerifyPid(VerifyPidError::ExeDigest { .. })), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::ExeDigest { .. })
+        ),
+        "{error}"
+    );
 
     // A field the process checks cannot see, but the daemon's own answer contradicts.
     let mut claim = daemon.claim();
@@ -109,7 +179,10 @@ async fn each_forged_field_is_refused_by_its_own_check() {
     assert!(
         matches!(
             error,
-            BackendHandleError::Identity(IdentityError::FieldMismatch { field: "idle_timeout_secs", .. })
+            BackendHandleError::Identity(IdentityError::FieldMismatch {
+                field: "idle_timeout_secs",
+                ..
+            })
         ),
         "{error}"
     );
@@ -125,7 +198,9 @@ async fn a_squatter_on_the_endpoint_is_refused_by_peer_credentials() {
     let daemon = DemoDaemon::start(&[]).await;
     std::fs::remove_file(daemon.socket_path()).unwrap();
     let squatter = std::os::unix::net::UnixListener::bind(daemon.socket_path()).unwrap();
-    let error = BackendHandle::try_from_manifest(&daemon.manifest).await.unwrap_err();
+    let error = BackendHandle::try_from_manifest(&daemon.manifest)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             error,

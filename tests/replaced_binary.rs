@@ -1,6 +1,8 @@
 //! A daemon whose executable was replaced on disk after it started is refused, with the
 //! replacement named as the reason. Own test binary: it copies and execs a file.
 
+#![cfg(unix)]
+
 mod support;
 
 use running_process::broker::backend_handle::{BackendHandle, BackendHandleError, VerifyPidError};
@@ -12,15 +14,25 @@ async fn binary_replaced_on_disk_is_refused() {
     let copy = bin_dir.path().join("demo_daemon");
     std::fs::copy(support::demo_daemon_path(), &copy).unwrap();
     let daemon = DemoDaemon::start_with_binary(&copy, &[]).await;
-    assert!(BackendHandle::probe_manifest(&daemon.manifest).await.is_some(), "genuine before the upgrade");
+    assert!(
+        BackendHandle::probe_manifest(&daemon.manifest)
+            .await
+            .is_some(),
+        "genuine before the upgrade"
+    );
 
     // An "upgrade": the file at the path is replaced by other bytes.
     std::fs::remove_file(&copy).unwrap();
     std::fs::write(&copy, b"#!/bin/sh\necho upgraded\n").unwrap();
 
-    let error = BackendHandle::try_from_manifest(&daemon.manifest).await.unwrap_err();
+    let error = BackendHandle::try_from_manifest(&daemon.manifest)
+        .await
+        .unwrap_err();
     assert!(
-        matches!(error, BackendHandleError::VerifyPid(VerifyPidError::BinaryReplaced { .. })),
+        matches!(
+            error,
+            BackendHandleError::VerifyPid(VerifyPidError::BinaryReplaced { .. })
+        ),
         "{error}"
     );
 }

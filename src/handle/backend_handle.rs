@@ -206,7 +206,12 @@ impl BackendHandle {
     /// the exit: see [`BackendHandle::shutdown`]).
     pub async fn request_shutdown(&self, timeout: Duration) -> Result<()> {
         let exchange = async {
-            match self.connect().await?.request(Frame::Shutdown, timeout).await? {
+            match self
+                .connect()
+                .await?
+                .request(Frame::Shutdown, timeout)
+                .await?
+            {
                 Frame::ShutdownAck => Ok(()),
                 other => Err(ProbeError::UnexpectedFrame {
                     kind: format!("{:?}", other.kind()),
@@ -252,7 +257,10 @@ impl BackendHandle {
             self.monitor
                 .watcher()
                 .terminate()
-                .map_err(|source| BackendHandleError::Signal { pid: self.pid(), source })?;
+                .map_err(|source| BackendHandleError::Signal {
+                    pid: self.pid(),
+                    source,
+                })?;
         }
         tokio::time::timeout_at(deadline, self.exited())
             .await
@@ -267,7 +275,10 @@ impl BackendHandle {
         self.monitor
             .watcher()
             .kill()
-            .map_err(|source| BackendHandleError::Signal { pid: self.pid(), source })
+            .map_err(|source| BackendHandleError::Signal {
+                pid: self.pid(),
+                source,
+            })
     }
 
     /// Send a signal through the process handle (Unix).
@@ -276,7 +287,10 @@ impl BackendHandle {
         self.monitor
             .watcher()
             .signal(signal)
-            .map_err(|source| BackendHandleError::Signal { pid: self.pid(), source })
+            .map_err(|source| BackendHandleError::Signal {
+                pid: self.pid(),
+                source,
+            })
     }
 
     /// Stop with escalation, for callers who just want it gone: graceful stop, up to

@@ -40,14 +40,21 @@ impl Connection {
 
     /// Check that the peer is process `pid` (where the OS reports peer PIDs) running as
     /// `uid` (where the OS has uids).
-    pub(crate) fn check_peer(&self, pid: u32, uid: Option<u32>, check_pid: bool) -> Result<(), ProbeError> {
+    pub(crate) fn check_peer(
+        &self,
+        pid: u32,
+        uid: Option<u32>,
+        check_pid: bool,
+    ) -> Result<(), ProbeError> {
         let creds = self
             .stream
             .peer_creds()
             .map_err(ProbeError::PeerCredentialsUnavailable)?;
+        // `pid_t` is signed on Unix and `u32` on Windows.
+        #[allow(clippy::useless_conversion)]
         let actual_pid = creds.pid().and_then(|p| u32::try_from(p).ok());
         #[cfg(unix)]
-        let actual_uid = creds.euid().map(|u| u as u32);
+        let actual_uid = creds.euid();
         #[cfg(not(unix))]
         let actual_uid: Option<u32> = None;
         let pid_ok = !check_pid || actual_pid.is_none_or(|p| p == pid);
@@ -65,7 +72,11 @@ impl Connection {
     }
 
     /// Send one control frame and read one reply, all within `timeout`.
-    pub(crate) async fn request(self, frame: Frame, timeout: Duration) -> Result<Frame, ProbeError> {
+    pub(crate) async fn request(
+        self,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Frame, ProbeError> {
         let exchange = async move {
             let mut framed = Framed::new(self.stream, FrameCodec);
             if let Err(error) = framed.send(frame).await {
@@ -81,7 +92,9 @@ impl Connection {
                     detail: error.to_string(),
                 }),
                 Some(Err(error)) => Err(ProbeError::MalformedFrame(error)),
-                Some(Ok(Frame::Error(reply))) => Err(ProbeError::Refused { message: reply.message }),
+                Some(Ok(Frame::Error(reply))) => Err(ProbeError::Refused {
+                    message: reply.message,
+                }),
                 Some(Ok(reply)) => Ok(reply),
             }
         };

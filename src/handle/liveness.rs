@@ -11,8 +11,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-pub use crate::platform::ExitStatus;
 use crate::identity::Endpoint;
+pub use crate::platform::ExitStatus;
 use crate::platform::{ExitWatcher, ProcessHandle};
 use crate::protocol::listener::remove_stale_socket;
 
@@ -102,12 +102,13 @@ impl Monitor {
     pub(crate) fn stream(&self) -> impl Stream<Item = Liveness> + Send + Unpin + 'static {
         let mut state = self.state.clone();
         let initial = *state.borrow_and_update();
-        let rest = futures::stream::unfold(initial.is_alive().then_some(state), |state| async move {
-            let mut state = state?;
-            state.changed().await.ok()?;
-            let current = *state.borrow_and_update();
-            Some((current, current.is_alive().then_some(state)))
-        });
+        let rest =
+            futures::stream::unfold(initial.is_alive().then_some(state), |state| async move {
+                let mut state = state?;
+                state.changed().await.ok()?;
+                let current = *state.borrow_and_update();
+                Some((current, current.is_alive().then_some(state)))
+            });
         Box::pin(futures::stream::once(std::future::ready(initial)).chain(rest))
     }
 }
@@ -118,7 +119,12 @@ impl Drop for Monitor {
     }
 }
 
-async fn watch_exit(pid: u32, watcher: Arc<ExitWatcher>, tx: watch::Sender<Liveness>, endpoint: Endpoint) {
+async fn watch_exit(
+    pid: u32,
+    watcher: Arc<ExitWatcher>,
+    tx: watch::Sender<Liveness>,
+    endpoint: Endpoint,
+) {
     let status = watcher.wait().await;
     tracing::debug!(pid, %status, "backend exited");
     // Clean up before publishing, so whoever sees the exit also sees the socket gone.

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{BackendHandleError, ProbeError, Result};
 use crate::handle::connection::Connection;
-use crate::identity::{verify::verify_process, DaemonProcess, Endpoint, IdentityError, VerifyPidError};
+use crate::identity::{
+    verify::verify_process, DaemonProcess, Endpoint, IdentityError, VerifyPidError,
+};
 use crate::platform::{self, ProcessHandle};
 use crate::protocol::frame::{ProbeReply, ProbeRequest, NONCE_LEN};
 use crate::protocol::Frame;
@@ -90,11 +92,12 @@ pub(crate) async fn probe(
     let owned = claim.clone();
     let (handle, peer_uid) = tokio::task::spawn_blocking(move || {
         let handle = verify_process(&owned)?;
-        let uid = platform::process_uid(owned.pid).map_err(|source| VerifyPidError::Unreadable {
-            pid: owned.pid,
-            what: "owner",
-            source,
-        })?;
+        let uid =
+            platform::process_uid(owned.pid).map_err(|source| VerifyPidError::Unreadable {
+                pid: owned.pid,
+                what: "owner",
+                source,
+            })?;
         Ok::<_, VerifyPidError>((handle, uid))
     })
     .await
@@ -110,7 +113,8 @@ pub(crate) async fn probe(
         let connection = Connection::connect(endpoint).await?;
         connection.check_peer(claim.pid, peer_uid, options.checks_peer_pid())?;
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| BackendHandleError::Connect(std::io::Error::other(e)))?;
+        getrandom::fill(&mut nonce)
+            .map_err(|e| BackendHandleError::Connect(std::io::Error::other(e)))?;
         let reply = match connection
             .request(Frame::ProbeRequest(ProbeRequest { nonce }), options.timeout)
             .await?
@@ -138,7 +142,12 @@ pub(crate) async fn probe(
         return Err(VerifyPidError::ExitedDuringCheck { pid: claim.pid }.into());
     }
     if let Some((field, expected, actual)) = claim.first_difference(&reply.daemon) {
-        return Err(IdentityError::FieldMismatch { field, expected, actual }.into());
+        return Err(IdentityError::FieldMismatch {
+            field,
+            expected,
+            actual,
+        }
+        .into());
     }
     if let Some((name, version)) = service {
         for (field, expected, actual) in [

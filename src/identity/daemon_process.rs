@@ -119,7 +119,10 @@ impl DaemonProcess {
 
     /// Compare with another claim field by field; the first differing field is returned
     /// with both values rendered as text. `started_at_unix_ms` is informational and skipped.
-    pub(crate) fn first_difference(&self, other: &DaemonProcess) -> Option<(&'static str, String, String)> {
+    pub(crate) fn first_difference(
+        &self,
+        other: &DaemonProcess,
+    ) -> Option<(&'static str, String, String)> {
         fn diff<T: PartialEq + std::fmt::Debug>(
             field: &'static str,
             a: &T,
@@ -131,9 +134,21 @@ impl DaemonProcess {
             .or_else(|| diff("start_time", &self.start_time, &other.start_time))
             .or_else(|| diff("boot_id", &self.boot_id, &other.boot_id))
             .or_else(|| diff("exe_path", &self.exe_path, &other.exe_path))
-            .or_else(|| diff("exe_sha256", &self.exe_sha256_hex(), &other.exe_sha256_hex()))
+            .or_else(|| {
+                diff(
+                    "exe_sha256",
+                    &self.exe_sha256_hex(),
+                    &other.exe_sha256_hex(),
+                )
+            })
             .or_else(|| diff("ipc_endpoint", &self.ipc_endpoint, &other.ipc_endpoint))
-            .or_else(|| diff("idle_timeout_secs", &self.idle_timeout_secs, &other.idle_timeout_secs))
+            .or_else(|| {
+                diff(
+                    "idle_timeout_secs",
+                    &self.idle_timeout_secs,
+                    &other.idle_timeout_secs,
+                )
+            })
     }
 }
 

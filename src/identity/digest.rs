@@ -76,7 +76,9 @@ impl DigestCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileIdentity, [u8; 32]>> {
         // The map holds plain data: a panic elsewhere cannot leave it inconsistent.
-        self.entries.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 

@@ -38,7 +38,13 @@ impl Endpoint {
             let flat: String = self
                 .path
                 .chars()
-                .map(|c| if matches!(c, '\\' | '/' | ':') { '-' } else { c })
+                .map(|c| {
+                    if matches!(c, '\\' | '/' | ':') {
+                        '-'
+                    } else {
+                        c
+                    }
+                })
                 .collect();
             format!(r"\\.\pipe\{}-{}", self.namespace_id, flat)
         } else {

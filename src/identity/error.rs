@@ -39,7 +39,9 @@ pub enum VerifyPidError {
         actual: String,
     },
     /// The PID belongs to a process started at another time: the PID was recycled.
-    #[error("process {pid} start time mismatch: claim {expected}, process {actual} (recycled PID)")]
+    #[error(
+        "process {pid} start time mismatch: claim {expected}, process {actual} (recycled PID)"
+    )]
     StartTime {
         /// The PID from the claim.
         pid: u32,
@@ -67,7 +69,9 @@ pub enum VerifyPidError {
         path: PathBuf,
     },
     /// The SHA-256 of the running image differs from the claim.
-    #[error("executable digest mismatch for process {pid}: claim {expected}, running image {actual}")]
+    #[error(
+        "executable digest mismatch for process {pid}: claim {expected}, running image {actual}"
+    )]
     ExeDigest {
         /// The PID from the claim.
         pid: u32,

@@ -3,12 +3,12 @@
 //! [`digest`] hashes executables with a cache keyed by file identity.
 
 pub mod daemon_process;
-pub mod endpoint;
 pub mod digest;
+pub mod endpoint;
 pub mod error;
 pub(crate) mod verify;
 
 pub use daemon_process::DaemonProcess;
-pub use endpoint::Endpoint;
 pub use digest::{DigestCache, DigestCacheStats};
+pub use endpoint::Endpoint;
 pub use error::{IdentityError, VerifyPidError};

@@ -51,7 +51,10 @@ impl ProcessHandle {
     pub fn exit_pending(&self) -> bool {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
-        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // Errors count as "pending": the caller then refuses, which is the safe side.
         poll(&mut fds, Some(&zero)).map_or(true, |ready| ready > 0)
     }
@@ -174,7 +177,8 @@ struct PidfdInfo {
 }
 
 const PIDFD_INFO_EXIT: u64 = 1 << 3;
-const PIDFD_GET_INFO: rustix::ioctl::Opcode = rustix::ioctl::opcode::read_write::<PidfdInfo>(0xFF, 11);
+const PIDFD_GET_INFO: rustix::ioctl::Opcode =
+    rustix::ioctl::opcode::read_write::<PidfdInfo>(0xFF, 11);
 
 fn pidfd_info_exit(pidfd: &OwnedFd) -> Option<ExitStatus> {
     let mut info = PidfdInfo {
@@ -201,7 +205,10 @@ fn read_stat(pid: u32) -> io::Result<Stat> {
     let mut raw = Vec::with_capacity(512);
     File::open(format!("/proc/{pid}/stat"))?.read_to_end(&mut raw)?;
     parse_stat(&raw).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{pid}/stat"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unparsable /proc/{pid}/stat"),
+        )
     })
 }
 

@@ -193,7 +193,8 @@ pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
     imp::file_identity(file)
 }
 
-/// The effective user id of this process (`None` on Windows).
+/// The effective user id of this process.
+#[cfg(unix)]
 pub(crate) fn current_uid() -> Option<u32> {
     imp::current_uid()
 }

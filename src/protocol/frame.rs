@@ -223,7 +223,8 @@ impl Encoder<Frame> for FrameCodec {
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
         let kind = frame.kind();
-        let payload = encode_payload(&frame).map_err(|source| FrameError::Payload { kind, source })?;
+        let payload =
+            encode_payload(&frame).map_err(|source| FrameError::Payload { kind, source })?;
         if payload.len() > MAX_PAYLOAD {
             return Err(FrameError::TooLarge {
                 len: payload.len(),
@@ -274,8 +275,12 @@ struct Empty {}
 fn decode_payload(kind: FrameKind, payload: &[u8]) -> Result<Frame, FrameError> {
     let err = |source| FrameError::Payload { kind, source };
     Ok(match kind {
-        FrameKind::ProbeRequest => Frame::ProbeRequest(serde_json::from_slice(payload).map_err(err)?),
-        FrameKind::ProbeReply => Frame::ProbeReply(Box::new(serde_json::from_slice(payload).map_err(err)?)),
+        FrameKind::ProbeRequest => {
+            Frame::ProbeRequest(serde_json::from_slice(payload).map_err(err)?)
+        }
+        FrameKind::ProbeReply => {
+            Frame::ProbeReply(Box::new(serde_json::from_slice(payload).map_err(err)?))
+        }
         FrameKind::Error => Frame::Error(serde_json::from_slice(payload).map_err(err)?),
         FrameKind::Ping | FrameKind::Pong | FrameKind::Shutdown | FrameKind::ShutdownAck => {
             serde_json::from_slice::<Empty>(payload).map_err(err)?;
@@ -294,7 +299,9 @@ fn encode_payload(frame: &Frame) -> Result<Vec<u8>, serde_json::Error> {
         Frame::ProbeRequest(p) => serde_json::to_vec(p),
         Frame::ProbeReply(p) => serde_json::to_vec(p),
         Frame::Error(p) => serde_json::to_vec(p),
-        Frame::Ping | Frame::Pong | Frame::Shutdown | Frame::ShutdownAck => serde_json::to_vec(&Empty {}),
+        Frame::Ping | Frame::Pong | Frame::Shutdown | Frame::ShutdownAck => {
+            serde_json::to_vec(&Empty {})
+        }
     }
 }
 
@@ -310,7 +317,9 @@ mod tests {
 
     #[test]
     fn round_trips_byte_by_byte() {
-        let frame = Frame::ProbeRequest(ProbeRequest { nonce: [7; NONCE_LEN] });
+        let frame = Frame::ProbeRequest(ProbeRequest {
+            nonce: [7; NONCE_LEN],
+        });
         let wire = encode(frame.clone());
         let mut buf = BytesMut::new();
         let mut decoded = None;
@@ -332,20 +341,44 @@ mod tests {
     #[test]
     fn refuses_bad_input_early() {
         let mut text = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
-        assert!(matches!(FrameCodec.decode(&mut text), Err(FrameError::BadMagic { .. })));
+        assert!(matches!(
+            FrameCodec.decode(&mut text),
+            Err(FrameError::BadMagic { .. })
+        ));
         let mut one = BytesMut::from(&b"G"[..]);
-        assert!(matches!(FrameCodec.decode(&mut one), Err(FrameError::BadMagic { .. })));
+        assert!(matches!(
+            FrameCodec.decode(&mut one),
+            Err(FrameError::BadMagic { .. })
+        ));
         let mut huge = BytesMut::from(&b"\0RPD\x01\x01\x00\x00\xff\xff\xff\xff"[..]);
-        assert!(matches!(FrameCodec.decode(&mut huge), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            FrameCodec.decode(&mut huge),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut version = BytesMut::from(&b"\0RPD\x02\x01\x00\x00\x00\x00\x00\x00"[..]);
-        assert!(matches!(FrameCodec.decode(&mut version), Err(FrameError::UnsupportedVersion(2))));
+        assert!(matches!(
+            FrameCodec.decode(&mut version),
+            Err(FrameError::UnsupportedVersion(2))
+        ));
         let mut kind = BytesMut::from(&b"\0RPD\x01\x09\x00\x00\x00\x00\x00\x00"[..]);
-        assert!(matches!(FrameCodec.decode(&mut kind), Err(FrameError::UnknownKind(9))));
+        assert!(matches!(
+            FrameCodec.decode(&mut kind),
+            Err(FrameError::UnknownKind(9))
+        ));
         let mut reserved = BytesMut::from(&b"\0RPD\x01\x03\x00\x01\x00\x00\x00\x02{}"[..]);
-        assert!(matches!(FrameCodec.decode(&mut reserved), Err(FrameError::Reserved(1))));
+        assert!(matches!(
+            FrameCodec.decode(&mut reserved),
+            Err(FrameError::Reserved(1))
+        ));
         let mut payload = BytesMut::from(&b"\0RPD\x01\x01\x00\x00\x00\x00\x00\x02{}"[..]);
-        assert!(matches!(FrameCodec.decode(&mut payload), Err(FrameError::Payload { .. })));
+        assert!(matches!(
+            FrameCodec.decode(&mut payload),
+            Err(FrameError::Payload { .. })
+        ));
         let mut cut = BytesMut::from(&b"\0RPD\x01\x03\x00\x00\x00\x00\x00\x02{"[..]);
-        assert!(matches!(FrameCodec.decode_eof(&mut cut), Err(FrameError::Truncated { .. })));
+        assert!(matches!(
+            FrameCodec.decode_eof(&mut cut),
+            Err(FrameError::Truncated { .. })
+        ));
     }
 }

@@ -66,12 +66,16 @@ impl DaemonListener {
         let endpoint = endpoint.clone();
         let path = PathBuf::from(endpoint.os_name());
         let for_join = path.clone();
-        tokio::task::spawn_blocking(move || bind_blocking(&path).map(|listener| DaemonListener { listener, endpoint }))
-            .await
-            .unwrap_or_else(|join| Err(BindError::Io {
+        tokio::task::spawn_blocking(move || {
+            bind_blocking(&path).map(|listener| DaemonListener { listener, endpoint })
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(BindError::Io {
                 path: for_join,
                 source: io::Error::other(join),
-            }))
+            })
+        })
     }
 
     /// The endpoint this listener serves.
@@ -98,7 +102,9 @@ fn bind_blocking(path: &Path) -> Result<Listener, BindError> {
             remove_if_stale(path)?;
             create(path).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
-                    BindError::AlreadyRunning { path: path.to_owned() }
+                    BindError::AlreadyRunning {
+                        path: path.to_owned(),
+                    }
                 } else {
                     io_err(e)
                 }
@@ -131,10 +137,14 @@ fn remove_if_stale(path: &Path) -> Result<(), BindError> {
             source,
         })?;
         if !meta.file_type().is_socket() {
-            return Err(BindError::NotASocket { path: path.to_owned() });
+            return Err(BindError::NotASocket {
+                path: path.to_owned(),
+            });
         }
         match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => Err(BindError::AlreadyRunning { path: path.to_owned() }),
+            Ok(_) => Err(BindError::AlreadyRunning {
+                path: path.to_owned(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 tracing::info!(path = %path.display(), "removing stale socket left by a dead daemon");
                 std::fs::remove_file(path).map_err(|source| BindError::Io {
@@ -151,7 +161,9 @@ fn remove_if_stale(path: &Path) -> Result<(), BindError> {
     #[cfg(not(unix))]
     {
         // Named pipes vanish with their last handle: "in use" always means live.
-        Err(BindError::AlreadyRunning { path: path.to_owned() })
+        Err(BindError::AlreadyRunning {
+            path: path.to_owned(),
+        })
     }
 }
 
@@ -213,4 +225,35 @@ pub(crate) fn remove_stale_socket(endpoint: &Endpoint) {
 pub(crate) async fn connect(endpoint: &Endpoint) -> io::Result<Stream> {
     let name = endpoint.os_name().to_fs_name::<GenericFilePath>()?;
     Stream::connect(name).await
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_socket_cleanup_touches_only_dead_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| Endpoint::new("t", dir.path().join(name).to_str().unwrap());
+
+        let a_dir = at("a-directory");
+        std::fs::create_dir(&a_dir.path).unwrap();
+        remove_stale_socket(&a_dir);
+        assert!(Path::new(&a_dir.path).is_dir());
+
+        let a_file = at("a-file");
+        std::fs::write(&a_file.path, b"data").unwrap();
+        remove_stale_socket(&a_file);
+        assert!(Path::new(&a_file.path).is_file());
+
+        let live = at("live.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&live.path).unwrap();
+        remove_stale_socket(&live);
+        assert!(Path::new(&live.path).exists());
+
+        let stale = at("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale.path).unwrap());
+        remove_stale_socket(&stale);
+        assert!(!Path::new(&stale.path).exists());
+    }
 }

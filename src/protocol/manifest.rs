@@ -175,16 +175,17 @@ impl CacheManifest {
         }
         // Parse generically first, so a newer schema is reported as such rather than as
         // whatever field it renamed.
-        let value: serde_json::Value = serde_json::from_slice(raw).map_err(|source| match source.classify() {
-            Category::Eof => ManifestError::Truncated {
-                path: path_buf(),
-                source,
-            },
-            _ => ManifestError::NotJson {
-                path: path_buf(),
-                source,
-            },
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(raw).map_err(|source| match source.classify() {
+                Category::Eof => ManifestError::Truncated {
+                    path: path_buf(),
+                    source,
+                },
+                _ => ManifestError::NotJson {
+                    path: path_buf(),
+                    source,
+                },
+            })?;
         let schema = value
             .get("schema_version")
             .and_then(serde_json::Value::as_u64)
@@ -198,14 +199,17 @@ impl CacheManifest {
                 found: schema,
             });
         }
-        let manifest: CacheManifest = serde_json::from_value(value).map_err(|e| ManifestError::Invalid {
-            path: path_buf(),
-            reason: e.to_string(),
-        })?;
-        manifest.validate().map_err(|reason| ManifestError::Invalid {
-            path: path_buf(),
-            reason,
-        })?;
+        let manifest: CacheManifest =
+            serde_json::from_value(value).map_err(|e| ManifestError::Invalid {
+                path: path_buf(),
+                reason: e.to_string(),
+            })?;
+        manifest
+            .validate()
+            .map_err(|reason| ManifestError::Invalid {
+                path: path_buf(),
+                reason,
+            })?;
         Ok(manifest)
     }
 
@@ -245,9 +249,12 @@ impl CacheManifest {
 
 /// Atomic replace of `path` with `contents` (see [`CacheManifest::write`]).
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "manifest path has no file name"))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "manifest path has no file name",
+        )
+    })?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -312,10 +319,12 @@ async fn run_blocking<T: Send + 'static>(
 ) -> Result<T, ManifestError> {
     tokio::task::spawn_blocking(work)
         .await
-        .unwrap_or_else(|join| Err(ManifestError::Io {
-            path,
-            source: io::Error::other(join),
-        }))
+        .unwrap_or_else(|join| {
+            Err(ManifestError::Io {
+                path,
+                source: io::Error::other(join),
+            })
+        })
 }
 
 #[cfg(test)]
@@ -330,13 +339,22 @@ mod tests {
     fn classifies_bad_files() {
         assert!(matches!(parse(""), Err(ManifestError::Empty { .. })));
         assert!(matches!(parse("  \n"), Err(ManifestError::Empty { .. })));
-        assert!(matches!(parse("{\"schema_version\": 1, \"serv"), Err(ManifestError::Truncated { .. })));
-        assert!(matches!(parse("not json"), Err(ManifestError::NotJson { .. })));
+        assert!(matches!(
+            parse("{\"schema_version\": 1, \"serv"),
+            Err(ManifestError::Truncated { .. })
+        ));
+        assert!(matches!(
+            parse("not json"),
+            Err(ManifestError::NotJson { .. })
+        ));
         assert!(matches!(
             parse("{\"schema_version\": 9, \"whatever\": true}"),
             Err(ManifestError::NewerSchema { found: 9, .. })
         ));
-        assert!(matches!(parse("{\"schema_version\": 1}"), Err(ManifestError::Invalid { .. })));
+        assert!(matches!(
+            parse("{\"schema_version\": 1}"),
+            Err(ManifestError::Invalid { .. })
+        ));
         assert!(matches!(parse("[1,2]"), Err(ManifestError::Invalid { .. })));
         assert!(matches!(
             parse("{\"schema_version\":1,\"service_name\":\" \",\"service_version\":\"1\",\"current_daemon\":null}"),
@@ -354,7 +372,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let dir_mode = fs::metadata(path.parent().unwrap()).unwrap().permissions().mode();
+            let dir_mode = fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(dir_mode & 0o777, 0o700);
             let file_mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(file_mode & 0o777, 0o600);
@@ -362,6 +383,9 @@ mod tests {
         // No temp files left behind.
         let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1);
-        assert_eq!(CacheManifest::read_blocking(&dir.path().join("absent.json")).unwrap(), None);
+        assert_eq!(
+            CacheManifest::read_blocking(&dir.path().join("absent.json")).unwrap(),
+            None
+        );
     }
 }

@@ -63,7 +63,11 @@ type Shared = Responder;
 
 impl Responder {
     /// A responder that presents `daemon` as the identity of service `name` `version`.
-    pub fn new(service_name: impl Into<String>, service_version: impl Into<String>, daemon: DaemonProcess) -> Self {
+    pub fn new(
+        service_name: impl Into<String>,
+        service_version: impl Into<String>,
+        daemon: DaemonProcess,
+    ) -> Self {
         Responder {
             service_name: service_name.into(),
             service_version: service_version.into(),
@@ -107,7 +111,11 @@ impl Responder {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: DaemonListener, tx: mpsc::Sender<AppConnection>) {
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: DaemonListener,
+    tx: mpsc::Sender<AppConnection>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -243,7 +251,11 @@ impl AppConnection {
 }
 
 impl AsyncRead for AppConnection {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.replayed < this.prefix.len() {
             let rest = &this.prefix[this.replayed..];
@@ -257,7 +269,11 @@ impl AsyncRead for AppConnection {
 }
 
 impl AsyncWrite for AppConnection {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 

@@ -20,8 +20,13 @@ pub fn demo_daemon_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let exe = std::env::current_exe().expect("test exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-        let path = profile_dir.join("examples").join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX));
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let path = profile_dir
+            .join("examples")
+            .join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX));
         if !path.exists() {
             let status = std::process::Command::new(env!("CARGO"))
                 .args(["build", "--example", "demo_daemon"])
@@ -72,12 +77,20 @@ impl DemoDaemon {
             .expect("demo_daemon ready within the deadline")
             .expect("read stdout")
             .expect("demo_daemon printed a line");
-        assert!(ready.starts_with("ready pid="), "unexpected first line {ready:?}");
+        assert!(
+            ready.starts_with("ready pid="),
+            "unexpected first line {ready:?}"
+        );
         let manifest = CacheManifest::read(&manifest_path)
             .await
             .expect("manifest readable")
             .expect("manifest written before ready");
-        let endpoint = manifest.current_daemon.as_ref().expect("daemon recorded").ipc_endpoint.clone();
+        let endpoint = manifest
+            .current_daemon
+            .as_ref()
+            .expect("daemon recorded")
+            .ipc_endpoint
+            .clone();
         DemoDaemon {
             child,
             dir,
@@ -88,7 +101,10 @@ impl DemoDaemon {
     }
 
     pub fn claim(&self) -> running_process::DaemonProcess {
-        self.manifest.current_daemon.clone().expect("daemon recorded")
+        self.manifest
+            .current_daemon
+            .clone()
+            .expect("daemon recorded")
     }
 
     pub fn socket_path(&self) -> PathBuf {
