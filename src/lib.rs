@@ -59,3 +59,8 @@ pub use identity::{DaemonProcess, Endpoint};
 #[cfg(doctest)]
 #[doc = include_str!("../docs/API.md")]
 pub struct ApiExamples;
+
+/// The README's examples, compiled as doctests so the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

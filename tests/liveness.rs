@@ -155,3 +155,51 @@ async fn handles_to_one_process_share_its_state() {
     within("b sees a's kill", b.exited()).await;
     assert!(!a.is_alive() || within("a too", a.exited()).await == ExitStatus::Signal(9));
 }
+
+#[tokio::test]
+async fn exit_of_a_process_that_is_not_our_child_is_detected() {
+    // `sh` starts the daemon in the background and exits: the daemon is re-parented, so
+    // only the pidfd can tell us about its exit (no SIGCHLD, no wait for us).
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/orphan.sock");
+    let manifest_path = dir.path().join("run/orphan.json");
+    let script = format!(
+        "'{}' --endpoint '{}' --manifest '{}' &",
+        support::demo_daemon_path().display(),
+        socket.display(),
+        manifest_path.display()
+    );
+    let mut sh = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sh.stdout.take().unwrap()).lines();
+    let ready = within("orphan ready", lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ready.starts_with("ready"), "{ready}");
+    assert!(sh.wait().await.unwrap().success());
+
+    let manifest = running_process::broker::protocol::CacheManifest::read(&manifest_path)
+        .await
+        .unwrap()
+        .unwrap();
+    let handle = BackendHandle::try_from_manifest(&manifest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(handle.pid(), sh.id().unwrap_or(0));
+    let changes = handle.liveness();
+    handle.force_kill().unwrap();
+    let seen = collect(changes).await;
+    assert_eq!(seen.first(), Some(&Liveness::Alive));
+    // The status comes from PIDFD_INFO_EXIT (Linux 6.15+) once the new parent reaped it,
+    // else it is reported unknown: never invented.
+    match seen.last() {
+        Some(Liveness::Exited(ExitStatus::Signal(9) | ExitStatus::Unknown)) => {}
+        other => panic!("unexpected final state {other:?}"),
+    }
+    assert!(!socket.exists());
+}

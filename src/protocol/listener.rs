@@ -96,6 +96,10 @@ fn bind_blocking(path: &Path) -> Result<Listener, BindError> {
     };
     #[cfg(unix)]
     prepare_unix_dir(path)?;
+    // Two daemons starting at once must not both find the socket stale and both replace
+    // it: the check-and-replace runs under an exclusive lock on a sibling file.
+    #[cfg(unix)]
+    let _lock = lock_sibling(path).map_err(io_err)?;
     match create(path) {
         Ok(listener) => Ok(listener),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
@@ -165,6 +169,25 @@ fn remove_if_stale(path: &Path) -> Result<(), BindError> {
             path: path.to_owned(),
         })
     }
+}
+
+/// Take an exclusive `flock` on `<socket>.lock`, released when the returned file closes
+/// (also when the process dies).
+#[cfg(unix)]
+fn lock_sibling(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(PathBuf::from(name))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+    Ok(file)
 }
 
 #[cfg(unix)]

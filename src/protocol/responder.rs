@@ -26,6 +26,9 @@ pub const DEFAULT_FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time a control connection may stay silent between frames before it is closed.
 pub const DEFAULT_CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Pause after a failed `accept` (e.g. EMFILE) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
 /// Answers the crate's control frames for one daemon.
 ///
 /// ```no_run
@@ -120,8 +123,10 @@ async fn accept_loop(
         let stream = match listener.accept().await {
             Ok(stream) => stream,
             Err(error) => {
-                // Per-connection failures (a peer that vanished mid-accept) are transient.
-                tracing::debug!(%error, "accept failed");
+                // A peer that vanished mid-accept is transient; running out of descriptors
+                // is not, and retrying at once would spin. Time passing is the point here.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
