@@ -4,7 +4,9 @@
 
 mod support;
 
-use running_process::broker::backend_handle::{BackendHandle, BackendHandleError, VerifyPidError};
+use running_process::broker::backend_handle::{
+    BackendHandle, BackendHandleError, DaemonProcess, VerifyPidError,
+};
 use running_process::broker::protocol::Endpoint;
 use running_process::identity::IdentityError;
 use support::{within, DemoDaemon};
@@ -107,88 +109,69 @@ async fn recycled_pid_is_refused() {
     );
 }
 
+type Forge = fn(&mut DaemonProcess);
+type Expect = fn(&BackendHandleError) -> bool;
+
 #[tokio::test]
 async fn each_forged_field_is_refused_by_its_own_check() {
+    use BackendHandleError::{Identity, VerifyPid};
     let daemon = DemoDaemon::start(&[]).await;
-    let probe = |claim: running_process::DaemonProcess| {
-        let endpoint = daemon.endpoint.clone();
-        async move {
-            BackendHandle::probe_with_options(&endpoint, &claim, None, &Default::default()).await
-        }
-    };
-
-    let mut claim = daemon.claim();
-    claim.boot_id = "00000000-0000-0000-0000-000000000000".into();
-    let error = probe(claim).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::BootId { .. })
+    let cases: [(&str, Forge, Expect); 6] = [
+        (
+            "boot id",
+            |c| c.boot_id = "00000000-0000-0000-0000-000000000000".into(),
+            |e| matches!(e, VerifyPid(VerifyPidError::BootId { .. })),
         ),
-        "{error}"
-    );
-
-    let mut claim = daemon.claim();
-    claim.boot_id.clear();
-    let error = probe(claim).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::EmptyBootId)
+        (
+            "empty boot id",
+            |c| c.boot_id.clear(),
+            |e| matches!(e, VerifyPid(VerifyPidError::EmptyBootId)),
         ),
-        "{error}"
-    );
-
-    let mut claim = daemon.claim();
-    claim.start_time += 1;
-    let error = probe(claim).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::StartTime { .. })
+        (
+            "start time",
+            |c| c.start_time += 1,
+            |e| matches!(e, VerifyPid(VerifyPidError::StartTime { .. })),
         ),
-        "{error}"
-    );
-
-    let mut claim = daemon.claim();
-    claim.exe_path = "/usr/bin/true".into();
-    let error = probe(claim).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::ExePath { .. })
+        (
+            "exe path",
+            |c| c.exe_path = "/usr/bin/true".into(),
+            |e| matches!(e, VerifyPid(VerifyPidError::ExePath { .. })),
         ),
-        "{error}"
-    );
-
-    let mut claim = daemon.claim();
-    claim.exe_sha256[0] ^= 0xff;
-    let error = probe(claim).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::ExeDigest { .. })
+        (
+            "digest",
+            |c| c.exe_sha256[0] ^= 0xff,
+            |e| matches!(e, VerifyPid(VerifyPidError::ExeDigest { .. })),
         ),
-        "{error}"
-    );
-
-    // A field the process checks cannot see, but the daemon's own answer contradicts.
-    let mut claim = daemon.claim();
-    claim.idle_timeout_secs = Some(42);
-    let error = probe(claim).await.unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::Identity(IdentityError::FieldMismatch {
-                field: "idle_timeout_secs",
-                ..
-            })
+        // A field the process checks cannot see, but the daemon's own answer contradicts.
+        (
+            "idle timeout",
+            |c| c.idle_timeout_secs = Some(42),
+            |e| {
+                matches!(
+                    e,
+                    Identity(IdentityError::FieldMismatch {
+                        field: "idle_timeout_secs",
+                        ..
+                    })
+                )
+            },
         ),
-        "{error}"
-    );
-
-    // And the genuine claim still passes, so the refusals above were the forged fields.
-    assert!(probe(daemon.claim()).await.is_ok());
+    ];
+    for (name, forge, expected) in cases {
+        let mut claim = daemon.claim();
+        forge(&mut claim);
+        let error =
+            BackendHandle::probe_with_options(&daemon.endpoint, &claim, None, &Default::default())
+                .await
+                .expect_err(name);
+        assert!(expected(&error), "{name}: {error}");
+    }
+    // The genuine claim still passes, so the refusals above were the forged fields.
+    let genuine = daemon.claim();
+    let handle =
+        BackendHandle::probe_with_options(&daemon.endpoint, &genuine, None, &Default::default())
+            .await;
+    assert!(handle.is_ok());
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use rustix::process::{self, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{ExePath, ExitStatus, FileIdentity, OpenError};
+use super::{ExePath, ExitStatus, OpenError};
 
 const DELETED_SUFFIX: &[u8] = b" (deleted)";
 
@@ -252,20 +252,6 @@ pub(crate) fn open_exe(pid: u32) -> io::Result<File> {
     File::open(format!("/proc/{pid}/exe"))
 }
 
-pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
-    let meta = file.metadata()?;
-    Ok(FileIdentity {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: meta.size(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
-}
-
-pub(crate) fn current_uid() -> Option<u32> {
-    Some(process::geteuid().as_raw())
-}
-
 pub(crate) fn process_uid(pid: u32) -> io::Result<Option<u32>> {
     Ok(Some(fs::metadata(format!("/proc/{pid}"))?.uid()))
 }
@@ -292,19 +278,6 @@ mod tests {
         assert!(parse_stat(b"").is_none());
         assert!(parse_stat(b"12 (x").is_none());
         assert!(parse_stat(b"12 (x) S 1 2").is_none());
-    }
-
-    #[test]
-    fn own_process_facts_are_readable() {
-        let pid = std::process::id();
-        let first = start_time(pid).unwrap();
-        assert_eq!(first, start_time(pid).unwrap());
-        assert!(!boot_id().unwrap().is_empty());
-        let exe = exe_path(pid).unwrap();
-        assert!(!exe.replaced);
-        assert_eq!(exe.path, std::env::current_exe().unwrap());
-        let handle = ProcessHandle::open(pid).unwrap();
-        assert!(!handle.has_exited().unwrap());
     }
 
     #[test]

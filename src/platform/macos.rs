@@ -13,7 +13,6 @@ use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -25,7 +24,7 @@ use rustix::process::{self, Pid, Signal};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{ExePath, ExitStatus, FileIdentity, OpenError};
+use super::{ExePath, ExitStatus, OpenError};
 
 /// `NOTE_EXITSTATUS`: the exit event carries the wait status in `data`.
 const EXIT_STATUS: ProcessEvents = ProcessEvents::from_bits_retain(libc::NOTE_EXITSTATUS);
@@ -362,20 +361,6 @@ pub(crate) fn open_exe(pid: u32) -> io::Result<File> {
     File::open(exe_path(pid)?.path)
 }
 
-pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
-    let meta = file.metadata()?;
-    Ok(FileIdentity {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        size: meta.size(),
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-    })
-}
-
-pub(crate) fn current_uid() -> Option<u32> {
-    Some(process::geteuid().as_raw())
-}
-
 /// The effective uid (`pbi_uid`), like the owner of `/proc/PID` on Linux.
 pub(crate) fn process_uid(pid: u32) -> io::Result<Option<u32>> {
     Ok(Some(bsd_info(pid)?.pbi_uid))
@@ -383,29 +368,4 @@ pub(crate) fn process_uid(pid: u32) -> io::Result<Option<u32>> {
 
 pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
     err.raw_os_error() == Some(Errno::SRCH.raw_os_error()) || err.kind() == io::ErrorKind::NotFound
-}
-
-// The supervisor moves handles and watchers across tasks and threads.
-const _: () = {
-    const fn send_sync<T: Send + Sync>() {}
-    send_sync::<ProcessHandle>();
-    send_sync::<ExitWatcher>();
-};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_process_facts_are_readable() {
-        let pid = std::process::id();
-        let first = start_time(pid).unwrap();
-        assert_eq!(first, start_time(pid).unwrap());
-        assert!(!boot_id().unwrap().is_empty());
-        let exe = exe_path(pid).unwrap();
-        assert!(!exe.replaced);
-        let handle = ProcessHandle::open(pid).unwrap();
-        assert!(!handle.has_exited().unwrap());
-        assert_eq!(current_uid(), process_uid(pid).unwrap());
-    }
 }

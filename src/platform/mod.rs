@@ -22,6 +22,10 @@ mod imp;
 #[path = "windows.rs"]
 mod imp;
 
+/// What Linux and macOS share (plain POSIX).
+#[cfg(unix)]
+mod unix;
+
 #[cfg(not(any(target_os = "linux", target_vendor = "apple", windows)))]
 compile_error!("running-process supports Linux, macOS and Windows");
 
@@ -190,13 +194,16 @@ pub(crate) fn open_exe(pid: u32) -> io::Result<File> {
 
 /// The identity of an open file, the key of the digest cache.
 pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
-    imp::file_identity(file)
+    #[cfg(unix)]
+    return unix::file_identity(file);
+    #[cfg(windows)]
+    return imp::file_identity(file);
 }
 
 /// The effective user id of this process.
 #[cfg(unix)]
 pub(crate) fn current_uid() -> Option<u32> {
-    imp::current_uid()
+    unix::current_uid()
 }
 
 /// The user id that owns `pid` (`None` on Windows).
@@ -207,4 +214,45 @@ pub(crate) fn process_uid(pid: u32) -> io::Result<Option<u32>> {
 /// Whether `err` says "no such process".
 pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
     imp::is_no_such_process(err)
+}
+
+// The layers above move handles and watchers across tasks and threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<ProcessHandle>();
+    send_sync::<ExitWatcher>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_facts_are_readable_through_a_live_handle() {
+        let pid = std::process::id();
+        let first = start_time(pid).unwrap();
+        assert_eq!(first, start_time(pid).unwrap());
+        #[cfg(unix)]
+        assert!(!boot_id().unwrap().is_empty());
+        let exe = exe_path(pid).unwrap();
+        assert!(!exe.replaced);
+        assert_eq!(exe.path, std::env::current_exe().unwrap());
+        let handle = ProcessHandle::open(pid).unwrap();
+        assert_eq!(handle.pid(), pid);
+        assert!(!handle.has_exited().unwrap());
+        assert!(!handle.exit_pending());
+        #[cfg(unix)]
+        assert_eq!(current_uid(), process_uid(pid).unwrap());
+        let identity = file_identity(&open_exe(pid).unwrap()).unwrap();
+        assert_eq!(identity, file_identity(&open_exe(pid).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn a_missing_process_is_not_found() {
+        // PID numbers above pid_max (4194304 at most on Linux) are never allocated.
+        assert!(matches!(
+            ProcessHandle::open(0x7fff_fff0),
+            Err(OpenError::NotFound)
+        ));
+    }
 }

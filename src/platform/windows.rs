@@ -390,27 +390,3 @@ pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
     err.raw_os_error() == Some(ERROR_INVALID_PARAMETER as i32)
         || err.kind() == io::ErrorKind::NotFound
 }
-
-// The supervisor moves handles and watchers across tasks and threads.
-const _: () = {
-    const fn send_sync<T: Send + Sync>() {}
-    send_sync::<ProcessHandle>();
-    send_sync::<ExitWatcher>();
-};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn own_process_facts_are_readable() {
-        let pid = std::process::id();
-        let first = start_time(pid).unwrap();
-        assert_eq!(first, start_time(pid).unwrap());
-        let exe = exe_path(pid).unwrap();
-        assert!(!exe.replaced);
-        let handle = ProcessHandle::open(pid).unwrap();
-        assert!(!handle.has_exited().unwrap());
-        assert!(!handle.exit_pending());
-    }
-}
