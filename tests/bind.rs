@@ -3,6 +3,8 @@
 
 #![cfg(unix)]
 
+mod support;
+
 use std::os::unix::fs::PermissionsExt;
 
 use running_process::broker::protocol::{BindError, DaemonListener, Endpoint};
@@ -50,7 +52,7 @@ async fn a_live_socket_is_never_displaced() {
     let endpoint = endpoint_in(root.path());
     let live = tokio::net::UnixListener::bind(&endpoint.path).unwrap();
     let error = DaemonListener::bind(&endpoint).await.unwrap_err();
-    assert!(matches!(error, BindError::AlreadyRunning { .. }), "{error}");
+    assert_matches!(error, BindError::AlreadyRunning { .. });
     // The live listener still owns the path and still accepts.
     let (client, accepted) = tokio::join!(
         tokio::net::UnixStream::connect(&endpoint.path),
@@ -68,15 +70,12 @@ async fn refuses_a_world_writable_directory_and_a_non_socket() {
     let error = DaemonListener::bind(&endpoint_in(&open_dir))
         .await
         .unwrap_err();
-    assert!(
-        matches!(error, BindError::InsecureDirectory { .. }),
-        "{error}"
-    );
+    assert_matches!(error, BindError::InsecureDirectory { .. });
 
     let endpoint = endpoint_in(root.path());
     std::fs::write(&endpoint.path, b"precious").unwrap();
     let error = DaemonListener::bind(&endpoint).await.unwrap_err();
-    assert!(matches!(error, BindError::NotASocket { .. }), "{error}");
+    assert_matches!(error, BindError::NotASocket { .. });
     assert_eq!(
         std::fs::read(&endpoint.path).unwrap(),
         b"precious",
@@ -93,8 +92,5 @@ async fn refuses_a_symlinked_directory() {
     let link = root.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let error = DaemonListener::bind(&endpoint_in(&link)).await.unwrap_err();
-    assert!(
-        matches!(error, BindError::InsecureDirectory { .. }),
-        "{error}"
-    );
+    assert_matches!(error, BindError::InsecureDirectory { .. });
 }

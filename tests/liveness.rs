@@ -103,10 +103,7 @@ async fn a_daemon_ignoring_sigterm_times_out_then_can_still_be_killed() {
         .shutdown(Duration::from_millis(200))
         .await
         .unwrap_err();
-    assert!(
-        matches!(error, BackendHandleError::ShutdownTimeout { pid } if pid == handle.pid()),
-        "{error}"
-    );
+    assert_matches!(error, BackendHandleError::ShutdownTimeout { pid } if *pid == handle.pid());
     assert!(handle.is_alive(), "still running after the timeout");
     handle.force_kill().unwrap();
     assert_eq!(

@@ -1,5 +1,7 @@
 //! Manifests on disk: atomic writes, and a typed error for every kind of bad file.
 
+mod support;
+
 use running_process::broker::protocol::{CacheManifest, ManifestError};
 use running_process::{DaemonProcess, Endpoint};
 
@@ -77,6 +79,6 @@ async fn a_write_that_fails_leaves_the_old_file() {
     old.write(&path).await.unwrap();
     let invalid = CacheManifest::new(" ", "2", None);
     let error = invalid.write(&path).await.unwrap_err();
-    assert!(matches!(error, ManifestError::Invalid { .. }), "{error}");
+    assert_matches!(error, ManifestError::Invalid { .. });
     assert_eq!(CacheManifest::read(&path).await.unwrap(), Some(old));
 }

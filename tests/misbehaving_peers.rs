@@ -74,12 +74,9 @@ async fn a_peer_that_accepts_and_closes_fails_fast() {
     // With a one-minute deadline, a Timeout would mean we waited it out; NoAnswer means
     // the close was noticed at once.
     let error = probe_error(&s, support::DEADLINE).await;
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::Probe(ProbeError::NoAnswer { .. })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::Probe(ProbeError::NoAnswer { .. })
     );
 }
 
@@ -92,10 +89,7 @@ async fn a_peer_that_never_answers_fails_at_the_deadline() {
         drop(stream);
     });
     let error = probe_error(&s, Duration::from_millis(300)).await;
-    assert!(
-        matches!(error, BackendHandleError::Probe(ProbeError::Timeout(_))),
-        "{error}"
-    );
+    assert_matches!(error, BackendHandleError::Probe(ProbeError::Timeout(_)));
     drop(held_tx);
 }
 
@@ -118,10 +112,7 @@ async fn a_peer_that_answers_with_the_wrong_nonce_is_refused() {
         stream.write_all(&frame).await.unwrap();
     });
     let error = probe_error(&s, support::DEADLINE).await;
-    assert!(
-        matches!(error, BackendHandleError::Probe(ProbeError::WrongNonce)),
-        "{error}"
-    );
+    assert_matches!(error, BackendHandleError::Probe(ProbeError::WrongNonce));
 }
 
 #[tokio::test]
@@ -136,12 +127,9 @@ async fn a_peer_that_does_not_know_the_protocol_is_refused() {
         let _ = stream.read(&mut buf).await;
     });
     let error = probe_error(&s, support::DEADLINE).await;
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::Probe(ProbeError::UnexpectedFrame { .. })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::Probe(ProbeError::UnexpectedFrame { .. })
     );
 }
 
@@ -195,14 +183,11 @@ async fn an_answer_with_another_identity_names_the_field() {
     let error = BackendHandle::probe_with_service("svc", "1", &s.endpoint, &s.claim)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::Identity(IdentityError::FieldMismatch {
-                field: "exe_path",
-                ..
-            })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::Identity(IdentityError::FieldMismatch {
+            field: "exe_path",
+            ..
+        })
     );
 }

@@ -45,26 +45,20 @@ async fn wrong_service_or_endpoint_is_refused() {
     let error = BackendHandle::probe_with_service("zccache", "1.2.3", &daemon.endpoint, &claim)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::Identity(IdentityError::FieldMismatch {
-                field: "service_name",
-                ..
-            })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::Identity(IdentityError::FieldMismatch {
+            field: "service_name",
+            ..
+        })
     );
     let other = Endpoint::new("demo", "/elsewhere.sock");
     let error = BackendHandle::probe_with_service("soldr", "1.2.3", &other, &claim)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::Identity(IdentityError::EndpointMismatch { .. })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::Identity(IdentityError::EndpointMismatch { .. })
     );
     assert!(BackendHandle::probe(&other, &claim).await.is_none());
 }
@@ -76,12 +70,9 @@ async fn dead_pid_is_refused() {
     let error = BackendHandle::try_from_manifest(&daemon.manifest)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::Dead { .. })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::VerifyPid(VerifyPidError::Dead { .. })
     );
     assert!(BackendHandle::probe_manifest(&daemon.manifest)
         .await
@@ -100,12 +91,9 @@ async fn recycled_pid_is_refused() {
         BackendHandle::probe_with_service("demo", env!("CARGO_PKG_VERSION"), &a.endpoint, &claim)
             .await
             .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::StartTime { .. })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::VerifyPid(VerifyPidError::StartTime { .. })
     );
 }
 
@@ -184,13 +172,6 @@ async fn a_squatter_on_the_endpoint_is_refused_by_peer_credentials() {
     let error = BackendHandle::try_from_manifest(&daemon.manifest)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::Probe(running_process::ProbeError::PeerCredentials { actual_pid: Some(pid), .. })
-                if pid == std::process::id()
-        ),
-        "{error}"
-    );
+    assert_matches!(error, BackendHandleError::Probe(running_process::ProbeError::PeerCredentials { actual_pid: Some(pid), .. }) if *pid == std::process::id());
     drop(squatter);
 }

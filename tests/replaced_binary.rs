@@ -28,11 +28,8 @@ async fn binary_replaced_on_disk_is_refused() {
     let error = BackendHandle::try_from_manifest(&daemon.manifest)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            BackendHandleError::VerifyPid(VerifyPidError::BinaryReplaced { .. })
-        ),
-        "{error}"
+    assert_matches!(
+        error,
+        BackendHandleError::VerifyPid(VerifyPidError::BinaryReplaced { .. })
     );
 }

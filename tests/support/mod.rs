@@ -118,3 +118,16 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
 }
+
+/// `assert!(matches!(..))` that prints the value when it does not match.
+#[macro_export]
+macro_rules! assert_matches {
+    ($value:expr, $pattern:pat $(if $guard:expr)? $(,)?) => {{
+        let value = &$value;
+        assert!(
+            matches!(value, $pattern $(if $guard)?),
+            "expected {}, got {value:?}",
+            stringify!($pattern)
+        );
+    }};
+}
