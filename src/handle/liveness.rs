@@ -1,6 +1,6 @@
 //! Liveness of a verified process as a stream of changes, driven by the kernel.
 //!
-//! One [`Monitor`] per process (per `(pid, start_time)`), shared by every handle and every
+//! One `Monitor` per process (per `(pid, start_time)`), shared by every handle and every
 //! subscriber: one kernel registration, one task that sleeps until the kernel says the
 //! process exited. Nothing polls.
 

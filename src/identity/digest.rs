@@ -51,6 +51,11 @@ impl DigestCache {
         }
     }
 
+    /// Forget every cached digest (the next probe of each executable hashes it again).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// SHA-256 of the image `pid` runs, read through the process (Linux: `/proc/PID/exe`,
     /// which still reads the original file after the path was replaced).
     pub fn digest_of_process(&self, pid: u32) -> io::Result<[u8; 32]> {
