@@ -66,6 +66,7 @@ pub struct BackendHandle {
     /// The version of that service.
     pub service_version: String,
     peer_uid: Option<u32>,
+    check_peer_pid: bool,
     monitor: Arc<Monitor>,
 }
 
@@ -117,6 +118,7 @@ impl BackendHandle {
             service_name: verified.reply.service_name,
             service_version: verified.reply.service_version,
             peer_uid: verified.peer_uid,
+            check_peer_pid: options.checks_peer_pid(),
             monitor,
         })
     }
@@ -181,7 +183,7 @@ impl BackendHandle {
     /// Connect to the backend's socket, checking that the peer is the verified process.
     pub async fn connect(&self) -> Result<Connection> {
         let connection = Connection::connect(self.endpoint()).await?;
-        connection.check_peer(self.pid(), self.peer_uid, true)?;
+        connection.check_peer(self.pid(), self.peer_uid, self.check_peer_pid)?;
         Ok(connection)
     }
 

@@ -60,8 +60,10 @@ impl Monitor {
         let key = (handle.pid(), start_time);
         let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = map.get(&key).and_then(Weak::upgrade) {
-            // A finished task with no exit recorded belonged to a runtime that is gone.
-            if !existing.task.is_finished() || !existing.state.borrow().is_alive() {
+            // Reuse only a monitor that is still watching. A finished task belonged to a
+            // runtime that is gone, and a recorded exit for a process just verified alive
+            // means the key was reused (same PID within one start-time tick).
+            if !existing.task.is_finished() && existing.current().is_alive() {
                 return Ok(existing);
             }
         }
