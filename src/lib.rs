@@ -46,6 +46,7 @@ pub mod broker;
 pub mod error;
 pub mod handle;
 mod hex;
+mod serde_util;
 pub mod identity;
 mod platform;
 pub mod protocol;
