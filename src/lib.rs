@@ -46,10 +46,10 @@ pub mod broker;
 pub mod error;
 pub mod handle;
 mod hex;
-mod serde_util;
 pub mod identity;
 mod platform;
 pub mod protocol;
+mod serde_util;
 
 pub use error::{BackendHandleError, ProbeError, Result};
 pub use handle::{BackendHandle, Connection, ExitStatus, GracefulStop, Liveness, ProbeOptions};

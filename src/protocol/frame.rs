@@ -274,6 +274,12 @@ struct Empty {}
 
 fn decode_payload(kind: FrameKind, payload: &[u8]) -> Result<Frame, FrameError> {
     let err = |source| FrameError::Payload { kind, source };
+    // serde would also accept a JSON array for a struct; the protocol says object.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let source =
+            <serde_json::Error as serde::de::Error>::custom("payload is not a JSON object");
+        return Err(err(source));
+    }
     Ok(match kind {
         FrameKind::ProbeRequest => {
             Frame::ProbeRequest(serde_json::from_slice(payload).map_err(err)?)
@@ -369,6 +375,11 @@ mod tests {
         assert!(matches!(
             FrameCodec.decode(&mut reserved),
             Err(FrameError::Reserved(1))
+        ));
+        let mut array = BytesMut::from(&b"\0RPD\x01\x03\x00\x00\x00\x00\x00\x02[]"[..]);
+        assert!(matches!(
+            FrameCodec.decode(&mut array),
+            Err(FrameError::Payload { .. })
         ));
         let mut payload = BytesMut::from(&b"\0RPD\x01\x01\x00\x00\x00\x00\x00\x02{}"[..]);
         assert!(matches!(

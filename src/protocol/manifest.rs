@@ -40,8 +40,9 @@ pub struct CacheManifest {
     pub updated_at_unix_ms: u64,
 }
 
-/// A manifest could not be read or written. Nothing on disk is changed by a failed read,
-/// and a failed write leaves the previous file intact.
+/// A manifest could not be read or written. Nothing on disk is changed by a failed read.
+/// A failed write leaves the previous file intact, except when only the final directory
+/// fsync fails: the new file is then in place but its durability is not guaranteed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {

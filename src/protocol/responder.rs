@@ -205,8 +205,11 @@ async fn serve_control(shared: &Shared, stream: Stream, prefix: Vec<u8>) {
             Some(Ok(Frame::Ping)) => Frame::Pong,
             Some(Ok(Frame::Shutdown)) => {
                 tracing::info!("shutdown requested over the socket");
+                // Acknowledge first: a daemon that exits as soon as the token fires would
+                // otherwise close the connection before the client hears back.
+                let _ = framed.send(Frame::ShutdownAck).await;
                 shared.shutdown.cancel();
-                Frame::ShutdownAck
+                continue;
             }
             Some(Ok(other)) => Frame::Error(ErrorReply {
                 message: format!("unexpected {:?} frame", other.kind()),
