@@ -49,6 +49,7 @@ mod hex;
 pub mod identity;
 mod platform;
 pub mod protocol;
+#[allow(dead_code)] // used by the supervision layer, in progress
 mod serde_util;
 
 pub use error::{BackendHandleError, ProbeError, Result};
