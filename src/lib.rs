@@ -49,8 +49,8 @@ mod hex;
 pub mod identity;
 mod platform;
 pub mod protocol;
-#[allow(dead_code)] // used by the supervision layer, in progress
 mod serde_util;
+pub mod supervision;
 
 pub use error::{BackendHandleError, ProbeError, Result};
 pub use handle::{BackendHandle, Connection, ExitStatus, GracefulStop, Liveness, ProbeOptions};

@@ -15,26 +15,3 @@ pub(crate) mod duration_ms {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
 }
-
-/// `#[serde(with = "crate::serde_util::option_duration_ms")]` for an `Option<Duration>`.
-pub(crate) mod option_duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(d) => serializer.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(deserializer).map(|ms| ms.map(Duration::from_millis))
-    }
-}

@@ -10,6 +10,7 @@ use super::liveness::{ExitStatus, Liveness, Monitor};
 use super::probe::{probe, ProbeOptions};
 use crate::error::{BackendHandleError, ProbeError, Result};
 use crate::identity::{DaemonProcess, Endpoint, VerifyPidError};
+use crate::platform::{OpenError, ProcessHandle};
 use crate::protocol::{CacheManifest, Frame};
 
 /// How a graceful stop asks the backend to go.
@@ -107,18 +108,83 @@ impl BackendHandle {
         options: &ProbeOptions,
     ) -> Result<Self> {
         let verified = probe(endpoint, expected, service, options).await?;
-        let monitor = Monitor::for_process(verified.handle, expected.start_time, endpoint.clone())
-            .map_err(|source| VerifyPidError::Unreadable {
-                pid: expected.pid,
-                what: "exit notification",
-                source,
-            })?;
+        let monitor =
+            Monitor::for_process(verified.handle, expected.start_time, endpoint.clone(), None)
+                .map_err(|source| VerifyPidError::Unreadable {
+                    pid: expected.pid,
+                    what: "exit notification",
+                    source,
+                })?;
         Ok(BackendHandle {
             daemon_process: expected.clone(),
             service_name: verified.reply.service_name,
             service_version: verified.reply.service_version,
             peer_uid: verified.peer_uid,
             check_peer_pid: options.checks_peer_pid(),
+            monitor,
+        })
+    }
+
+    /// A handle to a child process this program just spawned.
+    ///
+    /// A child's identity is known by construction: its PID came from our own `fork`, and
+    /// it cannot be recycled before we reap it. The handle records the child's identity
+    /// (start time, executable and digest) and watches it like any other backend; it keeps
+    /// the child un-reaped while any handle to it exists, so the exit status is exact and
+    /// the PID stays ours. For a daemon that speaks the probe protocol, verify it afterwards
+    /// with [`BackendHandle::probe_with_service`]: both handles then share one watch.
+    ///
+    /// `endpoint` is where the child will listen, if it does; without one, [`connect`],
+    /// [`ping`] and [`request_shutdown`] fail with [`BackendHandleError::Connect`].
+    ///
+    /// [`connect`]: BackendHandle::connect
+    /// [`ping`]: BackendHandle::ping
+    /// [`request_shutdown`]: BackendHandle::request_shutdown
+    pub async fn from_child(
+        child: tokio::process::Child,
+        service_name: impl Into<String>,
+        service_version: impl Into<String>,
+        endpoint: Option<Endpoint>,
+    ) -> Result<Self> {
+        let service_name = service_name.into();
+        let Some(pid) = child.id() else {
+            return Err(VerifyPidError::Dead { pid: 0 }.into());
+        };
+        let endpoint = endpoint.unwrap_or_else(|| Endpoint::new(service_name.clone(), ""));
+        let for_blocking = endpoint.clone();
+        let (handle, daemon, uid) = tokio::task::spawn_blocking(move || {
+            let handle = ProcessHandle::open(pid).map_err(|error| match error {
+                OpenError::NotFound => VerifyPidError::Dead { pid },
+                OpenError::Unsupported(source) => VerifyPidError::HandleUnsupported { pid, source },
+                OpenError::Other(source) => VerifyPidError::Unreadable {
+                    pid,
+                    what: "process handle",
+                    source,
+                },
+            })?;
+            let daemon = DaemonProcess::describe(pid, for_blocking, None)?;
+            let uid = crate::platform::process_uid(pid).ok().flatten();
+            Ok::<_, VerifyPidError>((handle, daemon, uid))
+        })
+        .await
+        .map_err(|join| VerifyPidError::Unreadable {
+            pid,
+            what: "identity",
+            source: std::io::Error::other(join),
+        })??;
+        let monitor = Monitor::for_process(handle, daemon.start_time, endpoint, Some(child))
+            .map_err(|source| VerifyPidError::Unreadable {
+                pid,
+                what: "exit notification",
+                source,
+            })?;
+        tracing::debug!(pid, service = %service_name, "watching spawned child");
+        Ok(BackendHandle {
+            daemon_process: daemon,
+            service_name,
+            service_version: service_version.into(),
+            peer_uid: uid,
+            check_peer_pid: true,
             monitor,
         })
     }
@@ -182,6 +248,12 @@ impl BackendHandle {
 
     /// Connect to the backend's socket, checking that the peer is the verified process.
     pub async fn connect(&self) -> Result<Connection> {
+        if self.endpoint().path.is_empty() {
+            return Err(BackendHandleError::Connect(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "this backend has no endpoint",
+            )));
+        }
         let connection = Connection::connect(self.endpoint()).await?;
         connection.check_peer(self.pid(), self.peer_uid, self.check_peer_pid)?;
         Ok(connection)
@@ -293,6 +365,28 @@ impl BackendHandle {
                 pid: self.pid(),
                 source,
             })
+    }
+
+    /// Signal the whole process group of a child spawned as a group leader
+    /// (`Command::process_group(0)`), e.g. to reach the grandchildren a shell started.
+    ///
+    /// Only for handles made by [`BackendHandle::from_child`]: such a handle keeps the
+    /// leader un-reaped, so the group id cannot name anyone else's group. Other handles get
+    /// `BackendHandleError::Signal` with `ErrorKind::Unsupported`.
+    #[cfg(unix)]
+    pub fn signal_process_group(&self, signal: i32) -> Result<()> {
+        let pid = self.pid();
+        if !self.monitor.owns_child() {
+            return Err(BackendHandleError::Signal {
+                pid,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "process-group signals need a handle to our own child",
+                ),
+            });
+        }
+        crate::platform::signal_process_group(pid, signal)
+            .map_err(|source| BackendHandleError::Signal { pid, source })
     }
 
     /// Stop with escalation, for callers who just want it gone: graceful stop, up to

@@ -37,6 +37,10 @@ impl Liveness {
 #[derive(Debug)]
 pub(crate) struct Monitor {
     watcher: Arc<ExitWatcher>,
+    /// Our own child, when we spawned the process. Held un-reaped while any handle exists,
+    /// so its PID (and process group id) cannot be recycled under us; the exit status is
+    /// read without reaping. Dropping it hands the reaping to tokio.
+    child: Option<tokio::process::Child>,
     state: watch::Receiver<Liveness>,
     task: AbortHandle,
 }
@@ -56,6 +60,7 @@ impl Monitor {
         handle: ProcessHandle,
         start_time: u64,
         endpoint: Endpoint,
+        child: Option<tokio::process::Child>,
     ) -> std::io::Result<Arc<Monitor>> {
         let key = (handle.pid(), start_time);
         let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
@@ -74,6 +79,7 @@ impl Monitor {
         let task = tokio::spawn(watch_exit(pid, watcher.clone(), tx, endpoint)).abort_handle();
         let monitor = Arc::new(Monitor {
             watcher,
+            child,
             state,
             task,
         });
@@ -83,6 +89,11 @@ impl Monitor {
 
     pub(crate) fn current(&self) -> Liveness {
         *self.state.borrow()
+    }
+
+    /// Whether this monitor holds our own (un-reaped) child.
+    pub(crate) fn owns_child(&self) -> bool {
+        self.child.is_some()
     }
 
     pub(crate) fn watcher(&self) -> &ExitWatcher {

@@ -60,7 +60,21 @@ impl DaemonProcess {
         ipc_endpoint: Endpoint,
         idle_timeout_secs: Option<u32>,
     ) -> Result<DaemonProcess> {
-        let pid = std::process::id();
+        Ok(Self::describe(
+            std::process::id(),
+            ipc_endpoint,
+            idle_timeout_secs,
+        )?)
+    }
+
+    /// Read the identity of process `pid` from the OS (blocking: reads `/proc`, may hash).
+    /// The caller is responsible for knowing that `pid` is the process it means (its own
+    /// PID, or a child it has not reaped); this is not a verification.
+    pub(crate) fn describe(
+        pid: u32,
+        ipc_endpoint: Endpoint,
+        idle_timeout_secs: Option<u32>,
+    ) -> std::result::Result<DaemonProcess, VerifyPidError> {
         let unreadable = |what| move |source| VerifyPidError::Unreadable { pid, what, source };
         let boot_id = platform::boot_id().map_err(unreadable("boot id"))?;
         let start_time = platform::start_time(pid).map_err(unreadable("start time"))?;
@@ -69,8 +83,7 @@ impl DaemonProcess {
             return Err(VerifyPidError::BinaryReplaced {
                 pid,
                 path: exe.path,
-            }
-            .into());
+            });
         }
         let exe_sha256 = DigestCache::global()
             .digest_of_process(pid)

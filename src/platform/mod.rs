@@ -211,6 +211,54 @@ pub(crate) fn process_uid(pid: u32) -> io::Result<Option<u32>> {
     imp::process_uid(pid)
 }
 
+/// Signal the process group `pgid`. Only safe for a group whose leader is our own child
+/// that we have not reaped: while it exists, no other group can take its id.
+#[cfg(unix)]
+pub(crate) fn signal_process_group(pgid: u32, signal: i32) -> io::Result<()> {
+    use rustix::process::{kill_process_group, Pid, Signal};
+    let pid = i32::try_from(pgid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid process group id"))?;
+    let signal = Signal::from_named_raw(signal)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "unknown signal number"))?;
+    match kill_process_group(pid, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Make a command's child die when this process dies, even by SIGKILL (Linux:
+/// `PR_SET_PDEATHSIG` with SIGKILL, set between fork and exec). Elsewhere this does nothing;
+/// callers also kill on drop and stop on shutdown.
+///
+/// The kernel sends the signal when the *thread* that spawned the child exits; tokio's
+/// worker threads live as long as the runtime, which is what we want.
+#[cfg(unix)]
+pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure runs in the forked child before exec. It only makes
+        // async-signal-safe system calls (prctl, getppid) and neither allocates nor takes
+        // locks, which is what `pre_exec` requires.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                // The parent may have died before the prctl: nobody would signal us then.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(io::Error::other("the supervisor exited during spawn"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
 /// Whether `err` says "no such process".
 pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
     imp::is_no_such_process(err)

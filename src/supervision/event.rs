@@ -1,0 +1,228 @@
+//! The typed event stream of a supervision tree. Every event is also a `tracing` event in a
+//! span that names the service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::broadcast;
+use tokio_util::sync::ReusableBoxFuture;
+
+use super::policy::IntensityExceeded;
+use super::supervisor::{HealthError, StartError};
+use crate::error::BackendHandleError;
+use crate::handle::ExitStatus;
+
+/// Events buffered per subscriber before it is told it lagged.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// One thing that happened to a supervised service or group.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The service or group it happened to (`group/child` inside groups).
+    pub service: Arc<str>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened. New kinds may be added: match with a wildcard arm.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// Supervision of this service or group begins (also before each restart).
+    Starting,
+    /// A running backend was found and verified; it is adopted instead of spawning one.
+    AdoptedExisting {
+        /// Its PID.
+        pid: u32,
+    },
+    /// A recorded backend failed verification: the check that failed.
+    ProbeRejected {
+        /// Why it was not trusted.
+        error: Arc<BackendHandleError>,
+    },
+    /// A new backend process was started (not ready yet).
+    Spawned {
+        /// Its PID.
+        pid: u32,
+    },
+    /// The backend (or, for a group, every child) is ready.
+    Ready {
+        /// The backend's PID (`None` for a group).
+        pid: Option<u32>,
+        /// Time from the start of this attempt until ready.
+        took: Duration,
+    },
+    /// A status line from the backend (sd_notify `STATUS=`).
+    Status {
+        /// The text.
+        status: String,
+    },
+    /// Starting failed (spawn, verification or readiness).
+    StartFailed {
+        /// Why.
+        error: Arc<StartError>,
+    },
+    /// One health check failed.
+    HealthCheckFailed {
+        /// The backend's PID.
+        pid: u32,
+        /// Consecutive failures so far.
+        consecutive: u32,
+        /// Why.
+        error: Arc<HealthError>,
+    },
+    /// Enough consecutive health checks failed: the backend is being replaced.
+    Unhealthy {
+        /// The backend's PID.
+        pid: u32,
+    },
+    /// The backend process exited.
+    Exited {
+        /// Its PID.
+        pid: u32,
+        /// How, where the OS tells.
+        status: ExitStatus,
+    },
+    /// A restart will happen after `delay`.
+    RestartScheduled {
+        /// Restart attempt since the last reset (1-based).
+        attempt: u32,
+        /// Backoff delay before it.
+        delay: Duration,
+    },
+    /// Supervision gave up: the restart intensity was exceeded.
+    GaveUp {
+        /// The limit that was exceeded.
+        reason: IntensityExceeded,
+    },
+    /// The service ended and its restart policy does not restart it.
+    Completed,
+    /// A stop (or a restart request) is stopping the backend.
+    Stopping,
+    /// The backend has stopped.
+    Stopped,
+}
+
+/// Where events are emitted: a broadcast sender plus the service name. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSink {
+    service: Arc<str>,
+    tx: broadcast::Sender<Event>,
+}
+
+impl EventSink {
+    pub(crate) fn new(service: impl Into<Arc<str>>, tx: broadcast::Sender<Event>) -> Self {
+        EventSink {
+            service: service.into(),
+            tx,
+        }
+    }
+
+    /// The same channel, for a child called `name` (`parent/name`).
+    pub(crate) fn child(&self, name: &str) -> EventSink {
+        EventSink {
+            service: format!("{}/{}", self.service, name).into(),
+            tx: self.tx.clone(),
+        }
+    }
+
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// A receiver of this channel, from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+
+    /// Publish an event (never blocks; nobody listening is fine) and log it.
+    pub(crate) fn emit(&self, kind: EventKind) {
+        trace(&self.service, &kind);
+        let _ = self.tx.send(Event {
+            service: self.service.clone(),
+            kind,
+        });
+    }
+}
+
+fn trace(service: &str, kind: &EventKind) {
+    use tracing::{info, warn};
+    let span = tracing::info_span!("service", name = %service);
+    let _entered = span.enter();
+    match kind {
+        EventKind::Starting => info!("starting"),
+        EventKind::AdoptedExisting { pid } => info!(pid, "adopted running backend"),
+        EventKind::ProbeRejected { error } => warn!(%error, "recorded backend not trusted"),
+        EventKind::Spawned { pid } => info!(pid, "spawned"),
+        EventKind::Ready { pid, took } => info!(?pid, ?took, "ready"),
+        EventKind::Status { status } => info!(%status, "status"),
+        EventKind::StartFailed { error } => warn!(%error, "start failed"),
+        EventKind::HealthCheckFailed {
+            pid,
+            consecutive,
+            error,
+        } => {
+            warn!(pid, consecutive, %error, "health check failed")
+        }
+        EventKind::Unhealthy { pid } => warn!(pid, "unhealthy"),
+        EventKind::Exited { pid, status } => info!(pid, %status, "exited"),
+        EventKind::RestartScheduled { attempt, delay } => {
+            info!(attempt, ?delay, "restart scheduled")
+        }
+        EventKind::GaveUp { reason } => warn!(%reason, "gave up"),
+        EventKind::Completed => info!("completed"),
+        EventKind::Stopping => info!("stopping"),
+        EventKind::Stopped => info!("stopped"),
+    }
+}
+
+/// A subscriber fell behind and missed this many events (the oldest ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("event subscriber lagged and missed {0} events")]
+pub struct Lagged(pub u64);
+
+/// A stream of [`Event`]s. A slow subscriber never slows supervision down: when it falls
+/// more than [`EVENT_BUFFER`] events behind it gets `Err(Lagged(n))` and continues with the
+/// oldest event still buffered. The stream ends when supervision has ended and every event
+/// has been read.
+pub struct EventStream {
+    inner: ReusableBoxFuture<'static, (Option<Result<Event, Lagged>>, broadcast::Receiver<Event>)>,
+}
+
+impl EventStream {
+    pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {
+        EventStream {
+            inner: ReusableBoxFuture::new(next(rx)),
+        }
+    }
+}
+
+async fn next(
+    mut rx: broadcast::Receiver<Event>,
+) -> (Option<Result<Event, Lagged>>, broadcast::Receiver<Event>) {
+    let item = match rx.recv().await {
+        Ok(event) => Some(Ok(event)),
+        Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(Lagged(n))),
+        Err(broadcast::error::RecvError::Closed) => None,
+    };
+    (item, rx)
+}
+
+impl Stream for EventStream {
+    type Item = Result<Event, Lagged>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let (item, rx) = futures::ready!(self.inner.poll(cx));
+        self.inner.set(next(rx));
+        Poll::Ready(item)
+    }
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventStream")
+    }
+}
