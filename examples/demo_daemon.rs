@@ -4,14 +4,16 @@
 //! ```text
 //! demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS]
 //!             [--service NAME] [--version VER] [--ready-delay-ms N]
-//!             [--crash-after-ms N] [--ignore-sigterm]
+//!             [--crash-after-ms N] [--ignore-sigterm] [--notify]
 //! ```
 //!
 //! It binds its socket, answers identity probes, serves a line-echo protocol on the same
 //! socket, writes its manifest atomically once ready and then prints `ready pid=<pid>` on
 //! stdout. On SIGTERM or a shutdown request it removes its socket and exits 0.
 //! `--crash-after-ms` makes it exit with code 3 after that delay (leaving its socket
-//! behind, as a crash would); `--ignore-sigterm` makes it ignore SIGTERM.
+//! behind, as a crash would); `--ignore-sigterm` makes it ignore SIGTERM. `--notify` makes it
+//! announce readiness over systemd's sd_notify protocol (`READY=1`, `STATUS=`) and, when
+//! `WATCHDOG_USEC` is set, send `WATCHDOG=1` at half that interval.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,11 +34,12 @@ struct Args {
     ready_delay: Duration,
     crash_after: Option<Duration>,
     ignore_sigterm: bool,
+    notify: bool,
 }
 
 const USAGE: &str =
     "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
-[--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--ignore-sigterm]";
+[--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--ignore-sigterm] [--notify]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -51,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         ready_delay: Duration::ZERO,
         crash_after: None,
         ignore_sigterm: false,
+        notify: false,
     };
     let ms = |value: Option<String>, flag: &str| -> Result<Duration, String> {
         let value = value.ok_or(format!("{flag} needs a value"))?;
@@ -69,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
             "--ready-delay-ms" => parsed.ready_delay = ms(args.next(), "--ready-delay-ms")?,
             "--crash-after-ms" => parsed.crash_after = Some(ms(args.next(), "--crash-after-ms")?),
             "--ignore-sigterm" => parsed.ignore_sigterm = true,
+            "--notify" => parsed.notify = true,
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -119,6 +124,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         writeln!(out, "ready pid={}", std::process::id())?;
         out.flush()?;
     }
+    if args.notify {
+        announce_with_sd_notify()?;
+    }
 
     let crash = async {
         match args.crash_after {
@@ -149,6 +157,36 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     drop(incoming);
     let _ = std::fs::remove_file(&args.endpoint);
     Ok(ExitCode::SUCCESS)
+}
+
+/// sd_notify: READY=1 with a status line, then watchdog keep-alives if asked for.
+#[cfg(unix)]
+fn announce_with_sd_notify() -> std::io::Result<()> {
+    use running_process::protocol::sd_notify;
+    sd_notify::notify(&format!(
+        "READY=1\nSTATUS=serving as pid {}",
+        std::process::id()
+    ))?;
+    if let Some(interval) = sd_notify::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                if sd_notify::notify("WATCHDOG=1").is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn announce_with_sd_notify() -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "sd_notify is a Unix protocol",
+    ))
 }
 
 /// The daemon's own protocol: every line received is sent back.

@@ -7,7 +7,8 @@
 //! Runs on built-in defaults: everything lives in a temporary directory that is removed at
 //! the end.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let daemon_bin = demo_daemon_binary()?;
+    let daemon_bin = common::demo_daemon_binary()?;
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("run/demo.sock");
     let manifest_path = dir.path().join("run/demo.json");
@@ -108,24 +109,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("   socket removed: {}", !socket.exists());
     let _ = child.wait().await;
     Ok(())
-}
-
-/// The demo daemon sits next to this example; build it if this run did not.
-fn demo_daemon_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().ok_or("example has no directory")?;
-    let path = dir.join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let release = dir.parent().and_then(Path::file_name) == Some("release".as_ref());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "--example", "demo_daemon"]);
-        if release {
-            build.arg("--release");
-        }
-        if !build.status()?.success() {
-            return Err("building the demo daemon failed".into());
-        }
-    }
-    Ok(path)
 }

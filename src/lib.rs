@@ -43,6 +43,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod broker;
+pub mod command;
 pub mod error;
 pub mod handle;
 mod hex;

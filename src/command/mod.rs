@@ -6,5 +6,7 @@ pub mod spec;
 pub mod supervisor;
 pub(crate) mod wait;
 
-pub use spec::{CommandSpec, HealthCheck, HealthSpec, Output, Readiness, StopSignal, StopSpec, StreamName};
+pub use spec::{
+    CommandSpec, HealthCheck, HealthSpec, Output, Readiness, StopSignal, StopSpec, StreamName,
+};
 pub use supervisor::CommandSupervisor;

@@ -48,7 +48,11 @@ pub struct CommandSpec {
     #[serde(default)]
     pub readiness: Readiness,
     /// Deadline for readiness.
-    #[serde(rename = "ready_timeout_ms", with = "crate::serde_util::duration_ms", default = "default_ready_timeout")]
+    #[serde(
+        rename = "ready_timeout_ms",
+        with = "crate::serde_util::duration_ms",
+        default = "default_ready_timeout"
+    )]
     pub ready_timeout: Duration,
     /// Periodic health checks, if any.
     #[serde(default)]
@@ -316,7 +320,11 @@ pub struct StopSpec {
     #[serde(default)]
     pub signal: StopSignal,
     /// Time between the graceful stop and the kill.
-    #[serde(rename = "grace_ms", with = "crate::serde_util::duration_ms", default = "default_grace")]
+    #[serde(
+        rename = "grace_ms",
+        with = "crate::serde_util::duration_ms",
+        default = "default_grace"
+    )]
     pub grace: Duration,
     /// Signal the whole process group (the program is started as a group leader), so
     /// grandchildren a shell started are stopped too. Default `true`.

@@ -61,7 +61,9 @@ impl Drop for Instance {
 
 impl std::fmt::Debug for CommandSupervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandSupervisor").field("spec", &self.spec).finish()
+        f.debug_struct("CommandSupervisor")
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -81,7 +83,10 @@ impl CommandSupervisor {
 
     fn needs_notify(&self) -> bool {
         matches!(self.spec.readiness, Readiness::Notify)
-            || matches!(self.spec.health.as_ref().map(|h| &h.check), Some(HealthCheck::Watchdog { .. }))
+            || matches!(
+                self.spec.health.as_ref().map(|h| &h.check),
+                Some(HealthCheck::Watchdog { .. })
+            )
     }
 
     fn set_instance(&self, instance: Option<Instance>) {
@@ -157,10 +162,12 @@ impl Supervisor for CommandSupervisor {
         #[cfg(unix)]
         if self.needs_notify() {
             let dir = PrivateDir::create(&spec.name).map_err(StartError::Spawn)?;
-            let socket = crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
-                .map_err(StartError::Spawn)?;
+            let socket =
+                crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
+                    .map_err(StartError::Spawn)?;
             command.env("NOTIFY_SOCKET", socket.path());
-            if let Some(HealthCheck::Watchdog { timeout }) = spec.health.as_ref().map(|h| &h.check) {
+            if let Some(HealthCheck::Watchdog { timeout }) = spec.health.as_ref().map(|h| &h.check)
+            {
                 command.env("WATCHDOG_USEC", timeout.as_micros().to_string());
             }
             notify = Some(socket);
@@ -168,7 +175,9 @@ impl Supervisor for CommandSupervisor {
         }
         #[cfg(not(unix))]
         if self.needs_notify() {
-            return Err(StartError::Readiness("sd_notify needs a Unix system".into()));
+            return Err(StartError::Readiness(
+                "sd_notify needs a Unix system".into(),
+            ));
         }
 
         // Standard streams: a pipe where lines must be read (tracing, a readiness pattern).
@@ -176,8 +185,20 @@ impl Supervisor for CommandSupervisor {
             Readiness::LogLine { stream, .. } => Some(*stream),
             _ => None,
         };
-        let stdout_sink = plan_output(&spec.stdout, watched == Some(StreamName::Stdout), &mut command, true).await?;
-        let stderr_sink = plan_output(&spec.stderr, watched == Some(StreamName::Stderr), &mut command, false).await?;
+        let stdout_sink = plan_output(
+            &spec.stdout,
+            watched == Some(StreamName::Stdout),
+            &mut command,
+            true,
+        )
+        .await?;
+        let stderr_sink = plan_output(
+            &spec.stderr,
+            watched == Some(StreamName::Stderr),
+            &mut command,
+            false,
+        )
+        .await?;
 
         let mut child = command.spawn().map_err(StartError::Spawn)?;
         let stdout = child.stdout.take();
@@ -190,21 +211,41 @@ impl Supervisor for CommandSupervisor {
         let (line_tx, line_rx) = oneshot::channel();
         let mut line_tx = Some(line_tx);
         for (pipe, sink, name) in [
-            (stdout.map(PipeReader::Stdout), stdout_sink, StreamName::Stdout),
-            (stderr.map(PipeReader::Stderr), stderr_sink, StreamName::Stderr),
+            (
+                stdout.map(PipeReader::Stdout),
+                stdout_sink,
+                StreamName::Stdout,
+            ),
+            (
+                stderr.map(PipeReader::Stderr),
+                stderr_sink,
+                StreamName::Stderr,
+            ),
         ] {
-            let (Some(pipe), Some(sink)) = (pipe, sink) else { continue };
+            let (Some(pipe), Some(sink)) = (pipe, sink) else {
+                continue;
+            };
             let watch = match &spec.readiness {
-                Readiness::LogLine { pattern, stream } if *stream == name => line_tx.take().map(|found| LineWatch {
-                    pattern: pattern.clone(),
-                    found,
-                }),
+                Readiness::LogLine { pattern, stream } if *stream == name => {
+                    line_tx.take().map(|found| LineWatch {
+                        pattern: pattern.clone(),
+                        found,
+                    })
+                }
                 _ => None,
             };
-            let label = if name == StreamName::Stdout { "stdout" } else { "stderr" };
+            let label = if name == StreamName::Stdout {
+                "stdout"
+            } else {
+                "stderr"
+            };
             let task = match pipe {
-                PipeReader::Stdout(reader) => pump_lines(reader, service.clone(), label, sink, watch),
-                PipeReader::Stderr(reader) => pump_lines(reader, service.clone(), label, sink, watch),
+                PipeReader::Stdout(reader) => {
+                    pump_lines(reader, service.clone(), label, sink, watch)
+                }
+                PipeReader::Stderr(reader) => {
+                    pump_lines(reader, service.clone(), label, sink, watch)
+                }
             };
             tasks.push(task.abort_handle());
         }
@@ -265,7 +306,9 @@ impl Supervisor for CommandSupervisor {
                         "no WATCHDOG=1 for {:?} (limit {timeout:?})",
                         at.elapsed()
                     ))),
-                    None => Err(HealthError::Failed("no sd_notify watchdog for this backend".into())),
+                    None => Err(HealthError::Failed(
+                        "no sd_notify watchdog for this backend".into(),
+                    )),
                 }
             }
         }
@@ -366,7 +409,9 @@ async fn plan_output(
         (Output::Null, false) => (Stdio::null(), None),
         (Output::File { path }, false) => (Stdio::from(open_log(path).await?), None),
         (Output::Null, true) => (Stdio::piped(), Some(LineSink::Discard)),
-        (Output::File { path }, true) => (Stdio::piped(), Some(LineSink::File(open_log(path).await?))),
+        (Output::File { path }, true) => {
+            (Stdio::piped(), Some(LineSink::File(open_log(path).await?)))
+        }
         // Lines must be read anyway: an inherited stream is forwarded to tracing.
         (Output::Tracing, _) | (Output::Inherit, true) => (Stdio::piped(), Some(LineSink::Tracing)),
     };
@@ -380,10 +425,15 @@ async fn plan_output(
 
 async fn open_log(path: &Path) -> Result<std::fs::File, StartError> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().create(true).append(true).open(path))
-        .await
-        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-        .map_err(StartError::Spawn)
+    tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    })
+    .await
+    .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
+    .map_err(StartError::Spawn)
 }
 
 /// Wait for the spec's readiness; for the manifest handshake, the verified handle.
@@ -402,11 +452,16 @@ async fn wait_ready(
                 .await
                 .map_err(|_| StartError::Readiness("the sd_notify reader stopped".into()))?;
         }
-        Readiness::Tcp { address } => wait::tcp_accepts(address).await.map_err(|e| StartError::Readiness(e.to_string()))?,
-        Readiness::File { path } => wait::file_appears(path).await.map_err(|e| StartError::Readiness(e.to_string()))?,
+        Readiness::Tcp { address } => wait::tcp_accepts(address)
+            .await
+            .map_err(|e| StartError::Readiness(e.to_string()))?,
+        Readiness::File { path } => wait::file_appears(path)
+            .await
+            .map_err(|e| StartError::Readiness(e.to_string()))?,
         Readiness::LogLine { .. } => {
-            line.await
-                .map_err(|_| StartError::Readiness("the output ended before the ready line".into()))?;
+            line.await.map_err(|_| {
+                StartError::Readiness("the output ended before the ready line".into())
+            })?;
         }
         Readiness::Manifest { path } => return verified_from_manifest(path, child.pid()).await,
     }
@@ -415,7 +470,10 @@ async fn wait_ready(
 
 /// Wait until the manifest records process `pid`, then verify it through the full probe.
 async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, StartError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     crate::protocol::manifest::create_private_dir(dir).map_err(StartError::Spawn)?;
     let mut watcher = wait::PathWatcher::new(path).map_err(StartError::Spawn)?;
     loop {
@@ -476,7 +534,9 @@ fn from_group(sender: Option<u32>, leader: u32) -> bool {
     if sender == leader {
         return true;
     }
-    let pid = i32::try_from(sender).ok().and_then(rustix::process::Pid::from_raw);
+    let pid = i32::try_from(sender)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
     let group = pid.and_then(|p| rustix::process::getpgid(Some(p)).ok());
     group.map(|g| g.as_raw_nonzero().get() as u32) == Some(leader)
 }
@@ -490,7 +550,11 @@ impl PrivateDir {
     fn create(service: &str) -> std::io::Result<PrivateDir> {
         let mut suffix = [0u8; 6];
         getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
-        let clean: String = service.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
+        let clean: String = service
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(32)
+            .collect();
         let path = std::env::temp_dir().join(format!(
             "running-process-{}-{}-{}",
             std::process::id(),

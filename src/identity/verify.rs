@@ -23,6 +23,10 @@ pub(crate) fn verify_process(claim: &DaemonProcess) -> Result<ProcessHandle, Ver
         Err(OpenError::Other(source)) => return Err(unreadable("process handle")(source)),
     };
     let gone = |e: &std::io::Error| platform::is_no_such_process(e);
+    // A zombie still has a handle and readable facts, but it is dead.
+    if handle.has_exited().unwrap_or(false) {
+        return Err(VerifyPidError::Dead { pid });
+    }
 
     // 3. Boot id, failing closed on an empty claim.
     if claim.boot_id.is_empty() {

@@ -60,12 +60,17 @@ impl ProcessHandle {
     }
 
     pub fn into_watcher(self) -> io::Result<ExitWatcher> {
-        // SAFETY: `OwnedFd` owns the pidfd for the whole life of the `AsyncFd` and always
-        // returns the same descriptor from `as_raw_fd`, which is all the contract asks.
-        let fd = unsafe { AsyncFd::register_with_interest(self.pidfd, Interest::READABLE) }
-            .map_err(|e| e.into_parts().1)?;
+        let fd = async_fd(self.pidfd)?;
         Ok(ExitWatcher { pid: self.pid, fd })
     }
+}
+
+/// Register `fd` with the tokio reactor for readability. Must be called from within a
+/// tokio runtime.
+pub(crate) fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `OwnedFd` owns the descriptor for the whole life of the `AsyncFd` and
+    // always returns the same descriptor from `as_raw_fd`, which is all the contract asks.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)
 }
 
 #[derive(Debug)]

@@ -259,6 +259,17 @@ pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
     let _ = command;
 }
 
+/// Register a descriptor (an inotify instance, say) with the tokio reactor for
+/// readability: the safe form of `AsyncFd::register_with_interest`, since an `OwnedFd`
+/// keeps its descriptor open for as long as the `AsyncFd` lives. Must be called from within
+/// a tokio runtime.
+#[cfg(target_os = "linux")]
+pub(crate) fn async_fd(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    imp::async_fd(fd)
+}
+
 /// Whether `err` says "no such process".
 pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
     imp::is_no_such_process(err)

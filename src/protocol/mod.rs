@@ -6,6 +6,8 @@ pub mod frame;
 pub mod listener;
 pub mod manifest;
 pub mod responder;
+#[cfg(unix)]
+pub mod sd_notify;
 
 pub use crate::identity::Endpoint;
 pub use frame::{Frame, FrameCodec, FrameError, FrameKind, ProbeReply, ProbeRequest};

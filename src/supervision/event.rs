@@ -189,8 +189,11 @@ pub struct Lagged(pub u64);
 /// oldest event still buffered. The stream ends when supervision has ended and every event
 /// has been read.
 pub struct EventStream {
-    inner: ReusableBoxFuture<'static, (Option<Result<Event, Lagged>>, broadcast::Receiver<Event>)>,
+    inner: ReusableBoxFuture<'static, Next>,
 }
+
+/// The next item, and the receiver to read the one after from.
+type Next = (Option<Result<Event, Lagged>>, broadcast::Receiver<Event>);
 
 impl EventStream {
     pub(crate) fn new(rx: broadcast::Receiver<Event>) -> Self {

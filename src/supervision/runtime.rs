@@ -231,7 +231,7 @@ struct Running {
 enum Active {
     Backend {
         supervisor: Arc<dyn Supervisor>,
-        backend: BackendHandle,
+        backend: Box<BackendHandle>,
     },
     Group(ServiceHandle),
 }
@@ -424,9 +424,9 @@ impl Group {
                 backend,
             } => {
                 self.registry.send_modify(|map| {
-                    map.insert(sink.service().to_owned(), backend.clone());
+                    map.insert(sink.service().to_owned(), (**backend).clone());
                 });
-                let (supervisor, backend) = (supervisor.clone(), backend.clone());
+                let (supervisor, backend) = (supervisor.clone(), (**backend).clone());
                 tokio::spawn(async move {
                     let term = watch_backend(&*supervisor, &backend, &sink).await;
                     let _ = term_tx.send((i, generation, term));
@@ -622,7 +622,7 @@ async fn start_member(
                     });
                     return Ok(Active::Backend {
                         supervisor: supervisor.clone(),
-                        backend,
+                        backend: Box::new(backend),
                     });
                 }
                 Ok(_) => {}
@@ -643,7 +643,7 @@ async fn start_member(
             });
             Ok(Active::Backend {
                 supervisor: supervisor.clone(),
-                backend,
+                backend: Box::new(backend),
             })
         }
         MemberKind::Group { spec, .. } => {

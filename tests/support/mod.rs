@@ -131,3 +131,60 @@ macro_rules! assert_matches {
         );
     }};
 }
+
+/// A command spec that runs the demo daemon under supervision with the identity
+/// handshake for readiness, its files in `dir`.
+pub fn demo_spec(name: &str, dir: &Path, extra: &[&str]) -> running_process::command::CommandSpec {
+    use running_process::command::{CommandSpec, Output, Readiness};
+    let run = dir.join("run");
+    CommandSpec::new(name, demo_daemon_path())
+        .args([
+            "--endpoint".to_owned(),
+            run.join(format!("{name}.sock")).display().to_string(),
+            "--manifest".to_owned(),
+            run.join(format!("{name}.json")).display().to_string(),
+            "--service".to_owned(),
+            name.to_owned(),
+        ])
+        .args(extra.iter().copied())
+        .stdout(Output::Null)
+        .readiness(Readiness::Manifest {
+            path: run.join(format!("{name}.json")),
+        })
+}
+
+/// Read events until one matches `pred` (returning it), failing the test after the
+/// deadline. Lag is a test failure: these tests read every event.
+pub async fn next_matching(
+    events: &mut running_process::supervision::EventStream,
+    what: &str,
+    mut pred: impl FnMut(&running_process::supervision::Event) -> bool,
+) -> running_process::supervision::Event {
+    use futures::StreamExt;
+    within(what, async {
+        loop {
+            match events.next().await {
+                Some(Ok(event)) if pred(&event) => return event,
+                Some(Ok(_)) => {}
+                Some(Err(lagged)) => panic!("{what}: {lagged}"),
+                None => panic!("{what}: the event stream ended"),
+            }
+        }
+    })
+    .await
+}
+
+/// Collect every event until `pred` matches one (included).
+pub async fn collect_until(
+    events: &mut running_process::supervision::EventStream,
+    what: &str,
+    mut pred: impl FnMut(&running_process::supervision::Event) -> bool,
+) -> Vec<running_process::supervision::Event> {
+    let mut seen = Vec::new();
+    next_matching(events, what, |event| {
+        seen.push(event.clone());
+        pred(event)
+    })
+    .await;
+    seen
+}

@@ -1,0 +1,182 @@
+//! Supervise a small group of demo daemons and watch what happens.
+//!
+//! ```text
+//! cargo run --example supervise                 # 8 seconds of events, then a clean stop
+//! cargo run --example supervise -- --seconds 20
+//! cargo run --example supervise -- --hold       # run until killed (used by the tests)
+//! ```
+//!
+//! Three demo daemons start in order (`store`, `cache`, `worker`); `worker` crashes every
+//! two seconds and is restarted with backoff (rest_for_one: only it, as it is the last).
+//! Every event is printed as it happens; at the end everything stops in reverse order and a
+//! summary is printed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use running_process::command::{CommandSpec, CommandSupervisor, Output, Readiness};
+use running_process::supervision::{
+    supervise_group, Backoff, EventKind, GroupSpec, Intensity, RestartPolicy, Strategy,
+};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut seconds = 8u64;
+    let mut hold = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--seconds N")?
+            }
+            "--hold" => hold = true,
+            other => {
+                return Err(format!("unknown argument {other}; try --seconds N or --hold").into())
+            }
+        }
+    }
+    let daemon = common::demo_daemon_binary()?;
+    let dir = tempfile::tempdir()?;
+    let service = |name: &str, extra: &[&str]| {
+        let run = dir.path().join("run");
+        let spec = CommandSpec::new(name, &daemon)
+            .args([
+                "--endpoint".to_owned(),
+                run.join(format!("{name}.sock")).display().to_string(),
+                "--manifest".to_owned(),
+                run.join(format!("{name}.json")).display().to_string(),
+                "--service".to_owned(),
+                name.to_owned(),
+            ])
+            .args(extra.iter().copied())
+            .stdout(Output::Null)
+            .readiness(Readiness::Manifest {
+                path: run.join(format!("{name}.json")),
+            })
+            .restart(RestartPolicy {
+                backoff: Backoff::exponential(
+                    Duration::from_millis(200),
+                    2.0,
+                    Duration::from_secs(2),
+                ),
+                ..RestartPolicy::default()
+            });
+        Arc::new(CommandSupervisor::new(spec))
+    };
+    let group = GroupSpec::new("demo")
+        .strategy(Strategy::RestForOne)
+        .intensity(Intensity::new(20, Duration::from_secs(60)))
+        .service(service("store", &[]))
+        .service(service("cache", &["--ready-delay-ms", "300"]))
+        .service(service("worker", &["--crash-after-ms", "2000"]));
+
+    let started = Instant::now();
+    let supervision = supervise_group(group);
+    let mut events = supervision.events();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let printer = async {
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else {
+                println!("(events were dropped: this printer lagged)");
+                continue;
+            };
+            *counts.entry(label(&event.kind).to_owned()).or_default() += 1;
+            println!(
+                "{:>7.3}s  {:<14} {}",
+                started.elapsed().as_secs_f64(),
+                event.service,
+                describe(&event.kind)
+            );
+        }
+    };
+    tokio::pin!(printer);
+
+    if hold {
+        supervision
+            .ready()
+            .await
+            .map_err(|o| format!("group did not start: {o:?}"))?;
+        let pids: Vec<String> = supervision
+            .backends()
+            .values()
+            .map(|b| b.pid().to_string())
+            .collect();
+        println!("pids {}", pids.join(" "));
+        printer.await;
+        return Ok(());
+    }
+
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+        _ = &mut printer => {}
+    }
+    println!("--- stopping (reverse order) ---");
+    let stopping = supervision.stop();
+    tokio::pin!(stopping);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut stopping => break outcome,
+            _ = &mut printer => {}
+        }
+    };
+    // Drain what is left.
+    tokio::time::timeout(Duration::from_secs(5), printer)
+        .await
+        .ok();
+    println!(
+        "--- summary after {:.1}s: {outcome:?} ---",
+        started.elapsed().as_secs_f64()
+    );
+    for (kind, n) in counts {
+        println!("{kind:>18}: {n}");
+    }
+    Ok(())
+}
+
+fn label(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Starting => "starting",
+        EventKind::AdoptedExisting { .. } => "adopted",
+        EventKind::ProbeRejected { .. } => "probe rejected",
+        EventKind::Spawned { .. } => "spawned",
+        EventKind::Ready { .. } => "ready",
+        EventKind::Status { .. } => "status",
+        EventKind::StartFailed { .. } => "start failed",
+        EventKind::HealthCheckFailed { .. } => "health failed",
+        EventKind::Unhealthy { .. } => "unhealthy",
+        EventKind::Exited { .. } => "exited",
+        EventKind::RestartScheduled { .. } => "restart scheduled",
+        EventKind::GaveUp { .. } => "gave up",
+        EventKind::Completed => "completed",
+        EventKind::Stopping => "stopping",
+        EventKind::Stopped => "stopped",
+        _ => "other",
+    }
+}
+
+fn describe(kind: &EventKind) -> String {
+    match kind {
+        EventKind::Spawned { pid } => format!("spawned pid {pid}"),
+        EventKind::AdoptedExisting { pid } => format!("adopted running pid {pid}"),
+        EventKind::Ready {
+            pid: Some(pid),
+            took,
+        } => format!("ready (pid {pid}, {took:.1?})"),
+        EventKind::Ready { pid: None, took } => format!("all children ready ({took:.1?})"),
+        EventKind::Exited { pid, status } => format!("pid {pid} exited: {status}"),
+        EventKind::RestartScheduled { attempt, delay } => {
+            format!("restart #{attempt} in {delay:.1?}")
+        }
+        EventKind::ProbeRejected { error } => format!("recorded daemon not trusted: {error}"),
+        EventKind::StartFailed { error } => format!("start failed: {error}"),
+        EventKind::GaveUp { reason } => format!("gave up: {reason}"),
+        other => label(other).to_owned(),
+    }
+}

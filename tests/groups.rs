@@ -1,0 +1,251 @@
+//! Groups with real demo daemons: start order, reverse stop order, strategies, significant
+//! children and escalation.
+
+#![cfg(unix)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use running_process::command::CommandSupervisor;
+use running_process::supervision::{
+    supervise_group, AutoShutdown, Backoff, Event, EventKind, GroupSpec, Intensity, Outcome,
+    RestartKind, RestartPolicy, ServiceHandle, Strategy,
+};
+use support::{collect_until, demo_spec, within};
+
+fn member(
+    name: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+    kind: RestartKind,
+) -> Arc<CommandSupervisor> {
+    let policy = RestartPolicy {
+        kind,
+        backoff: Backoff::none(),
+        ..RestartPolicy::default()
+    };
+    Arc::new(CommandSupervisor::new(
+        demo_spec(name, dir, extra).restart(policy),
+    ))
+}
+
+fn group(name: &str, dir: &std::path::Path, strategy: Strategy) -> GroupSpec {
+    GroupSpec::new(name)
+        .strategy(strategy)
+        .service(member("a", dir, &[], RestartKind::Permanent))
+        .service(member("b", dir, &[], RestartKind::Permanent))
+        .service(member("c", dir, &[], RestartKind::Permanent))
+}
+
+fn names_of(seen: &[Event], pred: impl Fn(&EventKind) -> bool) -> Vec<String> {
+    seen.iter()
+        .filter(|e| pred(&e.kind))
+        .map(|e| e.service.to_string())
+        .collect()
+}
+
+fn pids(service: &ServiceHandle) -> Vec<u32> {
+    ["g/a", "g/b", "g/c"]
+        .iter()
+        .map(|name| service.backend_of(name).expect(name).pid())
+        .collect()
+}
+
+/// Kill `g/b` and return the events until every member is ready again.
+async fn kill_b(
+    service: &ServiceHandle,
+    events: &mut running_process::supervision::EventStream,
+) -> Vec<Event> {
+    service.backend_of("g/b").unwrap().force_kill().unwrap();
+    // The group re-announces nothing; wait until the last member restarted is ready.
+    collect_until(events, "b restarted", |e| {
+        matches!(e.kind, EventKind::RestartScheduled { .. })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn children_start_in_order_and_stop_in_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = supervise_group(group("g", dir.path(), Strategy::OneForOne));
+    let mut events = service.events();
+    let seen = collect_until(&mut events, "group ready", |e| {
+        &*e.service == "g" && matches!(e.kind, EventKind::Ready { .. })
+    })
+    .await;
+    assert_eq!(
+        names_of(&seen, |k| matches!(
+            k,
+            EventKind::Ready { pid: Some(_), .. }
+        )),
+        ["g/a", "g/b", "g/c"]
+    );
+    // Each child is spawned only after the previous one is ready.
+    let order: Vec<(String, bool)> = seen
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Spawned { .. } => Some((e.service.to_string(), false)),
+            EventKind::Ready { pid: Some(_), .. } => Some((e.service.to_string(), true)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(String, bool)> = ["g/a", "g/b", "g/c"]
+        .iter()
+        .flat_map(|n| [(n.to_string(), false), (n.to_string(), true)])
+        .collect();
+    assert_eq!(order, expected);
+
+    assert_eq!(within("stop", service.stop()).await, Outcome::Stopped);
+    let seen = collect_until(&mut events, "group stopped", |e| {
+        &*e.service == "g" && matches!(e.kind, EventKind::Stopped)
+    })
+    .await;
+    assert_eq!(
+        names_of(&seen, |k| matches!(k, EventKind::Stopped)),
+        ["g/c", "g/b", "g/a", "g"]
+    );
+}
+
+#[tokio::test]
+async fn one_for_one_restarts_only_the_crashed_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = supervise_group(group("g", dir.path(), Strategy::OneForOne));
+    let mut events = service.events();
+    within("ready", service.ready()).await.unwrap();
+    let before = pids(&service);
+    kill_b(&service, &mut events).await;
+    let seen = collect_until(&mut events, "b ready", |e| {
+        matches!(e.kind, EventKind::Ready { pid: Some(_), .. })
+    })
+    .await;
+    assert_eq!(
+        names_of(&seen, |k| matches!(k, EventKind::Spawned { .. })),
+        ["g/b"]
+    );
+    within("ready", service.ready()).await.unwrap();
+    let after = pids(&service);
+    assert_eq!((after[0], after[2]), (before[0], before[2]));
+    assert_ne!(after[1], before[1]);
+    within("stop", service.stop()).await;
+}
+
+#[tokio::test]
+async fn one_for_all_restarts_every_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = supervise_group(group("g", dir.path(), Strategy::OneForAll));
+    let mut events = service.events();
+    within("ready", service.ready()).await.unwrap();
+    let before = pids(&service);
+    kill_b(&service, &mut events).await;
+    let seen = collect_until(&mut events, "c ready", |e| {
+        &*e.service == "g/c" && matches!(e.kind, EventKind::Ready { .. })
+    })
+    .await;
+    assert_eq!(
+        names_of(&seen, |k| matches!(k, EventKind::Stopped)),
+        ["g/c", "g/a"],
+        "the others stop in reverse order"
+    );
+    assert_eq!(
+        names_of(&seen, |k| matches!(k, EventKind::Spawned { .. })),
+        ["g/a", "g/b", "g/c"]
+    );
+    within("ready", service.ready()).await.unwrap();
+    let after = pids(&service);
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "{before:?} {after:?}"
+    );
+    within("stop", service.stop()).await;
+}
+
+#[tokio::test]
+async fn rest_for_one_restarts_the_crashed_child_and_those_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = supervise_group(group("g", dir.path(), Strategy::RestForOne));
+    let mut events = service.events();
+    within("ready", service.ready()).await.unwrap();
+    let before = pids(&service);
+    kill_b(&service, &mut events).await;
+    let seen = collect_until(&mut events, "c ready", |e| {
+        &*e.service == "g/c" && matches!(e.kind, EventKind::Ready { .. })
+    })
+    .await;
+    assert_eq!(
+        names_of(&seen, |k| matches!(k, EventKind::Stopped)),
+        ["g/c"]
+    );
+    assert_eq!(
+        names_of(&seen, |k| matches!(k, EventKind::Spawned { .. })),
+        ["g/b", "g/c"]
+    );
+    within("ready", service.ready()).await.unwrap();
+    let after = pids(&service);
+    assert_eq!(after[0], before[0]);
+    assert_ne!(after[1], before[1]);
+    assert_ne!(after[2], before[2]);
+    within("stop", service.stop()).await;
+}
+
+#[tokio::test]
+async fn a_significant_child_ending_stops_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = GroupSpec::new("g")
+        .auto_shutdown(AutoShutdown::AnySignificant)
+        .service(member("helper", dir.path(), &[], RestartKind::Permanent))
+        .significant_service(member(
+            "main",
+            dir.path(),
+            &["--crash-after-ms", "300"],
+            RestartKind::Temporary,
+        ));
+    let service = supervise_group(spec);
+    let mut events = service.events();
+    assert_eq!(
+        within("outcome", service.outcome()).await,
+        Outcome::Completed
+    );
+    let seen = collect_until(&mut events, "completed", |e| {
+        &*e.service == "g" && matches!(e.kind, EventKind::Completed)
+    })
+    .await;
+    assert!(
+        names_of(&seen, |k| matches!(k, EventKind::Stopped)).contains(&"g/helper".to_owned()),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_nested_group_that_gives_up_escalates_to_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = GroupSpec::new("inner")
+        .intensity(Intensity::new(1, Duration::from_secs(600)))
+        .service(member(
+            "crashy",
+            dir.path(),
+            &["--crash-after-ms", "50"],
+            RestartKind::Permanent,
+        ));
+    let outer = GroupSpec::new("outer")
+        .intensity(Intensity::new(0, Duration::from_secs(600)))
+        .service(member("steady", dir.path(), &[], RestartKind::Permanent))
+        .group(inner, RestartKind::Permanent);
+    let service = supervise_group(outer);
+    let mut events = service.events();
+    let seen = collect_until(&mut events, "outer gave up", |e| {
+        &*e.service == "outer" && matches!(e.kind, EventKind::GaveUp { .. })
+    })
+    .await;
+    assert!(
+        names_of(&seen, |k| matches!(k, EventKind::GaveUp { .. }))
+            .starts_with(&["outer/inner".to_owned()]),
+        "{seen:?}"
+    );
+    assert_matches!(
+        within("outcome", service.outcome()).await,
+        Outcome::GaveUp(_)
+    );
+    assert!(service.backends().is_empty(), "everything stopped");
+}
