@@ -157,28 +157,11 @@ impl Supervisor for CommandSupervisor {
         let mut tasks = Vec::new();
 
         // sd_notify: a private socket for this run.
-        let mut runtime_dir = None;
-        let mut notify = None;
-        #[cfg(unix)]
-        if self.needs_notify() {
-            let dir = PrivateDir::create(&spec.name).map_err(StartError::Spawn)?;
-            let socket =
-                crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
-                    .map_err(StartError::Spawn)?;
-            command.env("NOTIFY_SOCKET", socket.path());
-            if let Some(HealthCheck::Watchdog { timeout }) = spec.health.as_ref().map(|h| &h.check)
-            {
-                command.env("WATCHDOG_USEC", timeout.as_micros().to_string());
-            }
-            notify = Some(socket);
-            runtime_dir = Some(dir);
-        }
-        #[cfg(not(unix))]
-        if self.needs_notify() {
-            return Err(StartError::Readiness(
-                "sd_notify needs a Unix system".into(),
-            ));
-        }
+        let notify = if self.needs_notify() {
+            Some(prepare_notify(spec, &mut command)?)
+        } else {
+            None
+        };
 
         // Standard streams: a pipe where lines must be read (tracing, a readiness pattern).
         let watched = match &spec.readiness {
@@ -252,16 +235,20 @@ impl Supervisor for CommandSupervisor {
 
         let (ready_tx, ready_rx) = watch::channel(false);
         let mut watchdog = None;
-        #[cfg(unix)]
-        if let Some(socket) = notify {
+        let mut runtime_dir = None;
+        if let Some((dir, socket)) = notify {
             let (beat_tx, beat_rx) = watch::channel(Instant::now());
             watchdog = Some(beat_rx);
-            let ctx = ctx.clone();
-            let task = tokio::spawn(read_notifications(socket, pid, ready_tx, beat_tx, ctx));
+            let task = tokio::spawn(read_notifications(
+                socket,
+                pid,
+                ready_tx,
+                beat_tx,
+                ctx.clone(),
+            ));
             tasks.push(task.abort_handle());
+            runtime_dir = Some(dir);
         }
-        #[cfg(not(unix))]
-        drop((notify, ready_tx));
 
         let instance = Instance {
             pid,
@@ -490,6 +477,46 @@ async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, 
     }
 }
 
+/// A private directory with the sd_notify socket, its path exported to the command.
+#[cfg(unix)]
+fn prepare_notify(
+    spec: &CommandSpec,
+    command: &mut tokio::process::Command,
+) -> Result<(PrivateDir, crate::protocol::sd_notify::NotifySocket), StartError> {
+    let dir = PrivateDir::create(&spec.name).map_err(StartError::Spawn)?;
+    let socket = crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
+        .map_err(StartError::Spawn)?;
+    command.env("NOTIFY_SOCKET", socket.path());
+    if let Some(HealthCheck::Watchdog { timeout }) = spec.health.as_ref().map(|h| &h.check) {
+        command.env("WATCHDOG_USEC", timeout.as_micros().to_string());
+    }
+    Ok((dir, socket))
+}
+
+#[cfg(not(unix))]
+fn prepare_notify(
+    _spec: &CommandSpec,
+    _command: &mut tokio::process::Command,
+) -> Result<(PrivateDir, NotifySocket), StartError> {
+    Err(StartError::Readiness(
+        "sd_notify needs a Unix system".into(),
+    ))
+}
+
+/// No sd_notify outside Unix; this type only keeps the signatures uniform.
+#[cfg(not(unix))]
+struct NotifySocket;
+
+#[cfg(not(unix))]
+async fn read_notifications(
+    _socket: NotifySocket,
+    _pid: u32,
+    _ready: watch::Sender<bool>,
+    _watchdog: watch::Sender<Instant>,
+    _ctx: SpawnContext,
+) {
+}
+
 /// Read sd_notify messages from the backend's process group until it exits.
 #[cfg(unix)]
 async fn read_notifications(
@@ -546,6 +573,8 @@ struct PrivateDir {
     path: PathBuf,
 }
 
+// Only sd_notify (Unix) needs a runtime directory so far.
+#[cfg_attr(not(unix), allow(dead_code))]
 impl PrivateDir {
     fn create(service: &str) -> std::io::Result<PrivateDir> {
         let mut suffix = [0u8; 6];
@@ -561,10 +590,7 @@ impl PrivateDir {
             clean,
             crate::hex::encode(&suffix)
         ));
-        let mut builder = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&path)?;
+        crate::protocol::manifest::create_private_dir(&path)?;
         Ok(PrivateDir { path })
     }
 

@@ -40,6 +40,7 @@ pub(crate) struct Monitor {
     /// Our own child, when we spawned the process. Held un-reaped while any handle exists,
     /// so its PID (and process group id) cannot be recycled under us; the exit status is
     /// read without reaping. Dropping it hands the reaping to tokio.
+    #[cfg_attr(not(unix), allow(dead_code))]
     child: Option<tokio::process::Child>,
     state: watch::Receiver<Liveness>,
     task: AbortHandle,
@@ -60,7 +61,7 @@ impl Monitor {
         handle: ProcessHandle,
         start_time: u64,
         endpoint: Endpoint,
-        child: Option<tokio::process::Child>,
+        #[cfg_attr(not(unix), allow(dead_code))] child: Option<tokio::process::Child>,
     ) -> std::io::Result<Arc<Monitor>> {
         let key = (handle.pid(), start_time);
         let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
@@ -91,7 +92,8 @@ impl Monitor {
         *self.state.borrow()
     }
 
-    /// Whether this monitor holds our own (un-reaped) child.
+    /// Whether this monitor holds our own (un-reaped) child (process-group signals, Unix).
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn owns_child(&self) -> bool {
         self.child.is_some()
     }
