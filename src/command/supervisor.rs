@@ -446,9 +446,11 @@ async fn wait_ready(
             .await
             .map_err(|e| StartError::Readiness(e.to_string()))?,
         Readiness::LogLine { .. } => {
-            line.await.map_err(|_| {
-                StartError::Readiness("the output ended before the ready line".into())
-            })?;
+            if line.await.is_err() {
+                // The stream ended without the line. Usually the process is exiting, and the
+                // caller reports that exit; otherwise the ready timeout ends the wait.
+                std::future::pending::<()>().await;
+            }
         }
         Readiness::Manifest { path } => return verified_from_manifest(path, child.pid()).await,
     }

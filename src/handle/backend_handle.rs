@@ -162,7 +162,22 @@ impl BackendHandle {
                     source,
                 },
             })?;
-            let daemon = DaemonProcess::describe(pid, for_blocking, None)?;
+            let daemon = match DaemonProcess::describe(pid, for_blocking.clone(), None) {
+                Ok(daemon) => daemon,
+                // It already exited (a zombie has no executable to read): keep what the
+                // kernel still tells, so the exit itself is reported, with its status.
+                Err(_) if handle.has_exited().unwrap_or(false) => DaemonProcess {
+                    pid,
+                    start_time: crate::platform::start_time(pid).unwrap_or(0),
+                    boot_id: crate::platform::boot_id().unwrap_or_default(),
+                    exe_path: std::path::PathBuf::new(),
+                    exe_sha256: [0; 32],
+                    ipc_endpoint: for_blocking,
+                    started_at_unix_ms: crate::identity::daemon_process::unix_ms_now(),
+                    idle_timeout_secs: None,
+                },
+                Err(error) => return Err(error),
+            };
             let uid = crate::platform::process_uid(pid).ok().flatten();
             Ok::<_, VerifyPidError>((handle, daemon, uid))
         })

@@ -18,25 +18,27 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// here if a test runner skipped examples).
 pub fn demo_daemon_path() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let path = profile_dir
-            .join("examples")
-            .join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX));
-        if !path.exists() {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "--example", "demo_daemon"])
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building demo_daemon failed");
-        }
-        path
-    })
-    .clone()
+    PATH.get_or_init(|| example_path("demo_daemon")).clone()
+}
+
+/// Path of an example binary of this crate, building it if it is missing.
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building example {name} failed");
+    }
+    path
 }
 
 /// A demo daemon started by a test, in its own temporary directory.
@@ -187,4 +189,32 @@ pub async fn collect_until(
     })
     .await;
     seen
+}
+
+/// Wait until process `pid` has exited (zombie or gone), woken by its pidfd: an event, not a
+/// poll loop. Panics after the deadline.
+#[cfg(target_os = "linux")]
+pub async fn wait_gone(pid: u32) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let waited = tokio::task::spawn_blocking(move || {
+        let Some(id) = rustix::process::Pid::from_raw(pid as i32) else {
+            return true;
+        };
+        let fd = match rustix::process::pidfd_open(id, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return true,
+            Err(e) => panic!("pidfd_open({pid}): {e}"),
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let deadline = Timespec {
+            tv_sec: DEADLINE.as_secs() as i64,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&deadline))
+            .map(|n| n > 0)
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    assert!(waited, "process {pid} still alive after {DEADLINE:?}");
 }
