@@ -377,6 +377,7 @@ impl Group {
 
             // Start it. Terminations of other members wait in their channel meanwhile;
             // a stop drops the start (spawns are cancel-safe).
+            let attempt_began = Instant::now();
             let started = tokio::select! {
                 started = start_member(&self.slots[i], &self.registry) => started,
                 command = commands.recv() => {
@@ -387,7 +388,7 @@ impl Group {
                 }
             };
             match started {
-                Ok(active) => self.watch(i, active),
+                Ok(active) => self.watch(i, active, attempt_began),
                 Err(error) => {
                     self.slots[i].sink.emit(EventKind::StartFailed {
                         error: Arc::new(error),
@@ -412,8 +413,9 @@ impl Group {
         }
     }
 
-    /// Record a started member and watch it in a task that reports its termination.
-    fn watch(&mut self, i: usize, active: Active) {
+    /// Record a started member (a backend becomes visible through the handle before its
+    /// `Ready` event is sent) and watch it in a task that reports its termination.
+    fn watch(&mut self, i: usize, active: Active, attempt_began: Instant) {
         self.generation += 1;
         let generation = self.generation;
         let term_tx = self.term_tx.clone();
@@ -425,6 +427,10 @@ impl Group {
             } => {
                 self.registry.send_modify(|map| {
                     map.insert(sink.service().to_owned(), (**backend).clone());
+                });
+                sink.emit(EventKind::Ready {
+                    pid: Some(backend.pid()),
+                    took: attempt_began.elapsed(),
                 });
                 let (supervisor, backend) = (supervisor.clone(), (**backend).clone());
                 tokio::spawn(async move {
@@ -637,10 +643,6 @@ async fn start_member(
             let backend = tokio::time::timeout(deadline, supervisor.spawn(&ctx))
                 .await
                 .map_err(|_| StartError::ReadyTimeout(deadline))??;
-            slot.sink.emit(EventKind::Ready {
-                pid: Some(backend.pid()),
-                took: began.elapsed(),
-            });
             Ok(Active::Backend {
                 supervisor: supervisor.clone(),
                 backend: Box::new(backend),
