@@ -80,14 +80,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let supervision = supervise_group(group);
     let mut events = supervision.events();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let printer = async {
+    // The printer runs until the stream ends, which is when supervision has ended.
+    let printer = tokio::spawn(async move {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
         while let Some(event) = events.next().await {
             let Ok(event) = event else {
                 println!("(events were dropped: this printer lagged)");
                 continue;
             };
-            *counts.entry(label(&event.kind).to_owned()).or_default() += 1;
+            *counts.entry(label(&event.kind)).or_default() += 1;
             println!(
                 "{:>7.3}s  {:<14} {}",
                 started.elapsed().as_secs_f64(),
@@ -95,8 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 describe(&event.kind)
             );
         }
-    };
-    tokio::pin!(printer);
+        counts
+    });
 
     if hold {
         supervision
@@ -109,27 +110,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|b| b.pid().to_string())
             .collect();
         println!("pids {}", pids.join(" "));
-        printer.await;
+        printer.await?;
         return Ok(());
     }
 
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
-        _ = &mut printer => {}
-    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     println!("--- stopping (reverse order) ---");
-    let stopping = supervision.stop();
-    tokio::pin!(stopping);
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut stopping => break outcome,
-            _ = &mut printer => {}
-        }
-    };
-    // Drain what is left.
-    tokio::time::timeout(Duration::from_secs(5), printer)
-        .await
-        .ok();
+    let outcome = supervision.stop().await;
+    drop(supervision);
+    let counts = printer.await?;
     println!(
         "--- summary after {:.1}s: {outcome:?} ---",
         started.elapsed().as_secs_f64()
