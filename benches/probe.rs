@@ -7,7 +7,8 @@
 //! Prints one JSON object per metric, then a table. Timings are measured here, never
 //! asserted in tests.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ const TRIALS: usize = 300;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let daemon_bin = build_demo_daemon()?;
+    let daemon_bin = common::build_demo_daemon()?;
     let dir = tempfile::tempdir()?;
     let manifest_path = dir.path().join("run/bench.json");
     let mut child = tokio::process::Command::new(&daemon_bin)
@@ -82,23 +83,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn summarize(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (at(0.50), at(0.99))
+    (
+        common::quantile(samples, 0.50),
+        common::quantile(samples, 0.99),
+    )
 }
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-/// Build the demo daemon in release mode (benchmarks do not build examples).
-fn build_demo_daemon() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "--example", "demo_daemon"])
-        .status()?;
-    if !status.success() {
-        return Err("building demo_daemon failed".into());
-    }
-    Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/release/examples")
-        .join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX)))
 }

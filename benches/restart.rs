@@ -5,7 +5,8 @@
 //! cargo bench --bench restart
 //! ```
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ const TRIALS: usize = 100;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let daemon = build_demo_daemon()?;
+    let daemon = common::build_demo_daemon()?;
     let dir = tempfile::tempdir()?;
     let run = dir.path().join("run");
     let spec = CommandSpec::new("bench", &daemon)
@@ -66,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     service.stop().await;
     samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let at = |q: f64| common::quantile(&samples, q);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "{{\"name\":\"restart_sigkill_to_ready\",\"unit\":\"ms\",\"n\":{TRIALS},\"p50\":{:.2},\"p99\":{:.2}}}",
@@ -80,17 +81,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ms(at(0.99))
     );
     Ok(())
-}
-
-/// Build the demo daemon in release mode (benchmarks do not build examples).
-fn build_demo_daemon() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "--example", "demo_daemon"])
-        .status()?;
-    if !status.success() {
-        return Err("building demo_daemon failed".into());
-    }
-    Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/release/examples")
-        .join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX)))
 }

@@ -108,85 +108,57 @@ async fn children_start_in_order_and_stop_in_reverse() {
     );
 }
 
-#[tokio::test]
-async fn one_for_one_restarts_only_the_crashed_child() {
+/// Kill `g/b` under `strategy`; check which members were stopped (in that order), which
+/// were spawned again (in that order), and that exactly those got new PIDs.
+async fn strategy_case(strategy: Strategy, stopped: &[&str], respawned: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let service = supervise_group(group("g", dir.path(), Strategy::OneForOne));
+    let service = supervise_group(group("g", dir.path(), strategy));
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let before = pids(&service);
     kill_b(&service, &mut events).await;
-    let seen = collect_until(&mut events, "b ready", |e| {
-        matches!(e.kind, EventKind::Ready { pid: Some(_), .. })
+    let last = *respawned.last().unwrap();
+    let seen = collect_until(&mut events, "last restarted member ready", |e| {
+        &*e.service == last && matches!(e.kind, EventKind::Ready { .. })
     })
     .await;
     assert_eq!(
+        names_of(&seen, |k| matches!(k, EventKind::Stopped)),
+        stopped,
+        "{strategy:?}"
+    );
+    assert_eq!(
         names_of(&seen, |k| matches!(k, EventKind::Spawned { .. })),
-        ["g/b"]
+        respawned,
+        "{strategy:?}"
     );
     within("ready", service.ready()).await.unwrap();
     let after = pids(&service);
-    assert_eq!((after[0], after[2]), (before[0], before[2]));
-    assert_ne!(after[1], before[1]);
+    for (i, name) in ["g/a", "g/b", "g/c"].iter().enumerate() {
+        let changed = before[i] != after[i];
+        assert_eq!(
+            changed,
+            respawned.contains(name),
+            "{strategy:?}: {name} {before:?} {after:?}"
+        );
+    }
     within("stop", service.stop()).await;
+}
+
+#[tokio::test]
+async fn one_for_one_restarts_only_the_crashed_child() {
+    strategy_case(Strategy::OneForOne, &[], &["g/b"]).await;
 }
 
 #[tokio::test]
 async fn one_for_all_restarts_every_child() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = supervise_group(group("g", dir.path(), Strategy::OneForAll));
-    let mut events = service.events();
-    within("ready", service.ready()).await.unwrap();
-    let before = pids(&service);
-    kill_b(&service, &mut events).await;
-    let seen = collect_until(&mut events, "c ready", |e| {
-        &*e.service == "g/c" && matches!(e.kind, EventKind::Ready { .. })
-    })
-    .await;
-    assert_eq!(
-        names_of(&seen, |k| matches!(k, EventKind::Stopped)),
-        ["g/c", "g/a"],
-        "the others stop in reverse order"
-    );
-    assert_eq!(
-        names_of(&seen, |k| matches!(k, EventKind::Spawned { .. })),
-        ["g/a", "g/b", "g/c"]
-    );
-    within("ready", service.ready()).await.unwrap();
-    let after = pids(&service);
-    assert!(
-        before.iter().zip(&after).all(|(b, a)| b != a),
-        "{before:?} {after:?}"
-    );
-    within("stop", service.stop()).await;
+    // The others stop in reverse order, then all start again in order.
+    strategy_case(Strategy::OneForAll, &["g/c", "g/a"], &["g/a", "g/b", "g/c"]).await;
 }
 
 #[tokio::test]
 async fn rest_for_one_restarts_the_crashed_child_and_those_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = supervise_group(group("g", dir.path(), Strategy::RestForOne));
-    let mut events = service.events();
-    within("ready", service.ready()).await.unwrap();
-    let before = pids(&service);
-    kill_b(&service, &mut events).await;
-    let seen = collect_until(&mut events, "c ready", |e| {
-        &*e.service == "g/c" && matches!(e.kind, EventKind::Ready { .. })
-    })
-    .await;
-    assert_eq!(
-        names_of(&seen, |k| matches!(k, EventKind::Stopped)),
-        ["g/c"]
-    );
-    assert_eq!(
-        names_of(&seen, |k| matches!(k, EventKind::Spawned { .. })),
-        ["g/b", "g/c"]
-    );
-    within("ready", service.ready()).await.unwrap();
-    let after = pids(&service);
-    assert_eq!(after[0], before[0]);
-    assert_ne!(after[1], before[1]);
-    assert_ne!(after[2], before[2]);
-    within("stop", service.stop()).await;
+    strategy_case(Strategy::RestForOne, &["g/c"], &["g/b", "g/c"]).await;
 }
 
 #[tokio::test]

@@ -290,3 +290,20 @@ async fn manual_restart_replaces_the_backend() {
     assert!(!first.is_alive());
     within("stop", service.stop()).await;
 }
+
+#[tokio::test]
+async fn dropping_every_handle_stops_the_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = supervise(Arc::new(CommandSupervisor::new(demo_spec(
+        "dropped",
+        dir.path(),
+        &[],
+    ))));
+    within("ready", service.ready()).await.unwrap();
+    let backend = service.backend().unwrap();
+    drop(service);
+    assert_eq!(
+        within("stopped after the drop", backend.exited()).await,
+        ExitStatus::Code(0)
+    );
+}
