@@ -158,7 +158,7 @@ impl Supervisor for CommandSupervisor {
 
         // sd_notify: a private socket for this run.
         let notify = if self.needs_notify() {
-            Some(prepare_notify(spec, &mut command)?)
+            Some(prepare_notify(spec, &mut command).await?)
         } else {
             None
         };
@@ -463,7 +463,11 @@ async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, 
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    crate::protocol::manifest::create_private_dir(dir).map_err(StartError::Spawn)?;
+    let owned = dir.to_owned();
+    tokio::task::spawn_blocking(move || crate::protocol::manifest::create_private_dir(&owned))
+        .await
+        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
+        .map_err(StartError::Spawn)?;
     let mut watcher = wait::PathWatcher::new(path).map_err(StartError::Spawn)?;
     loop {
         match CacheManifest::read(path).await {
@@ -481,11 +485,15 @@ async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, 
 
 /// A private directory with the sd_notify socket, its path exported to the command.
 #[cfg(unix)]
-fn prepare_notify(
+async fn prepare_notify(
     spec: &CommandSpec,
     command: &mut tokio::process::Command,
 ) -> Result<(PrivateDir, crate::protocol::sd_notify::NotifySocket), StartError> {
-    let dir = PrivateDir::create(&spec.name).map_err(StartError::Spawn)?;
+    let name = spec.name.clone();
+    let dir = tokio::task::spawn_blocking(move || PrivateDir::create(&name))
+        .await
+        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
+        .map_err(StartError::Spawn)?;
     let socket = crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
         .map_err(StartError::Spawn)?;
     command.env("NOTIFY_SOCKET", socket.path());
@@ -496,7 +504,7 @@ fn prepare_notify(
 }
 
 #[cfg(not(unix))]
-fn prepare_notify(
+async fn prepare_notify(
     _spec: &CommandSpec,
     _command: &mut tokio::process::Command,
 ) -> Result<(PrivateDir, NotifySocket), StartError> {

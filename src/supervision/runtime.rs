@@ -394,16 +394,8 @@ impl Group {
                         error: Arc::new(error),
                     });
                     // Treat it as this member ending abnormally.
-                    self.generation += 1;
-                    let generation = self.generation;
-                    self.slots[i].running = None;
                     if let Some(outcome) = self
-                        .after_end(
-                            i,
-                            Termination::StartFailed,
-                            std::time::Duration::ZERO,
-                            generation,
-                        )
+                        .after_end(i, Termination::StartFailed, std::time::Duration::ZERO)
                         .await
                     {
                         return outcome;
@@ -473,8 +465,7 @@ impl Group {
         self.registry.send_modify(|map| {
             map.remove(slot.sink.service());
         });
-        self.after_end(i, term, running.started_at.elapsed(), generation)
-            .await
+        self.after_end(i, term, running.started_at.elapsed()).await
     }
 
     /// A member ended (`running` already cleared): complete it, restart it by strategy, or
@@ -484,7 +475,6 @@ impl Group {
         i: usize,
         term: Termination,
         uptime: std::time::Duration,
-        _generation: u64,
     ) -> Option<Outcome> {
         let slot = &mut self.slots[i];
         if !slot.restart.should_restart(&term) {
