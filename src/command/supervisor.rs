@@ -105,9 +105,9 @@ impl CommandSupervisor {
         if let Some(dir) = &spec.cwd {
             command.current_dir(dir);
         }
-        // A dropped spawn must not leave the process behind; a daemon meant to outlive us
-        // is detached only once it is ready (see `spawn`).
-        command.kill_on_drop(true);
+        // A child that dies with us is also killed when its last handle is dropped. One
+        // meant to outlive us is not; `spawn` kills it itself if it is cancelled before ready.
+        command.kill_on_drop(spec.die_with_supervisor);
         #[cfg(unix)]
         {
             if spec.die_with_supervisor || spec.stop.process_group {
@@ -189,6 +189,8 @@ impl Supervisor for CommandSupervisor {
         let handle = BackendHandle::from_child(child, spec.name.clone(), "", None).await?;
         let pid = handle.pid();
         ctx.spawned(pid);
+        // Until it is ready, a dropped (cancelled, timed out) spawn kills what it started.
+        let guard = KillUnlessReady(Some(handle.clone()));
 
         let service: Arc<str> = spec.name.as_str().into();
         let (line_tx, line_rx) = oneshot::channel();
@@ -261,6 +263,7 @@ impl Supervisor for CommandSupervisor {
             ready = ready => ready?,
             status = handle.exited() => return Err(StartError::ExitedBeforeReady(status)),
         };
+        guard.disarm();
         self.set_instance(Some(instance));
         Ok(handle)
     }
@@ -576,6 +579,25 @@ fn from_group(sender: Option<u32>, leader: u32) -> bool {
         .and_then(rustix::process::Pid::from_raw);
     let group = pid.and_then(|p| rustix::process::getpgid(Some(p)).ok());
     group.map(|g| g.as_raw_nonzero().get() as u32) == Some(leader)
+}
+
+/// Kills a backend whose start was abandoned, unless disarmed once it is ready.
+struct KillUnlessReady(Option<BackendHandle>);
+
+impl KillUnlessReady {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillUnlessReady {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0.take() {
+            if backend.is_alive() {
+                let _ = backend.force_kill();
+            }
+        }
+    }
 }
 
 /// A private (0700) directory removed when dropped: the sd_notify socket lives there.

@@ -13,6 +13,16 @@ use crate::identity::{DaemonProcess, Endpoint, VerifyPidError};
 use crate::platform::{OpenError, ProcessHandle};
 use crate::protocol::{CacheManifest, Frame};
 
+/// Whether a failed read of a child's facts means the child is going away (its `/proc`
+/// entries vanish); any other failure is reported.
+fn is_gone(error: &VerifyPidError) -> bool {
+    match error {
+        VerifyPidError::Unreadable { source, .. } => crate::platform::is_no_such_process(source),
+        VerifyPidError::Dead { .. } | VerifyPidError::ExitedDuringCheck { .. } => true,
+        _ => false,
+    }
+}
+
 /// How a graceful stop asks the backend to go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -164,18 +174,21 @@ impl BackendHandle {
             })?;
             let daemon = match DaemonProcess::describe(pid, for_blocking.clone(), None) {
                 Ok(daemon) => daemon,
-                // It already exited (a zombie has no executable to read): keep what the
-                // kernel still tells, so the exit itself is reported, with its status.
-                Err(_) if handle.has_exited().unwrap_or(false) => DaemonProcess {
-                    pid,
-                    start_time: crate::platform::start_time(pid).unwrap_or(0),
-                    boot_id: crate::platform::boot_id().unwrap_or_default(),
-                    exe_path: std::path::PathBuf::new(),
-                    exe_sha256: [0; 32],
-                    ipc_endpoint: for_blocking,
-                    started_at_unix_ms: crate::identity::daemon_process::unix_ms_now(),
-                    idle_timeout_secs: None,
-                },
+                // It already exited, or is exiting (its memory, and so its executable link,
+                // is gone before it turns zombie): keep what the kernel still tells, so the
+                // exit itself is reported, with its status.
+                Err(error) if handle.has_exited().unwrap_or(false) || is_gone(&error) => {
+                    DaemonProcess {
+                        pid,
+                        start_time: crate::platform::start_time(pid).unwrap_or(0),
+                        boot_id: crate::platform::boot_id().unwrap_or_default(),
+                        exe_path: std::path::PathBuf::new(),
+                        exe_sha256: [0; 32],
+                        ipc_endpoint: for_blocking,
+                        started_at_unix_ms: crate::identity::daemon_process::unix_ms_now(),
+                        idle_timeout_secs: None,
+                    }
+                }
                 Err(error) => return Err(error),
             };
             let uid = crate::platform::process_uid(pid).ok().flatten();
