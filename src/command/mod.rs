@@ -2,10 +2,12 @@
 //! commands, configured by a serialisable [`CommandSpec`].
 
 pub(crate) mod output;
+pub mod shared;
 pub mod spec;
 pub mod supervisor;
 pub(crate) mod wait;
 
+pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError};
 pub use spec::{
     CommandSpec, HealthCheck, HealthSpec, Output, Readiness, StopSignal, StopSpec, StreamName,
 };

@@ -1,0 +1,67 @@
+//! One helper daemon shared by every run of this program: the first run spawns it, later
+//! (or concurrent) runs reuse it, verified.
+//!
+//! ```text
+//! cargo run --example shared_daemon            # spawns the demo daemon, prints its pid
+//! cargo run --example shared_daemon            # again: the same daemon is reused
+//! cargo run --example shared_daemon -- --stop  # stop it
+//! cargo run --example shared_daemon -- --dir /some/private/dir
+//! ```
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use running_process::command::{Acquired, CommandSpec, Output, Readiness, SharedDaemon};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut dir = std::env::temp_dir().join(format!("running-process-shared-demo-{}", user_id()));
+    let mut stop = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--dir" => dir = PathBuf::from(args.next().ok_or("--dir DIR")?),
+            "--stop" => stop = true,
+            other => {
+                return Err(format!("unknown argument {other}; try --dir DIR or --stop").into())
+            }
+        }
+    }
+    let spec = CommandSpec::new("shared-demo", common::demo_daemon_binary()?)
+        .args([
+            "--endpoint".to_owned(),
+            dir.join("shared.sock").display().to_string(),
+            "--manifest".to_owned(),
+            dir.join("shared.json").display().to_string(),
+        ])
+        .stdout(Output::Null)
+        .stderr(Output::Null)
+        .readiness(Readiness::Manifest {
+            path: dir.join("shared.json"),
+        });
+    let acquired = SharedDaemon::new(spec)?.acquire().await?;
+    let how = match &acquired {
+        Acquired::Spawned(_) => "spawned",
+        Acquired::Adopted(_) => "adopted",
+        _ => "acquired",
+    };
+    let daemon = acquired.into_handle();
+    println!("pid {} {how}", daemon.pid());
+    if stop {
+        let status = daemon.stop(Duration::from_secs(5)).await?;
+        println!("stopped: {status}");
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn user_id() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+#[cfg(not(unix))]
+fn user_id() -> u32 {
+    0
+}

@@ -1,0 +1,97 @@
+//! Sixteen separate processes ask for the same shared daemon at once: exactly one daemon
+//! is spawned and all sixteen get a verified handle to it. Then the daemon is killed and the
+//! race is run again over the stale manifest.
+
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use running_process::broker::protocol::CacheManifest;
+use running_process::BackendHandle;
+use support::{wait_gone, within};
+
+const CALLERS: usize = 16;
+
+/// Start `CALLERS` processes at once; return (pid each reported, how many spawned, time
+/// until the last one had its handle).
+async fn race(dir: &Path) -> (BTreeSet<u32>, usize, Duration) {
+    let binary = support::example_path("shared_daemon");
+    let started = Instant::now();
+    let runs: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            tokio::process::Command::new(&binary)
+                .arg("--dir")
+                .arg(dir)
+                .output()
+        })
+        .collect();
+    let outputs = within("all callers finish", futures::future::join_all(runs)).await;
+    let took = started.elapsed();
+    let mut pids = BTreeSet::new();
+    let mut spawned = 0;
+    for output in outputs {
+        let output = output.expect("caller ran");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "caller failed: {text} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut words = text.split_whitespace();
+        assert_eq!(words.next(), Some("pid"), "{text}");
+        pids.insert(words.next().unwrap().parse::<u32>().unwrap());
+        match words.next() {
+            Some("spawned") => spawned += 1,
+            Some("adopted") => {}
+            other => panic!("unexpected {other:?} in {text}"),
+        }
+    }
+    (pids, spawned, took)
+}
+
+async fn verified(dir: &Path) -> BackendHandle {
+    let manifest = CacheManifest::read(dir.join("shared.json"))
+        .await
+        .unwrap()
+        .unwrap();
+    BackendHandle::try_from_manifest(&manifest)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sixteen_processes_end_up_with_exactly_one_daemon() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shared");
+
+    let (pids, spawned, took) = race(&dir).await;
+    eprintln!("fresh: {CALLERS} callers, {spawned} spawn(s), all had a handle after {took:?}");
+    assert_eq!(spawned, 1, "exactly one caller spawns");
+    assert_eq!(pids.len(), 1, "everyone got the same daemon: {pids:?}");
+    let daemon = verified(&dir).await;
+    assert_eq!(Some(&daemon.pid()), pids.first());
+
+    // Kill it: the manifest now names a dead process.
+    daemon.force_kill().unwrap();
+    within("killed", daemon.exited()).await;
+    let (again, spawned, took) = race(&dir).await;
+    eprintln!(
+        "stale manifest: {CALLERS} callers, {spawned} spawn(s), all had a handle after {took:?}"
+    );
+    assert_eq!(
+        spawned, 1,
+        "the stale daemon is never adopted; one new spawn"
+    );
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again.first(), pids.first());
+
+    let daemon = verified(&dir).await;
+    let pid = daemon.pid();
+    daemon.stop(support::DEADLINE).await.unwrap();
+    wait_gone(pid).await;
+}
