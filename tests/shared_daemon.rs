@@ -95,3 +95,72 @@ async fn sixteen_processes_end_up_with_exactly_one_daemon() {
     daemon.stop(support::DEADLINE).await.unwrap();
     wait_gone(pid).await;
 }
+
+fn shared_spec(dir: &Path) -> running_process::command::CommandSpec {
+    use running_process::command::{CommandSpec, Output, Readiness};
+    CommandSpec::new("shared-demo", support::demo_daemon_path())
+        .args([
+            "--endpoint".to_owned(),
+            dir.join("shared.sock").display().to_string(),
+            "--manifest".to_owned(),
+            dir.join("shared.json").display().to_string(),
+        ])
+        .stdout(Output::Null)
+        .readiness(Readiness::Manifest {
+            path: dir.join("shared.json"),
+        })
+}
+
+#[tokio::test]
+async fn a_daemon_from_another_executable_is_reused_refused_or_replaced_by_policy() {
+    use running_process::command::{Acquired, DigestPolicy, SharedDaemon, SharedError};
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("shared");
+    let first = SharedDaemon::new(shared_spec(&dir))
+        .unwrap()
+        .acquire()
+        .await
+        .unwrap();
+    assert_matches!(first, Acquired::Spawned(_));
+    let running = first.into_handle();
+    let mut other = running.daemon_process.exe_sha256;
+    other[0] ^= 0xff; // "the app was upgraded": we expect another build
+
+    let reused = SharedDaemon::new(shared_spec(&dir))
+        .unwrap()
+        .expect_digest(other, DigestPolicy::Reuse)
+        .acquire()
+        .await
+        .unwrap();
+    assert_matches!(&reused, Acquired::Adopted(h) if h.pid() == running.pid());
+
+    let refused = SharedDaemon::new(shared_spec(&dir))
+        .unwrap()
+        .expect_digest(other, DigestPolicy::Refuse)
+        .acquire()
+        .await;
+    assert_matches!(refused, Err(SharedError::DigestMismatch { pid, .. }) if *pid == running.pid());
+    assert!(running.is_alive(), "refusing leaves it running");
+
+    let replaced = SharedDaemon::new(shared_spec(&dir))
+        .unwrap()
+        .expect_digest(other, DigestPolicy::Replace)
+        .acquire()
+        .await
+        .unwrap();
+    assert_matches!(&replaced, Acquired::Spawned(h) if h.pid() != running.pid());
+    assert_eq!(
+        within("old one stopped", running.exited()).await,
+        running_process::ExitStatus::Code(0)
+    );
+    replaced.handle().stop(support::DEADLINE).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_spec_without_manifest_readiness_is_refused() {
+    use running_process::command::{CommandSpec, SharedDaemon, SharedError};
+    assert_matches!(
+        SharedDaemon::new(CommandSpec::new("x", "true")),
+        Err(SharedError::NeedsManifest)
+    );
+}
