@@ -13,7 +13,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use running_process::command::{Acquired, CommandSpec, Output, Readiness, SharedDaemon};
+use running_process::command::{Acquired, Output, SharedDaemon};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,18 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let spec = CommandSpec::new("shared-demo", common::demo_daemon_binary()?)
-        .args([
-            "--endpoint".to_owned(),
-            dir.join("shared.sock").display().to_string(),
-            "--manifest".to_owned(),
-            dir.join("shared.json").display().to_string(),
-        ])
-        .stdout(Output::Null)
-        .stderr(Output::Null)
-        .readiness(Readiness::Manifest {
-            path: dir.join("shared.json"),
-        });
+    let spec = common::demo_spec("shared", &dir, &[])?.stderr(Output::Null);
     let acquired = SharedDaemon::new(spec)?.acquire().await?;
     let how = match &acquired {
         Acquired::Spawned(_) => "spawned",

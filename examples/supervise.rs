@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use running_process::command::{CommandSpec, CommandSupervisor, Output, Readiness};
+use running_process::command::CommandSupervisor;
 use running_process::supervision::{
     supervise_group, Backoff, EventKind, GroupSpec, Intensity, RestartPolicy, Strategy,
 };
@@ -42,40 +42,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let daemon = common::demo_daemon_binary()?;
     let dir = tempfile::tempdir()?;
-    let service = |name: &str, extra: &[&str]| {
-        let run = dir.path().join("run");
-        let spec = CommandSpec::new(name, &daemon)
-            .args([
-                "--endpoint".to_owned(),
-                run.join(format!("{name}.sock")).display().to_string(),
-                "--manifest".to_owned(),
-                run.join(format!("{name}.json")).display().to_string(),
-                "--service".to_owned(),
-                name.to_owned(),
-            ])
-            .args(extra.iter().copied())
-            .stdout(Output::Null)
-            .readiness(Readiness::Manifest {
-                path: run.join(format!("{name}.json")),
-            })
-            .restart(RestartPolicy {
-                backoff: Backoff::exponential(
-                    Duration::from_millis(200),
-                    2.0,
-                    Duration::from_secs(2),
-                ),
-                ..RestartPolicy::default()
-            });
-        Arc::new(CommandSupervisor::new(spec))
+    let run = dir.path().join("run");
+    let service = |name: &str, extra: &[&str]| -> Result<_, Box<dyn std::error::Error>> {
+        let spec = common::demo_spec(name, &run, extra)?.restart(RestartPolicy {
+            backoff: Backoff::exponential(Duration::from_millis(200), 2.0, Duration::from_secs(2)),
+            ..RestartPolicy::default()
+        });
+        Ok(Arc::new(CommandSupervisor::new(spec)))
     };
     let group = GroupSpec::new("demo")
         .strategy(Strategy::RestForOne)
         .intensity(Intensity::new(20, Duration::from_secs(60)))
-        .service(service("store", &[]))
-        .service(service("cache", &["--ready-delay-ms", "300"]))
-        .service(service("worker", &["--crash-after-ms", "2000"]));
+        .service(service("store", &[])?)
+        .service(service("cache", &["--ready-delay-ms", "300"])?)
+        .service(service("worker", &["--crash-after-ms", "2000"])?);
 
     let started = Instant::now();
     let supervision = supervise_group(group);

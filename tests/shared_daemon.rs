@@ -96,27 +96,12 @@ async fn sixteen_processes_end_up_with_exactly_one_daemon() {
     wait_gone(pid).await;
 }
 
-fn shared_spec(dir: &Path) -> running_process::command::CommandSpec {
-    use running_process::command::{CommandSpec, Output, Readiness};
-    CommandSpec::new("shared-demo", support::demo_daemon_path())
-        .args([
-            "--endpoint".to_owned(),
-            dir.join("shared.sock").display().to_string(),
-            "--manifest".to_owned(),
-            dir.join("shared.json").display().to_string(),
-        ])
-        .stdout(Output::Null)
-        .readiness(Readiness::Manifest {
-            path: dir.join("shared.json"),
-        })
-}
-
 #[tokio::test]
 async fn a_daemon_from_another_executable_is_reused_refused_or_replaced_by_policy() {
     use running_process::command::{Acquired, DigestPolicy, SharedDaemon, SharedError};
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("shared");
-    let first = SharedDaemon::new(shared_spec(&dir))
+    let first = SharedDaemon::new(support::demo_spec("shared", &dir, &[]))
         .unwrap()
         .acquire()
         .await
@@ -126,7 +111,7 @@ async fn a_daemon_from_another_executable_is_reused_refused_or_replaced_by_polic
     let mut other = running.daemon_process.exe_sha256;
     other[0] ^= 0xff; // "the app was upgraded": we expect another build
 
-    let reused = SharedDaemon::new(shared_spec(&dir))
+    let reused = SharedDaemon::new(support::demo_spec("shared", &dir, &[]))
         .unwrap()
         .expect_digest(other, DigestPolicy::Reuse)
         .acquire()
@@ -134,7 +119,7 @@ async fn a_daemon_from_another_executable_is_reused_refused_or_replaced_by_polic
         .unwrap();
     assert_matches!(&reused, Acquired::Adopted(h) if h.pid() == running.pid());
 
-    let refused = SharedDaemon::new(shared_spec(&dir))
+    let refused = SharedDaemon::new(support::demo_spec("shared", &dir, &[]))
         .unwrap()
         .expect_digest(other, DigestPolicy::Refuse)
         .acquire()
@@ -142,7 +127,7 @@ async fn a_daemon_from_another_executable_is_reused_refused_or_replaced_by_polic
     assert_matches!(refused, Err(SharedError::DigestMismatch { pid, .. }) if *pid == running.pid());
     assert!(running.is_alive(), "refusing leaves it running");
 
-    let replaced = SharedDaemon::new(shared_spec(&dir))
+    let replaced = SharedDaemon::new(support::demo_spec("shared", &dir, &[]))
         .unwrap()
         .expect_digest(other, DigestPolicy::Replace)
         .acquire()

@@ -21,3 +21,29 @@ pub fn demo_daemon_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
     }
     Ok(path)
 }
+
+/// A spec that runs the demo daemon named `name` with its socket and manifest in `dir`,
+/// ready when the identity handshake succeeds.
+#[allow(dead_code)] // not every example uses it
+pub fn demo_spec(
+    name: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Result<running_process::command::CommandSpec, Box<dyn std::error::Error>> {
+    use running_process::command::{CommandSpec, Output, Readiness};
+    let file = |ext: &str| dir.join(format!("{name}.{ext}")).display().to_string();
+    Ok(CommandSpec::new(name, demo_daemon_binary()?)
+        .args([
+            "--endpoint",
+            &file("sock"),
+            "--manifest",
+            &file("json"),
+            "--service",
+            name,
+        ])
+        .args(extra.iter().copied())
+        .stdout(Output::Null)
+        .readiness(Readiness::Manifest {
+            path: dir.join(format!("{name}.json")),
+        }))
+}
