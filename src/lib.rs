@@ -52,6 +52,7 @@ mod platform;
 pub mod protocol;
 mod serde_util;
 pub mod supervision;
+pub mod testing;
 
 pub use error::{BackendHandleError, ProbeError, Result};
 pub use handle::{BackendHandle, Connection, ExitStatus, GracefulStop, Liveness, ProbeOptions};

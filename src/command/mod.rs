@@ -2,6 +2,7 @@
 //! commands, configured by a serialisable [`CommandSpec`].
 
 pub(crate) mod output;
+pub(crate) mod private_dir;
 pub mod shared;
 pub mod spec;
 pub mod supervisor;

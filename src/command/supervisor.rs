@@ -1,7 +1,7 @@
 //! [`CommandSupervisor`]: a ready [`Supervisor`] for OS commands described by a
 //! [`CommandSpec`], so the common case needs no trait implementation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::output::{pump_lines, LineSink, LineWatch};
+use super::private_dir::PrivateDir;
 use super::spec::{CommandSpec, HealthCheck, Output, Readiness, StreamName};
 use super::wait;
 use crate::error::BackendHandleError;
@@ -597,42 +598,5 @@ impl Drop for KillUnlessReady {
                 let _ = backend.force_kill();
             }
         }
-    }
-}
-
-/// A private (0700) directory removed when dropped: the sd_notify socket lives there.
-struct PrivateDir {
-    path: PathBuf,
-}
-
-// Only sd_notify (Unix) needs a runtime directory so far.
-#[cfg_attr(not(unix), allow(dead_code))]
-impl PrivateDir {
-    fn create(service: &str) -> std::io::Result<PrivateDir> {
-        let mut suffix = [0u8; 6];
-        getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
-        let clean: String = service
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .take(32)
-            .collect();
-        let path = std::env::temp_dir().join(format!(
-            "running-process-{}-{}-{}",
-            std::process::id(),
-            clean,
-            crate::hex::encode(&suffix)
-        ));
-        crate::protocol::manifest::create_private_dir(&path)?;
-        Ok(PrivateDir { path })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }

@@ -1,0 +1,145 @@
+//! The testing kit: ephemeral backends for tests of your own daemons.
+//!
+//! [`EphemeralBackend::start`] runs a daemon in its own private temporary directory
+//! (socket, manifest and logs inside it), waits until it is ready, and hands back a verified
+//! handle. Dropping it (also when the test panics) kills the daemon's whole process group
+//! and removes the directory; if the test process itself is killed, the daemon dies with it
+//! (Linux: `PR_SET_PDEATHSIG`). The daemon's output is captured in the directory and printed
+//! only when the test fails.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::command::private_dir::PrivateDir;
+use crate::command::{CommandSpec, CommandSupervisor, Output};
+use crate::handle::BackendHandle;
+use crate::supervision::event::EventSink;
+use crate::supervision::{SpawnContext, StartError, Supervisor};
+
+/// A daemon started for one test; gone when this value is dropped.
+///
+/// ```no_run
+/// use running_process::command::{CommandSpec, Readiness};
+/// use running_process::testing::EphemeralBackend;
+///
+/// # async fn a_test() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = EphemeralBackend::start(|dir| {
+///     CommandSpec::new("my-daemon", "/path/to/my-daemon")
+///         .args(["--socket", &dir.join("d.sock").display().to_string()])
+///         .readiness(Readiness::Manifest { path: dir.join("d.json") })
+/// })
+/// .await?;
+/// let _stream = backend.handle().connect().await?.into_inner();
+/// // ... exercise it; dropping `backend` stops it and removes its directory.
+/// # Ok(()) }
+/// ```
+pub struct EphemeralBackend {
+    handle: BackendHandle,
+    log: PathBuf,
+    // Declared last: dropped after the process is killed.
+    _supervisor: Arc<CommandSupervisor>,
+    dir: PrivateDir,
+}
+
+impl EphemeralBackend {
+    /// Build the spec with `make_spec(dir)` (put every path of the daemon inside `dir`),
+    /// start it and wait until it is ready. Its stdout and stderr go to a log file in `dir`;
+    /// it dies with the test process.
+    pub async fn start(make_spec: impl FnOnce(&Path) -> CommandSpec) -> Result<Self, StartError> {
+        let dir = tokio::task::spawn_blocking(|| PrivateDir::create("test"))
+            .await
+            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
+            .map_err(StartError::Spawn)?;
+        let log = dir.path().join("backend.log");
+        let spec = make_spec(dir.path())
+            .stdout(Output::File { path: log.clone() })
+            .stderr(Output::File { path: log.clone() })
+            .die_with_supervisor(true);
+        let supervisor = Arc::new(CommandSupervisor::new(spec));
+        let (tx, _) = broadcast::channel(16);
+        let ctx = SpawnContext {
+            events: EventSink::new(supervisor.name().to_owned(), tx),
+        };
+        let deadline = supervisor.ready_timeout();
+        let started = tokio::time::timeout(deadline, supervisor.spawn(&ctx)).await;
+        let handle = match started {
+            Ok(Ok(handle)) => handle,
+            Ok(Err(error)) => {
+                print_log(&log, "failed to start");
+                return Err(error);
+            }
+            Err(_) => {
+                print_log(&log, "not ready in time");
+                return Err(StartError::ReadyTimeout(deadline));
+            }
+        };
+        Ok(EphemeralBackend {
+            handle,
+            log,
+            _supervisor: supervisor,
+            dir,
+        })
+    }
+
+    /// The verified handle.
+    pub fn handle(&self) -> &BackendHandle {
+        &self.handle
+    }
+
+    /// The backend's private directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the backend wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for EphemeralBackend {
+    fn drop(&mut self) {
+        // The whole group, so helpers the daemon started go too; the leader is our
+        // un-reaped child, so the group id is still ours.
+        #[cfg(unix)]
+        let killed = self
+            .handle
+            .signal_process_group(rustix::process::Signal::KILL.as_raw())
+            .or_else(|_| self.handle.force_kill());
+        #[cfg(not(unix))]
+        let killed = self.handle.force_kill();
+        if let Err(error) = killed {
+            eprintln!(
+                "running-process: could not kill test backend {}: {error}",
+                self.handle.pid()
+            );
+        }
+        if std::thread::panicking() {
+            print_log(&self.log, "the test failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for EphemeralBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EphemeralBackend")
+            .field("pid", &self.handle.pid())
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+/// Show a backend's captured output on stderr (which the test harness shows for failures).
+fn print_log(log: &Path, why: &str) {
+    let text = std::fs::read(log)
+        .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+        .unwrap_or_default();
+    eprintln!(
+        "--- test backend output ({why}): {} ---\n{text}--- end of backend output ---",
+        log.display()
+    );
+}

@@ -1,0 +1,93 @@
+//! The testing kit, tested with the kit: a test as a user writes it, and the leak checks
+//! (after a drop, a panicking test, a SIGKILLed test process).
+
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use running_process::command::{CommandSpec, Readiness};
+use running_process::testing::EphemeralBackend;
+use support::{wait_gone, within};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+async fn demo_backend() -> EphemeralBackend {
+    EphemeralBackend::start(|dir| {
+        CommandSpec::new("demo", support::demo_daemon_path())
+            .args(["--endpoint", &dir.join("d.sock").display().to_string()])
+            .args(["--manifest", &dir.join("d.json").display().to_string()])
+            .readiness(Readiness::Manifest {
+                path: dir.join("d.json"),
+            })
+    })
+    .await
+    .expect("the demo daemon starts")
+}
+
+/// How a user tests their own daemon with the kit.
+#[tokio::test]
+async fn a_test_written_with_the_kit() {
+    let backend = demo_backend().await;
+    backend
+        .handle()
+        .ping(support::DEADLINE)
+        .await
+        .expect("pong");
+    let (read, mut write) =
+        tokio::io::split(backend.handle().connect().await.unwrap().into_inner());
+    write.write_all(b"ping the echo\n").await.unwrap();
+    let mut line = String::new();
+    within("echo", BufReader::new(read).read_line(&mut line))
+        .await
+        .unwrap();
+    assert_eq!(line, "ping the echo\n");
+}
+
+#[tokio::test]
+async fn dropping_kills_the_backend_and_removes_its_directory() {
+    let backend = demo_backend().await;
+    let (pid, dir) = (backend.handle().pid(), backend.dir().to_owned());
+    assert!(dir.join("d.sock").exists());
+    drop(backend);
+    assert!(!dir.exists(), "directory removed");
+    wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn a_panicking_test_leaves_nothing_running() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<(u32, PathBuf)>();
+    let test = tokio::spawn(async move {
+        let backend = demo_backend().await;
+        tx.send((backend.handle().pid(), backend.dir().to_owned()))
+            .unwrap();
+        panic!("a failing assertion in a user's test");
+    });
+    let (pid, dir) = rx.await.unwrap();
+    assert!(test.await.unwrap_err().is_panic());
+    assert!(!dir.exists(), "directory removed during the unwind");
+    wait_gone(pid).await;
+}
+
+#[tokio::test]
+async fn a_sigkilled_test_process_leaves_nothing_running() {
+    let mut test_process = tokio::process::Command::new(support::example_path("ephemeral_backend"))
+        .arg("--hold")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(test_process.stdout.take().unwrap()).lines();
+    let line = within("backend up", lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    test_process.kill().await.unwrap(); // SIGKILL: no destructor runs
+    wait_gone(pid).await;
+    // The directory of a killed process cannot be removed by it; it is in the system temp
+    // dir and holds only a stale socket, manifest and log.
+    let dir = line.split_whitespace().nth(3).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
