@@ -341,17 +341,8 @@ impl Group {
                         took: began.elapsed(),
                     });
                 }
-                tokio::select! {
-                    Some((i, generation, term)) = self.term_rx.recv() => {
-                        if let Some(outcome) = self.on_termination(i, generation, term).await {
-                            return outcome;
-                        }
-                    }
-                    command = commands.recv() => {
-                        if let Some(outcome) = self.on_command(command).await {
-                            return outcome;
-                        }
-                    }
+                if let Some(outcome) = self.wait(&mut commands, None).await {
+                    return outcome;
                 }
                 continue;
             };
@@ -359,18 +350,8 @@ impl Group {
 
             // A backoff delay before this member may start again.
             if let Some(at) = self.slots[i].not_before.filter(|at| *at > Instant::now()) {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => self.slots[i].not_before = None,
-                    Some((j, generation, term)) = self.term_rx.recv() => {
-                        if let Some(outcome) = self.on_termination(j, generation, term).await {
-                            return outcome;
-                        }
-                    }
-                    command = commands.recv() => {
-                        if let Some(outcome) = self.on_command(command).await {
-                            return outcome;
-                        }
-                    }
+                if let Some(outcome) = self.wait(&mut commands, Some(at)).await {
+                    return outcome;
                 }
                 continue;
             }
@@ -402,6 +383,28 @@ impl Group {
                     }
                 }
             }
+        }
+    }
+
+    /// Wait for a member's termination, a command, or the instant `wake` (a backoff
+    /// delay ending), and handle it. `Some` when supervision is over.
+    async fn wait(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+        wake: Option<Instant>,
+    ) -> Option<Outcome> {
+        let woken = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = woken => None,
+            Some((i, generation, term)) = self.term_rx.recv() => {
+                self.on_termination(i, generation, term).await
+            }
+            command = commands.recv() => self.on_command(command).await,
         }
     }
 
