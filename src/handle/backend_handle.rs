@@ -217,6 +217,27 @@ impl BackendHandle {
         })
     }
 
+    /// A handle to a process that does not exist: the testing kit's fake backends, whose
+    /// liveness is published on `state` and whose signals go to `control`. Such a handle was
+    /// never verified, which is why it only exists with the `test-util` feature.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn scripted(
+        daemon_process: DaemonProcess,
+        service_name: String,
+        service_version: String,
+        control: Arc<dyn super::control::ProcessControl>,
+        state: tokio::sync::watch::Receiver<Liveness>,
+    ) -> Self {
+        BackendHandle {
+            daemon_process,
+            service_name,
+            service_version,
+            peer_uid: None,
+            check_peer_pid: false,
+            monitor: Monitor::scripted(control, state),
+        }
+    }
+
     /// Verify the daemon a manifest records; `None` if none is recorded or it fails a check.
     pub async fn probe_manifest(manifest: &CacheManifest) -> Option<Self> {
         Self::try_from_manifest(manifest)
@@ -357,7 +378,7 @@ impl BackendHandle {
             }
         } else {
             self.monitor
-                .watcher()
+                .control()
                 .terminate()
                 .map_err(|source| BackendHandleError::Signal {
                     pid: self.pid(),
@@ -375,7 +396,7 @@ impl BackendHandle {
     pub fn force_kill(&self) -> Result<()> {
         tracing::info!(pid = self.pid(), "killing backend");
         self.monitor
-            .watcher()
+            .control()
             .kill()
             .map_err(|source| BackendHandleError::Signal {
                 pid: self.pid(),
@@ -387,7 +408,7 @@ impl BackendHandle {
     #[cfg(unix)]
     pub fn signal(&self, signal: i32) -> Result<()> {
         self.monitor
-            .watcher()
+            .control()
             .signal(signal)
             .map_err(|source| BackendHandleError::Signal {
                 pid: self.pid(),

@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use super::control::ProcessControl;
 use crate::identity::Endpoint;
 pub use crate::platform::ExitStatus;
 use crate::platform::{ExitWatcher, ProcessHandle};
@@ -36,14 +37,16 @@ impl Liveness {
 /// Watches one process. Dropping the last reference stops the watch task.
 #[derive(Debug)]
 pub(crate) struct Monitor {
-    watcher: Arc<ExitWatcher>,
+    /// Where signals go: the kernel handle (or a fake's script).
+    control: Arc<dyn ProcessControl>,
     /// Our own child, when we spawned the process. Held un-reaped while any handle exists,
     /// so its PID (and process group id) cannot be recycled under us; the exit status is
     /// read without reaping. Dropping it hands the reaping to tokio.
     #[cfg_attr(not(unix), allow(dead_code))]
     child: Option<tokio::process::Child>,
     state: watch::Receiver<Liveness>,
-    task: AbortHandle,
+    /// The task waiting for the kernel's exit notification (none for a fake).
+    task: Option<AbortHandle>,
 }
 
 type Key = (u32, u64);
@@ -69,7 +72,8 @@ impl Monitor {
             // Reuse only a monitor that is still watching. A finished task belonged to a
             // runtime that is gone, and a recorded exit for a process just verified alive
             // means the key was reused (same PID within one start-time tick).
-            if !existing.task.is_finished() && existing.current().is_alive() {
+            let watching = existing.task.as_ref().is_some_and(|t| !t.is_finished());
+            if watching && existing.current().is_alive() {
                 return Ok(existing);
             }
         }
@@ -79,13 +83,28 @@ impl Monitor {
         let (tx, state) = watch::channel(Liveness::Alive);
         let task = tokio::spawn(watch_exit(pid, watcher.clone(), tx, endpoint)).abort_handle();
         let monitor = Arc::new(Monitor {
-            watcher,
+            control: watcher,
             child,
             state,
-            task,
+            task: Some(task),
         });
         map.insert(key, Arc::downgrade(&monitor));
         Ok(monitor)
+    }
+
+    /// A monitor whose liveness is published by `control`'s owner instead of the kernel:
+    /// the testing kit's fake backends. Not registered (nothing to share).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn scripted(
+        control: Arc<dyn ProcessControl>,
+        state: watch::Receiver<Liveness>,
+    ) -> Arc<Monitor> {
+        Arc::new(Monitor {
+            control,
+            child: None,
+            state,
+            task: None,
+        })
     }
 
     pub(crate) fn current(&self) -> Liveness {
@@ -98,8 +117,8 @@ impl Monitor {
         self.child.is_some()
     }
 
-    pub(crate) fn watcher(&self) -> &ExitWatcher {
-        &self.watcher
+    pub(crate) fn control(&self) -> &dyn ProcessControl {
+        &*self.control
     }
 
     /// Resolves with the exit status once the exit is confirmed.
@@ -130,7 +149,9 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

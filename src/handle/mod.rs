@@ -3,6 +3,7 @@
 
 pub mod backend_handle;
 pub mod connection;
+pub(crate) mod control;
 pub mod liveness;
 pub mod probe;
 

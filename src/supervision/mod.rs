@@ -20,4 +20,7 @@ pub use policy::{
     Backoff, Intensity, IntensityExceeded, Jitter, RestartKind, RestartPolicy, Termination,
 };
 pub use runtime::{supervise, supervise_group, ServiceHandle};
-pub use supervisor::{HealthError, SharedSupervisor, SpawnContext, StartError, Supervisor};
+pub use supervisor::{
+    HealthError, SharedSupervisor, SpawnContext, StartError, Supervisor, DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
+};

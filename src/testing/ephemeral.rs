@@ -1,11 +1,4 @@
-//! The testing kit: ephemeral backends for tests of your own daemons.
-//!
-//! [`EphemeralBackend::start`] runs a daemon in its own private temporary directory
-//! (socket, manifest and logs inside it), waits until it is ready, and hands back a verified
-//! handle. Dropping it (also when the test panics) kills the daemon's whole process group
-//! and removes the directory; if the test process itself is killed, the daemon dies with it
-//! (Linux: `PR_SET_PDEATHSIG`). The daemon's output is captured in the directory and printed
-//! only when the test fails.
+//! [`EphemeralBackend`]: a real daemon started for one test, gone when the test is.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
