@@ -86,8 +86,18 @@ async fn a_sigkilled_test_process_leaves_nothing_running() {
     let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     test_process.kill().await.unwrap(); // SIGKILL: no destructor runs
     wait_gone(pid).await;
-    // The directory of a killed process cannot be removed by it; it is in the system temp
-    // dir and holds only a stale socket, manifest and log.
-    let dir = line.split_whitespace().nth(3).unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    // A killed process cannot remove its directory; the next process to use the kit
+    // sweeps the directories whose creator is dead.
+    let dir = PathBuf::from(line.split_whitespace().nth(3).unwrap());
+    assert!(dir.exists(), "left behind by the killed process");
+    let next = within(
+        "next run of the kit",
+        tokio::process::Command::new(support::example_path("ephemeral_backend"))
+            .stdout(Stdio::null())
+            .status(),
+    )
+    .await
+    .unwrap();
+    assert!(next.success());
+    assert!(!dir.exists(), "swept by the next run");
 }
