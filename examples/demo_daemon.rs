@@ -4,14 +4,15 @@
 //! ```text
 //! demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS]
 //!             [--service NAME] [--version VER] [--ready-delay-ms N]
-//!             [--crash-after-ms N] [--ignore-sigterm] [--notify]
+//!             [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm] [--notify]
 //! ```
 //!
 //! It binds its socket, answers identity probes, serves a line-echo protocol on the same
 //! socket, writes its manifest atomically once ready and then prints `ready pid=<pid>` on
 //! stdout. On SIGTERM or a shutdown request it removes its socket and exits 0.
 //! `--crash-after-ms` makes it exit with code 3 after that delay (leaving its socket
-//! behind, as a crash would); `--ignore-sigterm` makes it ignore SIGTERM. `--notify` makes it
+//! behind, as a crash would); `--hang-after-ms` makes it hang after that delay (alive, but
+//! answering nothing, not even SIGTERM); `--ignore-sigterm` makes it ignore SIGTERM. `--notify` makes it
 //! announce readiness over systemd's sd_notify protocol (`READY=1`, `STATUS=`) and, when
 //! `WATCHDOG_USEC` is set, send `WATCHDOG=1` at half that interval.
 
@@ -33,13 +34,14 @@ struct Args {
     version: String,
     ready_delay: Duration,
     crash_after: Option<Duration>,
+    hang_after: Option<Duration>,
     ignore_sigterm: bool,
     notify: bool,
 }
 
 const USAGE: &str =
     "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
-[--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--ignore-sigterm] [--notify]";
+[--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm] [--notify]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -53,6 +55,7 @@ fn parse_args() -> Result<Args, String> {
         version: env!("CARGO_PKG_VERSION").into(),
         ready_delay: Duration::ZERO,
         crash_after: None,
+        hang_after: None,
         ignore_sigterm: false,
         notify: false,
     };
@@ -72,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             "--version" => parsed.version = args.next().ok_or("--version needs a value")?,
             "--ready-delay-ms" => parsed.ready_delay = ms(args.next(), "--ready-delay-ms")?,
             "--crash-after-ms" => parsed.crash_after = Some(ms(args.next(), "--crash-after-ms")?),
+            "--hang-after-ms" => parsed.hang_after = Some(ms(args.next(), "--hang-after-ms")?),
             "--ignore-sigterm" => parsed.ignore_sigterm = true,
             "--notify" => parsed.notify = true,
             "--help" | "-h" => return Err(USAGE.into()),
@@ -128,13 +132,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         announce_with_sd_notify()?;
     }
 
-    let crash = async {
-        match args.crash_after {
-            Some(delay) => tokio::time::sleep(delay).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(crash);
+    let crash = after(args.crash_after);
+    let hang = after(args.hang_after);
+    tokio::pin!(crash, hang);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -149,6 +149,14 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 eprintln!("demo_daemon: crashing as asked");
                 return Ok(ExitCode::from(3));
             }
+            _ = &mut hang => {
+                eprintln!("demo_daemon: hanging as asked");
+                // Wedge the only runtime thread, as a deadlock would: the process stays
+                // alive, but no task runs again (no pong, no SIGTERM handling).
+                loop {
+                    std::thread::park();
+                }
+            }
             Some(connection) = incoming.next() => {
                 tokio::spawn(echo_lines(connection));
             }
@@ -157,6 +165,15 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     drop(incoming);
     let _ = std::fs::remove_file(&args.endpoint);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Completes after `delay`, or never without one. The point is time passing: it schedules a
+/// simulated fault.
+async fn after(delay: Option<Duration>) {
+    match delay {
+        Some(delay) => tokio::time::sleep(delay).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// sd_notify: READY=1 with a status line, then watchdog keep-alives if asked for.
