@@ -302,20 +302,14 @@ fn describe(kind: &EventKind) -> String {
 
 /// `--seconds N`, or the default.
 fn parse_seconds() -> Result<u64, Box<dyn Error>> {
-    let mut seconds = DEFAULT_SECONDS;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--seconds" => {
-                seconds = args
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or("--seconds needs a whole number of seconds")?
-            }
-            other => return Err(format!("unknown argument `{other}`; try --seconds N").into()),
-        }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok(DEFAULT_SECONDS),
+        [flag, n] if flag == "--seconds" => n
+            .parse()
+            .map_err(|_| format!("--seconds needs a whole number of seconds, not `{n}`").into()),
+        _ => Err("usage: auto_restart [--seconds N]".into()),
     }
-    Ok(seconds)
 }
 
 /// Completes with the signal's name on Ctrl-C or SIGTERM (what `kill`, systemd and

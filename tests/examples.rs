@@ -58,6 +58,11 @@ impl ExampleRun {
         }
     }
 
+    /// [`expect`](Self::expect) a line containing `needle`.
+    async fn expect_containing(&mut self, what: &str, needle: &str) -> String {
+        self.expect(what, |line| line.contains(needle)).await
+    }
+
     /// Read the rest of the output, then the exit status.
     async fn finish(mut self) -> (ExitStatus, String) {
         let status = support::within("the example exits", async {
@@ -96,47 +101,34 @@ async fn auto_restart_restarts_after_crashes_and_an_unhealthy_verdict_then_stops
     // Two crashes, each restarted after a longer backoff than the one before.
     let mut delays = Vec::new();
     for n in 1..=2 {
-        run.expect("a crash", |l| l.contains("exited: exit code 3"))
+        run.expect_containing("a crash", "exited: exit code 3")
             .await;
-        let restart = run.expect("a restart after the crash", |l| {
-            l.contains(&format!("restart #{n} in "))
-        });
-        delays.push(backoff_of(&restart.await));
-        run.expect("the restarted daemon is ready", |l| {
-            l.contains("ready: pid")
-        })
-        .await;
+        let restart = format!("restart #{n} in ");
+        let restart = run.expect_containing("a restart after it", &restart).await;
+        delays.push(backoff_of(&restart));
+        run.expect_containing("the new daemon is ready", "ready: pid")
+            .await;
     }
 
     // A hang: consecutive failed checks, the unhealthy verdict, a kill, a restart.
-    run.expect("a failed health check", |l| {
-        l.contains("health check failed (1 in a row)")
-    })
-    .await;
     let verdict = run
-        .expect("the unhealthy verdict", |l| {
-            l.contains("unhealthy: stopping pid")
-        })
+        .expect_containing("the unhealthy verdict", "unhealthy: stopping pid")
         .await;
-    let hung = verdict.rsplit(' ').next().unwrap().to_owned();
+    let hung = verdict.rsplit(' ').next().expect("a pid").to_owned();
+    let third_failure = format!("health check failed (3 in a row) for pid {hung}");
     assert!(
-        run.seen
-            .iter()
-            .any(|l| l.contains(&format!("health check failed (3 in a row) for pid {hung}"))),
+        run.seen.iter().any(|line| line.contains(&third_failure)),
         "three checks failed before the verdict:\n{}",
         run.output()
     );
-    run.expect("the hung daemon is killed", |l| {
-        l.contains(&format!("pid {hung} exited: killed by signal 9"))
-    })
-    .await;
+    let killed = format!("pid {hung} exited: killed by signal 9");
+    run.expect_containing("the hung daemon is killed", &killed)
+        .await;
     let restart = run
-        .expect("a restart after the verdict", |l| {
-            l.contains("restart #3 in ")
-        })
+        .expect_containing("a restart after the verdict", "restart #3 in ")
         .await;
     delays.push(backoff_of(&restart));
-    run.expect("the replacement is ready", |l| l.contains("ready: pid"))
+    run.expect_containing("the replacement is ready", "ready: pid")
         .await;
     assert!(
         delays.windows(2).all(|w| w[0] < w[1]),
@@ -147,15 +139,14 @@ async fn auto_restart_restarts_after_crashes_and_an_unhealthy_verdict_then_stops
     let pid = run.child.id().expect("the example runs");
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a valid pid");
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("send SIGTERM");
-    run.expect("the signal is noticed", |l| {
-        l.contains("--- SIGTERM received: stopping ---")
-    })
+    run.expect_containing(
+        "the signal is noticed",
+        "--- SIGTERM received: stopping ---",
+    )
     .await;
-    run.expect("the daemon exits by itself on SIGTERM", |l| {
-        l.contains("exited: exit code 0")
-    })
-    .await;
-    run.expect("supervision stopped", |l| l.ends_with("stopped"))
+    run.expect_containing("the daemon exits on SIGTERM", "exited: exit code 0")
+        .await;
+    run.expect("supervision stopped", |line| line.ends_with("  stopped"))
         .await;
     let (status, output) = run.finish().await;
     assert!(status.success(), "{status}:\n{output}");
@@ -171,11 +162,9 @@ async fn auto_restart_stops_cleanly_when_its_seconds_are_up() {
     // Whatever the daemon is doing after a second (running, crashing, waiting out a
     // backoff), the stop is clean and the exit code 0.
     let mut run = ExampleRun::start("auto_restart", &["--seconds", "1"]);
-    run.expect("the time limit", |l| {
-        l.contains("--- 1 s are up: stopping ---")
-    })
-    .await;
-    run.expect("a summary", |l| l.starts_with("--- summary after"))
+    run.expect_containing("the time limit", "--- 1 s are up: stopping ---")
+        .await;
+    run.expect_containing("a summary", "--- summary after")
         .await;
     let (status, output) = run.finish().await;
     assert!(status.success(), "{status}:\n{output}");
