@@ -12,9 +12,9 @@
 //! stdout. On SIGTERM or a shutdown request it removes its socket and exits 0.
 //! `--crash-after-ms` makes it exit with code 3 after that delay (leaving its socket
 //! behind, as a crash would); `--hang-after-ms` makes it hang after that delay (alive, but
-//! answering nothing, not even SIGTERM); `--ignore-sigterm` makes it ignore SIGTERM. `--notify` makes it
-//! announce readiness over systemd's sd_notify protocol (`READY=1`, `STATUS=`) and, when
-//! `WATCHDOG_USEC` is set, send `WATCHDOG=1` at half that interval.
+//! answering nothing, not even SIGTERM); `--ignore-sigterm` makes it ignore SIGTERM.
+//! `--notify` makes it announce readiness over systemd's sd_notify protocol (`READY=1`,
+//! `STATUS=`) and, when `WATCHDOG_USEC` is set, send `WATCHDOG=1` at half that interval.
 
 use std::io::Write;
 use std::path::PathBuf;
