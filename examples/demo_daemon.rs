@@ -5,6 +5,7 @@
 //! demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS]
 //!             [--service NAME] [--version VER] [--ready-delay-ms N]
 //!             [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm] [--notify]
+//!             [--idle-timeout-secs N]
 //! ```
 //!
 //! It binds its socket, answers identity probes, serves a line-echo protocol on the same
@@ -15,6 +16,8 @@
 //! answering nothing, not even SIGTERM); `--ignore-sigterm` makes it ignore SIGTERM.
 //! `--notify` makes it announce readiness over systemd's sd_notify protocol (`READY=1`,
 //! `STATUS=`) and, when `WATCHDOG_USEC` is set, send `WATCHDOG=1` at half that interval.
+//! `--idle-timeout-secs` records an idle timeout in its identity (and so in its manifest);
+//! its `Responder` then stops it, exit code 0, once no connection has been open that long.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,11 +40,13 @@ struct Args {
     hang_after: Option<Duration>,
     ignore_sigterm: bool,
     notify: bool,
+    idle_timeout_secs: Option<u32>,
 }
 
 const USAGE: &str =
     "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
-[--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm] [--notify]";
+[--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--hang-after-ms N] \
+[--ignore-sigterm] [--notify] [--idle-timeout-secs N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -58,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         hang_after: None,
         ignore_sigterm: false,
         notify: false,
+        idle_timeout_secs: None,
     };
     let ms = |value: Option<String>, flag: &str| -> Result<Duration, String> {
         let value = value.ok_or(format!("{flag} needs a value"))?;
@@ -78,6 +84,13 @@ fn parse_args() -> Result<Args, String> {
             "--hang-after-ms" => parsed.hang_after = Some(ms(args.next(), "--hang-after-ms")?),
             "--ignore-sigterm" => parsed.ignore_sigterm = true,
             "--notify" => parsed.notify = true,
+            "--idle-timeout-secs" => {
+                let value = args.next().ok_or("--idle-timeout-secs needs a value")?;
+                let secs = value.parse().map_err(|_| {
+                    format!("--idle-timeout-secs: `{value}` is not a number of seconds")
+                })?;
+                parsed.idle_timeout_secs = Some(secs);
+            }
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -113,7 +126,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut terminate = termination_signal()?;
 
     let listener = DaemonListener::bind(&endpoint).await?;
-    let me = DaemonProcess::current_process_async(endpoint.clone(), None).await?;
+    let me = DaemonProcess::current_process_async(endpoint.clone(), args.idle_timeout_secs).await?;
     let responder = Responder::new(args.service.clone(), args.version.clone(), me.clone());
     let shutdown = responder.shutdown_token();
     let mut incoming = responder.serve(listener);

@@ -99,11 +99,26 @@ pub enum SharedError {
 /// it, and a stale manifest (dead or recycled PID, another boot, a replaced binary) is never
 /// adopted.
 ///
+/// # Who keeps it alive, and how
+///
 /// The daemon outlives the process that spawned it (the spec's `die_with_supervisor` is
-/// turned off). Nobody keeps it alive explicitly: it stays up until it is stopped, or until
-/// its own idle timeout (`DaemonProcess::idle_timeout_secs`, counted by the daemon from its
-/// last request) makes it exit; every caller that uses it resets that clock by talking to
-/// it. The next `acquire` after it exited spawns a new one.
+/// turned off), and no caller holds it up: neither the spawner nor a [`BackendHandle`]
+/// keeps it running. It stays up until it is stopped, or, if it was started with an idle
+/// timeout ([`DaemonProcess::idle_timeout_secs`](crate::DaemonProcess::idle_timeout_secs),
+/// enforced by its [`Responder`](crate::protocol::Responder)), until nobody has used it for
+/// that long:
+///
+/// - every caller that connects resets the clock: `acquire` itself (its identity probe),
+///   [`BackendHandle::ping`], [`BackendHandle::connect`], any connection to its socket;
+/// - an open connection holds it for as long as the daemon keeps it open (an application
+///   connection from `connect`, a control connection while a probe or ping runs);
+/// - nothing else keeps it alive: a caller that holds only a handle, or merely runs, does
+///   not. A caller that needs the daemon for a long stretch without talking to it keeps a
+///   connection open.
+///
+/// The next `acquire` after it exited spawns a new one. A caller that adopted it just as
+/// it idled out sees it exit (on [`BackendHandle::liveness`] or
+/// [`BackendHandle::exited`]) and acquires again.
 ///
 /// ```no_run
 /// use running_process::command::{CommandSpec, Readiness, SharedDaemon};

@@ -1,8 +1,9 @@
 //! Layer 3: protocol. The wire format of the control frames ([`frame`]), the daemon side
-//! that answers them ([`responder`]), safe socket binding ([`listener`]) and manifest files
-//! on disk ([`manifest`]).
+//! that answers them ([`responder`], with its idle clock), safe socket binding
+//! ([`listener`]) and manifest files on disk ([`manifest`]).
 
 pub mod frame;
+mod idle;
 pub mod listener;
 pub mod manifest;
 pub mod responder;

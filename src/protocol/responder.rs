@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::frame::{ErrorReply, Frame, FrameCodec, ProbeReply, MAGIC};
+use super::idle::{IdleClock, IdleGuard};
 use super::listener::DaemonListener;
 use crate::identity::DaemonProcess;
 
@@ -30,6 +31,28 @@ pub const DEFAULT_CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// Answers the crate's control frames for one daemon.
+///
+/// # Idle timeout
+///
+/// When the daemon's [`DaemonProcess::idle_timeout_secs`] is `Some(n)`, the responder
+/// cancels the [shutdown token](Responder::shutdown_token) (the one a shutdown request
+/// cancels) once the daemon has been unused for `n` seconds, and logs why at info level.
+/// What counts as use:
+///
+/// - **every accepted connection** restarts the clock, whatever it turns out to be (a probe,
+///   a ping, an application connection, or one closed without a word);
+/// - **an open connection holds the clock**: a control connection (probe, ping) while it is
+///   open, and an application connection from the moment it is accepted, while it waits in
+///   [`Incoming`], and until the daemon drops its [`AppConnection`] (or turns it into the
+///   bare stream with [`AppConnection::into_inner`], which gives up the hold);
+/// - the clock starts when [`serve`](Responder::serve) is called, so a daemon that nobody
+///   ever connects to exits too; the idle time restarts when the last open connection
+///   closes.
+///
+/// Nothing else counts: work the daemon does on its own does not keep it alive. `Some(0)`
+/// means it stops as soon as nothing is connected. The timeout fires once; the responder
+/// keeps answering until the daemon drops [`Incoming`], so a client that connected just as
+/// it fired may see the daemon exit after its answer (its liveness stream tells it).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -95,18 +118,25 @@ impl Responder {
         self
     }
 
-    /// Cancelled when a client sends a shutdown request. The daemon awaits it and stops.
+    /// Cancelled when a client sends a shutdown request, or when the daemon's idle timeout
+    /// expires (see [the type's documentation](Responder#idle-timeout)). The daemon awaits it
+    /// and stops.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
     /// Start answering on `listener` in a background task. Application connections arrive
     /// on the returned [`Incoming`] stream; dropping it stops the responder and closes the
-    /// listener (which removes the socket file).
+    /// listener (which removes the socket file). The idle clock, if the daemon has an idle
+    /// timeout, starts now.
     pub fn serve(self, listener: DaemonListener) -> Incoming {
         let (tx, rx) = mpsc::channel(64);
         let span = tracing::info_span!("responder", service = %self.service_name, endpoint = %listener.endpoint());
-        let task = tokio::spawn(accept_loop(Arc::new(self), listener, tx).instrument(span));
+        let idle = self
+            .daemon
+            .idle_timeout_secs
+            .map(|secs| IdleClock::new(Duration::from_secs(secs.into())));
+        let task = tokio::spawn(serve_task(Arc::new(self), listener, tx, idle).instrument(span));
         Incoming {
             rx,
             task: task.abort_handle(),
@@ -114,10 +144,34 @@ impl Responder {
     }
 }
 
+/// The accept loop, and beside it the idle watch when there is an idle clock.
+async fn serve_task(
+    shared: Arc<Shared>,
+    listener: DaemonListener,
+    tx: mpsc::Sender<AppConnection>,
+    idle: Option<IdleClock>,
+) {
+    let Some(clock) = idle else {
+        return accept_loop(shared, listener, tx, None).await;
+    };
+    let shutdown = shared.shutdown.clone();
+    let watch = async {
+        clock.expired().await;
+        tracing::info!(
+            idle_timeout_secs = clock.timeout().as_secs(),
+            "no connection for the idle timeout: shutting down"
+        );
+        shutdown.cancel();
+    };
+    // The watch fires once; the accept loop goes on until `Incoming` is dropped.
+    tokio::join!(accept_loop(shared, listener, tx, Some(&clock)), watch);
+}
+
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: DaemonListener,
     tx: mpsc::Sender<AppConnection>,
+    idle: Option<&IdleClock>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -130,15 +184,22 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Taken at once, so the connection counts as use from its accept to its close.
+        let guard = idle.map(IdleClock::guard);
         let shared = shared.clone();
         let tx = tx.clone();
-        tokio::spawn(async move { route(shared, stream, tx).await }.in_current_span());
+        tokio::spawn(async move { route(shared, stream, guard, tx).await }.in_current_span());
     }
 }
 
 /// Peek at the first bytes: the magic means a control connection, anything else goes to
-/// the application with the peeked bytes replayed.
-async fn route(shared: Arc<Shared>, mut stream: Stream, tx: mpsc::Sender<AppConnection>) {
+/// the application with the peeked bytes replayed. `guard` lives as long as the connection.
+async fn route(
+    shared: Arc<Shared>,
+    mut stream: Stream,
+    guard: Option<IdleGuard>,
+    tx: mpsc::Sender<AppConnection>,
+) {
     let mut prefix = Vec::with_capacity(MAGIC.len());
     let peek = async {
         let mut buf = [0u8; 4];
@@ -161,11 +222,13 @@ async fn route(shared: Arc<Shared>, mut stream: Stream, tx: mpsc::Sender<AppConn
     }
     if prefix == MAGIC {
         serve_control(&shared, stream, prefix).await;
+        drop(guard);
     } else if tx
         .send(AppConnection {
             prefix,
             replayed: 0,
             stream,
+            _idle: guard,
         })
         .await
         .is_err()
@@ -243,16 +306,21 @@ impl Drop for Incoming {
 }
 
 /// A connection for the daemon's own protocol. Reading first yields the bytes the responder
-/// peeked, then the rest of the stream.
+/// peeked, then the rest of the stream. While it exists, the daemon is not idle (see
+/// [`Responder`]'s idle timeout).
 #[derive(Debug)]
 pub struct AppConnection {
     prefix: Vec<u8>,
     replayed: usize,
     stream: Stream,
+    /// Holds the idle clock until the connection is dropped.
+    _idle: Option<IdleGuard>,
 }
 
 impl AppConnection {
-    /// The underlying local-socket stream (any peeked bytes not yet read are lost).
+    /// The underlying local-socket stream (any peeked bytes not yet read are lost). The
+    /// stream no longer holds the idle clock: a daemon with an idle timeout that serves
+    /// long-lived connections should keep the `AppConnection` instead.
     pub fn into_inner(self) -> Stream {
         self.stream
     }
