@@ -50,6 +50,11 @@ impl Acquired {
         }
     }
 
+    /// `true` if this call spawned the daemon, `false` if it adopted a running one.
+    pub fn was_spawned(&self) -> bool {
+        matches!(self, Acquired::Spawned(_))
+    }
+
     /// The handle, by value.
     pub fn into_handle(self) -> BackendHandle {
         match self {
