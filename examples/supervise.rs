@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise_group, Backoff, EventKind, GroupSpec, Intensity, RestartPolicy, Strategy,
+    supervise_group, Backoff, GroupSpec, Intensity, RestartPolicy, Strategy,
 };
 
 #[tokio::main]
@@ -69,12 +69,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("(events were dropped: this printer lagged)");
                 continue;
             };
-            *counts.entry(label(&event.kind)).or_default() += 1;
+            *counts.entry(common::label(&event.kind)).or_default() += 1;
             println!(
                 "{:>7.3}s  {:<14} {}",
                 started.elapsed().as_secs_f64(),
                 event.service,
-                describe(&event.kind)
+                common::describe(&event.kind)
             );
         }
         counts
@@ -108,45 +108,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{kind:>18}: {n}");
     }
     Ok(())
-}
-
-fn label(kind: &EventKind) -> &'static str {
-    match kind {
-        EventKind::Starting => "starting",
-        EventKind::AdoptedExisting { .. } => "adopted",
-        EventKind::ProbeRejected { .. } => "probe rejected",
-        EventKind::Spawned { .. } => "spawned",
-        EventKind::Ready { .. } => "ready",
-        EventKind::Status { .. } => "status",
-        EventKind::StartFailed { .. } => "start failed",
-        EventKind::HealthCheckFailed { .. } => "health failed",
-        EventKind::Unhealthy { .. } => "unhealthy",
-        EventKind::Exited { .. } => "exited",
-        EventKind::RestartScheduled { .. } => "restart scheduled",
-        EventKind::GaveUp { .. } => "gave up",
-        EventKind::Completed => "completed",
-        EventKind::Stopping => "stopping",
-        EventKind::Stopped => "stopped",
-        _ => "other",
-    }
-}
-
-fn describe(kind: &EventKind) -> String {
-    match kind {
-        EventKind::Spawned { pid } => format!("spawned pid {pid}"),
-        EventKind::AdoptedExisting { pid } => format!("adopted running pid {pid}"),
-        EventKind::Ready {
-            pid: Some(pid),
-            took,
-        } => format!("ready (pid {pid}, {took:.1?})"),
-        EventKind::Ready { pid: None, took } => format!("all children ready ({took:.1?})"),
-        EventKind::Exited { pid, status } => format!("pid {pid} exited: {status}"),
-        EventKind::RestartScheduled { attempt, delay } => {
-            format!("restart #{attempt} in {delay:.1?}")
-        }
-        EventKind::ProbeRejected { error } => format!("recorded daemon not trusted: {error}"),
-        EventKind::StartFailed { error } => format!("start failed: {error}"),
-        EventKind::GaveUp { reason } => format!("gave up: {reason}"),
-        other => label(other).to_owned(),
-    }
 }
