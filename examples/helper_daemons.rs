@@ -46,7 +46,7 @@ const USAGE: &str = "usage: helper_daemons [--seconds N] [--dir DIR]";
 fn parse_args() -> Result<Args, String> {
     let mut parsed = Args {
         seconds: 5,
-        dir: default_shared_dir(),
+        dir: common::per_user_dir("helper-daemons"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -187,23 +187,4 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("shared daemon: pid {} ({how}), has exited", cache.pid());
     }
     Ok(())
-}
-
-/// The per-user directory of the shared daemon: private to this user, stable across runs.
-fn default_shared_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(runtime) => PathBuf::from(runtime).join("running-process"),
-        None => std::env::temp_dir().join(format!("running-process-{}", user_id())),
-    }
-    .join("helper-daemons")
-}
-
-#[cfg(unix)]
-fn user_id() -> u32 {
-    rustix::process::getuid().as_raw()
-}
-
-#[cfg(not(unix))]
-fn user_id() -> u32 {
-    0
 }

@@ -13,11 +13,11 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use running_process::command::{Acquired, Output, SharedDaemon};
+use running_process::command::{Output, SharedDaemon};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut dir = std::env::temp_dir().join(format!("running-process-shared-demo-{}", user_id()));
+    let mut dir = common::per_user_dir("shared-demo");
     let mut stop = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -31,10 +31,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let spec = common::demo_spec("shared", &dir, &[])?.stderr(Output::Null);
     let acquired = SharedDaemon::new(spec)?.acquire().await?;
-    let how = match &acquired {
-        Acquired::Spawned(_) => "spawned",
-        Acquired::Adopted(_) => "adopted",
-        _ => "acquired",
+    let how = if acquired.was_spawned() {
+        "spawned"
+    } else {
+        "adopted"
     };
     let daemon = acquired.into_handle();
     println!("pid {} {how}", daemon.pid());
@@ -43,14 +43,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("stopped: {status}");
     }
     Ok(())
-}
-
-#[cfg(unix)]
-fn user_id() -> u32 {
-    rustix::process::getuid().as_raw()
-}
-
-#[cfg(not(unix))]
-fn user_id() -> u32 {
-    0
 }

@@ -105,3 +105,24 @@ pub fn describe(kind: &EventKind) -> String {
         other => label(other).to_owned(),
     }
 }
+
+/// A per-user directory for the examples' shared daemons: `$XDG_RUNTIME_DIR/running-process/
+/// <name>` when the session has one, else `<temp>/running-process-user<uid>/<name>`.
+#[allow(dead_code)] // not every example uses it
+pub fn per_user_dir(name: &str) -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(runtime) => PathBuf::from(runtime).join("running-process"),
+        None => std::env::temp_dir().join(format!("running-process-user{}", user_id())),
+    }
+    .join(name)
+}
+
+#[cfg(unix)]
+fn user_id() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+#[cfg(not(unix))]
+fn user_id() -> u32 {
+    0
+}

@@ -68,12 +68,7 @@ pub(crate) fn sweep_stale(root: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(creator) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
+        let Some(creator) = name.to_str().and_then(creator_of) else {
             continue;
         };
         if creator == me || !is_ours(&entry) {
@@ -90,6 +85,18 @@ pub(crate) fn sweep_stale(root: &Path) -> usize {
         }
     }
     removed
+}
+
+/// The creator PID in a name of exactly our format, `running-process-<pid>-<service>-<12
+/// hex digits>`; anything else (another program's directory, a user's
+/// `running-process-1000` runtime directory) is never ours.
+fn creator_of(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (pid, rest) = rest.split_once('-')?;
+    let (_service, suffix) = rest.rsplit_once('-')?;
+    let hex = suffix.len() == 12 && suffix.bytes().all(|b| b.is_ascii_hexdigit());
+    let pid: u32 = pid.parse().ok().filter(|&pid| pid > 0)?;
+    hex.then_some(pid)
 }
 
 /// A real directory (not a symlink) owned by this user.
@@ -123,16 +130,20 @@ mod tests {
             std::fs::write(path.join("backend.log"), "x").unwrap();
             path
         };
-        let stale = make(format!("{PREFIX}{dead}-test-aaaa"));
-        let mine = make(format!("{PREFIX}{}-test-bbbb", std::process::id()));
-        let alive = make(format!("{PREFIX}1-test-cccc")); // init lives
+        let stale = make(format!("{PREFIX}{dead}-test-aaaaaaaaaaaa"));
+        let mine = make(format!("{PREFIX}{}-test-bbbbbbbbbbbb", std::process::id()));
+        let alive = make(format!("{PREFIX}1-test-cccccccccccc")); // init lives
         let unrelated = make(format!("other-{dead}-test"));
+        // Look-alikes that are not ours: a per-user runtime directory, no random suffix.
+        let per_user = make(format!("{PREFIX}{dead}"));
+        let no_suffix = make(format!("{PREFIX}{dead}-helper-daemons"));
         let target = make("target".to_owned());
-        std::os::unix::fs::symlink(&target, root.path().join(format!("{PREFIX}{dead}-x-dd")))
-            .unwrap();
+        let link = root.path().join(format!("{PREFIX}{dead}-x-dddddddddddd"));
+        std::os::unix::fs::symlink(&target, link).unwrap();
         assert_eq!(sweep_stale(root.path()), 1);
         assert!(!stale.exists());
         assert!(mine.exists() && alive.exists() && unrelated.exists());
+        assert!(per_user.exists() && no_suffix.exists());
         assert!(
             target.join("backend.log").exists(),
             "a symlink is never followed"
