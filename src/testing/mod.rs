@@ -6,7 +6,7 @@
 //!   process group and removes the directory; if the test process itself is killed, the
 //!   daemon dies with it (Linux: `PR_SET_PDEATHSIG`). The daemon's output is captured in the
 //!   directory and printed only when the test fails.
-//! - [`fake`] (feature `test-util`) drives the supervision runtime with fake backends and
+//! - `fake` (feature `test-util`) drives the supervision runtime with fake backends and
 //!   no processes at all: crash them, hang them, make them unhealthy or their probe fail,
 //!   under tokio's paused time.
 
