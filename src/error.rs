@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::identity::{IdentityError, VerifyPidError};
-use crate::protocol::{BindError, FrameError, ManifestError};
+use crate::protocol::{BindError, FrameError, ManifestError, UnsafePath};
 
 /// `Result` with [`BackendHandleError`].
 pub type Result<T, E = BackendHandleError> = std::result::Result<T, E>;
@@ -67,6 +67,19 @@ pub enum ProbeError {
         /// The peer's uid, if the OS reports one.
         actual_uid: Option<u32>,
     },
+    /// The kernel names the socket's peer process exactly (Linux: `SO_PEERPIDFD`), and it is
+    /// not the verified process.
+    #[error("the socket's peer is not the verified process {expected_pid}: {detail}")]
+    PeerProcess {
+        /// The verified process.
+        expected_pid: u32,
+        /// What the kernel said.
+        detail: &'static str,
+    },
+    /// The socket path or its directory could have been planted or replaced by another
+    /// user (a symlink, a directory writable by others, another owner): not connected to.
+    #[error("the endpoint is not trusted: {0}")]
+    UnsafeEndpoint(#[source] UnsafePath),
     /// The peer's credentials could not be read.
     #[error("cannot read peer credentials: {0}")]
     PeerCredentialsUnavailable(#[source] io::Error),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 
-use super::connection::Connection;
+use super::connection::{Connection, PeerCheck};
 use super::liveness::{ExitStatus, Liveness, Monitor};
 use super::probe::{probe, ProbeOptions};
 use crate::error::{BackendHandleError, ProbeError, Result};
@@ -76,8 +76,7 @@ pub struct BackendHandle {
     pub service_name: String,
     /// The version of that service.
     pub service_version: String,
-    peer_uid: Option<u32>,
-    check_peer_pid: bool,
+    peer: PeerCheck,
     monitor: Arc<Monitor>,
 }
 
@@ -129,8 +128,7 @@ impl BackendHandle {
             daemon_process: expected.clone(),
             service_name: verified.reply.service_name,
             service_version: verified.reply.service_version,
-            peer_uid: verified.peer_uid,
-            check_peer_pid: options.checks_peer_pid(),
+            peer: verified.peer,
             monitor,
         })
     }
@@ -162,7 +160,7 @@ impl BackendHandle {
         };
         let endpoint = endpoint.unwrap_or_else(|| Endpoint::new(service_name.clone(), ""));
         let for_blocking = endpoint.clone();
-        let (handle, daemon, uid) = tokio::task::spawn_blocking(move || {
+        let (handle, daemon, peer) = tokio::task::spawn_blocking(move || {
             let handle = ProcessHandle::open(pid).map_err(|error| match error {
                 OpenError::NotFound => VerifyPidError::Dead { pid },
                 OpenError::Unsupported(source) => VerifyPidError::HandleUnsupported { pid, source },
@@ -191,8 +189,13 @@ impl BackendHandle {
                 }
                 Err(error) => return Err(error),
             };
-            let uid = crate::platform::process_uid(pid).ok().flatten();
-            Ok::<_, VerifyPidError>((handle, daemon, uid))
+            let peer = PeerCheck {
+                pid,
+                uid: crate::platform::process_uid(pid).ok().flatten(),
+                check_pid: true,
+                token: handle.process_token(),
+            };
+            Ok::<_, VerifyPidError>((handle, daemon, peer))
         })
         .await
         .map_err(|join| VerifyPidError::Unreadable {
@@ -211,8 +214,7 @@ impl BackendHandle {
             daemon_process: daemon,
             service_name,
             service_version: service_version.into(),
-            peer_uid: uid,
-            check_peer_pid: true,
+            peer,
             monitor,
         })
     }
@@ -228,12 +230,17 @@ impl BackendHandle {
         control: Arc<dyn super::control::ProcessControl>,
         state: tokio::sync::watch::Receiver<Liveness>,
     ) -> Self {
+        let peer = PeerCheck {
+            pid: daemon_process.pid,
+            uid: None,
+            check_pid: false,
+            token: None,
+        };
         BackendHandle {
             daemon_process,
             service_name,
             service_version,
-            peer_uid: None,
-            check_peer_pid: false,
+            peer,
             monitor: Monitor::scripted(control, state),
         }
     }
@@ -304,7 +311,7 @@ impl BackendHandle {
             )));
         }
         let connection = Connection::connect(self.endpoint()).await?;
-        connection.check_peer(self.pid(), self.peer_uid, self.check_peer_pid)?;
+        connection.check_peer(&self.peer)?;
         Ok(connection)
     }
 

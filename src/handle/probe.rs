@@ -1,15 +1,16 @@
 //! The probe: the whole identity check, from a claim to a verified process handle.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{BackendHandleError, ProbeError, Result};
-use crate::handle::connection::Connection;
+use crate::handle::connection::{Connection, PeerCheck};
 use crate::identity::{
     verify::verify_process, DaemonProcess, Endpoint, IdentityError, VerifyPidError,
 };
 use crate::platform::{self, ProcessHandle};
 use crate::protocol::frame::{ProbeReply, ProbeRequest, NONCE_LEN};
-use crate::protocol::Frame;
+use crate::protocol::{path_safety, Frame};
 
 /// Default deadline for the socket exchange of a probe.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -66,7 +67,8 @@ impl ProbeOptions {
 /// What a successful probe proved.
 pub(crate) struct Verified {
     pub handle: ProcessHandle,
-    pub peer_uid: Option<u32>,
+    /// Who the socket's peer must be on later connections.
+    pub peer: PeerCheck,
     pub reply: ProbeReply,
 }
 
@@ -90,7 +92,8 @@ pub(crate) async fn probe(
 
     // 2 to 7, on the blocking pool: handle first, facts, digest, still alive.
     let owned = claim.clone();
-    let (handle, peer_uid) = tokio::task::spawn_blocking(move || {
+    let check_pid = options.checks_peer_pid();
+    let (handle, peer) = tokio::task::spawn_blocking(move || {
         let handle = verify_process(&owned)?;
         let uid =
             platform::process_uid(owned.pid).map_err(|source| VerifyPidError::Unreadable {
@@ -98,7 +101,17 @@ pub(crate) async fn probe(
                 what: "owner",
                 source,
             })?;
-        Ok::<_, VerifyPidError>((handle, uid))
+        // The socket and its directory belong to the daemon's user (or root), and nobody
+        // else can write the directory: no one could have planted what we connect to.
+        path_safety::check_socket(Path::new(&owned.ipc_endpoint.os_name()), uid)
+            .map_err(ProbeError::UnsafeEndpoint)?;
+        let peer = PeerCheck {
+            pid: owned.pid,
+            uid,
+            check_pid,
+            token: handle.process_token(),
+        };
+        Ok::<_, BackendHandleError>((handle, peer))
     })
     .await
     .map_err(|join| VerifyPidError::Unreadable {
@@ -111,7 +124,7 @@ pub(crate) async fn probe(
     // 8. The socket: peer credentials, fresh nonce, identity in the reply; one deadline.
     let exchange = async {
         let connection = Connection::connect(endpoint).await?;
-        connection.check_peer(claim.pid, peer_uid, options.checks_peer_pid())?;
+        connection.check_peer(&peer)?;
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)
             .map_err(|e| BackendHandleError::Connect(std::io::Error::other(e)))?;
@@ -173,7 +186,7 @@ pub(crate) async fn probe(
     );
     Ok(Verified {
         handle,
-        peer_uid,
+        peer,
         reply,
     })
 }

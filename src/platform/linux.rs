@@ -6,7 +6,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -59,10 +59,61 @@ impl ProcessHandle {
         poll(&mut fds, Some(&zero)).map_or(true, |ready| ready > 0)
     }
 
+    pub fn process_token(&self) -> Option<u64> {
+        pidfs_inode(self.pidfd.as_fd())
+    }
+
     pub fn into_watcher(self) -> io::Result<ExitWatcher> {
         let fd = async_fd(self.pidfd)?;
         Ok(ExitWatcher { pid: self.pid, fd })
     }
+}
+
+/// `statfs` magic of pidfs (`PIDFS_MAGIC`), the filesystem behind pidfds since Linux 6.9.
+const PIDFS_MAGIC: i64 = 0x5049_4446;
+
+/// The pidfs inode of a pidfd: equal for every pidfd of one process, different for any
+/// other process (Linux 6.9+). `None` on older kernels, whose pidfds share one anonymous
+/// inode and so identify nothing.
+fn pidfs_inode(pidfd: BorrowedFd<'_>) -> Option<u64> {
+    let on_pidfs = rustix::fs::fstatfs(pidfd).ok()?.f_type as i64 == PIDFS_MAGIC;
+    on_pidfs.then(|| rustix::fs::fstat(pidfd).ok().map(|st| st.st_ino))?
+}
+
+/// The process token (pidfs inode) of the process that listens on the other end of the
+/// connected Unix socket `socket`, from `SO_PEERPIDFD` (Linux 6.5+).
+///
+/// `Ok(None)`: the kernel cannot tell (no `SO_PEERPIDFD`, or no pidfs). An error with
+/// `ESRCH`: the peer process no longer exists.
+pub(crate) fn peer_process_token(socket: BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    let mut raw: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `socket` is a valid open descriptor for the duration of the call (a
+    // `BorrowedFd`), `raw` and `len` are live locals of the size the kernel writes for
+    // `SO_PEERPIDFD` (an int), and `len` tells it that size.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERPIDFD,
+            (&mut raw as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENOPROTOOPT | libc::EINVAL | libc::EOPNOTSUPP) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    if raw < 0 {
+        return Ok(None);
+    }
+    // SAFETY: the kernel just returned `raw` as a new descriptor that nothing else owns;
+    // the `OwnedFd` closes it exactly once.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(pidfs_inode(pidfd.as_fd()))
 }
 
 /// Register `fd` with the tokio reactor for readability. Must be called from within a

@@ -133,6 +133,15 @@ impl ProcessHandle {
         self.inner.exit_pending()
     }
 
+    /// A token naming exactly this process, comparable with [`peer_process_token`]: the
+    /// pidfs inode on Linux 6.9+, `None` where the OS has no such thing.
+    pub fn process_token(&self) -> Option<u64> {
+        #[cfg(target_os = "linux")]
+        return self.inner.process_token();
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
     /// Turn the handle into a watcher registered with the tokio reactor. Must be called
     /// from within a tokio runtime.
     pub fn into_watcher(self) -> io::Result<ExitWatcher> {
@@ -200,10 +209,12 @@ pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
     return imp::file_identity(file);
 }
 
-/// The effective user id of this process.
-#[cfg(unix)]
+/// The effective user id of this process (`None` on Windows, which has no uids).
 pub(crate) fn current_uid() -> Option<u32> {
-    unix::current_uid()
+    #[cfg(unix)]
+    return unix::current_uid();
+    #[cfg(not(unix))]
+    None
 }
 
 /// The user id that owns `pid` (`None` on Windows).
@@ -270,6 +281,20 @@ pub(crate) fn async_fd(
     imp::async_fd(fd)
 }
 
+/// The [`ProcessHandle::process_token`] of the process listening at the other end of a
+/// connected local socket (Linux: `SO_PEERPIDFD`). `Ok(None)` where the OS cannot tell;
+/// an error (ESRCH) when that process no longer exists.
+#[cfg(unix)]
+pub(crate) fn peer_process_token(socket: std::os::fd::BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    #[cfg(target_os = "linux")]
+    return imp::peer_process_token(socket);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        Ok(None)
+    }
+}
+
 /// Whether `err` says "no such process".
 pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
     imp::is_no_such_process(err)
@@ -304,6 +329,50 @@ mod tests {
         assert_eq!(current_uid(), process_uid(pid).unwrap());
         let identity = file_identity(&open_exe(pid).unwrap()).unwrap();
         assert_eq!(identity, file_identity(&open_exe(pid).unwrap()).unwrap());
+    }
+
+    /// The socket's peer is named exactly: our own listener gives our own token; a
+    /// listener in another process (same uid, so `SO_PEERCRED` alone would only compare a
+    /// PID) gives another token.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_peer_process_of_a_socket_is_named_exactly() {
+        use std::os::fd::AsFd;
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours.sock");
+        let _listener = UnixListener::bind(&ours).unwrap();
+        let me = ProcessHandle::open(std::process::id()).unwrap();
+        let Some(my_token) = me.process_token() else {
+            eprintln!("SKIPPED: no pidfs (Linux < 6.9)");
+            return;
+        };
+        let client = UnixStream::connect(&ours).unwrap();
+        assert_eq!(peer_process_token(client.as_fd()).unwrap(), Some(my_token));
+
+        // Another process listening: python3 binds, prints a line once listening.
+        let theirs = dir.path().join("theirs.sock");
+        let mut other = std::process::Command::new("python3")
+            .args(["-c", "import socket,sys;s=socket.socket(socket.AF_UNIX);s.bind(sys.argv[1]);s.listen();print('up',flush=True);sys.stdin.read()"])
+            .arg(&theirs)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(other.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "up");
+        let client = UnixStream::connect(&theirs).unwrap();
+        let their_token = ProcessHandle::open(other.id()).unwrap().process_token();
+        let peer = peer_process_token(client.as_fd()).unwrap();
+        assert_eq!(peer, their_token);
+        assert_ne!(peer, Some(my_token));
+        drop(other.stdin.take());
+        other.wait().unwrap();
     }
 
     #[test]

@@ -192,33 +192,23 @@ fn lock_sibling(path: &Path) -> io::Result<std::fs::File> {
 
 #[cfg(unix)]
 fn prepare_unix_dir(path: &Path) -> Result<(), BindError> {
-    use std::os::unix::fs::MetadataExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    use super::path_safety::{self, Kind, UnsafePath};
+    let dir = path_safety::parent_dir(path);
     super::manifest::create_private_dir(&dir).map_err(|source| BindError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let meta = std::fs::symlink_metadata(&dir).map_err(|source| BindError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let insecure = |reason| BindError::InsecureDirectory {
-        dir: dir.clone(),
-        reason,
-    };
-    if meta.file_type().is_symlink() {
-        return Err(insecure("it is a symlink"));
+    match path_safety::check(&dir, Kind::Directory, crate::platform::current_uid()) {
+        Ok(()) => Ok(()),
+        Err(UnsafePath::Unreadable { source, .. }) => Err(BindError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(unsafe_dir) => Err(BindError::InsecureDirectory {
+            dir,
+            reason: unsafe_dir.reason(),
+        }),
     }
-    if Some(meta.uid()) != crate::platform::current_uid() {
-        return Err(insecure("it is owned by another user"));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(insecure("it is writable by group or others"));
-    }
-    Ok(())
 }
 
 /// After a daemon's confirmed exit, remove the socket file it left at `endpoint`, if that

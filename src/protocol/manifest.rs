@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::path_safety::{self, Kind, UnsafePath};
 use crate::identity::DaemonProcess;
 
 /// The manifest schema this crate writes and the newest it reads.
@@ -94,6 +95,10 @@ pub enum ManifestError {
         /// Its size.
         len: u64,
     },
+    /// The manifest or its directory could have been written by someone else (a symlink,
+    /// another user's file, a directory writable by others): not read, not written.
+    #[error("manifest path not trusted: {0}")]
+    Unsafe(#[from] UnsafePath),
     /// The file system refused (permissions, disk full, read-only, ...).
     #[error("manifest {path:?}: {source}")]
     Io {
@@ -142,12 +147,25 @@ impl CacheManifest {
             path: path.to_owned(),
             source,
         };
-        let file = match File::open(path) {
+        let file = match open_no_follow(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if is_symlink_refusal(&e) => {
+                return Err(UnsafePath::Symlink {
+                    path: path.to_owned(),
+                }
+                .into())
+            }
             Err(e) => return Err(io_err(e)),
         };
-        let len = file.metadata().map_err(io_err)?.len();
+        let meta = file.metadata().map_err(io_err)?;
+        // Only a manifest that nobody else could have written or swapped is read: a private
+        // directory, a file of ours.
+        let me = crate::platform::current_uid();
+        path_safety::check(&path_safety::parent_dir(path), Kind::Directory, me)?;
+        #[cfg(unix)]
+        path_safety::check_metadata(path, &meta, Kind::File, me)?;
+        let len = meta.len();
         if len > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge {
                 path: path.to_owned(),
@@ -244,6 +262,9 @@ impl CacheManifest {
             reason,
         })?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| io_err(io::Error::other(e)))?;
+        let dir = path_safety::parent_dir(path);
+        create_private_dir(&dir).map_err(io_err)?;
+        path_safety::check(&dir, Kind::Directory, crate::platform::current_uid())?;
         write_atomic(path, &json).map_err(io_err)
     }
 }
@@ -286,6 +307,29 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Open `path` for reading without following a final symlink (Unix `O_NOFOLLOW`).
+fn open_no_follow(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        rustix::fs::OFlags::NOFOLLOW.bits() as i32,
+    );
+    options.open(path)
+}
+
+/// `O_NOFOLLOW` met a symlink (`ELOOP`).
+fn is_symlink_refusal(error: &io::Error) -> bool {
+    #[cfg(unix)]
+    return error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error());
+    #[cfg(not(unix))]
+    {
+        let _ = error;
+        false
+    }
 }
 
 /// Create `dir` (and missing ancestors) with mode 0700 where the OS has modes.
