@@ -277,11 +277,8 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
             "manifest path has no file name",
         )
     })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    create_private_dir(&dir)?;
+    // The caller created and checked the directory.
+    let dir = path_safety::parent_dir(path);
     let mut suffix = [0u8; 8];
     getrandom::fill(&mut suffix).map_err(io::Error::other)?;
     let tmp = dir.join(format!(
