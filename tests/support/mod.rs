@@ -218,3 +218,123 @@ pub async fn wait_gone(pid: u32) {
     .unwrap();
     assert!(waited, "process {pid} still alive after {DEADLINE:?}");
 }
+
+/// Environment variable that turns a re-executed test binary into a helper process (see
+/// [`helper_command`]).
+pub const HELPER_ROLE: &str = "RP_TEST_HELPER_ROLE";
+/// Prefix of the lines a helper process prints for its parent test (libtest prints its own
+/// lines around them).
+pub const HELPER_PREFIX: &str = "@helper ";
+
+/// This test binary, re-executed to run only the test `entry` with [`HELPER_ROLE`] set to
+/// `role`: a helper process (a supervisor to SIGKILL, a writer to crash) built from the
+/// crate as it is, with no extra binary. `entry` must do nothing unless the variable is set.
+/// Stdout is piped (read it with [`helper_line`]); the process is killed if dropped.
+pub fn helper_command(entry: &str, role: &str) -> Command {
+    helper_command_via(&[], entry, role)
+}
+
+/// [`helper_command`] run through `wrapper` (say `["unshare", "--mount", "--"]`).
+pub fn helper_command_via(wrapper: &[&str], entry: &str, role: &str) -> Command {
+    let exe = std::env::current_exe().expect("test exe");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command
+        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(HELPER_ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
+/// Print one line for the parent test (flushed at once).
+pub fn helper_say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{HELPER_PREFIX}{line}").expect("stdout");
+    out.flush().expect("flush stdout");
+}
+
+/// The next helper line (its prefix removed), skipping libtest's own output. Fails the test
+/// if the output ends or the deadline passes first.
+pub async fn helper_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    what: &str,
+) -> String {
+    within(what, async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read helper stdout")
+                .unwrap_or_else(|| panic!("{what}: the helper's output ended"));
+            if let Some(rest) = line.strip_prefix(HELPER_PREFIX) {
+                return rest.to_owned();
+            }
+        }
+    })
+    .await
+}
+
+/// A temporary directory where a runtime directory would be: on tmpfs (`/dev/shm`) where
+/// there is one, as `$XDG_RUNTIME_DIR` is, else the default temporary directory. Tests that
+/// start many daemons use it so their cost is not dominated by fsyncs of a shared disk.
+pub fn runtime_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// A process this test did not spawn itself (a helper's child) pinned by a pidfd: dropping
+/// the guard SIGKILLs it through the pidfd (never a bare, possibly recycled PID), so a
+/// failing test leaves nothing behind.
+#[cfg(target_os = "linux")]
+pub struct PidGuard {
+    pub pid: u32,
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+#[cfg(target_os = "linux")]
+impl PidGuard {
+    /// Pin `pid`; `None` inside if it has already exited.
+    pub fn pin(pid: u32) -> PidGuard {
+        let fd = rustix::process::Pid::from_raw(pid as i32).and_then(|id| {
+            rustix::process::pidfd_open(id, rustix::process::PidfdFlags::empty()).ok()
+        });
+        PidGuard { pid, fd }
+    }
+
+    /// Whether the process is still running (not exited, not a zombie): its pidfd is not
+    /// readable yet.
+    pub fn is_running(&self) -> bool {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let Some(fd) = &self.fd else { return false };
+        let mut fds = [PollFd::new(fd, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        poll(&mut fds, Some(&now)).expect("poll pidfd") == 0
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.fd {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+        }
+    }
+}
