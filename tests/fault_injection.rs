@@ -150,7 +150,10 @@ async fn a_sigkilled_supervisor_takes_its_children_and_the_next_one_adopts_the_s
         survived.len(),
         SURVIVORS.len()
     );
-    assert_eq!(survived, SURVIVORS, "die_with_supervisor(false) outlives it");
+    assert_eq!(
+        survived, SURVIVORS,
+        "die_with_supervisor(false) outlives it"
+    );
 
     // A new supervisor (this test) adopts the survivors and spawns the others again.
     let service = supervise_group(mixed_group(dir.path()));
@@ -386,8 +389,15 @@ async fn a_write_past_the_file_size_limit_fails_typed_and_leaves_the_old_manifes
     let line = helper_line(&mut lines, "the limited write").await;
     let status = within("the helper exits", helper.wait()).await.unwrap();
     assert!(status.success(), "no panic, no SIGXFSZ death: {status}");
-    assert_eq!(line, format!("efbig {}", rustix::io::Errno::FBIG.raw_os_error()));
-    assert_eq!(std::fs::read(&path).unwrap(), version_bytes(1), "old manifest intact");
+    assert_eq!(
+        line,
+        format!("efbig {}", rustix::io::Errno::FBIG.raw_os_error())
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        version_bytes(1),
+        "old manifest intact"
+    );
     assert_eq!(strays(dir.path(), &["m.json"]), Vec::<String>::new());
     eprintln!("RLIMIT_FSIZE: EFBIG, old manifest intact, 0 temp files left");
 }
@@ -427,7 +437,10 @@ fn role_disk_full(dir: &Path) {
             break error;
         }
     };
-    assert_eq!(full.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()));
+    assert_eq!(
+        full.raw_os_error(),
+        Some(rustix::io::Errno::NOSPC.raw_os_error())
+    );
     drop(filler);
     let enospc = io_errno(version(2).write_blocking(&path));
     intact();

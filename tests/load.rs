@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise_group, Backoff, EventKind, GroupSpec, Intensity, Outcome, RestartKind,
-    RestartPolicy,
+    supervise_group, Backoff, EventKind, GroupSpec, Intensity, Outcome, RestartKind, RestartPolicy,
 };
 use running_process::{BackendHandle, ExitStatus, ProbeOptions};
 use support::{collect_until, demo_spec, wait_gone, within, DemoDaemon};
@@ -35,10 +34,8 @@ async fn a_hundred_daemons_killed_at_once_are_all_restarted_and_verified() {
     let names: Vec<String> = (0..DAEMONS).map(|i| format!("d{i:03}")).collect();
     // Exactly one restart each is tolerated: a missed or doubled restart changes the count,
     // and one more than a hundred gives up.
-    let mut group = GroupSpec::new("many").intensity(Intensity::new(
-        DAEMONS as u32,
-        Duration::from_secs(3600),
-    ));
+    let mut group =
+        GroupSpec::new("many").intensity(Intensity::new(DAEMONS as u32, Duration::from_secs(3600)));
     for name in &names {
         group = group.service(Arc::new(CommandSupervisor::new(
             demo_spec(name, dir.path(), &[]).restart(policy.clone()),
@@ -83,7 +80,10 @@ async fn a_hundred_daemons_killed_at_once_are_all_restarted_and_verified() {
         "{DAEMONS} SIGKILLed at once: {killed} exits seen, {restarts} restarts, {spawns} spawns, \
          {failed} failed starts"
     );
-    assert_eq!((killed, restarts, spawns, failed), (DAEMONS, DAEMONS, DAEMONS, 0));
+    assert_eq!(
+        (killed, restarts, spawns, failed),
+        (DAEMONS, DAEMONS, DAEMONS, 0)
+    );
 
     within("the group is ready", service.ready()).await.unwrap();
     let after = service.backends();
