@@ -250,9 +250,10 @@ fn role_writer(dir: &Path) {
     }
 }
 
-/// Temp files in `dir` (every entry but the manifest), removed; panics on any entry that is
-/// not a manifest temp file of process `pid`.
-fn take_temp_files(dir: &Path, pid: u32) -> usize {
+/// Temp files in `dir` (every entry but the manifest); panics on any entry that is not a
+/// manifest temp file of process `pid`, the writer just killed: those of earlier killed
+/// writers must have been removed by the next writer.
+fn temp_files_of(dir: &Path, pid: u32) -> usize {
     let mut found = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
@@ -267,7 +268,6 @@ fn take_temp_files(dir: &Path, pid: u32) -> usize {
             hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
             "{name}"
         );
-        std::fs::remove_file(dir.join(&name)).unwrap();
         found += 1;
     }
     found
@@ -307,7 +307,7 @@ async fn a_writer_killed_mid_write_leaves_a_complete_manifest_every_time() {
             "killed by our SIGKILL, not ended otherwise: {status}"
         );
 
-        temp_left += take_temp_files(dir.path(), pid);
+        temp_left += temp_files_of(dir.path(), pid);
         // Complete means exactly the bytes of one version, never older than the writer's
         // first completed write; anything else (empty, cut short, mixed) is torn.
         let raw = std::fs::read(&path).unwrap();
@@ -324,7 +324,8 @@ async fn a_writer_killed_mid_write_leaves_a_complete_manifest_every_time() {
     }
     eprintln!(
         "{KILLS} writers SIGKILLed after {writes} completed writes in all: {torn} torn or empty \
-         manifests, {temp_left} temp files left behind by a kill between create and rename"
+         manifests; {temp_left} kills fell between a temp file's creation and its rename, and each \
+         such temp file was gone after the next writer's first write"
     );
     assert_eq!(torn, 0);
 }
@@ -416,7 +417,8 @@ fn role_disk_full(dir: &Path) {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    if !mount(&["-t", "tmpfs", "-o", "size=256k", "rp-fault-test"]) {
+    // mode=0700: a tmpfs root is 1777 by default, which manifest writes refuse.
+    if !mount(&["-t", "tmpfs", "-o", "size=256k,mode=0700", "rp-fault-test"]) {
         helper_say("skip mounting a tmpfs was refused");
         return;
     }

@@ -74,10 +74,7 @@ pub(crate) fn sweep_stale(root: &Path) -> usize {
         if creator == me || !is_ours(&entry) {
             continue;
         }
-        if !matches!(
-            crate::platform::ProcessHandle::open(creator),
-            Err(crate::platform::OpenError::NotFound)
-        ) {
+        if !crate::platform::process_is_gone(creator) {
             continue; // alive (or unknowable): not ours to remove
         }
         if std::fs::remove_dir_all(entry.path()).is_ok() {

@@ -295,6 +295,12 @@ pub(crate) fn peer_process_token(socket: std::os::fd::BorrowedFd<'_>) -> io::Res
     }
 }
 
+/// Whether no process `pid` exists (a recycled PID counts as existing: callers use this
+/// only to clean up after the dead, where a false "exists" merely leaves something behind).
+pub(crate) fn process_is_gone(pid: u32) -> bool {
+    matches!(ProcessHandle::open(pid), Err(OpenError::NotFound))
+}
+
 /// Whether `err` says "no such process".
 pub(crate) fn is_no_such_process(err: &io::Error) -> bool {
     imp::is_no_such_process(err)

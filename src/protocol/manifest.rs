@@ -279,6 +279,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     })?;
     // The caller created and checked the directory.
     let dir = path_safety::parent_dir(path);
+    remove_orphaned_temp_files(&dir, &file_name.to_string_lossy());
     let mut suffix = [0u8; 8];
     getrandom::fill(&mut suffix).map_err(io::Error::other)?;
     let tmp = dir.join(format!(
@@ -304,6 +305,32 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Remove the temp files of earlier writers of `<dir>/<file_name>` that died between
+/// creating their temp file and renaming it (SIGKILL, power loss): named
+/// `.<file_name>.<pid>.<16 hex>.tmp` with a PID that no longer exists. Best effort.
+fn remove_orphaned_temp_files(dir: &Path, file_name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{file_name}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(writer) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(_, hex)| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if writer != std::process::id() && crate::platform::process_is_gone(writer) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Open `path` for reading without following a final symlink (Unix `O_NOFOLLOW`).

@@ -333,6 +333,15 @@ impl Group {
                 .iter()
                 .position(|s| s.running.is_none() && !s.finished);
             let Some(i) = next else {
+                // Terminations that arrived while other members started are handled
+                // first: on a multi-threaded runtime a `ready()` waiter could otherwise
+                // see "all up" for a member whose exit is already queued.
+                if let Ok((i, generation, term)) = self.term_rx.try_recv() {
+                    if let Some(outcome) = self.on_termination(i, generation, term).await {
+                        return outcome;
+                    }
+                    continue;
+                }
                 self.all_up.send_replace(true);
                 if !announced_ready {
                     announced_ready = true;
