@@ -23,14 +23,19 @@ struct Served {
 }
 
 async fn serve(first_bytes_timeout: Duration) -> Served {
+    serve_with(first_bytes_timeout, support::DEADLINE).await
+}
+
+async fn serve_with(first_bytes_timeout: Duration, control_idle_timeout: Duration) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Endpoint::new("t", dir.path().join("run/d.sock").to_str().unwrap());
     let listener = DaemonListener::bind(&endpoint).await.unwrap();
     let claim = DaemonProcess::current_process_async(endpoint.clone(), None)
         .await
         .unwrap();
-    let responder =
-        Responder::new("svc", "1", claim.clone()).first_bytes_timeout(first_bytes_timeout);
+    let responder = Responder::new("svc", "1", claim.clone())
+        .first_bytes_timeout(first_bytes_timeout)
+        .control_idle_timeout(control_idle_timeout);
     let shutdown = responder.shutdown_token();
     Served {
         _dir: dir,
@@ -113,4 +118,24 @@ async fn a_dropped_probe_closes_its_connection() {
     within("EOF after the drop", peer.read_to_end(&mut rest))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_control_connection_that_goes_silent_is_closed() {
+    // A peer that opens a control connection (the magic) and then holds it forever: the
+    // responder closes it after the control idle timeout instead of keeping a task and a
+    // descriptor for it. (Without the timeout this read would wait out the deadline.)
+    let served = serve_with(support::DEADLINE, Duration::from_millis(100)).await;
+    let mut client = UnixStream::connect(&served.endpoint.path).await.unwrap();
+    client.write_all(b"\0RPD").await.unwrap();
+    let mut rest = Vec::new();
+    within("closed by the daemon", client.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "nothing is answered to half a header");
+    // The daemon is still fine.
+    let handle = BackendHandle::probe_with_service("svc", "1", &served.endpoint, &served.claim)
+        .await
+        .unwrap();
+    handle.ping(support::DEADLINE).await.unwrap();
 }
