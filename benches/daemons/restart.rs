@@ -1,33 +1,26 @@
-//! Restart latency: SIGKILL of a supervised demo daemon → its replacement spawned, verified
+//! Restart: SIGKILL of a supervised demo daemon → its replacement spawned, verified
 //! (identity handshake) and ready, with zero backoff.
-//!
-//! ```text
-//! cargo bench --bench restart
-//! ```
 
-mod common;
-
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use running_process::command::{CommandSpec, CommandSupervisor, Output, Readiness};
 use running_process::supervision::{supervise, Backoff, EventKind, Intensity, RestartPolicy};
 
-const TRIALS: usize = 100;
+use crate::common::{self, Metric};
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let daemon = common::build_demo_daemon()?;
+pub async fn run(
+    daemon: &Path,
+    quick: bool,
+    metrics: &mut Vec<Metric>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let trials = if quick { 10 } else { 150 };
     let dir = tempfile::tempdir()?;
     let run = dir.path().join("run");
-    let spec = CommandSpec::new("bench", &daemon)
-        .args([
-            "--endpoint".to_owned(),
-            run.join("bench.sock").display().to_string(),
-            "--manifest".to_owned(),
-            run.join("bench.json").display().to_string(),
-        ])
+    let spec = CommandSpec::new("bench", daemon)
+        .args(common::demo_args(&run, "bench"))
         .stdout(Output::Null)
         .readiness(Readiness::Manifest {
             path: run.join("bench.json"),
@@ -44,10 +37,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|o| format!("not ready: {o:?}"))?;
 
-    let mut samples = Vec::with_capacity(TRIALS);
-    for _ in 0..TRIALS {
+    let mut samples = Vec::with_capacity(trials);
+    for _ in 0..trials {
         let backend = service.backend().ok_or("no backend")?;
-        // Drain to the current state before killing.
         let killed_at = Instant::now();
         backend.force_kill()?;
         loop {
@@ -66,19 +58,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     service.stop().await;
-    samples.sort();
-    let at = |q: f64| common::quantile(&samples, q);
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!(
-        "{{\"name\":\"restart_sigkill_to_ready\",\"unit\":\"ms\",\"n\":{TRIALS},\"p50\":{:.2},\"p99\":{:.2}}}",
-        ms(at(0.5)),
-        ms(at(0.99))
-    );
-    println!("\n| metric | n | p50 | p99 |\n|---|---|---|---|");
-    println!(
-        "| SIGKILL → replacement verified and ready (zero backoff) | {TRIALS} | {:.2} ms | {:.2} ms |",
-        ms(at(0.5)),
-        ms(at(0.99))
+    metrics.push(
+        Metric::from_samples(
+            "restart: SIGKILL → replacement verified and ready (zero backoff)",
+            "ms",
+            &mut samples,
+            common::ms,
+        )
+        .aim("p50 < 10 ms"),
     );
     Ok(())
 }

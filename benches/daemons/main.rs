@@ -1,0 +1,78 @@
+//! What the crate exists for, measured against real demo daemons, each comparison against
+//! the way peers do it, in the same run:
+//!
+//! ```text
+//! cargo bench --bench daemons                      # everything (a few minutes)
+//! cargo bench --bench daemons -- exit restart      # only some: exit restart probe scale contention
+//! cargo bench --bench daemons -- --quick           # small n, for a smoke test
+//! ```
+//!
+//! Prints one JSON object per metric as it is measured, then a Markdown table. Timings are
+//! measured here and never asserted. Linux only (the baselines use `/proc` and
+//! `kill(pid, 0)`); elsewhere it prints that it skipped.
+
+#[cfg(target_os = "linux")]
+#[path = "../common/mod.rs"]
+mod common;
+#[cfg(target_os = "linux")]
+mod contention;
+#[cfg(target_os = "linux")]
+mod exit;
+#[cfg(target_os = "linux")]
+mod probe;
+#[cfg(target_os = "linux")]
+mod restart;
+#[cfg(target_os = "linux")]
+mod scale;
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    println!("daemons benchmark: skipped on this platform (Linux only)");
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The contention benchmark runs this binary again as its sixteen callers.
+    if args.first().map(String::as_str) == Some(contention::CALLER_FLAG) {
+        return contention::caller(&args[1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let all = ["scale", "exit", "restart", "probe", "contention"];
+    let mut chosen: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|name| args.iter().any(|a| a == name))
+        .collect();
+    if chosen.is_empty() {
+        chosen = all.to_vec();
+    }
+    // Blocking-pool threads are kept for the whole run, so that per-thread counters of
+    // the idle measurement never lose an exited thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(std::time::Duration::from_secs(3600))
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let daemon = common::build_demo_daemon()?;
+        let mut metrics = Vec::new();
+        // Scale first: its memory and idle numbers are cleanest in a fresh process.
+        for name in chosen {
+            let before = metrics.len();
+            match name {
+                "scale" => scale::run(&daemon, quick, &mut metrics).await?,
+                "exit" => exit::run(&daemon, quick, &mut metrics).await?,
+                "restart" => restart::run(&daemon, quick, &mut metrics).await?,
+                "probe" => probe::run(&daemon, quick, &mut metrics).await?,
+                "contention" => contention::run(&daemon, quick, &mut metrics).await?,
+                _ => unreachable!(),
+            }
+            for metric in &metrics[before..] {
+                println!("{}", metric.json());
+            }
+        }
+        println!("\n{}", common::table(&metrics));
+        Ok(())
+    })
+}

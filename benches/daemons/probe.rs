@@ -1,0 +1,105 @@
+//! Probe latency against a running demo daemon: cold (digest not cached) and warm; and the
+//! cold cost for a ~20 MB executable (a copy of the demo daemon padded with trailing bytes
+//! the loader ignores), showing what hashing costs and that the cache removes it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use running_process::broker::protocol::CacheManifest;
+use running_process::identity::DigestCache;
+use running_process::BackendHandle;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::common::{self, Metric};
+
+/// Size of the padded copy.
+const LARGE: usize = 20 * 1024 * 1024;
+
+pub async fn run(
+    daemon: &Path,
+    quick: bool,
+    metrics: &mut Vec<Metric>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let trials = if quick { 20 } else { 300 };
+    probe_pair(daemon, dir.path(), "small", trials, true, metrics).await?;
+
+    // The padded copy: the same ELF with pseudo-random bytes appended up to 20 MiB.
+    let large = dir.path().join("demo_daemon_20mb");
+    let mut bytes = std::fs::read(daemon)?;
+    let mut rng = common::Rng::seeded();
+    while bytes.len() < LARGE {
+        bytes.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    std::fs::write(&large, &bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&large, std::fs::Permissions::from_mode(0o755))?;
+    }
+    drop(bytes);
+    probe_pair(
+        &large,
+        dir.path(),
+        "large",
+        if quick { 5 } else { 50 },
+        false,
+        metrics,
+    )
+    .await
+}
+
+/// Start `exe` as a demo daemon, then probe it `trials` times cold and warm.
+async fn probe_pair(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    trials: usize,
+    aims: bool,
+    metrics: &mut Vec<Metric>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut child = tokio::process::Command::new(exe)
+        .args(common::demo_args(dir, name))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    lines.next_line().await?.ok_or("the daemon did not start")?;
+    let manifest = CacheManifest::read(dir.join(format!("{name}.json")))
+        .await?
+        .ok_or("no manifest")?;
+    let size_mib = std::fs::metadata(exe)?.len() as f64 / (1024.0 * 1024.0);
+
+    let mut cold = Vec::with_capacity(trials);
+    let mut warm = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        DigestCache::global().clear();
+        let started = Instant::now();
+        let handle = BackendHandle::try_from_manifest(&manifest)
+            .await?
+            .ok_or("no daemon")?;
+        cold.push(started.elapsed());
+        drop(handle);
+        let started = Instant::now();
+        let handle = BackendHandle::try_from_manifest(&manifest)
+            .await?
+            .ok_or("no daemon")?;
+        warm.push(started.elapsed());
+        drop(handle);
+    }
+    child.kill().await?;
+    let exe = format!("{size_mib:.1} MiB executable");
+    let warm = Metric::from_samples(format!("probe warm ({exe})"), "µs", &mut warm, common::us);
+    let cold = Metric::from_samples(format!("probe cold ({exe})"), "µs", &mut cold, common::us)
+        .note("digest cache cleared before each probe");
+    // Warm against cold: what the digest cache saves.
+    let warm = warm.baseline("cold p50", cold.p50.unwrap_or(0.0));
+    metrics.push(cold);
+    metrics.push(if aims {
+        warm.aim("p50 < 300 µs")
+    } else {
+        warm
+    });
+    Ok(())
+}
