@@ -109,5 +109,12 @@ fn manifest_codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frame_codec, manifest_codec);
+criterion_group! {
+    name = benches;
+    // Short runs: these are microsecond operations, and the whole bench stays near a minute.
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = frame_codec, manifest_codec
+}
 criterion_main!(benches);

@@ -38,20 +38,28 @@ pub async fn run(
         .map_err(|o| format!("not ready: {o:?}"))?;
 
     let mut samples = Vec::with_capacity(trials);
+    // Where the time goes: kill → exit event → replacement spawned → ready.
+    let (mut exited, mut spawned, mut ready) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..trials {
         let backend = service.backend().ok_or("no backend")?;
         let killed_at = Instant::now();
         backend.force_kill()?;
+        let (mut exited_at, mut spawned_at) = (killed_at, killed_at);
         loop {
             match events.next().await {
-                Some(Ok(event)) => {
-                    if let EventKind::Ready { pid: Some(pid), .. } = event.kind {
-                        if pid != backend.pid() {
-                            samples.push(killed_at.elapsed());
-                            break;
-                        }
+                Some(Ok(event)) => match event.kind {
+                    EventKind::Exited { .. } => exited_at = Instant::now(),
+                    EventKind::Spawned { .. } => spawned_at = Instant::now(),
+                    EventKind::Ready { pid: Some(pid), .. } if pid != backend.pid() => {
+                        let now = Instant::now();
+                        samples.push(now - killed_at);
+                        exited.push(exited_at - killed_at);
+                        spawned.push(spawned_at - exited_at);
+                        ready.push(now - spawned_at);
+                        break;
                     }
-                }
+                    _ => {}
+                },
                 Some(Err(lagged)) => return Err(lagged.into()),
                 None => return Err("event stream ended".into()),
             }
@@ -67,5 +75,18 @@ pub async fn run(
         )
         .aim("p50 < 10 ms"),
     );
+    for (name, samples) in [
+        ("restart, part: SIGKILL → Exited event", &mut exited),
+        (
+            "restart, part: Exited → Spawned event (fork, exec)",
+            &mut spawned,
+        ),
+        (
+            "restart, part: Spawned → Ready (daemon start-up, manifest, verification)",
+            &mut ready,
+        ),
+    ] {
+        metrics.push(Metric::from_samples(name, "ms", samples, common::ms));
+    }
     Ok(())
 }
