@@ -13,9 +13,14 @@ pub fn build_demo_daemon() -> Result<PathBuf, Box<dyn std::error::Error>> {
     if !status.success() {
         return Err("building demo_daemon failed".into());
     }
-    Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Ok(demo_daemon_path())
+}
+
+/// Where [`build_demo_daemon`] puts it.
+pub fn demo_daemon_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/release/examples")
-        .join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX)))
+        .join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// The demo daemon's arguments for a socket and manifest named `name` in `dir`.
@@ -38,7 +43,7 @@ pub fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
 #[derive(Debug, Clone, Default)]
 pub struct Metric {
     pub name: String,
-    pub unit: &'static str,
+    pub unit: String,
     pub n: usize,
     pub p50: Option<f64>,
     pub p99: Option<f64>,
@@ -62,7 +67,7 @@ impl Metric {
         samples.sort_by(|a, b| a.partial_cmp(b).expect("comparable samples"));
         Metric {
             name: name.into(),
-            unit,
+            unit: unit.to_owned(),
             n: samples.len(),
             p50: Some(scale(quantile(samples, 0.50))),
             p99: Some(scale(quantile(samples, 0.99))),
@@ -85,6 +90,28 @@ impl Metric {
         self
     }
 
+    /// A metric back from [`Metric::json`] (printed by a child process).
+    pub fn from_json(v: &serde_json::Value) -> Result<Metric, String> {
+        let text = |key: &str| v.get(key).and_then(|x| x.as_str()).map(str::to_owned);
+        let num = |key: &str| v.get(key).and_then(serde_json::Value::as_f64);
+        Ok(Metric {
+            name: text("name").ok_or("metric without a name")?,
+            unit: text("unit").unwrap_or_default(),
+            n: v.get("n").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize,
+            p50: num("p50"),
+            p99: num("p99"),
+            value: num("value"),
+            baseline: v.get("baseline").and_then(|b| {
+                Some((
+                    b.get("name")?.as_str()?.to_owned(),
+                    b.get("value")?.as_f64()?,
+                ))
+            }),
+            aim: text("aim"),
+            note: text("note"),
+        })
+    }
+
     /// The headline number: `value`, else the median.
     fn headline(&self) -> Option<f64> {
         self.value.or(self.p50)
@@ -102,7 +129,7 @@ impl Metric {
         let mut out = format!(
             "{{\"name\":{},\"unit\":{},\"n\":{}",
             json_str(&self.name),
-            json_str(self.unit),
+            json_str(&self.unit),
             self.n
         );
         let mut num = |key: &str, v: Option<f64>| {
@@ -133,12 +160,13 @@ impl Metric {
     }
 }
 
+/// Six significant digits (idle costs are tiny fractions of a percent).
 fn json_num(v: f64) -> String {
-    if v.is_finite() {
-        format!("{}", (v * 1000.0).round() / 1000.0)
-    } else {
-        "null".to_owned()
+    if !v.is_finite() {
+        return "null".to_owned();
     }
+    let text = format!("{v:.5e}");
+    text.parse::<f64>().map_or(text, |r| r.to_string())
 }
 
 fn json_str(s: &str) -> String {
@@ -149,6 +177,8 @@ fn json_str(s: &str) -> String {
 fn show(v: f64) -> String {
     if v == 0.0 {
         "0".to_owned()
+    } else if v.abs() < 0.001 {
+        format!("{v:.1e}")
     } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
@@ -178,7 +208,11 @@ pub fn table(metrics: &[Metric]) -> String {
             m.baseline
                 .as_ref()
                 .map_or(String::new(), |(name, v)| format!("{name}: {}", show(*v))),
-            m.ratio().map_or(String::new(), |r| format!("{}×", show(r))),
+            match (m.ratio(), &m.baseline, m.headline()) {
+                (Some(r), _, _) => format!("{}×", show(r)),
+                (None, Some(_), Some(0.0)) => "∞ (nothing measured)".to_owned(),
+                _ => String::new(),
+            },
             m.aim.as_deref().unwrap_or(""),
             m.note.as_deref().unwrap_or(""),
         );

@@ -37,6 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.first().map(String::as_str) == Some(contention::CALLER_FLAG) {
         return contention::caller(&args[1..]);
     }
+    // The scale benchmark runs each of its shapes in a fresh process.
+    if args.first().map(String::as_str) == Some(scale::CHILD_FLAG) {
+        return scale::child(&args[1..]);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let all = ["scale", "exit", "restart", "probe", "contention"];
     let mut chosen: Vec<&str> = all
@@ -47,17 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if chosen.is_empty() {
         chosen = all.to_vec();
     }
-    // Blocking-pool threads are kept for the whole run, so that per-thread counters of
-    // the idle measurement never lose an exited thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .thread_keep_alive(std::time::Duration::from_secs(3600))
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let daemon = common::build_demo_daemon()?;
         let mut metrics = Vec::new();
-        // Scale first: its memory and idle numbers are cleanest in a fresh process.
         for name in chosen {
             let before = metrics.len();
             match name {
