@@ -50,6 +50,22 @@ pub async fn run(
     .await
 }
 
+/// Start `exe` as a demo daemon (killed when dropped) and wait for its `ready` line.
+pub async fn start_ready(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+) -> Result<tokio::process::Child, Box<dyn std::error::Error>> {
+    let mut child = tokio::process::Command::new(exe)
+        .args(common::demo_args(dir, name))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    lines.next_line().await?.ok_or("the daemon did not start")?;
+    Ok(child)
+}
+
 /// Start `exe` as a demo daemon, then probe it `trials` times cold and warm.
 async fn probe_pair(
     exe: &Path,
@@ -59,13 +75,7 @@ async fn probe_pair(
     aims: bool,
     metrics: &mut Vec<Metric>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut child = tokio::process::Command::new(exe)
-        .args(common::demo_args(dir, name))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    lines.next_line().await?.ok_or("the daemon did not start")?;
+    let mut child = start_ready(exe, dir, name).await?;
     let manifest = CacheManifest::read(dir.join(format!("{name}.json")))
         .await?
         .ok_or("no manifest")?;

@@ -75,7 +75,24 @@ pub async fn run(
         )
         .aim("p50 < 10 ms"),
     );
+    // For scale: what starting any process costs here, and the demo daemon alone (spawn →
+    // its `ready` line, printed once its manifest is written), with no supervisor.
+    let (mut trivial, mut alone) = (Vec::with_capacity(trials), Vec::with_capacity(trials));
+    for i in 0..trials {
+        let started = Instant::now();
+        tokio::process::Command::new("true").status().await?;
+        trivial.push(started.elapsed());
+        let started = Instant::now();
+        let mut child = crate::probe::start_ready(daemon, &run, &format!("alone{i}")).await?;
+        alone.push(started.elapsed());
+        child.kill().await?;
+    }
     for (name, samples) in [
+        ("floor: spawn `true` and wait for its exit", &mut trivial),
+        (
+            "floor: demo daemon alone, spawn → `ready` line (manifest written)",
+            &mut alone,
+        ),
         ("restart, part: SIGKILL → Exited event", &mut exited),
         (
             "restart, part: Exited → Spawned event (fork, exec)",
