@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use running_process::broker::protocol::CacheManifest;
@@ -83,6 +84,9 @@ async fn probe_pair(
 
     let mut cold = Vec::with_capacity(trials);
     let mut warm = Vec::with_capacity(trials);
+    // The probe's own split of each warm probe (its "backend verified" debug event).
+    let split = Arc::new(SplitRecorder::default());
+    let mut process_checks = Vec::with_capacity(trials);
     for _ in 0..trials {
         DigestCache::global().clear();
         let started = Instant::now();
@@ -91,12 +95,17 @@ async fn probe_pair(
             .ok_or("no daemon")?;
         cold.push(started.elapsed());
         drop(handle);
+        let recording = tracing::dispatcher::set_default(&tracing::Dispatch::from(split.clone()));
         let started = Instant::now();
         let handle = BackendHandle::try_from_manifest(&manifest)
             .await?
             .ok_or("no daemon")?;
         warm.push(started.elapsed());
+        drop(recording);
         drop(handle);
+        if let Some(us) = split.take() {
+            process_checks.push(us);
+        }
     }
     child.kill().await?;
     let exe = format!("{size_mib:.1} MiB executable");
@@ -111,5 +120,64 @@ async fn probe_pair(
     } else {
         warm
     });
+    if aims && !process_checks.is_empty() {
+        metrics.push(
+            Metric::from_samples(
+                format!("probe warm, part: process checks ({exe})"),
+                "µs",
+                &mut process_checks,
+                |us| us as f64,
+            )
+            .note("handle, /proc facts, cached digest, owner (inline when the digest is cached); the rest of a warm probe is the socket exchange"),
+        );
+    }
     Ok(())
+}
+
+/// Records `process_checks_us` of the probe's "backend verified" debug event; ignores
+/// everything else.
+#[derive(Default)]
+struct SplitRecorder {
+    last: Mutex<Option<u64>>,
+}
+
+impl SplitRecorder {
+    fn take(&self) -> Option<u64> {
+        self.last.lock().ok()?.take()
+    }
+}
+
+impl tracing::Subscriber for SplitRecorder {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.fields().field("process_checks_us").is_some()
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Visit(Option<u64>);
+        impl tracing::field::Visit for Visit {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "process_checks_us" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut visit = Visit(None);
+        event.record(&mut visit);
+        if let (Some(us), Ok(mut last)) = (visit.0, self.last.lock()) {
+            *last = Some(us);
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
 }

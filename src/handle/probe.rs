@@ -1,12 +1,13 @@
 //! The probe: the whole identity check, from a claim to a verified process handle.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::{BackendHandleError, ProbeError, Result};
 use crate::handle::connection::{Connection, PeerCheck};
 use crate::identity::{
-    verify::verify_process, DaemonProcess, Endpoint, IdentityError, VerifyPidError,
+    verify::{verify_process, verify_process_cached},
+    DaemonProcess, Endpoint, IdentityError, VerifyPidError,
 };
 use crate::platform::{self, ProcessHandle};
 use crate::protocol::frame::{ProbeReply, ProbeRequest, NONCE_LEN};
@@ -90,35 +91,41 @@ pub(crate) async fn probe(
         .into());
     }
 
-    // 2 to 7, on the blocking pool: handle first, facts, digest, still alive.
-    let owned = claim.clone();
-    let check_pid = options.checks_peer_pid();
-    let (handle, peer) = tokio::task::spawn_blocking(move || {
-        let handle = verify_process(&owned)?;
-        let uid =
-            platform::process_uid(owned.pid).map_err(|source| VerifyPidError::Unreadable {
-                pid: owned.pid,
-                what: "owner",
-                source,
-            })?;
-        // The socket and its directory belong to the daemon's user (or root), and nobody
-        // else can write the directory: no one could have planted what we connect to.
-        path_safety::check_socket(Path::new(&owned.ipc_endpoint.os_name()), uid)
-            .map_err(ProbeError::UnsafeEndpoint)?;
-        let peer = PeerCheck {
-            pid: owned.pid,
-            uid,
-            check_pid,
-            token: handle.process_token(),
-        };
-        Ok::<_, BackendHandleError>((handle, peer))
-    })
-    .await
-    .map_err(|join| VerifyPidError::Unreadable {
+    // The socket and its directory must belong to the daemon's user (or root), and nobody
+    // else may write the directory: no one could have planted what we connect to. These
+    // are real files (a network home directory can stall), so they are checked on the
+    // blocking pool, in parallel with the process checks; the process checks' verdict is
+    // reported first.
+    let socket = PathBuf::from(claim.ipc_endpoint.os_name());
+    let pid = claim.pid;
+    let path_check = tokio::task::spawn_blocking(move || {
+        path_safety::check_socket(&socket, process_owner(pid)?)
+            .map_err(|e| BackendHandleError::from(ProbeError::UnsafeEndpoint(e)))
+    });
+
+    // 2 to 7: handle first, facts, digest, still alive. With the digest already cached
+    // the checks only read /proc (memory, and the executable's inode is pinned by the
+    // running process, so nothing waits on a disk) and run inline; hashing goes to the
+    // blocking pool.
+    let (handle, uid) = match verify_process_cached(claim)? {
+        Some(handle) => (handle, process_owner(claim.pid)?),
+        None => {
+            let owned = claim.clone();
+            tokio::task::spawn_blocking(move || {
+                let handle = verify_process(&owned)?;
+                Ok::<_, VerifyPidError>((handle, process_owner(owned.pid)?))
+            })
+            .await
+            .map_err(|join| joined(claim.pid, join))??
+        }
+    };
+    path_check.await.map_err(|join| joined(claim.pid, join))??;
+    let peer = PeerCheck {
         pid: claim.pid,
-        what: "identity",
-        source: std::io::Error::other(join),
-    })??;
+        uid,
+        check_pid: options.checks_peer_pid(),
+        token: handle.process_token(),
+    };
     let process_checked = started.elapsed();
 
     // 8. The socket: peer credentials, fresh nonce, identity in the reply; one deadline.
@@ -189,4 +196,22 @@ pub(crate) async fn probe(
         peer,
         reply,
     })
+}
+
+/// The uid that owns process `pid` (`None` where the OS has no uids).
+fn process_owner(pid: u32) -> Result<Option<u32>, VerifyPidError> {
+    platform::process_uid(pid).map_err(|source| VerifyPidError::Unreadable {
+        pid,
+        what: "owner",
+        source,
+    })
+}
+
+/// A blocking-pool task that did not finish (panicked, or its runtime shut down).
+fn joined(pid: u32, join: tokio::task::JoinError) -> VerifyPidError {
+    VerifyPidError::Unreadable {
+        pid,
+        what: "identity",
+        source: std::io::Error::other(join),
+    }
 }

@@ -62,12 +62,19 @@ impl DigestCache {
         self.digest_of_file(platform::open_exe(pid)?)
     }
 
+    /// The cached SHA-256 of the image `pid` runs, or `None` when it would have to be
+    /// hashed. Never reads the file's contents (an open and an `fstat`), so it is cheap
+    /// enough for an async task.
+    pub(crate) fn cached_digest_of_process(&self, pid: u32) -> io::Result<Option<[u8; 32]>> {
+        let file = platform::open_exe(pid)?;
+        Ok(self.cached(&platform::file_identity(&file)?))
+    }
+
     /// SHA-256 of an open file, from the cache when its identity is known.
     pub fn digest_of_file(&self, mut file: File) -> io::Result<[u8; 32]> {
         let key = platform::file_identity(&file)?;
-        if let Some(digest) = self.lock().get(&key) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(*digest);
+        if let Some(digest) = self.cached(&key) {
+            return Ok(digest);
         }
         let digest = sha256_of(&mut file)?;
         self.hashed.fetch_add(1, Ordering::Relaxed);
@@ -77,6 +84,13 @@ impl DigestCache {
         }
         entries.insert(key, digest);
         Ok(digest)
+    }
+
+    /// A cached digest, counted as a hit.
+    fn cached(&self, key: &FileIdentity) -> Option<[u8; 32]> {
+        let digest = *self.lock().get(key)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(digest)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileIdentity, [u8; 32]>> {

@@ -1,5 +1,6 @@
 //! Steps 2 to 7 of the identity check: prove that the live process behind a PID is the one a
-//! [`DaemonProcess`] claims. Blocking (reads `/proc`, may hash): run on the blocking pool.
+//! [`DaemonProcess`] claims. Blocking (reads `/proc`, may hash): run on the blocking pool,
+//! except [`verify_process_cached`], which never hashes.
 
 use super::{digest::DigestCache, DaemonProcess, VerifyPidError};
 use crate::platform::{self, OpenError, ProcessHandle};
@@ -10,6 +11,31 @@ use crate::platform::{self, OpenError, ProcessHandle};
 /// to be still alive at the end, which proves the facts came from the handle's process and
 /// not from a process that recycled the PID in between.
 pub(crate) fn verify_process(claim: &DaemonProcess) -> Result<ProcessHandle, VerifyPidError> {
+    let hash = |pid| DigestCache::global().digest_of_process(pid).map(Some);
+    verify_process_with(claim, hash)?.ok_or(VerifyPidError::Unreadable {
+        pid: claim.pid,
+        what: "executable",
+        source: std::io::Error::other("digest not computed"),
+    })
+}
+
+/// [`verify_process`] without hashing: `Ok(None)` when the executable's digest is not
+/// cached yet (nothing else is decided then). With a cached digest it only reads `/proc`
+/// (or the OS's equivalent), which is cheap enough to run inline in an async task and
+/// saves the blocking-pool round trip of a warm probe.
+pub(crate) fn verify_process_cached(
+    claim: &DaemonProcess,
+) -> Result<Option<ProcessHandle>, VerifyPidError> {
+    verify_process_with(claim, |pid| {
+        DigestCache::global().cached_digest_of_process(pid)
+    })
+}
+
+/// The checks, with step 6's digest from `digest` (`None`: unknown, stop there).
+fn verify_process_with(
+    claim: &DaemonProcess,
+    digest: impl FnOnce(u32) -> std::io::Result<Option<[u8; 32]>>,
+) -> Result<Option<ProcessHandle>, VerifyPidError> {
     let pid = claim.pid;
     let unreadable = |what| move |source| VerifyPidError::Unreadable { pid, what, source };
 
@@ -75,8 +101,9 @@ pub(crate) fn verify_process(claim: &DaemonProcess) -> Result<ProcessHandle, Ver
     }
 
     // 6. Digest of the running image (cached by file identity).
-    let digest = match DigestCache::global().digest_of_process(pid) {
-        Ok(d) => d,
+    let digest = match digest(pid) {
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(None),
         Err(e) if gone(&e) => return Err(VerifyPidError::ExitedDuringCheck { pid }),
         Err(e) => return Err(unreadable("executable")(e)),
     };
@@ -90,7 +117,7 @@ pub(crate) fn verify_process(claim: &DaemonProcess) -> Result<ProcessHandle, Ver
 
     // 7. Still the same, live process.
     match handle.has_exited() {
-        Ok(false) => Ok(handle),
+        Ok(false) => Ok(Some(handle)),
         Ok(true) => Err(VerifyPidError::ExitedDuringCheck { pid }),
         Err(e) => Err(unreadable("process state")(e)),
     }
