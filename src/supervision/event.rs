@@ -15,8 +15,23 @@ use super::supervisor::{HealthError, StartError};
 use crate::error::BackendHandleError;
 use crate::handle::ExitStatus;
 
-/// Events buffered per subscriber before it is told it lagged.
+/// The most events a supervision tree buffers for its subscribers before a slow one is
+/// told it lagged (a tree of 64 services or more).
 pub const EVENT_BUFFER: usize = 1024;
+/// Events buffered per service of a tree: a burst of restarts of every service at once
+/// (about six events each) fits twice over.
+pub const EVENT_BUFFER_PER_SERVICE: usize = 16;
+/// The fewest events a tree buffers (a single service: ten restarts' worth).
+pub const MIN_EVENT_BUFFER: usize = 64;
+
+/// The event buffer of a tree of `services` services: [`EVENT_BUFFER_PER_SERVICE`] each,
+/// within [`MIN_EVENT_BUFFER`] and [`EVENT_BUFFER`]. The buffer is allocated up front, so
+/// a single supervised service does not pay for a thousand slots.
+pub fn event_buffer_for(services: usize) -> usize {
+    services
+        .saturating_mul(EVENT_BUFFER_PER_SERVICE)
+        .clamp(MIN_EVENT_BUFFER, EVENT_BUFFER)
+}
 
 /// One thing that happened to a supervised service or group.
 #[derive(Debug, Clone)]
@@ -185,9 +200,9 @@ fn trace(service: &str, kind: &EventKind) {
 pub struct Lagged(pub u64);
 
 /// A stream of [`Event`]s. A slow subscriber never slows supervision down: when it falls
-/// more than [`EVENT_BUFFER`] events behind it gets `Err(Lagged(n))` and continues with the
-/// oldest event still buffered. The stream ends when supervision has ended and every event
-/// has been read.
+/// more events behind than the tree buffers ([`event_buffer_for`]: 16 per service, 64 to
+/// 1024) it gets `Err(Lagged(n))` and continues with the oldest event still buffered. The
+/// stream ends when supervision has ended and every event has been read.
 pub struct EventStream {
     inner: ReusableBoxFuture<'static, Next>,
 }
@@ -227,5 +242,19 @@ impl Stream for EventStream {
 impl std::fmt::Debug for EventStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("EventStream")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_grows_with_the_tree_within_its_bounds() {
+        assert_eq!(event_buffer_for(0), MIN_EVENT_BUFFER);
+        assert_eq!(event_buffer_for(1), MIN_EVENT_BUFFER);
+        assert_eq!(event_buffer_for(10), 160);
+        assert_eq!(event_buffer_for(64), EVENT_BUFFER);
+        assert_eq!(event_buffer_for(usize::MAX), EVENT_BUFFER);
     }
 }

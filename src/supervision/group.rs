@@ -157,6 +157,17 @@ impl GroupSpec {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The services in this group and its nested groups.
+    pub fn service_count(&self) -> usize {
+        self.members
+            .iter()
+            .map(|member| match &member.kind {
+                MemberKind::Service(_) => 1,
+                MemberKind::Group { spec, .. } => spec.service_count(),
+            })
+            .sum()
+    }
 }
 
 impl std::fmt::Debug for GroupSpec {

@@ -9,7 +9,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::event::{EventKind, EventSink, EventStream, EVENT_BUFFER};
+use super::event::{event_buffer_for, EventKind, EventSink, EventStream};
 use super::group::{AutoShutdown, GroupSpec, MemberKind, MemberSpec, Outcome, Strategy};
 use super::policy::{Backoff, BackoffState, IntensityWindow, RestartKind, Termination};
 use super::supervisor::{HealthError, SpawnContext, StartError, Supervisor};
@@ -173,7 +173,7 @@ fn start(
             (sink, registry, None, rx)
         }
         None => {
-            let (tx, rx) = broadcast::channel(EVENT_BUFFER);
+            let (tx, rx) = broadcast::channel(event_buffer_for(spec.service_count()));
             let template = rx.resubscribe();
             let registry = Arc::new(watch::channel(Backends::new()).0);
             (
