@@ -3,7 +3,11 @@
 //! ([`listener`]), manifest files on disk ([`manifest`]) and the ownership and mode checks
 //! on those paths ([`path_safety`]).
 
+mod control;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod idle;
 pub mod listener;
 pub mod manifest;

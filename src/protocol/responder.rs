@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{SinkExt, Stream as FuturesStream, StreamExt};
+use futures::Stream as FuturesStream;
 use interprocess::local_socket::tokio::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::frame::{ErrorReply, Frame, FrameCodec, ProbeReply, MAGIC};
+use super::control::{self, ControlAction, ControlSession, Route};
+use super::frame::{Frame, FrameCodec, FrameError, MAGIC};
 use super::idle::{IdleClock, IdleGuard};
 use super::listener::DaemonListener;
 use crate::identity::DaemonProcess;
@@ -76,9 +78,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Responder {
-    service_name: String,
-    service_version: String,
-    daemon: DaemonProcess,
+    pub(super) service_name: String,
+    pub(super) service_version: String,
+    pub(super) daemon: DaemonProcess,
     shutdown: CancellationToken,
     first_bytes_timeout: Duration,
     control_idle_timeout: Duration,
@@ -194,6 +196,7 @@ async fn accept_loop(
 
 /// Peek at the first bytes: the magic means a control connection, anything else goes to
 /// the application with the peeked bytes replayed. `guard` lives as long as the connection.
+/// The decisions are [`control`](super::control)'s; this adds the socket and the timeout.
 async fn route(
     shared: Arc<Shared>,
     mut stream: Stream,
@@ -201,86 +204,97 @@ async fn route(
     tx: mpsc::Sender<AppConnection>,
 ) {
     let mut prefix = Vec::with_capacity(MAGIC.len());
+    let mut peer_closed = false;
     let peek = async {
-        let mut buf = [0u8; 4];
-        while prefix.len() < MAGIC.len() && MAGIC.starts_with(&prefix) {
-            let n = stream.read(&mut buf[..MAGIC.len() - prefix.len()]).await?;
+        let mut buf = [0u8; MAGIC.len()];
+        loop {
+            let wanted = control::peek_wanted(&prefix);
+            if wanted == 0 {
+                break;
+            }
+            let n = stream.read(&mut buf[..wanted]).await?;
             if n == 0 {
+                peer_closed = true;
                 break;
             }
             prefix.extend_from_slice(&buf[..n]);
         }
         io::Result::Ok(())
     };
-    match tokio::time::timeout(shared.first_bytes_timeout, peek).await {
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "connection failed before its first bytes");
-            return;
-        }
-        Ok(Ok(())) if prefix.is_empty() => return, // closed without a word
-        _ => {}
+    if let Ok(Err(error)) = tokio::time::timeout(shared.first_bytes_timeout, peek).await {
+        tracing::debug!(%error, "connection failed before its first bytes");
+        return;
     }
-    if prefix == MAGIC {
-        serve_control(&shared, stream, prefix).await;
-        drop(guard);
-    } else if tx
-        .send(AppConnection {
-            prefix,
-            replayed: 0,
-            stream,
-            _idle: guard,
-        })
-        .await
-        .is_err()
-    {
-        tracing::debug!("application connection dropped: nobody takes them");
+    match control::route(&prefix, peer_closed) {
+        Route::Closed => {}
+        Route::Control => {
+            serve_control(&shared, stream, &prefix).await;
+            drop(guard);
+        }
+        Route::Application => {
+            let conn = AppConnection {
+                prefix,
+                replayed: 0,
+                stream,
+                _idle: guard,
+            };
+            if tx.send(conn).await.is_err() {
+                tracing::debug!("application connection dropped: nobody takes them");
+            }
+        }
     }
 }
 
-async fn serve_control(shared: &Shared, stream: Stream, prefix: Vec<u8>) {
-    let mut framed = Framed::new(stream, FrameCodec);
-    framed.read_buffer_mut().extend_from_slice(&prefix);
+/// Serve a control connection: read, hand the bytes to a [`ControlSession`], carry out its
+/// actions. A peer silent for the control idle timeout is closed, and so is one that does
+/// not take its replies within that time.
+async fn serve_control(shared: &Shared, mut stream: Stream, prefix: &[u8]) {
+    let mut session = ControlSession::new(prefix);
+    let mut chunk = [0u8; 4096];
     loop {
-        let next = match tokio::time::timeout(shared.control_idle_timeout, framed.next()).await {
-            Ok(next) => next,
-            Err(_) => return, // idle control connection: close it
-        };
-        let reply = match next {
-            None => return,
-            Some(Err(error)) => {
-                tracing::debug!(%error, "malformed control frame; closing");
-                let _ = framed
-                    .send(Frame::Error(ErrorReply {
-                        message: error.to_string(),
-                    }))
-                    .await;
+        while let Some(action) = session.next_action(shared) {
+            let sent = match action {
+                ControlAction::Reply(frame) => send(shared, &mut stream, frame).await,
+                ControlAction::AckShutdown => {
+                    // Acknowledge first: a daemon that exits as soon as the token fires
+                    // would otherwise close the connection before the client hears back.
+                    let _ = send(shared, &mut stream, Frame::ShutdownAck).await;
+                    shared.shutdown.cancel();
+                    Ok(())
+                }
+                ControlAction::Close => return,
+            };
+            if let Err(error) = sent {
+                tracing::debug!(%error, "control reply not sent; closing");
                 return;
             }
-            Some(Ok(Frame::ProbeRequest(request))) => {
-                tracing::trace!("identity probe");
-                Frame::ProbeReply(Box::new(ProbeReply {
-                    nonce: request.nonce,
-                    service_name: shared.service_name.clone(),
-                    service_version: shared.service_version.clone(),
-                    daemon: shared.daemon.clone(),
-                }))
-            }
-            Some(Ok(Frame::Ping)) => Frame::Pong,
-            Some(Ok(Frame::Shutdown)) => {
-                tracing::info!("shutdown requested over the socket");
-                // Acknowledge first: a daemon that exits as soon as the token fires would
-                // otherwise close the connection before the client hears back.
-                let _ = framed.send(Frame::ShutdownAck).await;
-                shared.shutdown.cancel();
-                continue;
-            }
-            Some(Ok(other)) => Frame::Error(ErrorReply {
-                message: format!("unexpected {:?} frame", other.kind()),
-            }),
-        };
-        if framed.send(reply).await.is_err() {
-            return;
         }
+        match tokio::time::timeout(shared.control_idle_timeout, stream.read(&mut chunk)).await {
+            Err(_) => return, // idle control connection: close it
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "control connection failed");
+                return;
+            }
+            Ok(Ok(0)) => session.receive_eof(),
+            Ok(Ok(n)) => session.receive(&chunk[..n]),
+        }
+    }
+}
+
+/// Encode and write one frame, within the control idle timeout.
+async fn send(shared: &Shared, stream: &mut Stream, frame: Frame) -> Result<(), FrameError> {
+    let mut wire = BytesMut::new();
+    FrameCodec.encode(frame, &mut wire)?;
+    let write = async {
+        stream.write_all(&wire).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(shared.control_idle_timeout, write).await {
+        Ok(result) => Ok(result?),
+        Err(elapsed) => Err(FrameError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            elapsed,
+        ))),
     }
 }
 
