@@ -62,9 +62,9 @@ pub enum ControlAction {
 /// stream gives an error frame and then [`ControlAction::Close`]; so does the end of the
 /// stream in the middle of a frame, and a clean end gives just the close.
 ///
-/// The buffer stays bounded (one frame of at most [`HEADER_LEN`](super::frame::HEADER_LEN)
-/// + [`MAX_PAYLOAD`](super::frame::MAX_PAYLOAD) bytes plus what one `receive` adds) as
-/// long as the caller drains [`next_action`](Self::next_action) before receiving more.
+/// The buffer stays bounded, to one unfinished frame (header and at most
+/// [`MAX_PAYLOAD`](super::frame::MAX_PAYLOAD) bytes) plus what one `receive` adds, as long
+/// as the caller drains [`next_action`](Self::next_action) before receiving more.
 #[derive(Debug)]
 pub struct ControlSession {
     buffer: BytesMut,

@@ -79,7 +79,11 @@ pub fn assert_round_trips(frame: &Frame) {
         .decode(&mut wire)
         .unwrap_or_else(|e| panic!("re-encoded {frame:?} does not decode: {e}"));
     assert_eq!(again.as_ref(), Some(frame), "re-encoded frame differs");
-    assert!(wire.is_empty(), "re-encoded frame left {} bytes", wire.len());
+    assert!(
+        wire.is_empty(),
+        "re-encoded frame left {} bytes",
+        wire.len()
+    );
 }
 
 /// Feed `data` to [`FrameCodec`] in the chunks `lengths` gives, decoding after each chunk
@@ -233,7 +237,10 @@ pub fn check_responder(responder: &Responder, data: &[u8], lengths: &[usize]) ->
     }
     let route = route(&prefix, peer_closed);
     assert!(prefix.len() <= MAGIC.len(), "peeked {} bytes", prefix.len());
-    assert!(data.starts_with(&prefix), "the replayed prefix is not what was sent");
+    assert!(
+        data.starts_with(&prefix),
+        "the replayed prefix is not what was sent"
+    );
     let expected_route = if data.starts_with(&MAGIC) {
         Route::Control
     } else if data.is_empty() {
@@ -254,6 +261,7 @@ pub fn check_responder(responder: &Responder, data: &[u8], lengths: &[usize]) ->
     // The loop `serve_control` runs, with reads from the chunks instead of a socket.
     let action_bound = data.len() / HEADER_LEN + 3;
     let mut session = ControlSession::new(&transcript.prefix);
+    let mut ended = false;
     'session: loop {
         while let Some(action) = session.next_action(responder) {
             transcript.actions.push(action.clone());
@@ -265,13 +273,24 @@ pub fn check_responder(responder: &Responder, data: &[u8], lengths: &[usize]) ->
                 break 'session;
             }
         }
+        assert!(
+            !ended,
+            "neither closed nor answered at the end of the stream"
+        );
         assert!(session.buffered() < MAX_FRAME, "buffering past one frame");
         match reader.read(4096) {
-            [] => session.receive_eof(),
+            [] => {
+                ended = true;
+                session.receive_eof();
+            }
             read => session.receive(read),
         }
     }
-    assert_eq!(session.next_action(responder), None, "an action after the close");
+    assert_eq!(
+        session.next_action(responder),
+        None,
+        "an action after the close"
+    );
     assert_answers(responder, data, &transcript.actions);
     transcript
 }
@@ -294,10 +313,7 @@ fn assert_answers(responder: &Responder, data: &[u8], actions: &[ControlAction])
             (Frame::Ping, ControlAction::Reply(Frame::Pong))
             | (Frame::Shutdown, ControlAction::AckShutdown) => {}
             (
-                Frame::ProbeReply(_)
-                | Frame::Pong
-                | Frame::ShutdownAck
-                | Frame::Error(_),
+                Frame::ProbeReply(_) | Frame::Pong | Frame::ShutdownAck | Frame::Error(_),
                 ControlAction::Reply(Frame::Error(_)),
             ) => {}
             (request, answer) => panic!("{request:?} answered with {answer:?}"),
