@@ -26,7 +26,8 @@ use crate::identity::DaemonProcess;
 /// Default time a new connection gets to send its first bytes before it is handed to the
 /// application as is (for protocols where the server speaks first).
 pub const DEFAULT_FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time a control connection may stay silent between frames before it is closed.
+/// Default time a control connection may stay silent between frames (or leave a reply
+/// unread) before it is closed.
 pub const DEFAULT_CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pause after a failed `accept` (e.g. EMFILE) before trying again.
@@ -113,8 +114,9 @@ impl Responder {
         self
     }
 
-    /// How long a control connection may stay silent between frames before it is closed
-    /// (default [`DEFAULT_CONTROL_IDLE_TIMEOUT`]).
+    /// How long a control connection may stay silent between frames, or leave a reply
+    /// unread so that writing it cannot complete, before it is closed (default
+    /// [`DEFAULT_CONTROL_IDLE_TIMEOUT`]).
     pub fn control_idle_timeout(mut self, timeout: Duration) -> Self {
         self.control_idle_timeout = timeout;
         self
@@ -196,7 +198,7 @@ async fn accept_loop(
 
 /// Peek at the first bytes: the magic means a control connection, anything else goes to
 /// the application with the peeked bytes replayed. `guard` lives as long as the connection.
-/// The decisions are [`control`](super::control)'s; this adds the socket and the timeout.
+/// The decisions are [`super::control`]'s; this adds the socket and the timeout.
 async fn route(
     shared: Arc<Shared>,
     mut stream: Stream,
