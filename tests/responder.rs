@@ -23,19 +23,17 @@ struct Served {
 }
 
 async fn serve(first_bytes_timeout: Duration) -> Served {
-    serve_with(first_bytes_timeout, support::DEADLINE).await
+    serve_with(|responder| responder.first_bytes_timeout(first_bytes_timeout)).await
 }
 
-async fn serve_with(first_bytes_timeout: Duration, control_idle_timeout: Duration) -> Served {
+async fn serve_with(configure: impl FnOnce(Responder) -> Responder) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = Endpoint::new("t", dir.path().join("run/d.sock").to_str().unwrap());
     let listener = DaemonListener::bind(&endpoint).await.unwrap();
     let claim = DaemonProcess::current_process_async(endpoint.clone(), None)
         .await
         .unwrap();
-    let responder = Responder::new("svc", "1", claim.clone())
-        .first_bytes_timeout(first_bytes_timeout)
-        .control_idle_timeout(control_idle_timeout);
+    let responder = configure(Responder::new("svc", "1", claim.clone()));
     let shutdown = responder.shutdown_token();
     Served {
         _dir: dir,
@@ -89,6 +87,37 @@ async fn probes_pings_and_shutdown_are_answered() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_reads_its_replies_is_disconnected() {
+    // Once a reply cannot be written for the control idle timeout, the responder closes the
+    // connection: a client that sends requests and never reads cannot pin its task.
+    let served =
+        serve_with(|responder| responder.control_idle_timeout(Duration::from_millis(200))).await;
+    let client = UnixStream::connect(&served.endpoint.path).await.unwrap();
+    // Keep the read half open and unread: the replies pile up in the socket buffers.
+    let (_unread, mut write) = client.into_split();
+    let pings = b"\0RPD\x01\x03\x00\x00\x00\x00\x00\x02{}".repeat(4096);
+    let mut sent = 0usize;
+    let error = within("the responder closes the connection", async {
+        loop {
+            match write.write_all(&pings).await {
+                Ok(()) => sent += pings.len(),
+                Err(error) => return error,
+            }
+        }
+    })
+    .await;
+    // Without the write timeout the responder blocks on its reply forever, stops reading,
+    // and the loop above never sees an error.
+    assert!(
+        matches!(
+            error.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "{error} after {sent} bytes"
+    );
+}
+
+#[tokio::test]
 async fn a_dropped_probe_closes_its_connection() {
     // A peer that never answers; the probe future is dropped mid-exchange. The peer must
     // then see the connection closed: nothing of the probe is left behind.
@@ -125,7 +154,7 @@ async fn a_control_connection_that_goes_silent_is_closed() {
     // A peer that opens a control connection (the magic) and then holds it forever: the
     // responder closes it after the control idle timeout instead of keeping a task and a
     // descriptor for it. (Without the timeout this read would wait out the deadline.)
-    let served = serve_with(support::DEADLINE, Duration::from_millis(100)).await;
+    let served = serve_with(|r| r.control_idle_timeout(Duration::from_millis(100))).await;
     let mut client = UnixStream::connect(&served.endpoint.path).await.unwrap();
     client.write_all(b"\0RPD").await.unwrap();
     let mut rest = Vec::new();
