@@ -106,7 +106,13 @@ pub fn check_frame_decoder(data: &[u8], lengths: &[usize]) -> Vec<Frame> {
         buf.extend_from_slice(chunk);
         loop {
             let before = buf.len();
-            match FrameCodec.decode(&mut buf) {
+            let decoded = FrameCodec.decode(&mut buf);
+            assert!(
+                buf.capacity() <= capacity_bound,
+                "buffer grew to {} bytes",
+                buf.capacity()
+            );
+            match decoded {
                 Ok(Some(frame)) => {
                     assert!(buf.len() < before, "a frame was decoded from nothing");
                     frames.push(frame);
@@ -121,11 +127,6 @@ pub fn check_frame_decoder(data: &[u8], lengths: &[usize]) -> Vec<Frame> {
                     break 'feed;
                 }
             }
-            assert!(
-                buf.capacity() <= capacity_bound,
-                "buffer grew to {} bytes",
-                buf.capacity()
-            );
         }
     }
     while error.is_none() {
