@@ -91,17 +91,13 @@ pub(crate) async fn probe(
         .into());
     }
 
-    // The socket and its directory must belong to the daemon's user (or root), and nobody
-    // else may write the directory: no one could have planted what we connect to. These
-    // are real files (a network home directory can stall), so they are checked on the
-    // blocking pool, in parallel with the process checks; the process checks' verdict is
-    // reported first.
+    // The socket and its directory: no symlinks, the directory private, both owned by the
+    // daemon's user (or root), so no one could have planted what we connect to. These are
+    // real files (a network home directory can stall), so they are inspected on the
+    // blocking pool, in parallel with the process checks; their owners are held against
+    // the daemon's uid once that is known, and the process checks' verdict comes first.
     let socket = PathBuf::from(claim.ipc_endpoint.os_name());
-    let pid = claim.pid;
-    let path_check = tokio::task::spawn_blocking(move || {
-        path_safety::check_socket(&socket, process_owner(pid)?)
-            .map_err(|e| BackendHandleError::from(ProbeError::UnsafeEndpoint(e)))
-    });
+    let path_check = tokio::task::spawn_blocking(move || path_safety::inspect_socket(&socket));
 
     // 2 to 7: handle first, facts, digest, still alive. With the digest already cached
     // the checks only read /proc (memory, and the executable's inode is pinned by the
@@ -119,7 +115,11 @@ pub(crate) async fn probe(
             .map_err(|join| joined(claim.pid, join))??
         }
     };
-    path_check.await.map_err(|join| joined(claim.pid, join))??;
+    path_check
+        .await
+        .map_err(|join| joined(claim.pid, join))?
+        .and_then(|owners| owners.require(uid))
+        .map_err(ProbeError::UnsafeEndpoint)?;
     let peer = PeerCheck {
         pid: claim.pid,
         uid,

@@ -105,17 +105,21 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 pub(crate) fn check(path: &Path, kind: Kind, owner: Option<u32>) -> Result<(), UnsafePath> {
     #[cfg(unix)]
     {
-        let meta = std::fs::symlink_metadata(path).map_err(|source| UnsafePath::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
-        check_metadata(path, &meta, kind, owner)
+        check_metadata(path, &lstat(path)?, kind, owner)
     }
     #[cfg(not(unix))]
     {
         let _ = (path, kind, owner);
         Ok(())
     }
+}
+
+#[cfg(unix)]
+fn lstat(path: &Path) -> Result<std::fs::Metadata, UnsafePath> {
+    std::fs::symlink_metadata(path).map_err(|source| UnsafePath::Unreadable {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Check already-read metadata (of an opened file, say, to avoid a second lookup).
@@ -145,13 +149,7 @@ pub(crate) fn check_metadata(
         });
     }
     if let Some(expected) = owner {
-        if meta.uid() != expected && meta.uid() != 0 {
-            return Err(UnsafePath::WrongOwner {
-                path: path.to_owned(),
-                owner: meta.uid(),
-                expected,
-            });
-        }
+        require_owner(path, meta.uid(), expected)?;
     }
     // A socket's own mode bits do not matter on Linux once its directory is private (and
     // are ignored by connect on some BSDs); directories and files must not be writable by
@@ -165,11 +163,58 @@ pub(crate) fn check_metadata(
     Ok(())
 }
 
-/// Check a socket path and its directory before connecting to it: both owned by `owner`
-/// (the uid of the verified process) or root, the directory private.
-pub(crate) fn check_socket(path: &Path, owner: Option<u32>) -> Result<(), UnsafePath> {
-    check(&parent_dir(path), Kind::Directory, owner)?;
-    check(path, Kind::Socket, owner)
+/// `owner` is `expected` or root.
+fn require_owner(path: &Path, owner: u32, expected: u32) -> Result<(), UnsafePath> {
+    if owner == expected || owner == 0 {
+        Ok(())
+    } else {
+        Err(UnsafePath::WrongOwner {
+            path: path.to_owned(),
+            owner,
+            expected,
+        })
+    }
+}
+
+/// The owners [`inspect_socket`] saw, to hold against the expected user once it is known
+/// (a probe learns the daemon's uid in parallel with the path checks).
+#[derive(Debug)]
+pub(crate) struct Owners(Vec<(PathBuf, u32)>);
+
+impl Owners {
+    /// Every path seen is owned by `expected` (the uid of the verified process) or root.
+    pub(crate) fn require(self, expected: Option<u32>) -> Result<(), UnsafePath> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        self.0
+            .iter()
+            .try_for_each(|(path, owner)| require_owner(path, *owner, expected))
+    }
+}
+
+/// Check a socket path and its directory before connecting to it (no symlinks, the right
+/// types, the directory private) and report their owners for [`Owners::require`].
+pub(crate) fn inspect_socket(path: &Path) -> Result<Owners, UnsafePath> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mut owners = Vec::with_capacity(2);
+        for (path, kind) in [
+            (parent_dir(path), Kind::Directory),
+            (path.to_owned(), Kind::Socket),
+        ] {
+            let meta = lstat(&path)?;
+            check_metadata(&path, &meta, kind, None)?;
+            owners.push((path, meta.uid()));
+        }
+        Ok(Owners(owners))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(Owners(Vec::new()))
+    }
 }
 
 #[cfg(all(test, unix))]
