@@ -12,18 +12,14 @@ use running_process::command::{
     StreamName,
 };
 use running_process::supervision::{
-    supervise, Backoff, EventKind, HealthPolicy, Outcome, RestartKind, RestartPolicy,
-    ServiceHandle, StartError,
+    supervise, EventKind, HealthPolicy, Outcome, RestartKind, RestartPolicy, ServiceHandle,
+    StartError,
 };
 use running_process::ExitStatus;
 use support::{collect_until, demo_spec, next_matching, wait_gone, within};
 
 fn temporary() -> RestartPolicy {
-    RestartPolicy {
-        kind: RestartKind::Temporary,
-        backoff: Backoff::none(),
-        ..RestartPolicy::default()
-    }
+    support::no_backoff(RestartKind::Temporary)
 }
 
 fn shell(name: &str, script: &str) -> CommandSpec {
@@ -158,10 +154,7 @@ async fn a_silent_watchdog_makes_the_backend_unhealthy() {
     let dir = tempfile::tempdir().unwrap();
     let spec = demo_spec("watched", dir.path(), &["--notify"])
         .readiness(Readiness::Notify)
-        .restart(RestartPolicy {
-            backoff: Backoff::none(),
-            ..RestartPolicy::default()
-        })
+        .restart(support::no_backoff(RestartKind::Permanent))
         .health(HealthSpec {
             policy: HealthPolicy {
                 interval: Duration::from_millis(100),

@@ -48,6 +48,12 @@ fn exponential(initial_secs: u64) -> Backoff {
     .with_jitter(Jitter::None)
 }
 
+/// Restarts of `kind` at once and without limit: the tests that use it are about something
+/// else than backoff and intensity.
+fn at_once(kind: RestartKind) -> RestartPolicy {
+    policy(kind, Backoff::none(), Intensity::unlimited())
+}
+
 fn policy(kind: RestartKind, backoff: Backoff, intensity: Intensity) -> RestartPolicy {
     RestartPolicy {
         kind,
@@ -163,11 +169,7 @@ async fn too_many_restarts_give_up() {
 
 #[tokio::test(start_paused = true)]
 async fn a_transient_service_completes_on_a_clean_exit_and_restarts_on_failure() {
-    let fake = FakeSupervisor::new("job").restart_policy(policy(
-        RestartKind::Transient,
-        Backoff::none(),
-        Intensity::unlimited(),
-    ));
+    let fake = FakeSupervisor::new("job").restart_policy(at_once(RestartKind::Transient));
     let service = supervise(Arc::new(fake.clone()));
     fake.nth_spawned(1).await.exit(ExitStatus::Code(3));
     let second = fake.nth_spawned(2).await;
@@ -187,11 +189,7 @@ async fn a_hung_backend_is_declared_unhealthy_and_killed_after_the_grace() {
     let fake = FakeSupervisor::new("server")
         .health_policy(checks)
         .stop_grace(grace)
-        .restart_policy(policy(
-            RestartKind::Permanent,
-            Backoff::none(),
-            Intensity::unlimited(),
-        ));
+        .restart_policy(at_once(RestartKind::Permanent));
     let service = supervise(Arc::new(fake.clone()));
     let mut events = service.events();
     let first = fake.nth_spawned(1).await;
@@ -237,11 +235,7 @@ async fn failed_checks_must_be_consecutive() {
             timeout: Duration::from_secs(1),
             failures_before_unhealthy: 3,
         })
-        .restart_policy(policy(
-            RestartKind::Permanent,
-            Backoff::none(),
-            Intensity::unlimited(),
-        ));
+        .restart_policy(at_once(RestartKind::Permanent));
     let service = supervise(Arc::new(fake.clone()));
     let mut events = service.events();
     let first = fake.nth_spawned(1).await;
@@ -316,11 +310,7 @@ async fn a_rejected_probe_is_reported_and_a_backend_spawned() {
 
 #[tokio::test(start_paused = true)]
 async fn a_running_backend_is_adopted_instead_of_spawned() {
-    let fake = FakeSupervisor::new("cache").restart_policy(policy(
-        RestartKind::Permanent,
-        Backoff::none(),
-        Intensity::unlimited(),
-    ));
+    let fake = FakeSupervisor::new("cache").restart_policy(at_once(RestartKind::Permanent));
     let running = fake.offer_running_backend();
     let service = supervise(Arc::new(fake.clone()));
     let mut events = service.events();
@@ -390,11 +380,7 @@ async fn failed_and_hung_spawns_are_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn one_for_all_restarts_the_siblings_of_a_crashed_member() {
-    let no_wait = policy(
-        RestartKind::Permanent,
-        Backoff::none(),
-        Intensity::unlimited(),
-    );
+    let no_wait = at_once(RestartKind::Permanent);
     let store = FakeSupervisor::new("store").restart_policy(no_wait.clone());
     let index = FakeSupervisor::new("index").restart_policy(no_wait);
     let group = supervise_group(

@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use running_process::broker::protocol::{CacheManifest, ManifestError, SCHEMA_VERSION};
-use running_process::command::{CommandSupervisor, HealthCheck, HealthSpec, StopSpec};
+use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise, supervise_group, Backoff, Event, EventKind, GroupSpec, HealthPolicy, Intensity,
-    Jitter, Outcome, RestartKind, RestartPolicy,
+    supervise, supervise_group, Backoff, Event, EventKind, GroupSpec, Intensity, Jitter, Outcome,
+    RestartKind, RestartPolicy,
 };
 use running_process::ExitStatus;
 use support::{
     collect_until, demo_spec, helper_command, helper_command_via, helper_line, helper_say,
-    wait_gone, within, PidGuard,
+    no_backoff, wait_gone, with_fast_hang_detection, within, PidGuard,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -51,14 +51,6 @@ fn helper_process() {
         other => panic!("unknown helper role {other}"),
     }
     std::process::exit(0);
-}
-
-fn no_backoff(kind: RestartKind) -> RestartPolicy {
-    RestartPolicy {
-        kind,
-        backoff: Backoff::none(),
-        ..RestartPolicy::default()
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -509,20 +501,11 @@ async fn a_daemon_that_hangs_is_found_unhealthy_killed_and_replaced() {
     // `--hang-after-ms` wedges the daemon's only runtime thread after it is ready: it keeps
     // accepting at the kernel level but answers nothing, not even SIGTERM. A second is
     // ample for the supervisor to verify it first.
-    let spec = demo_spec("hangs", dir.path(), &["--hang-after-ms", "1000"])
-        .restart(no_backoff(RestartKind::Permanent))
-        .health(HealthSpec {
-            policy: HealthPolicy {
-                interval: Duration::from_millis(100),
-                timeout: Duration::from_millis(300),
-                failures_before_unhealthy: 3,
-            },
-            check: HealthCheck::Ping,
-        })
-        .stop(StopSpec {
-            grace: Duration::from_millis(300),
-            ..StopSpec::default()
-        });
+    let spec = with_fast_hang_detection(
+        demo_spec("hangs", dir.path(), &["--hang-after-ms", "1000"])
+            .restart(no_backoff(RestartKind::Permanent)),
+        3,
+    );
     let service = supervise(Arc::new(CommandSupervisor::new(spec)));
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise_group, AutoShutdown, Backoff, Event, EventKind, GroupSpec, Intensity, Outcome,
-    RestartKind, RestartPolicy, ServiceHandle, Strategy,
+    supervise_group, AutoShutdown, Event, EventKind, GroupSpec, Intensity, Outcome, RestartKind,
+    ServiceHandle, Strategy,
 };
 use support::{collect_until, demo_spec, within};
 
@@ -21,13 +21,8 @@ fn member(
     extra: &[&str],
     kind: RestartKind,
 ) -> Arc<CommandSupervisor> {
-    let policy = RestartPolicy {
-        kind,
-        backoff: Backoff::none(),
-        ..RestartPolicy::default()
-    };
     Arc::new(CommandSupervisor::new(
-        demo_spec(name, dir, extra).restart(policy),
+        demo_spec(name, dir, extra).restart(support::no_backoff(kind)),
     ))
 }
 

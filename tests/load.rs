@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise_group, Backoff, EventKind, GroupSpec, Intensity, Outcome, RestartKind, RestartPolicy,
+    supervise_group, EventKind, GroupSpec, Intensity, Outcome, RestartKind,
 };
 use running_process::{BackendHandle, ExitStatus, ProbeOptions};
 use support::{collect_until, demo_spec, wait_gone, within, DemoDaemon};
@@ -26,11 +26,7 @@ const SILENT: usize = 1000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_daemons_killed_at_once_are_all_restarted_and_verified() {
     let dir = support::runtime_tempdir();
-    let policy = RestartPolicy {
-        kind: RestartKind::Permanent,
-        backoff: Backoff::none(),
-        ..RestartPolicy::default()
-    };
+    let policy = support::no_backoff(RestartKind::Permanent);
     let names: Vec<String> = (0..DAEMONS).map(|i| format!("d{i:03}")).collect();
     // Exactly one restart each is tolerated: a missed or doubled restart changes the count,
     // and one more than a hundred gives up.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use running_process::command::{CommandSpec, CommandSupervisor, Output, Readiness};
-use running_process::supervision::{supervise, Backoff, EventKind, Outcome, RestartPolicy};
+use running_process::supervision::{supervise, EventKind, Outcome, RestartKind};
 use running_process::ExitStatus;
 use support::{collect_until, within};
 
@@ -50,10 +50,7 @@ async fn redis_is_supervised_through_sd_notify() {
         ])
         .stdout(Output::Tracing)
         .readiness(Readiness::Notify)
-        .restart(RestartPolicy {
-            backoff: Backoff::none(),
-            ..RestartPolicy::default()
-        });
+        .restart(support::no_backoff(RestartKind::Permanent));
     let service = supervise(Arc::new(CommandSupervisor::new(spec)));
     let mut events = service.events();
     let seen = collect_until(&mut events, "redis ready", |e| {

@@ -7,20 +7,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use running_process::command::{CommandSupervisor, HealthCheck, HealthSpec, StopSpec};
+use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise, Backoff, EventKind, HealthPolicy, Intensity, Outcome, RestartKind, RestartPolicy,
+    supervise, EventKind, Intensity, Outcome, RestartKind, RestartPolicy,
 };
 use running_process::ExitStatus;
-use support::{collect_until, demo_spec, next_matching, within, DemoDaemon};
-
-fn no_backoff(kind: RestartKind) -> RestartPolicy {
-    RestartPolicy {
-        kind,
-        backoff: Backoff::none(),
-        ..RestartPolicy::default()
-    }
-}
+use support::{
+    collect_until, demo_spec, next_matching, no_backoff, with_fast_hang_detection, within,
+    DemoDaemon,
+};
 
 #[tokio::test]
 async fn spawns_restarts_after_a_kill_and_stops() {
@@ -222,20 +217,10 @@ async fn a_crash_loop_gives_up_at_the_intensity_limit() {
 #[tokio::test]
 async fn a_hung_backend_is_found_by_health_checks_and_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = demo_spec("hung", dir.path(), &[])
-        .restart(no_backoff(RestartKind::Permanent))
-        .health(HealthSpec {
-            policy: HealthPolicy {
-                interval: Duration::from_millis(100),
-                timeout: Duration::from_millis(300),
-                failures_before_unhealthy: 2,
-            },
-            check: HealthCheck::Ping,
-        })
-        .stop(StopSpec {
-            grace: Duration::from_millis(300),
-            ..StopSpec::default()
-        });
+    let spec = with_fast_hang_detection(
+        demo_spec("hung", dir.path(), &[]).restart(no_backoff(RestartKind::Permanent)),
+        2,
+    );
     let service = supervise(Arc::new(CommandSupervisor::new(spec)));
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();

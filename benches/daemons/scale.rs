@@ -165,6 +165,8 @@ async fn measure_shape(
             }
         }
         n = step;
+        // Every backend is ready (awaited above); this pause is part of the measurement:
+        // the allocator and the runtime's start-up tasks settle before RSS is read.
         tokio::time::sleep(Duration::from_secs(1)).await;
         points.push((step as f64, rss_kib()? as f64));
     }
@@ -178,7 +180,8 @@ async fn measure_shape(
         return Err(format!("{} backends running, {n} expected", pids.len()).into());
     }
 
-    // Idle: nothing happens for WINDOW.
+    // Idle: nothing happens for WINDOW. The quiet period before it is the point: the
+    // measured window must not include the tail of the start-up (all ready, awaited above).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = measure(WINDOW)?;
     // Baseline: the same processes polled every 100 ms.
@@ -194,6 +197,8 @@ async fn measure_shape(
             std::hint::black_box(gone);
         }
     });
+    // Let the poller reach its steady state (its first tick fires at once) before the
+    // window opens: time passing is what is measured here, nothing is waited for.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let polled = measure(WINDOW)?;
     poller.abort();

@@ -338,3 +338,35 @@ impl Drop for PidGuard {
         }
     }
 }
+
+/// A restart policy of `kind` that restarts at once (no backoff, default intensity).
+pub fn no_backoff(
+    kind: running_process::supervision::RestartKind,
+) -> running_process::supervision::RestartPolicy {
+    running_process::supervision::RestartPolicy {
+        kind,
+        backoff: running_process::supervision::Backoff::none(),
+        ..Default::default()
+    }
+}
+
+/// `spec` watched for hangs: a ping every 100 ms with a 300 ms deadline, unhealthy after
+/// `failures` misses in a row, and 300 ms of grace between SIGTERM and SIGKILL.
+pub fn with_fast_hang_detection(
+    spec: running_process::command::CommandSpec,
+    failures: u32,
+) -> running_process::command::CommandSpec {
+    use running_process::command::{HealthCheck, HealthSpec, StopSpec};
+    spec.health(HealthSpec {
+        policy: running_process::supervision::HealthPolicy {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(300),
+            failures_before_unhealthy: failures,
+        },
+        check: HealthCheck::Ping,
+    })
+    .stop(StopSpec {
+        grace: Duration::from_millis(300),
+        ..StopSpec::default()
+    })
+}
