@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     for fault in FAULTS.iter().copied().chain([&[][..]]) {
         starts.push(CommandSupervisor::new(daemon_spec(&run_dir, fault)?));
     }
-    // A real tool would write `supervise(Arc::new(CommandSupervisor::new(spec)))`.
+    // A real tool would write `spec.supervise()`.
     let service = supervise(Arc::new(WithFaults::new(starts)));
 
     // Print every event as it happens; the tally comes back when the stream ends, which is

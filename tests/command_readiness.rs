@@ -4,16 +4,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use running_process::command::{
-    CommandSpec, CommandSupervisor, HealthCheck, HealthSpec, Output, Readiness, StopSpec,
-    StreamName,
+    CommandSpec, HealthCheck, HealthSpec, Output, Readiness, StopSpec, StreamName,
 };
 use running_process::supervision::{
-    supervise, EventKind, HealthPolicy, Outcome, RestartKind, RestartPolicy, ServiceHandle,
-    StartError,
+    EventKind, HealthPolicy, Outcome, RestartKind, RestartPolicy, ServiceHandle, StartError,
 };
 use running_process::ExitStatus;
 use support::{collect_until, demo_spec, next_matching, wait_gone, within};
@@ -29,7 +26,7 @@ fn shell(name: &str, script: &str) -> CommandSpec {
 }
 
 async fn ready_then_stop(spec: CommandSpec) -> ServiceHandle {
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     within("ready", service.ready()).await.expect("ready");
     assert!(service.backend().unwrap().is_alive());
     service
@@ -113,7 +110,7 @@ async fn a_tcp_port_accepting() {
 async fn sd_notify_from_the_demo_daemon_with_status() {
     let dir = tempfile::tempdir().unwrap();
     let spec = demo_spec("notifier", dir.path(), &["--notify"]).readiness(Readiness::Notify);
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     let seen = collect_until(&mut events, "ready", |e| {
         matches!(e.kind, EventKind::Ready { .. })
@@ -137,7 +134,7 @@ async fn sd_notify_from_a_script() {
         .args(["-c", script])
         .restart(temporary())
         .readiness(Readiness::Notify);
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     next_matching(
         &mut events,
@@ -169,7 +166,7 @@ async fn a_silent_watchdog_makes_the_backend_unhealthy() {
             grace: Duration::from_millis(200),
             ..StopSpec::default()
         });
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let first = service.backend().unwrap();
@@ -197,7 +194,7 @@ async fn exiting_before_ready_is_a_start_failure() {
         pattern: "never".into(),
         stream: StreamName::Stdout,
     });
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     let failed = next_matching(&mut events, "start failed", |e| {
         matches!(e.kind, EventKind::StartFailed { .. })
@@ -218,7 +215,7 @@ async fn a_readiness_timeout_leaves_no_process_behind() {
             path: dir.path().join("never"),
         })
         .ready_timeout(Duration::from_millis(200));
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     let spawned = next_matching(&mut events, "spawned", |e| {
         matches!(e.kind, EventKind::Spawned { .. })

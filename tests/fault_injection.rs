@@ -18,8 +18,8 @@ use std::time::Duration;
 use running_process::broker::protocol::{CacheManifest, ManifestError, SCHEMA_VERSION};
 use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise, supervise_group, Backoff, Event, EventKind, GroupSpec, Intensity, Jitter, Outcome,
-    RestartKind, RestartPolicy,
+    supervise_group, Backoff, Event, EventKind, GroupSpec, Intensity, Jitter, Outcome, RestartKind,
+    RestartPolicy,
 };
 use running_process::ExitStatus;
 use support::{
@@ -506,7 +506,7 @@ async fn a_daemon_that_hangs_is_found_unhealthy_killed_and_replaced() {
             .restart(no_backoff(RestartKind::Permanent)),
         3,
     );
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let hung = service.backend().unwrap();
@@ -572,7 +572,7 @@ async fn a_crash_loop_stops_at_the_intensity_limit_without_a_restart_storm() {
         intensity: Intensity::new(MAX_RESTARTS, Duration::from_secs(600)),
     };
     let spec = demo_spec("crashy", dir.path(), &["--crash-after-ms", "0"]).restart(policy);
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     assert_matches!(
         within("outcome", service.outcome()).await,

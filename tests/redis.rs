@@ -9,10 +9,9 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use running_process::command::{CommandSpec, CommandSupervisor, Output, Readiness};
-use running_process::supervision::{supervise, EventKind, Outcome, RestartKind};
+use running_process::command::{CommandSpec, Output, Readiness};
+use running_process::supervision::{EventKind, Outcome, RestartKind};
 use running_process::ExitStatus;
 use support::{collect_until, within};
 
@@ -51,7 +50,7 @@ async fn redis_is_supervised_through_sd_notify() {
         .stdout(Output::Tracing)
         .readiness(Readiness::Notify)
         .restart(support::no_backoff(RestartKind::Permanent));
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     let seen = collect_until(&mut events, "redis ready", |e| {
         matches!(e.kind, EventKind::Ready { .. })

@@ -4,13 +4,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use running_process::command::CommandSupervisor;
-use running_process::supervision::{
-    supervise, EventKind, Intensity, Outcome, RestartKind, RestartPolicy,
-};
+use running_process::supervision::{EventKind, Intensity, Outcome, RestartKind, RestartPolicy};
 use running_process::ExitStatus;
 use support::{
     collect_until, demo_spec, next_matching, no_backoff, with_fast_hang_detection, within,
@@ -21,7 +17,7 @@ use support::{
 async fn spawns_restarts_after_a_kill_and_stops() {
     let dir = tempfile::tempdir().unwrap();
     let spec = demo_spec("solo", dir.path(), &[]).restart(no_backoff(RestartKind::Permanent));
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let first = service.backend().expect("a backend while ready");
@@ -90,7 +86,7 @@ async fn spawns_restarts_after_a_kill_and_stops() {
 async fn adopts_a_verified_running_backend_without_spawning() {
     let daemon = DemoDaemon::start(&[]).await;
     let spec = demo_spec("demo", daemon.dir.path(), &[]);
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     let seen = collect_until(&mut events, "ready", |e| {
         matches!(e.kind, EventKind::Ready { .. })
@@ -118,7 +114,7 @@ async fn a_stale_manifest_is_rejected_and_a_new_backend_spawned() {
     let old_pid = daemon.claim().pid;
     daemon.child.kill().await.unwrap();
     let spec = demo_spec("demo", daemon.dir.path(), &[]);
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     let seen = collect_until(&mut events, "ready", |e| {
         matches!(e.kind, EventKind::Ready { .. })
@@ -143,7 +139,7 @@ async fn temporary_and_transient_services_complete_instead_of_restarting() {
     let dir = tempfile::tempdir().unwrap();
     let spec = demo_spec("temp", dir.path(), &["--crash-after-ms", "200"])
         .restart(no_backoff(RestartKind::Temporary));
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     assert_eq!(
         within("outcome", service.outcome()).await,
         Outcome::Completed
@@ -152,7 +148,7 @@ async fn temporary_and_transient_services_complete_instead_of_restarting() {
     // Transient: a clean exit (a shutdown request) ends it.
     let dir = tempfile::tempdir().unwrap();
     let spec = demo_spec("trans", dir.path(), &[]).restart(no_backoff(RestartKind::Transient));
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     service
@@ -180,7 +176,7 @@ async fn temporary_and_transient_services_complete_instead_of_restarting() {
     let dir = tempfile::tempdir().unwrap();
     let spec = demo_spec("trans", dir.path(), &["--crash-after-ms", "200"])
         .restart(no_backoff(RestartKind::Transient));
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     next_matching(&mut events, "restart after crash", |e| {
         matches!(e.kind, EventKind::RestartScheduled { .. })
@@ -197,7 +193,7 @@ async fn a_crash_loop_gives_up_at_the_intensity_limit() {
         ..no_backoff(RestartKind::Permanent)
     };
     let spec = demo_spec("looping", dir.path(), &["--crash-after-ms", "50"]).restart(policy);
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     let seen = collect_until(&mut events, "gave up", |e| {
         matches!(e.kind, EventKind::GaveUp { .. })
@@ -221,7 +217,7 @@ async fn a_hung_backend_is_found_by_health_checks_and_replaced() {
         demo_spec("hung", dir.path(), &[]).restart(no_backoff(RestartKind::Permanent)),
         2,
     );
-    let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+    let service = spec.supervise();
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let hung = service.backend().unwrap();
@@ -248,11 +244,7 @@ async fn a_hung_backend_is_found_by_health_checks_and_replaced() {
 #[tokio::test]
 async fn manual_restart_replaces_the_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let service = supervise(Arc::new(CommandSupervisor::new(demo_spec(
-        "manual",
-        dir.path(),
-        &[],
-    ))));
+    let service = demo_spec("manual", dir.path(), &[]).supervise();
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let first = service.backend().unwrap();
@@ -279,11 +271,7 @@ async fn manual_restart_replaces_the_backend() {
 #[tokio::test]
 async fn dropping_every_handle_stops_the_backend() {
     let dir = tempfile::tempdir().unwrap();
-    let service = supervise(Arc::new(CommandSupervisor::new(demo_spec(
-        "dropped",
-        dir.path(),
-        &[],
-    ))));
+    let service = demo_spec("dropped", dir.path(), &[]).supervise();
     within("ready", service.ready()).await.unwrap();
     let backend = service.backend().unwrap();
     drop(service);

@@ -22,6 +22,28 @@ use crate::supervision::{
     HealthError, HealthPolicy, RestartPolicy, SpawnContext, StartError, Supervisor,
 };
 
+impl CommandSpec {
+    /// Supervise this command on its own: the same as
+    /// `supervise(Arc::new(CommandSupervisor::new(spec)))`. To put it in a group, use
+    /// [`CommandSupervisor::new`] and [`GroupSpec::service`](crate::supervision::GroupSpec::service).
+    ///
+    /// ```no_run
+    /// use running_process::command::{CommandSpec, Readiness};
+    ///
+    /// # async fn demo() {
+    /// let service = CommandSpec::new("web", "python3")
+    ///     .args(["-m", "http.server", "8080"])
+    ///     .readiness(Readiness::Tcp { address: "127.0.0.1:8080".into() })
+    ///     .supervise();
+    /// service.ready().await.expect("web server up");
+    /// service.stop().await;
+    /// # }
+    /// ```
+    pub fn supervise(self) -> crate::supervision::ServiceHandle {
+        crate::supervision::supervise(Arc::new(CommandSupervisor::new(self)))
+    }
+}
+
 /// Supervises one OS command per its [`CommandSpec`]: spawn (as a process-group leader that
 /// dies with the supervisor, by default), readiness, health checks, stop with escalation.
 ///
@@ -35,6 +57,7 @@ use crate::supervision::{
 ///     .args(["-m", "http.server", "8080"])
 ///     .readiness(Readiness::Tcp { address: "127.0.0.1:8080".into() });
 /// let service = supervise(Arc::new(CommandSupervisor::new(spec)));
+/// // or, the same: `let service = spec.supervise();`
 /// service.ready().await.expect("web server up");
 /// service.stop().await;
 /// # }
