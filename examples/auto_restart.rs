@@ -286,7 +286,7 @@ fn describe(kind: &EventKind) -> String {
             error,
         } => format!("health check failed ({consecutive} in a row) for pid {pid}: {error}"),
         EventKind::Unhealthy { pid } => format!("unhealthy: stopping pid {pid}"),
-        EventKind::Exited { pid, status } => format!("pid {pid} exited: {status}"),
+        EventKind::Exited { pid, status, .. } => format!("pid {pid} exited: {status}"),
         EventKind::RestartScheduled { attempt, delay } => format!(
             "restart #{attempt} in {:.3} s (backoff)",
             delay.as_secs_f64()

@@ -200,7 +200,7 @@ async fn exiting_before_ready_is_a_start_failure() {
         matches!(e.kind, EventKind::StartFailed { .. })
     })
     .await;
-    assert_matches!(failed.kind, EventKind::StartFailed { ref error } if matches!(**error, StartError::ExitedBeforeReady(ExitStatus::Code(7))));
+    assert_matches!(failed.kind, EventKind::StartFailed { ref error } if matches!(**error, StartError::ExitedBeforeReady { status: ExitStatus::Code(7), .. }));
     assert_eq!(
         within("outcome", service.outcome()).await,
         Outcome::Completed

@@ -86,7 +86,7 @@ async fn crashes_restart_after_a_growing_backoff() {
         .await;
         assert!(matches!(
             exited.kind,
-            EventKind::Exited { pid, status: ExitStatus::Code(1) } if pid == process.pid()
+            EventKind::Exited { pid, status: ExitStatus::Code(1), .. } if pid == process.pid()
         ));
         let scheduled = next_event(&mut events, "restart scheduled", |k| {
             matches!(k, EventKind::RestartScheduled { .. })
@@ -361,7 +361,7 @@ async fn failed_and_hung_spawns_are_retried() {
             failures.push(match &*error {
                 StartError::Spawn(e) => format!("spawn: {e}"),
                 StartError::ReadyTimeout(t) => format!("timeout: {}", t.as_secs()),
-                StartError::ExitedBeforeReady(s) => format!("exited: {s}"),
+                StartError::ExitedBeforeReady { status, .. } => format!("exited: {status}"),
                 other => format!("other: {other}"),
             });
         }

@@ -89,7 +89,7 @@ pub fn describe(kind: &EventKind) -> String {
         EventKind::Ready { pid: None, took } => {
             format!("all children ready ({took:.1?})")
         }
-        EventKind::Exited { pid, status } => {
+        EventKind::Exited { pid, status, .. } => {
             format!("pid {pid} exited: {status}")
         }
         EventKind::RestartScheduled { attempt, delay } => {

@@ -1,26 +1,41 @@
 //! [`CommandSupervisor`]: a ready [`Supervisor`] for OS commands described by a
 //! [`CommandSpec`], so the common case needs no trait implementation.
+//!
+//! Each instance is a whole process tree (its cgroup, else its process group): spawned
+//! from the spawner thread with its pidfd from the fork, made ready only by its own
+//! processes, stopped per [`KillMode`], and when its main process dies by itself, the rest
+//! of the tree is killed before the runtime starts a replacement.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
-use super::output::{pump_lines, LineSink, LineWatch};
-use super::private_dir::PrivateDir;
-use super::spec::{CommandSpec, HealthCheck, Output, Readiness, StreamName};
-use super::wait;
+use super::launch;
+use super::notify::{self, NotifyEndpoint};
+use super::output::{pump_lines, LineSink, LineWatch, LogFile, OutputTail};
+use super::probes::{self, HttpUrl};
+use super::readiness::{self, ReadyWait};
+use super::spec::{CommandSpec, HealthCheck, KillMode, Output, Readiness, StreamName};
+use super::tree::Tree;
 use crate::error::BackendHandleError;
 use crate::handle::{BackendHandle, ExitStatus};
+use crate::platform::{self, PipeReader, Stdio};
 use crate::protocol::CacheManifest;
 use crate::supervision::{
-    HealthError, HealthPolicy, RestartPolicy, SpawnContext, StartError, Supervisor,
+    HealthError, HealthPolicy, LastOutput, RestartPolicy, SpawnContext, StartError, Supervisor,
 };
+
+/// How long a dead main process's tree may take to disappear after `cgroup.kill` (or the
+/// group's SIGKILL) before the supervisor goes on without waiting further.
+const TREE_KILL_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the output pumps may take to reach EOF once the tree is gone, so the last
+/// lines are complete (a process outside the tree may still hold the pipe).
+const OUTPUT_DRAIN_DEADLINE: Duration = Duration::from_secs(1);
 
 impl CommandSpec {
     /// Supervise this command on its own: the same as
@@ -33,7 +48,7 @@ impl CommandSpec {
     /// # async fn demo() {
     /// let service = CommandSpec::new("web", "python3")
     ///     .args(["-m", "http.server", "8080"])
-    ///     .readiness(Readiness::Tcp { address: "127.0.0.1:8080".into() })
+    ///     .readiness(Readiness::http("http://127.0.0.1:8080/"))
     ///     .supervise();
     /// service.ready().await.expect("web server up");
     /// service.stop().await;
@@ -44,8 +59,9 @@ impl CommandSpec {
     }
 }
 
-/// Supervises one OS command per its [`CommandSpec`]: spawn (as a process-group leader that
-/// dies with the supervisor, by default), readiness, health checks, stop with escalation.
+/// Supervises one OS command per its [`CommandSpec`]: spawn (from the spawner thread, in
+/// its own cgroup or process group, as its user, within its limits), readiness from its
+/// own processes only, health checks, stop and cleanup of the whole tree.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -55,7 +71,7 @@ impl CommandSpec {
 /// # async fn demo() {
 /// let spec = CommandSpec::new("web", "python3")
 ///     .args(["-m", "http.server", "8080"])
-///     .readiness(Readiness::Tcp { address: "127.0.0.1:8080".into() });
+///     .readiness(Readiness::tcp("127.0.0.1:8080"));
 /// let service = supervise(Arc::new(CommandSupervisor::new(spec)));
 /// // or, the same: `let service = spec.supervise();`
 /// service.ready().await.expect("web server up");
@@ -65,14 +81,40 @@ impl CommandSpec {
 pub struct CommandSupervisor {
     spec: CommandSpec,
     current: Mutex<Option<Instance>>,
+    /// (pid, start time) of the last process spawned: a manifest that still records it
+    /// after it died is our own leftover, not a stranger to report.
+    last_spawned: Mutex<Option<(u32, u64)>>,
 }
 
-/// What belongs to the backend currently running: helper tasks and the notify state.
+/// What belongs to the instance currently running: its tree, output and notify state.
 struct Instance {
     pid: u32,
+    tree: Arc<Tree>,
+    tail: Option<OutputTail>,
+    pumps: Vec<JoinHandle<()>>,
     watchdog: Option<watch::Receiver<Instant>>,
     tasks: Vec<AbortHandle>,
-    _runtime_dir: Option<PrivateDir>,
+    _notify: Option<NotifyEndpoint>,
+}
+
+impl Instance {
+    /// Wait (bounded) until the output pumps have read everything, then the last lines.
+    async fn last_output(&mut self) -> LastOutput {
+        let pumps = std::mem::take(&mut self.pumps);
+        if tokio::time::timeout(OUTPUT_DRAIN_DEADLINE, futures::future::join_all(pumps))
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                pid = self.pid,
+                "output still open after the tree died; last lines may be incomplete"
+            );
+        }
+        self.tail
+            .as_ref()
+            .map(|tail| LastOutput::new(tail.snapshot()))
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Instance {
@@ -97,6 +139,7 @@ impl CommandSupervisor {
         CommandSupervisor {
             spec,
             current: Mutex::new(None),
+            last_spawned: Mutex::new(None),
         }
     }
 
@@ -113,35 +156,61 @@ impl CommandSupervisor {
             )
     }
 
-    fn set_instance(&self, instance: Option<Instance>) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = instance;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instance>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Build the OS command from the spec.
-    fn command(&self) -> tokio::process::Command {
-        let spec = &self.spec;
-        let mut command = tokio::process::Command::new(&spec.program);
-        command.args(&spec.args).stdin(Stdio::null());
-        if spec.env_clear {
-            command.env_clear();
+    /// Take the instance whose main process is `pid`.
+    fn take_instance(&self, pid: u32) -> Option<Instance> {
+        let mut current = self.lock();
+        if current.as_ref().is_some_and(|i| i.pid == pid) {
+            current.take()
+        } else {
+            None
         }
-        command.envs(&spec.env);
-        if let Some(dir) = &spec.cwd {
-            command.current_dir(dir);
+    }
+
+    fn tree_of(&self, pid: u32) -> Option<Arc<Tree>> {
+        self.lock()
+            .as_ref()
+            .filter(|i| i.pid == pid)
+            .map(|i| i.tree.clone())
+    }
+
+    /// Kill what is left of an instance whose main process is gone (unless
+    /// [`KillMode::Process`]), wait until the tree is empty, and collect its last output.
+    async fn clean_up(&self, mut instance: Instance) -> LastOutput {
+        if self.spec.stop.kill_mode != KillMode::Process {
+            kill_rest(&instance.tree, instance.pid).await;
         }
-        // A child that dies with us is also killed when its last handle is dropped. One
-        // meant to outlive us is not; `spawn` kills it itself if it is cancelled before ready.
-        command.kill_on_drop(spec.die_with_supervisor);
-        #[cfg(unix)]
+        instance.last_output().await
+    }
+
+    /// A cgroup for the next instance, where the supervisor can make one. Services that
+    /// outlive the supervisor get none: the keeper kills every tree under the supervisor's
+    /// cgroup when the supervisor exits.
+    async fn cgroup(&self) -> Option<Arc<platform::cgroup::ServiceCgroup>> {
+        #[cfg(target_os = "linux")]
         {
-            if spec.die_with_supervisor || spec.stop.process_group {
-                command.process_group(0);
+            if !self.spec.die_with_supervisor {
+                return None;
             }
-            if spec.die_with_supervisor {
-                crate::platform::die_with_parent(&mut command);
+            let name = self.spec.name.clone();
+            let created = tokio::task::spawn_blocking(move || {
+                platform::cgroup::supervisor_cgroup().map(|root| root.create_service(&name))
+            })
+            .await
+            .ok()??;
+            match created {
+                Ok(cgroup) => Some(Arc::new(cgroup)),
+                Err(error) => {
+                    tracing::warn!(service = %self.spec.name, %error, "cannot create the service's cgroup; using its process group");
+                    None
+                }
             }
         }
-        command
+        #[cfg(not(target_os = "linux"))]
+        None
     }
 }
 
@@ -164,72 +233,109 @@ impl Supervisor for CommandSupervisor {
     }
 
     /// With manifest readiness, a daemon already recorded there is verified and adopted.
+    /// A manifest that still records this supervisor's own last instance (which died) is
+    /// nothing to adopt and nothing to warn about.
     async fn probe(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
         let Readiness::Manifest { path } = &self.spec.readiness else {
             return Ok(None);
         };
-        match CacheManifest::read(path).await? {
-            Some(manifest) => BackendHandle::try_from_manifest(&manifest).await,
-            None => Ok(None),
+        let Some(manifest) = CacheManifest::read(path).await? else {
+            return Ok(None);
+        };
+        let recorded = manifest
+            .current_daemon
+            .as_ref()
+            .map(|d| (d.pid, d.start_time));
+        let ours = *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner());
+        if recorded.is_some() && recorded == ours {
+            return Ok(None);
         }
+        BackendHandle::try_from_manifest(&manifest).await
     }
 
     async fn spawn(&self, ctx: &SpawnContext) -> Result<BackendHandle, StartError> {
         let spec = &self.spec;
-        self.set_instance(None);
-        let mut command = self.command();
-        let mut tasks = Vec::new();
+        // Normally cleaned up at its exit or stop; an instance still recorded here was
+        // abandoned (its runtime went away): its tree goes before a new one starts.
+        let previous = self.lock().take();
+        if let Some(previous) = previous {
+            self.clean_up(previous).await;
+        }
+        readiness::check_free(&spec.readiness).await?;
 
-        // sd_notify: a private socket for this run.
+        let owned = spec.clone();
+        let run_as = tokio::task::spawn_blocking(move || launch::resolve_user(&owned))
+            .await
+            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
         let notify = if self.needs_notify() {
-            Some(prepare_notify(spec, &mut command).await?)
+            Some(notify::prepare(spec, run_as.uid.map(|uid| (uid, run_as.gid))).await?)
         } else {
             None
         };
+        let extra_env = notify.as_ref().map(|n| n.env(spec)).unwrap_or_default();
 
-        // Standard streams: a pipe where lines must be read (tracing, a readiness pattern).
+        // Standard streams: a pipe wherever lines are read (a sink, a readiness pattern,
+        // the last lines for the exit event).
         let watched = match &spec.readiness {
             Readiness::LogLine { stream, .. } => Some(*stream),
             _ => None,
         };
-        let stdout_sink = plan_output(
-            &spec.stdout,
-            watched == Some(StreamName::Stdout),
-            &mut command,
-            true,
-        )
-        .await?;
-        let stderr_sink = plan_output(
-            &spec.stderr,
-            watched == Some(StreamName::Stderr),
-            &mut command,
-            false,
-        )
-        .await?;
+        let (stdout, stdout_sink) =
+            plan_output(&spec.stdout, watched == Some(StreamName::Stdout)).await?;
+        let (stderr, stderr_sink) =
+            plan_output(&spec.stderr, watched == Some(StreamName::Stderr)).await?;
+        let tail = (stdout_sink.is_some() || stderr_sink.is_some()).then(OutputTail::default);
 
-        let mut child = command.spawn().map_err(StartError::Spawn)?;
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let handle = BackendHandle::from_child(child, spec.name.clone(), "", None).await?;
-        let pid = handle.pid();
+        let owned = spec.clone();
+        let for_plan = run_as.clone();
+        let launch::Launch { program, mut plan } = tokio::task::spawn_blocking(move || {
+            launch::plan(&owned, &for_plan, &extra_env, stdout, stderr)
+        })
+        .await
+        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
+        let cgroup = self.cgroup().await;
+        #[cfg(target_os = "linux")]
+        {
+            plan.cgroup = cgroup.clone();
+        }
+
+        let spawned = match platform::spawn(plan).await {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                #[cfg(target_os = "linux")]
+                if error.stage == platform::SpawnStage::Cgroup {
+                    // Not allowed to start processes in our cgroups after all (delegation
+                    // rules): process groups from now on; this attempt is retried.
+                    platform::cgroup::disable(&error.error);
+                    return Err(StartError::Spawn(error.error));
+                }
+                return Err(launch::start_error(&program, error));
+            }
+        };
+        let pid = spawned.pid;
+        let tree = Arc::new(match cgroup {
+            #[cfg(target_os = "linux")]
+            Some(cgroup) => Tree::Cgroup(cgroup),
+            _ => Tree::Group { leader: pid },
+        });
+        let (stdout_pipe, stderr_pipe) = (spawned.stdout, spawned.stderr);
+        let handle =
+            BackendHandle::from_spawned(spawned.handle, spawned.child, spec.name.clone(), "", None)
+                .await?;
+        tracing::debug!(service = %spec.name, pid, program = %program.display(), tree = %tree.describe(), "spawned");
         ctx.spawned(pid);
+        *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((pid, handle.daemon_process.start_time));
         // Until it is ready, a dropped (cancelled, timed out) spawn kills what it started.
-        let guard = KillUnlessReady(Some(handle.clone()));
+        let guard = KillUnlessReady(Some((handle.clone(), tree.clone())));
 
         let service: Arc<str> = spec.name.as_str().into();
         let (line_tx, line_rx) = oneshot::channel();
         let mut line_tx = Some(line_tx);
+        let mut pumps = Vec::new();
         for (pipe, sink, name) in [
-            (
-                stdout.map(PipeReader::Stdout),
-                stdout_sink,
-                StreamName::Stdout,
-            ),
-            (
-                stderr.map(PipeReader::Stderr),
-                stderr_sink,
-                StreamName::Stderr,
-            ),
+            (stdout_pipe, stdout_sink, StreamName::Stdout),
+            (stderr_pipe, stderr_sink, StreamName::Stderr),
         ] {
             let (Some(pipe), Some(sink)) = (pipe, sink) else {
                 continue;
@@ -243,52 +349,62 @@ impl Supervisor for CommandSupervisor {
                 }
                 _ => None,
             };
-            let label = if name == StreamName::Stdout {
-                "stdout"
-            } else {
-                "stderr"
-            };
-            let task = match pipe {
-                PipeReader::Stdout(reader) => {
-                    pump_lines(reader, service.clone(), label, sink, watch)
-                }
-                PipeReader::Stderr(reader) => {
-                    pump_lines(reader, service.clone(), label, sink, watch)
-                }
-            };
-            tasks.push(task.abort_handle());
+            pumps.push(pump(pipe, service.clone(), name, sink, watch, tail.clone()));
         }
 
         let (ready_tx, ready_rx) = watch::channel(false);
         let mut watchdog = None;
-        let mut runtime_dir = None;
-        if let Some((dir, socket)) = notify {
+        let mut tasks = Vec::new();
+        #[cfg(unix)]
+        if let Some(endpoint) = &notify {
             let (beat_tx, beat_rx) = watch::channel(Instant::now());
             watchdog = Some(beat_rx);
-            let task = tokio::spawn(read_notifications(
-                socket,
-                pid,
+            let member = tree.clone();
+            let belongs = move |sender: u32| sender == pid || member.contains(sender);
+            let task = tokio::spawn(notify::read(
+                endpoint.socket.clone(),
+                belongs,
                 ready_tx,
                 beat_tx,
                 ctx.clone(),
             ));
             tasks.push(task.abort_handle());
-            runtime_dir = Some(dir);
         }
+        #[cfg(not(unix))]
+        drop(ready_tx);
 
-        let instance = Instance {
+        let mut instance = Instance {
             pid,
+            tree: tree.clone(),
+            tail,
+            pumps,
             watchdog,
             tasks,
-            _runtime_dir: runtime_dir,
+            _notify: notify,
         };
-        let ready = wait_ready(&spec.readiness, &handle, ready_rx, line_rx);
+        let ready = readiness::wait_ready(
+            &spec.readiness,
+            ReadyWait {
+                main: &handle,
+                tree: &tree,
+                uid: run_as.uid,
+                notified: ready_rx,
+                line: line_rx,
+            },
+        );
         let handle = tokio::select! {
             ready = ready => ready?,
-            status = handle.exited() => return Err(StartError::ExitedBeforeReady(status)),
+            status = handle.exited() => {
+                guard.disarm();
+                if self.spec.stop.kill_mode != KillMode::Process {
+                    kill_rest(&tree, pid).await;
+                }
+                let output = instance.last_output().await;
+                return Err(StartError::ExitedBeforeReady { status, output });
+            }
         };
         guard.disarm();
-        self.set_instance(Some(instance));
+        *self.lock() = Some(instance);
         Ok(handle)
     }
 
@@ -306,9 +422,20 @@ impl Supervisor for CommandSupervisor {
                 .await
                 .map(drop)
                 .map_err(|e| HealthError::Failed(format!("TCP connect to {address}: {e}"))),
+            HealthCheck::Http { url } => {
+                let parsed = HttpUrl::parse(url)
+                    .map_err(|e| HealthError::Failed(format!("health URL {url:?}: {e}")))?;
+                probes::http_ok(&parsed)
+                    .await
+                    .map_err(|e| HealthError::Failed(format!("GET {url}: {e}")))
+            }
+            HealthCheck::Exec { command } => probes::run_check(command)
+                .await
+                .map_err(|e| HealthError::Failed(format!("{command:?}: {e}"))),
+            HealthCheck::UnixSocket { path } => unix_connect(path).await,
             HealthCheck::Watchdog { timeout } => {
                 let last = {
-                    let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+                    let current = self.lock();
                     current
                         .as_ref()
                         .filter(|i| i.pid == backend.pid())
@@ -328,72 +455,121 @@ impl Supervisor for CommandSupervisor {
         }
     }
 
-    /// The spec's stop: graceful signal (to the process group when configured) or socket
-    /// request, the grace period, then SIGKILL (to the group too), then wait for the exit.
+    /// The spec's stop, per [`KillMode`]: the graceful signal (or socket request) to the
+    /// tree or the main process, the grace period for the main process and then the rest
+    /// to exit, then SIGKILL to whatever is left, and wait until the tree is empty.
     async fn stop(&self, backend: &BackendHandle) -> Result<ExitStatus, BackendHandleError> {
         let stop = &self.spec.stop;
-        if !backend.is_alive() {
-            return Ok(backend.exited().await);
+        let tree = self.tree_of(backend.pid());
+        let deadline = Instant::now() + stop.grace;
+        if backend.is_alive() {
+            let asked = if stop.request || cfg!(windows) {
+                backend.request_shutdown(stop.grace).await
+            } else {
+                self.signal(backend, tree.as_deref(), graceful_signal(stop.signal))
+            };
+            if let Err(error) = asked {
+                tracing::warn!(service = %self.spec.name, %error, "graceful stop failed; killing");
+            }
         }
-        let asked = if stop.request || cfg!(windows) {
-            backend.request_shutdown(stop.grace).await
-        } else {
-            self.signal(backend, graceful_signal(stop.signal))
-        };
-        if let Err(error) = asked {
-            tracing::warn!(service = %self.spec.name, %error, "graceful stop failed; killing");
-        }
-        let status = match tokio::time::timeout(stop.grace, backend.exited()).await {
+        let status = match tokio::time::timeout_at(deadline, backend.exited()).await {
             Ok(status) => status,
             Err(_) => {
                 tracing::warn!(service = %self.spec.name, grace = ?stop.grace, "did not stop in time; killing");
-                self.kill(backend)?;
+                match (&tree, stop.kill_mode) {
+                    (Some(tree), KillMode::ControlGroup | KillMode::Mixed) => {
+                        tree.kill_all(backend)
+                    }
+                    _ => backend.force_kill()?,
+                }
                 backend.exited().await
             }
         };
-        // Stragglers in the group (a shell's children that ignored the signal) go too; the
-        // leader is still un-reaped here, so the group id is still ours.
-        if stop.process_group {
-            let _ = self.kill_group(backend);
+        if let Some(instance) = self.take_instance(backend.pid()) {
+            if stop.kill_mode != KillMode::Process {
+                // The rest of the tree gets what is left of the grace period (systemd's
+                // `mixed` sends it nothing gentler), then SIGKILL.
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if stop.kill_mode == KillMode::Mixed
+                    || !instance.tree.wait_empty(instance.pid, remaining).await
+                {
+                    kill_rest(&instance.tree, instance.pid).await;
+                }
+            }
+            let mut instance = instance;
+            let _ = instance.last_output().await;
         }
-        self.set_instance(None);
         Ok(status)
+    }
+
+    async fn on_exit(&self, backend: &BackendHandle, status: ExitStatus) -> LastOutput {
+        let Some(instance) = self.take_instance(backend.pid()) else {
+            return LastOutput::default();
+        };
+        tracing::debug!(service = %self.spec.name, pid = instance.pid, %status, tree = %instance.tree.describe(), "main process exited; cleaning up its tree");
+        self.clean_up(instance).await
     }
 }
 
 impl CommandSupervisor {
+    /// The graceful signal: to the whole tree with [`KillMode::ControlGroup`], else to the
+    /// main process only.
     #[cfg(unix)]
-    fn signal(&self, backend: &BackendHandle, signal: i32) -> Result<(), BackendHandleError> {
-        if self.spec.stop.process_group {
-            if let Ok(()) = backend.signal_process_group(signal) {
-                return Ok(());
+    fn signal(
+        &self,
+        backend: &BackendHandle,
+        tree: Option<&Tree>,
+        signal: i32,
+    ) -> Result<(), BackendHandleError> {
+        match (tree, self.spec.stop.kill_mode) {
+            (Some(tree), KillMode::ControlGroup) => {
+                tree.signal_all(backend, signal);
+                Ok(())
             }
+            _ => backend.signal(signal),
         }
-        backend.signal(signal)
     }
 
     #[cfg(not(unix))]
-    fn signal(&self, backend: &BackendHandle, _signal: i32) -> Result<(), BackendHandleError> {
+    fn signal(
+        &self,
+        backend: &BackendHandle,
+        _tree: Option<&Tree>,
+        _signal: i32,
+    ) -> Result<(), BackendHandleError> {
         backend.force_kill()
     }
+}
 
-    fn kill(&self, backend: &BackendHandle) -> Result<(), BackendHandleError> {
-        if self.spec.stop.process_group && self.kill_group(backend).is_ok() {
-            return Ok(());
+/// SIGKILL what is left of a tree whose main process `main` is gone (or going) and wait,
+/// bounded, until nothing is left.
+async fn kill_rest(tree: &Tree, main: u32) {
+    if tree.is_cgroup() || !tree.pids().iter().all(|&pid| pid == main) {
+        kill_tree(tree, main);
+    }
+    if !tree.wait_empty(main, TREE_KILL_DEADLINE).await {
+        tracing::warn!(tree = %tree.describe(), "processes survived SIGKILL of their tree within {TREE_KILL_DEADLINE:?}");
+    }
+}
+
+fn kill_tree(tree: &Tree, main: u32) {
+    match tree {
+        #[cfg(target_os = "linux")]
+        Tree::Cgroup(cgroup) => {
+            if let Err(error) = cgroup.kill() {
+                tracing::warn!(%error, "cannot kill the cgroup");
+            }
         }
-        backend.force_kill()
-    }
-
-    fn kill_group(&self, backend: &BackendHandle) -> Result<(), BackendHandleError> {
         #[cfg(unix)]
-        {
-            backend.signal_process_group(rustix::process::Signal::KILL.as_raw())
+        Tree::Group { leader } => {
+            // The leader is our un-reaped child (its handle is alive in the caller), so
+            // the group id is still its own.
+            let _ = platform::signal_process_group(*leader, rustix::process::Signal::KILL.as_raw());
         }
         #[cfg(not(unix))]
-        {
-            backend.force_kill()
-        }
+        Tree::Group { .. } => {}
     }
+    let _ = main;
 }
 
 #[cfg(unix)]
@@ -406,207 +582,70 @@ fn graceful_signal(_signal: super::spec::StopSignal) -> i32 {
     0
 }
 
-enum PipeReader {
-    Stdout(tokio::process::ChildStdout),
-    Stderr(tokio::process::ChildStderr),
+fn pump(
+    pipe: PipeReader,
+    service: Arc<str>,
+    name: StreamName,
+    sink: LineSink,
+    watch: Option<LineWatch>,
+    tail: Option<OutputTail>,
+) -> JoinHandle<()> {
+    pump_lines(pipe, service, name.as_str(), sink, watch, tail)
 }
 
-/// Set up one standard stream; `Some(sink)` when its lines must be pumped.
+/// How one standard stream is connected, and `Some(sink)` when its lines are read.
 async fn plan_output(
     output: &Output,
     watched: bool,
-    command: &mut tokio::process::Command,
-    is_stdout: bool,
-) -> Result<Option<LineSink>, StartError> {
-    let (stdio, sink) = match (output, watched) {
-        (Output::Inherit, false) => (Stdio::inherit(), None),
-        (Output::Null, false) => (Stdio::null(), None),
-        (Output::File { path }, false) => (Stdio::from(open_log(path).await?), None),
-        (Output::Null, true) => (Stdio::piped(), Some(LineSink::Discard)),
-        (Output::File { path }, true) => {
-            (Stdio::piped(), Some(LineSink::File(open_log(path).await?)))
+) -> Result<(Stdio, Option<LineSink>), StartError> {
+    Ok(match (output, watched) {
+        (Output::Inherit, false) => (Stdio::Inherit, None),
+        // Read and dropped: the lines still reach the readiness watch and the tail.
+        (Output::Null, _) => (Stdio::Pipe, Some(LineSink::Discard)),
+        (Output::File { path, rotate }, _) => {
+            let rotation = rotate.map(|r| (r.max_bytes, r.keep));
+            (
+                Stdio::Pipe,
+                Some(LineSink::File(open_log(path, rotation).await?)),
+            )
         }
         // Lines must be read anyway: an inherited stream is forwarded to tracing.
-        (Output::Tracing, _) | (Output::Inherit, true) => (Stdio::piped(), Some(LineSink::Tracing)),
-    };
-    if is_stdout {
-        command.stdout(stdio);
-    } else {
-        command.stderr(stdio);
-    }
-    Ok(sink)
-}
-
-async fn open_log(path: &Path) -> Result<std::fs::File, StartError> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        (Output::Tracing, _) | (Output::Inherit, true) => (Stdio::Pipe, Some(LineSink::Tracing)),
     })
-    .await
-    .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-    .map_err(StartError::Spawn)
 }
 
-/// Wait for the spec's readiness; for the manifest handshake, the verified handle.
-async fn wait_ready(
-    readiness: &Readiness,
-    child: &BackendHandle,
-    mut notified: watch::Receiver<bool>,
-    line: oneshot::Receiver<String>,
-) -> Result<BackendHandle, StartError> {
-    match readiness {
-        Readiness::Started => {}
-        Readiness::Delay { delay } => tokio::time::sleep(*delay).await,
-        Readiness::Notify => {
-            notified
-                .wait_for(|ready| *ready)
-                .await
-                .map_err(|_| StartError::Readiness("the sd_notify reader stopped".into()))?;
-        }
-        Readiness::Tcp { address } => wait::tcp_accepts(address)
-            .await
-            .map_err(|e| StartError::Readiness(e.to_string()))?,
-        Readiness::File { path } => wait::file_appears(path)
-            .await
-            .map_err(|e| StartError::Readiness(e.to_string()))?,
-        Readiness::LogLine { .. } => {
-            if line.await.is_err() {
-                // The stream ended without the line. Usually the process is exiting, and the
-                // caller reports that exit; otherwise the ready timeout ends the wait.
-                std::future::pending::<()>().await;
-            }
-        }
-        Readiness::Manifest { path } => return verified_from_manifest(path, child.pid()).await,
-    }
-    Ok(child.clone())
-}
-
-/// Wait until the manifest records process `pid`, then verify it through the full probe.
-async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, StartError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let owned = dir.to_owned();
-    tokio::task::spawn_blocking(move || crate::protocol::manifest::create_private_dir(&owned))
+async fn open_log(path: &Path, rotation: Option<(u64, u32)>) -> Result<LogFile, StartError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || LogFile::open(&owned, rotation))
         .await
         .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-        .map_err(StartError::Spawn)?;
-    let mut watcher = wait::PathWatcher::new(path).map_err(StartError::Spawn)?;
-    loop {
-        match CacheManifest::read(path).await {
-            Ok(Some(manifest)) if manifest.current_daemon.as_ref().map(|d| d.pid) == Some(pid) => {
-                return BackendHandle::try_from_manifest(&manifest)
-                    .await?
-                    .ok_or_else(|| StartError::Readiness("the manifest records no daemon".into()));
-            }
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "manifest not readable yet"),
-        }
-        watcher.changed().await.map_err(StartError::Spawn)?;
+        .map_err(|e| StartError::Setup {
+            program: path.to_owned(),
+            stage: "opening the output file",
+            source: e,
+        })
+}
+
+async fn unix_connect(path: &Path) -> Result<(), HealthError> {
+    #[cfg(unix)]
+    {
+        tokio::net::UnixStream::connect(path)
+            .await
+            .map(drop)
+            .map_err(|e| HealthError::Failed(format!("connect to {}: {e}", path.display())))
+    }
+    #[cfg(not(unix))]
+    {
+        Err(HealthError::Failed(format!(
+            "{}: Unix sockets need a Unix system",
+            path.display()
+        )))
     }
 }
 
-/// A private directory with the sd_notify socket, its path exported to the command.
-#[cfg(unix)]
-async fn prepare_notify(
-    spec: &CommandSpec,
-    command: &mut tokio::process::Command,
-) -> Result<(PrivateDir, crate::protocol::sd_notify::NotifySocket), StartError> {
-    let name = spec.name.clone();
-    let dir = tokio::task::spawn_blocking(move || PrivateDir::create(&name))
-        .await
-        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-        .map_err(StartError::Spawn)?;
-    let socket = crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
-        .map_err(StartError::Spawn)?;
-    command.env("NOTIFY_SOCKET", socket.path());
-    if let Some(HealthCheck::Watchdog { timeout }) = spec.health.as_ref().map(|h| &h.check) {
-        command.env("WATCHDOG_USEC", timeout.as_micros().to_string());
-    }
-    Ok((dir, socket))
-}
-
-#[cfg(not(unix))]
-async fn prepare_notify(
-    _spec: &CommandSpec,
-    _command: &mut tokio::process::Command,
-) -> Result<(PrivateDir, NotifySocket), StartError> {
-    Err(StartError::Readiness(
-        "sd_notify needs a Unix system".into(),
-    ))
-}
-
-/// No sd_notify outside Unix; this type only keeps the signatures uniform.
-#[cfg(not(unix))]
-struct NotifySocket;
-
-#[cfg(not(unix))]
-async fn read_notifications(
-    _socket: NotifySocket,
-    _pid: u32,
-    _ready: watch::Sender<bool>,
-    _watchdog: watch::Sender<Instant>,
-    _ctx: SpawnContext,
-) {
-}
-
-/// Read sd_notify messages from the backend's process group until it exits.
-#[cfg(unix)]
-async fn read_notifications(
-    socket: crate::protocol::sd_notify::NotifySocket,
-    pid: u32,
-    ready: watch::Sender<bool>,
-    watchdog: watch::Sender<Instant>,
-    ctx: SpawnContext,
-) {
-    loop {
-        let message = match socket.recv().await {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, "sd_notify socket failed");
-                return;
-            }
-        };
-        if !from_group(message.sender_pid, pid) {
-            tracing::warn!(sender = ?message.sender_pid, "ignoring sd_notify message from outside the backend's process group");
-            continue;
-        }
-        if let Some(status) = &message.status {
-            ctx.status(status.clone());
-        }
-        if message.watchdog {
-            watchdog.send_replace(Instant::now());
-        }
-        if message.ready {
-            ready.send_replace(true);
-        }
-    }
-}
-
-/// systemd's `NotifyAccess=all` restricted to the backend's process group: the leader or
-/// any process it started in its group. Without credentials (non-Linux) the private
-/// directory is the only gate.
-#[cfg(unix)]
-fn from_group(sender: Option<u32>, leader: u32) -> bool {
-    let Some(sender) = sender else {
-        return true;
-    };
-    if sender == leader {
-        return true;
-    }
-    let pid = i32::try_from(sender)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw);
-    let group = pid.and_then(|p| rustix::process::getpgid(Some(p)).ok());
-    group.map(|g| g.as_raw_nonzero().get() as u32) == Some(leader)
-}
-
-/// Kills a backend whose start was abandoned, unless disarmed once it is ready.
-struct KillUnlessReady(Option<BackendHandle>);
+/// Kills a backend's whole tree when its start was abandoned, unless disarmed once it is
+/// ready (or its exit is being handled).
+struct KillUnlessReady(Option<(BackendHandle, Arc<Tree>)>);
 
 impl KillUnlessReady {
     fn disarm(mut self) {
@@ -616,9 +655,16 @@ impl KillUnlessReady {
 
 impl Drop for KillUnlessReady {
     fn drop(&mut self) {
-        if let Some(backend) = self.0.take() {
-            if backend.is_alive() {
-                let _ = backend.force_kill();
+        if let Some((backend, tree)) = self.0.take() {
+            kill_tree(&tree, backend.pid());
+            let _ = backend.force_kill();
+            // The cgroup directory can only go once the tree is gone: wait in the
+            // background, holding the tree (and the main process un-reaped) until then.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    tree.wait_empty(backend.pid(), TREE_KILL_DEADLINE).await;
+                    drop(backend);
+                });
             }
         }
     }

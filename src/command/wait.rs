@@ -1,10 +1,9 @@
-//! Readiness waits: a file appearing, a TCP port accepting connections.
+//! Readiness waits on files: a file appearing, a manifest being rewritten.
 //!
 //! On Linux a [`PathWatcher`] is woken by inotify. Elsewhere, or when inotify is
-//! unavailable (watch limit reached, seccomp), it wakes every 50 ms instead: the only
-//! polling in the crate, and only while waiting for a service to become ready. A port
-//! that starts listening raises no event at all, so [`tcp_accepts`] retries connecting.
-//! None of these waits has a deadline: the caller applies one.
+//! unavailable (watch limit reached, seccomp), it wakes every 50 ms instead, and only
+//! while waiting for a service to become ready. None of these waits has a deadline: the
+//! caller applies one.
 
 use std::io;
 use std::path::Path;
@@ -22,7 +21,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub(crate) struct PathWatcher {
     /// `None`: polling (no inotify, or its watch was lost).
     #[cfg(target_os = "linux")]
-    inotify: Option<inotify::Watch>,
+    inotify: Option<crate::platform::inotify::Watch>,
 }
 
 impl PathWatcher {
@@ -44,7 +43,7 @@ impl PathWatcher {
         }
         #[cfg(target_os = "linux")]
         {
-            let inotify = inotify::Watch::new(dir, name)
+            let inotify = crate::platform::inotify::Watch::entry(dir, name)
                 .inspect_err(|error| {
                     tracing::debug!(?path, %error, "inotify unavailable; polling for readiness");
                 })
@@ -63,7 +62,7 @@ impl PathWatcher {
     pub(crate) async fn changed(&mut self) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         if let Some(watch) = &self.inotify {
-            if let inotify::Wake::WatchLost = watch.next().await? {
+            if let crate::platform::inotify::Wake::WatchLost = watch.next().await? {
                 // The directory was removed or unmounted: no event will ever come again.
                 tracing::debug!("inotify watch lost; polling for readiness");
                 self.inotify = None;
@@ -72,89 +71,6 @@ impl PathWatcher {
         }
         tokio::time::sleep(POLL_INTERVAL).await;
         Ok(())
-    }
-}
-
-#[cfg(target_os = "linux")]
-mod inotify {
-    use std::ffi::{OsStr, OsString};
-    use std::io;
-    use std::mem::MaybeUninit;
-    use std::os::fd::OwnedFd;
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::Path;
-
-    use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
-    use rustix::io::Errno;
-    use tokio::io::unix::AsyncFd;
-
-    /// An inotify instance watching one directory for one name in it.
-    #[derive(Debug)]
-    pub(super) struct Watch {
-        fd: AsyncFd<OwnedFd>,
-        name: OsString,
-    }
-
-    /// Why [`Watch::next`] returned.
-    pub(super) enum Wake {
-        /// An event about the name (or an overflowed queue, which may have dropped one).
-        Event,
-        /// The watch is gone (directory removed or unmounted); no further events.
-        WatchLost,
-    }
-
-    impl Watch {
-        pub(super) fn new(dir: &Path, name: &OsStr) -> io::Result<Watch> {
-            let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
-            let events = WatchFlags::CREATE
-                | WatchFlags::CLOSE_WRITE
-                | WatchFlags::MOVED_TO
-                | WatchFlags::ATTRIB
-                | WatchFlags::ONLYDIR;
-            inotify::add_watch(&fd, dir, events)?;
-            Ok(Watch {
-                fd: crate::platform::async_fd(fd)?,
-                name: name.to_owned(),
-            })
-        }
-
-        /// Cancel-safe: events are read only between the readiness wake-up and the return.
-        pub(super) async fn next(&self) -> io::Result<Wake> {
-            loop {
-                let mut guard = self.fd.readable().await?;
-                let wake = drain(self.fd.get_ref(), self.name.as_bytes())?;
-                // `drain` read until EAGAIN, so clearing cannot lose a wake-up.
-                guard.clear_ready();
-                if let Some(wake) = wake {
-                    return Ok(wake);
-                }
-            }
-        }
-    }
-
-    /// Read every queued event; report whether any concerned `name`.
-    fn drain(fd: &OwnedFd, name: &[u8]) -> io::Result<Option<Wake>> {
-        // Room for at least one event with the longest name (16 + NAME_MAX + 1 bytes).
-        let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(fd, &mut buf);
-        let mut wake = None;
-        loop {
-            match reader.next() {
-                Ok(event) => {
-                    let flags = event.events();
-                    if flags.intersects(ReadFlags::IGNORED | ReadFlags::UNMOUNT) {
-                        wake = Some(Wake::WatchLost);
-                    } else if flags.contains(ReadFlags::QUEUE_OVERFLOW)
-                        || event.file_name().is_some_and(|n| n.to_bytes() == name)
-                    {
-                        wake.get_or_insert(Wake::Event);
-                    }
-                }
-                Err(Errno::AGAIN) => return Ok(wake),
-                Err(Errno::INTR) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
     }
 }
 
@@ -171,36 +87,6 @@ pub(crate) async fn file_appears(path: &Path) -> io::Result<()> {
             Err(error) => return Err(error),
         }
         watcher.changed().await?;
-    }
-}
-
-/// Resolves once a TCP connection to `addr` (`host:port`) succeeds; the connection is
-/// closed at once. `addr` is resolved once, and every address it yields is tried in turn.
-///
-/// The OS raises no event when a port starts listening, so this polls, with a delay
-/// growing from 5 ms to 200 ms between rounds: quick for a fast service, cheap for a slow
-/// one. Errors other than resolution failures are retried; the caller's deadline ends it.
-pub(crate) async fn tcp_accepts(addr: &str) -> io::Result<()> {
-    const FIRST_DELAY: Duration = Duration::from_millis(5);
-    const MAX_DELAY: Duration = Duration::from_millis(200);
-
-    let addrs: Vec<_> = tokio::net::lookup_host(addr).await?.collect();
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{addr} resolved to no address"),
-        ));
-    }
-    let mut delay = FIRST_DELAY;
-    loop {
-        for addr in &addrs {
-            match tokio::net::TcpStream::connect(addr).await {
-                Ok(_) => return Ok(()),
-                Err(error) => tracing::trace!(%addr, %error, "not accepting yet"),
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_DELAY);
     }
 }
 
@@ -313,30 +199,5 @@ mod tests {
         let target = dir.path().join("ready");
         fs::write(&target, b"").unwrap();
         within_deadline(file_appears(&target)).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn tcp_accepts_resolves_once_a_listener_is_bound() {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        let waiter = tokio::spawn(async move { tcp_accepts(&addr.to_string()).await });
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                eprintln!("cannot rebind {addr} ({error}); skipping the tcp_accepts check");
-                waiter.abort();
-                return;
-            }
-        };
-        within_deadline(waiter).await.unwrap().unwrap();
-        drop(listener);
-    }
-
-    #[tokio::test]
-    async fn tcp_accepts_fails_for_an_unresolvable_address() {
-        assert!(within_deadline(tcp_accepts("not an address"))
-            .await
-            .is_err());
     }
 }

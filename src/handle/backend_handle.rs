@@ -154,22 +154,42 @@ impl BackendHandle {
         service_version: impl Into<String>,
         endpoint: Option<Endpoint>,
     ) -> Result<Self> {
-        let service_name = service_name.into();
         let Some(pid) = child.id() else {
             return Err(VerifyPidError::Dead { pid: 0 }.into());
         };
+        let handle = ProcessHandle::open(pid).map_err(|error| match error {
+            OpenError::NotFound => VerifyPidError::Dead { pid },
+            OpenError::Unsupported(source) => VerifyPidError::HandleUnsupported { pid, source },
+            OpenError::Other(source) => VerifyPidError::Unreadable {
+                pid,
+                what: "process handle",
+                source,
+            },
+        })?;
+        Self::from_spawned(
+            handle,
+            crate::platform::Child::Tokio(child),
+            service_name,
+            service_version,
+            endpoint,
+        )
+        .await
+    }
+
+    /// A handle to a child the platform layer spawned: `handle` came with the fork (Linux
+    /// `clone3(CLONE_PIDFD)`), `child` keeps it un-reaped.
+    pub(crate) async fn from_spawned(
+        handle: ProcessHandle,
+        child: crate::platform::Child,
+        service_name: impl Into<String>,
+        service_version: impl Into<String>,
+        endpoint: Option<Endpoint>,
+    ) -> Result<Self> {
+        let service_name = service_name.into();
+        let pid = handle.pid();
         let endpoint = endpoint.unwrap_or_else(|| Endpoint::new(service_name.clone(), ""));
         let for_blocking = endpoint.clone();
         let (handle, daemon, peer) = tokio::task::spawn_blocking(move || {
-            let handle = ProcessHandle::open(pid).map_err(|error| match error {
-                OpenError::NotFound => VerifyPidError::Dead { pid },
-                OpenError::Unsupported(source) => VerifyPidError::HandleUnsupported { pid, source },
-                OpenError::Other(source) => VerifyPidError::Unreadable {
-                    pid,
-                    what: "process handle",
-                    source,
-                },
-            })?;
             let daemon = match DaemonProcess::describe(pid, for_blocking.clone(), None) {
                 Ok(daemon) => daemon,
                 // It already exited, or is exiting (its memory, and so its executable link,

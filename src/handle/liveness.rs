@@ -43,7 +43,7 @@ pub(crate) struct Monitor {
     /// so its PID (and process group id) cannot be recycled under us; the exit status is
     /// read without reaping. Dropping it hands the reaping to tokio.
     #[cfg_attr(not(unix), allow(dead_code))]
-    child: Option<tokio::process::Child>,
+    child: Option<crate::platform::Child>,
     state: watch::Receiver<Liveness>,
     /// The task waiting for the kernel's exit notification (none for a fake).
     task: Option<AbortHandle>,
@@ -64,7 +64,7 @@ impl Monitor {
         handle: ProcessHandle,
         start_time: u64,
         endpoint: Endpoint,
-        #[cfg_attr(not(unix), allow(dead_code))] child: Option<tokio::process::Child>,
+        #[cfg_attr(not(unix), allow(dead_code))] child: Option<crate::platform::Child>,
     ) -> std::io::Result<Arc<Monitor>> {
         let key = (handle.pid(), start_time);
         let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());

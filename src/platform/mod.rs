@@ -11,7 +11,7 @@ use std::io;
 use std::path::PathBuf;
 
 #[cfg(target_os = "linux")]
-#[path = "linux.rs"]
+#[path = "linux/mod.rs"]
 mod imp;
 
 #[cfg(target_vendor = "apple")]
@@ -25,6 +25,17 @@ mod imp;
 /// What Linux and macOS share (plain POSIX).
 #[cfg(unix)]
 mod unix;
+
+mod spawn;
+pub(crate) use spawn::{
+    spawn, Child, Credentials, LimitResource, PipeReader, ResourceLimit, SpawnError, SpawnPlan,
+    SpawnStage, Stdio,
+};
+
+#[cfg(target_os = "linux")]
+pub(crate) use imp::{cgroup, inotify, sockets};
+#[cfg(unix)]
+pub(crate) use unix::{group_by_name, groups_of, user_by_id, user_by_name, UserEntry};
 
 #[cfg(not(any(target_os = "linux", target_vendor = "apple", windows)))]
 compile_error!("running-process supports Linux, macOS and Windows");
@@ -115,6 +126,14 @@ impl ProcessHandle {
     /// Windows `OpenProcess`).
     pub fn open(pid: u32) -> Result<Self, OpenError> {
         imp::ProcessHandle::open(pid).map(|inner| ProcessHandle { inner })
+    }
+
+    /// A handle from the pidfd a `clone3(CLONE_PIDFD)` returned (Linux).
+    #[cfg(target_os = "linux")]
+    pub fn from_pidfd(pid: u32, pidfd: std::os::fd::OwnedFd) -> Self {
+        ProcessHandle {
+            inner: imp::ProcessHandle::from_pidfd(pid, pidfd),
+        }
     }
 
     /// The PID this handle was opened for.
@@ -237,48 +256,6 @@ pub(crate) fn signal_process_group(pgid: u32, signal: i32) -> io::Result<()> {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Make a command's child die when this process dies, even by SIGKILL (Linux:
-/// `PR_SET_PDEATHSIG` with SIGKILL, set between fork and exec). Elsewhere this does nothing;
-/// callers also kill on drop and stop on shutdown.
-///
-/// The kernel sends the signal when the *thread* that spawned the child exits; tokio's
-/// worker threads live as long as the runtime, which is what we want.
-#[cfg(unix)]
-pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
-    #[cfg(target_os = "linux")]
-    {
-        let parent = rustix::process::getpid();
-        // SAFETY: the closure runs in the forked child before exec. It only makes
-        // async-signal-safe system calls (prctl, getppid) and neither allocates nor takes
-        // locks, which is what `pre_exec` requires.
-        unsafe {
-            command.pre_exec(move || {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
-                // The parent may have died before the prctl: nobody would signal us then.
-                if rustix::process::getppid() != Some(parent) {
-                    return Err(io::Error::other("the supervisor exited during spawn"));
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = command;
-}
-
-/// Register a descriptor (an inotify instance, say) with the tokio reactor for
-/// readability: the safe form of `AsyncFd::register_with_interest`, since an `OwnedFd`
-/// keeps its descriptor open for as long as the `AsyncFd` lives. Must be called from within
-/// a tokio runtime.
-#[cfg(target_os = "linux")]
-pub(crate) fn async_fd(
-    fd: std::os::fd::OwnedFd,
-) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    imp::async_fd(fd)
 }
 
 /// The [`ProcessHandle::process_token`] of the process listening at the other end of a

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::ReusableBoxFuture;
 
 use super::policy::IntensityExceeded;
-use super::supervisor::{HealthError, StartError};
+use super::supervisor::{HealthError, LastOutput, StartError};
 use crate::error::BackendHandleError;
 use crate::handle::ExitStatus;
 
@@ -100,6 +100,8 @@ pub enum EventKind {
         pid: u32,
         /// How, where the OS tells.
         status: ExitStatus,
+        /// The last lines it wrote, when its output is captured and it exited by itself.
+        output: LastOutput,
     },
     /// A restart will happen after `delay`.
     RestartScheduled {
@@ -183,7 +185,14 @@ fn trace(service: &str, kind: &EventKind) {
             warn!(pid, consecutive, %error, "health check failed")
         }
         EventKind::Unhealthy { pid } => warn!(pid, "unhealthy"),
-        EventKind::Exited { pid, status } => info!(pid, %status, "exited"),
+        EventKind::Exited {
+            pid,
+            status,
+            output,
+        } if !output.is_empty() => {
+            info!(pid, %status, "exited; last output:\n{output}")
+        }
+        EventKind::Exited { pid, status, .. } => info!(pid, %status, "exited"),
         EventKind::RestartScheduled { attempt, delay } => {
             info!(attempt, ?delay, "restart scheduled")
         }

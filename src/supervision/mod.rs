@@ -21,6 +21,6 @@ pub use policy::{
 };
 pub use runtime::{supervise, supervise_group, ServiceHandle};
 pub use supervisor::{
-    HealthError, SharedSupervisor, SpawnContext, StartError, Supervisor, DEFAULT_HEALTH_TIMEOUT,
-    DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
+    ExecFailure, HealthError, LastOutput, SharedSupervisor, SpawnContext, StartError, Supervisor,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
 };

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::event::{event_buffer_for, EventKind, EventSink, EventStream};
 use super::group::{AutoShutdown, GroupSpec, MemberKind, MemberSpec, Outcome, Strategy};
 use super::policy::{Backoff, BackoffState, IntensityWindow, RestartKind, Termination};
-use super::supervisor::{HealthError, SpawnContext, StartError, Supervisor};
+use super::supervisor::{HealthError, LastOutput, SpawnContext, StartError, Supervisor};
 use crate::handle::BackendHandle;
 
 type Backends = BTreeMap<String, BackendHandle>;
@@ -380,9 +380,19 @@ impl Group {
             match started {
                 Ok(active) => self.watch(i, active, attempt_began),
                 Err(error) => {
+                    let error = Arc::new(error);
                     self.slots[i].sink.emit(EventKind::StartFailed {
-                        error: Arc::new(error),
+                        error: error.clone(),
                     });
+                    if error.is_permanent() {
+                        // Retrying cannot help (the program cannot be executed, the spec
+                        // is invalid): stop what runs, in reverse order, and say why.
+                        self.stop_all().await;
+                        return Outcome::StartFailed {
+                            member: self.slots[i].sink.service().to_owned(),
+                            error,
+                        };
+                    }
                     // Treat it as this member ending abnormally.
                     if let Some(outcome) = self
                         .after_end(i, Termination::StartFailed, std::time::Duration::ZERO)
@@ -446,7 +456,7 @@ impl Group {
                 let handle = handle.clone();
                 tokio::spawn(async move {
                     let term = match handle.outcome().await {
-                        Outcome::GaveUp(_) => Termination::Escalated,
+                        Outcome::GaveUp(_) | Outcome::StartFailed { .. } => Termination::Escalated,
                         Outcome::Completed | Outcome::Stopped => {
                             Termination::Exited(crate::ExitStatus::Code(0))
                         }
@@ -593,6 +603,7 @@ impl Group {
                     Ok(status) => slot.sink.emit(EventKind::Exited {
                         pid: backend.pid(),
                         status,
+                        output: LastOutput::default(),
                     }),
                     Err(error) => {
                         tracing::warn!(service = %slot.sink.service(), %error, "stop failed")
@@ -677,8 +688,7 @@ async fn watch_backend(
     let pid = backend.pid();
     let Some(policy) = supervisor.health_policy() else {
         let status = backend.exited().await;
-        sink.emit(EventKind::Exited { pid, status });
-        return Termination::Exited(status);
+        return exited(supervisor, backend, sink, status).await;
     };
     let mut ticker = tokio::time::interval_at(Instant::now() + policy.interval, policy.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -693,8 +703,7 @@ async fn watch_backend(
         tokio::select! {
             biased;
             status = backend.exited() => {
-                sink.emit(EventKind::Exited { pid, status });
-                return Termination::Exited(status);
+                return exited(supervisor, backend, sink, status).await;
             }
             result = check => match result {
                 Ok(()) => failures = 0,
@@ -704,7 +713,7 @@ async fn watch_backend(
                     if failures >= policy.failures_before_unhealthy.max(1) {
                         sink.emit(EventKind::Unhealthy { pid });
                         match supervisor.stop(backend).await {
-                            Ok(status) => sink.emit(EventKind::Exited { pid, status }),
+                            Ok(status) => sink.emit(EventKind::Exited { pid, status, output: LastOutput::default() }),
                             Err(error) => tracing::warn!(pid, %error, "stopping an unhealthy backend failed"),
                         }
                         return Termination::Unhealthy;
@@ -713,4 +722,21 @@ async fn watch_backend(
             }
         }
     }
+}
+
+/// The main process exited by itself: let the supervisor clean up after it (the rest of
+/// its tree) before the exit is reported and anything is restarted.
+async fn exited(
+    supervisor: &dyn Supervisor,
+    backend: &BackendHandle,
+    sink: &EventSink,
+    status: crate::ExitStatus,
+) -> Termination {
+    let output = supervisor.on_exit(backend, status).await;
+    sink.emit(EventKind::Exited {
+        pid: backend.pid(),
+        status,
+        output,
+    });
+    Termination::Exited(status)
 }

@@ -103,6 +103,19 @@ pub trait Supervisor: Send + Sync + 'static {
     async fn stop(&self, backend: &BackendHandle) -> Result<ExitStatus, BackendHandleError> {
         backend.stop(DEFAULT_STOP_GRACE).await
     }
+
+    /// The backend's main process exited by itself (a crash, or a normal exit; not a
+    /// [`stop`](Supervisor::stop)). The runtime awaits this before it reports the
+    /// [`EventKind::Exited`] event and before any restart, so this is where whatever the
+    /// process left behind is cleaned up (for [`CommandSupervisor`], the rest of its
+    /// process tree is killed, systemd's `KillMode=control-group`) and where its last
+    /// output is collected for the event. The default does nothing.
+    ///
+    /// [`CommandSupervisor`]: crate::command::CommandSupervisor
+    async fn on_exit(&self, backend: &BackendHandle, status: ExitStatus) -> LastOutput {
+        let _ = (backend, status);
+        LastOutput::default()
+    }
 }
 
 /// Default timeout of one health check when no [`HealthPolicy`] says otherwise.
@@ -133,25 +146,149 @@ impl SpawnContext {
     }
 }
 
+/// The last lines a process wrote to its captured standard output and error (at most
+/// [`LastOutput::MAX_LINES`] lines and [`LastOutput::MAX_BYTES`] bytes, oldest first),
+/// so the reason a daemon gave for dying (`Bad directive`, `[emerg] unknown directive`)
+/// comes with the event that reports it. Empty when nothing was captured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastOutput {
+    lines: Arc<[String]>,
+}
+
+impl LastOutput {
+    /// The most lines kept.
+    pub const MAX_LINES: usize = 20;
+    /// The most bytes kept, over all lines.
+    pub const MAX_BYTES: usize = 8 * 1024;
+
+    /// The given lines (the caller keeps within the bounds).
+    pub fn new(lines: impl Into<Arc<[String]>>) -> Self {
+        LastOutput {
+            lines: lines.into(),
+        }
+    }
+
+    /// The lines, oldest first.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// Whether nothing was captured.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+impl std::fmt::Display for LastOutput {
+    /// The lines, each on its own line and indented by two spaces.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, line) in self.lines.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a program could not be executed at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecFailure {
+    /// No such file, or not found on `PATH`.
+    #[error("no such file (searched {searched})")]
+    NotFound {
+        /// Where it was looked for: the path, or the `PATH` directories.
+        searched: String,
+    },
+    /// Not executable (no execute permission, a directory, a `noexec` mount).
+    #[error("permission denied: not an executable file")]
+    PermissionDenied,
+    /// A script whose `#!` line names an interpreter that does not exist.
+    #[error("bad interpreter: the `#!` line names a program that does not exist")]
+    BadInterpreter,
+    /// Not in a format this system can execute.
+    #[error("exec format error: not an executable this system can run")]
+    BadFormat,
+    /// Any other reason `execve` gave.
+    #[error(transparent)]
+    Other(std::io::Error),
+}
+
 /// Why a backend could not be started.
+///
+/// Some errors cannot heal by retrying ([`StartError::is_permanent`]): the runtime does not
+/// restart after them, it ends supervision at once with
+/// [`Outcome::StartFailed`](super::Outcome::StartFailed).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
     /// The program could not be started at all.
     #[error("cannot start the program: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The program cannot be executed (permanent).
+    #[error("cannot execute {}: {reason}", program.display())]
+    Exec {
+        /// The program as resolved (absolute when it was found on `PATH`).
+        program: std::path::PathBuf,
+        /// Why.
+        #[source]
+        reason: ExecFailure,
+    },
+    /// Preparing the child before exec failed: changing user or group, limits, the
+    /// working directory (permanent).
+    #[error("cannot start {}: {stage} failed: {source}", program.display())]
+    Setup {
+        /// The program.
+        program: std::path::PathBuf,
+        /// What was being done (`"setuid"`, `"chdir"`, ...).
+        stage: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec cannot work as written: an unknown user or group, a malformed URL, an
+    /// empty command (permanent).
+    #[error("invalid service spec: {0}")]
+    InvalidSpec(String),
+    /// The address the readiness check watches was already held by another process
+    /// before the program started: it could never have been ready.
+    #[error("{address} is already in use by {}", match holder { Some(pid) => format!("process {pid}"), None => "another process (not visible from here)".to_owned() })]
+    PortInUse {
+        /// The address (`host:port`, or a socket path).
+        address: String,
+        /// The process that holds it, when visible.
+        holder: Option<u32>,
+    },
     /// The backend could not be verified or reached.
     #[error(transparent)]
     Backend(#[from] BackendHandleError),
     /// The backend exited before it was ready.
-    #[error("the backend exited before it was ready ({0})")]
-    ExitedBeforeReady(ExitStatus),
+    #[error("the backend exited before it was ready ({status}){}", if output.is_empty() { String::new() } else { format!("; its last output:\n{output}") })]
+    ExitedBeforeReady {
+        /// How it exited.
+        status: ExitStatus,
+        /// What it last wrote, when its output is captured.
+        output: LastOutput,
+    },
     /// The backend was not ready within the deadline.
     #[error("the backend was not ready within {0:?}")]
     ReadyTimeout(Duration),
     /// Readiness could not be established for another reason.
     #[error("readiness failed: {0}")]
     Readiness(String),
+}
+
+impl StartError {
+    /// Whether retrying cannot help: the program cannot be executed, the child could not
+    /// be prepared, or the spec is invalid. The runtime does not restart after these.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StartError::Exec { .. } | StartError::Setup { .. } | StartError::InvalidSpec(_)
+        )
+    }
 }
 
 /// Why a health check failed.

@@ -47,8 +47,8 @@ impl EphemeralBackend {
             .map_err(StartError::Spawn)?;
         let log = dir.path().join("backend.log");
         let spec = make_spec(dir.path())
-            .stdout(Output::File { path: log.clone() })
-            .stderr(Output::File { path: log.clone() })
+            .stdout(Output::file(log.clone()))
+            .stderr(Output::file(log.clone()))
             .die_with_supervisor(true);
         let supervisor = Arc::new(CommandSupervisor::new(spec));
         let (tx, _) = broadcast::channel(16);

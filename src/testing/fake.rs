@@ -285,7 +285,10 @@ impl Supervisor for FakeSupervisor {
             FakeSpawn::ExitBeforeReady(status) => {
                 guard.0 = None;
                 process.exit(status);
-                return Err(StartError::ExitedBeforeReady(status));
+                return Err(StartError::ExitedBeforeReady {
+                    status,
+                    output: crate::supervision::LastOutput::default(),
+                });
             }
         }
         guard.0 = None;

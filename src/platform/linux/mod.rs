@@ -18,6 +18,14 @@ use tokio::io::Interest;
 
 use super::{ExePath, ExitStatus, OpenError};
 
+pub(crate) mod cgroup;
+mod fork_exec;
+pub(crate) mod inotify;
+pub(crate) mod sockets;
+mod spawner;
+
+pub(crate) use spawner::{spawn, OwnedChild};
+
 const DELETED_SUFFIX: &[u8] = b" (deleted)";
 
 #[derive(Debug)]
@@ -38,6 +46,11 @@ impl ProcessHandle {
             Err(e @ (Errno::NOSYS | Errno::PERM)) => Err(OpenError::Unsupported(e.into())),
             Err(e) => Err(OpenError::Other(e.into())),
         }
+    }
+
+    /// A handle from a pidfd we already hold (`clone3(CLONE_PIDFD)`).
+    pub fn from_pidfd(pid: u32, pidfd: OwnedFd) -> Self {
+        ProcessHandle { pid, pidfd }
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,0 +1,337 @@
+//! From a [`CommandSpec`] to a [`SpawnPlan`]: the program resolved on `PATH`, the user and
+//! groups looked up, the environment assembled; and from a failed spawn to a
+//! [`StartError`] that names the program and the reason.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::spec::{CommandSpec, GroupRef, Limit, UserRef};
+use crate::platform::{
+    Credentials, LimitResource, ResourceLimit, SpawnError, SpawnPlan, SpawnStage, Stdio,
+};
+use crate::supervision::{ExecFailure, StartError};
+
+/// The user a service runs as, once looked up.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunAs {
+    /// What the child switches to (`None`: runs as the supervisor).
+    pub credentials: Option<Credentials>,
+    /// The service's user id, for ownership checks (the supervisor's when not switching).
+    pub uid: Option<u32>,
+    /// The service's primary group id.
+    pub gid: Option<u32>,
+    /// Variables a login would set (`HOME`, `USER`, `LOGNAME`, `SHELL`).
+    pub login_env: Vec<(String, String)>,
+}
+
+/// Look up the spec's user and groups. Blocking (user database): the blocking pool.
+pub(crate) fn resolve_user(spec: &CommandSpec) -> Result<RunAs, StartError> {
+    if spec.user.is_none() && spec.group.is_none() && spec.supplementary_groups.is_none() {
+        return Ok(RunAs {
+            uid: crate::platform::current_uid(),
+            ..RunAs::default()
+        });
+    }
+    #[cfg(unix)]
+    {
+        resolve_unix(spec)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = spec;
+        Err(StartError::InvalidSpec(
+            "user and group switching needs a Unix system".into(),
+        ))
+    }
+}
+
+#[cfg(unix)]
+fn resolve_unix(spec: &CommandSpec) -> Result<RunAs, StartError> {
+    let lookup =
+        |what: &str, e: io::Error| StartError::InvalidSpec(format!("cannot look up {what}: {e}"));
+    let user = match &spec.user {
+        None => None,
+        Some(UserRef::Name(name)) => Some(
+            crate::platform::user_by_name(name)
+                .map_err(|e| lookup(&format!("user {name:?}"), e))?
+                .ok_or_else(|| StartError::InvalidSpec(format!("no such user: {name:?}")))?,
+        ),
+        Some(UserRef::Id(uid)) => Some(
+            crate::platform::user_by_id(*uid)
+                .map_err(|e| lookup(&format!("uid {uid}"), e))?
+                .unwrap_or(crate::platform::UserEntry {
+                    name: String::new(),
+                    uid: *uid,
+                    gid: *uid,
+                    home: PathBuf::from("/"),
+                    shell: PathBuf::from("/bin/sh"),
+                }),
+        ),
+    };
+    let gid = match &spec.group {
+        Some(group) => Some(group_id(group)?),
+        None => user.as_ref().map(|u| u.gid),
+    };
+    let groups = match (&spec.supplementary_groups, &user) {
+        (Some(list), _) => Some(list.iter().map(group_id).collect::<Result<Vec<_>, _>>()?),
+        (None, Some(user)) if !user.name.is_empty() => Some(
+            crate::platform::groups_of(&user.name, gid.unwrap_or(user.gid))
+                .map_err(|e| lookup(&format!("the groups of {:?}", user.name), e))?,
+        ),
+        // A numeric user with no entry, or only a group given: the group alone.
+        (None, Some(_)) => gid.map(|g| vec![g]),
+        (None, None) => None,
+    };
+    let mut login_env = Vec::new();
+    if let Some(user) = &user {
+        login_env.push(("HOME".into(), user.home.display().to_string()));
+        login_env.push(("SHELL".into(), user.shell.display().to_string()));
+        if !user.name.is_empty() {
+            login_env.push(("USER".into(), user.name.clone()));
+            login_env.push(("LOGNAME".into(), user.name.clone()));
+        }
+    }
+    Ok(RunAs {
+        credentials: Some(Credentials {
+            uid: user.as_ref().map(|u| u.uid),
+            gid,
+            groups,
+        }),
+        uid: user
+            .as_ref()
+            .map(|u| u.uid)
+            .or_else(crate::platform::current_uid),
+        gid,
+        login_env,
+    })
+}
+
+#[cfg(unix)]
+fn group_id(group: &GroupRef) -> Result<u32, StartError> {
+    match group {
+        GroupRef::Id(gid) => Ok(*gid),
+        GroupRef::Name(name) => crate::platform::group_by_name(name)
+            .map_err(|e| StartError::InvalidSpec(format!("cannot look up group {name:?}: {e}")))?
+            .ok_or_else(|| StartError::InvalidSpec(format!("no such group: {name:?}"))),
+    }
+}
+
+/// The child's whole environment: the supervisor's (unless cleared), the login variables
+/// of a switched user, the spec's, then the supervisor's own additions (`NOTIFY_SOCKET`),
+/// each layer overriding the one before.
+pub(crate) fn environment(
+    spec: &CommandSpec,
+    run_as: &RunAs,
+    extra: &[(String, String)],
+) -> Vec<(OsString, OsString)> {
+    let mut env: std::collections::BTreeMap<OsString, OsString> = if spec.env_clear {
+        Default::default()
+    } else {
+        std::env::vars_os().collect()
+    };
+    let pairs = |list: &[(String, String)]| -> Vec<(String, String)> { list.to_vec() };
+    let layers = pairs(&run_as.login_env)
+        .into_iter()
+        .chain(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .chain(pairs(extra));
+    for (key, value) in layers {
+        env.insert(key.into(), value.into());
+    }
+    env.into_iter().collect()
+}
+
+/// Where the program is: a path with a `/` as given (relative to the working directory),
+/// else the first executable file of that name on the child's `PATH`.
+pub(crate) fn resolve_program(
+    program: &Path,
+    cwd: Option<&Path>,
+    env: &[(OsString, OsString)],
+) -> Result<PathBuf, StartError> {
+    let not_found = |searched: String| StartError::Exec {
+        program: program.to_owned(),
+        reason: ExecFailure::NotFound { searched },
+    };
+    if program.as_os_str().is_empty() {
+        return Err(StartError::InvalidSpec("the program is empty".into()));
+    }
+    if program.components().count() > 1 || program.is_absolute() {
+        let resolved = match (program.is_absolute(), cwd) {
+            (false, Some(dir)) => dir.join(program),
+            _ => program.to_owned(),
+        };
+        if !resolved.exists() {
+            return Err(StartError::Exec {
+                program: resolved.clone(),
+                reason: ExecFailure::NotFound {
+                    searched: resolved.display().to_string(),
+                },
+            });
+        }
+        return Ok(resolved);
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if is_executable_file(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(not_found(format!("PATH={}", path.to_string_lossy())))
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
+    }
+}
+
+/// The spec's resource limits, for the platform.
+pub(crate) fn limits(spec: &CommandSpec) -> Vec<ResourceLimit> {
+    let one = |resource, limit: Option<Limit>| {
+        limit.map(|l| ResourceLimit {
+            resource,
+            soft: l.soft,
+            hard: l.hard,
+        })
+    };
+    [
+        one(LimitResource::OpenFiles, spec.limits.open_files),
+        one(LimitResource::Processes, spec.limits.processes),
+        one(LimitResource::CoreSize, spec.limits.core_size),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// What the platform needs to start the spec's program.
+pub(crate) struct Launch {
+    /// The resolved program.
+    pub program: PathBuf,
+    /// The plan (its streams still to be set by the caller).
+    pub plan: SpawnPlan,
+}
+
+/// Build the plan for `spec`: blocking (file system, user database), for the blocking pool.
+pub(crate) fn plan(
+    spec: &CommandSpec,
+    run_as: &RunAs,
+    extra_env: &[(String, String)],
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Launch, StartError> {
+    let env = environment(spec, run_as, extra_env);
+    let program = resolve_program(&spec.program, spec.cwd.as_deref(), &env)?;
+    let plan = SpawnPlan {
+        program: program.clone(),
+        arg0: spec.program.clone().into_os_string(),
+        args: spec.args.iter().map(OsString::from).collect(),
+        env,
+        cwd: spec.cwd.clone(),
+        stdin: Stdio::Null,
+        stdout,
+        stderr,
+        process_group: true,
+        credentials: run_as.credentials.clone(),
+        umask: spec.umask.map(|u| u.0),
+        limits: limits(spec),
+        die_with_parent: spec.die_with_supervisor,
+        #[cfg(target_os = "linux")]
+        cgroup: None,
+    };
+    Ok(Launch { program, plan })
+}
+
+/// The [`StartError`] for a failed spawn of `program`: execution failures and failures
+/// while preparing the child are permanent and say what failed; the rest may heal.
+pub(crate) fn start_error(program: &Path, error: SpawnError) -> StartError {
+    match error.stage {
+        SpawnStage::Exec => {
+            let reason = match error.error.raw_os_error() {
+                #[cfg(unix)]
+                Some(libc::ENOENT) if program.exists() => ExecFailure::BadInterpreter,
+                #[cfg(unix)]
+                Some(libc::ENOENT) => ExecFailure::NotFound {
+                    searched: program.display().to_string(),
+                },
+                #[cfg(unix)]
+                Some(libc::EACCES) => ExecFailure::PermissionDenied,
+                #[cfg(unix)]
+                Some(libc::ENOEXEC) => ExecFailure::BadFormat,
+                _ => ExecFailure::Other(error.error),
+            };
+            StartError::Exec {
+                program: program.to_owned(),
+                reason,
+            }
+        }
+        SpawnStage::Prepare | SpawnStage::Fork => StartError::Spawn(error.error),
+        stage => StartError::Setup {
+            program: program.to_owned(),
+            stage: stage.as_str(),
+            source: error.error,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_are_found_on_the_childs_path_or_named_clearly() {
+        let env = vec![(
+            OsString::from("PATH"),
+            OsString::from("/nonexistent:/bin:/usr/bin"),
+        )];
+        let sh = resolve_program(Path::new("sh"), None, &env).unwrap();
+        assert!(sh.ends_with("sh") && sh.is_absolute(), "{sh:?}");
+        let error = resolve_program(Path::new("no-such-program-xyz"), None, &env).unwrap_err();
+        assert!(error.is_permanent());
+        let message = error.to_string();
+        assert!(message.contains("no-such-program-xyz"), "{message}");
+        assert!(message.contains("/nonexistent:/bin:/usr/bin"), "{message}");
+        let error = resolve_program(Path::new("/no/such/dir/prog"), None, &env).unwrap_err();
+        assert!(error.to_string().contains("/no/such/dir/prog"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tool"), b"").unwrap();
+        assert_eq!(
+            resolve_program(Path::new("./tool"), Some(dir.path()), &env).unwrap(),
+            dir.path().join("./tool")
+        );
+    }
+
+    #[test]
+    fn the_spec_environment_overrides_the_login_variables() {
+        let spec = CommandSpec::new("svc", "true")
+            .env("HOME", "/custom")
+            .env("ONLY", "spec");
+        let mut spec = spec;
+        spec.env_clear = true;
+        let run_as = RunAs {
+            login_env: vec![
+                ("HOME".into(), "/home/u".into()),
+                ("USER".into(), "u".into()),
+            ],
+            ..RunAs::default()
+        };
+        let env = environment(&spec, &run_as, &[("NOTIFY_SOCKET".into(), "/x".into())]);
+        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("HOME"), Some("/custom".into()));
+        assert_eq!(get("USER"), Some("u".into()));
+        assert_eq!(get("ONLY"), Some("spec".into()));
+        assert_eq!(get("NOTIFY_SOCKET"), Some("/x".into()));
+        assert_eq!(get("PATH"), None);
+    }
+}

@@ -1,0 +1,121 @@
+//! sd_notify for a command: a private socket per instance, reachable by the service's own
+//! user, and believed only from the service's own processes.
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::private_dir::PrivateDir;
+use super::spec::{CommandSpec, HealthCheck};
+use crate::supervision::{SpawnContext, StartError};
+
+/// The socket of one instance, with the directory that holds it.
+pub(crate) struct NotifyEndpoint {
+    /// The private directory, held so it lives as long as the socket (removed when
+    /// dropped).
+    _dir: PrivateDir,
+    /// The bound socket.
+    #[cfg(unix)]
+    pub socket: std::sync::Arc<crate::protocol::sd_notify::NotifySocket>,
+}
+
+impl NotifyEndpoint {
+    /// The variables the program gets: `NOTIFY_SOCKET`, and `WATCHDOG_USEC` when the
+    /// health check is the watchdog.
+    pub(crate) fn env(&self, spec: &CommandSpec) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        #[cfg(unix)]
+        env.push((
+            "NOTIFY_SOCKET".to_owned(),
+            self.socket.path().display().to_string(),
+        ));
+        if let Some(HealthCheck::Watchdog { timeout }) = spec.health.as_ref().map(|h| &h.check) {
+            env.push(("WATCHDOG_USEC".to_owned(), timeout.as_micros().to_string()));
+        }
+        env
+    }
+}
+
+/// Create the private directory and bind the socket. When the service runs as another
+/// user, the directory and socket are handed to that user (`owner`), so the service can
+/// send; the supervisor keeps receiving on the descriptor it bound.
+pub(crate) async fn prepare(
+    spec: &CommandSpec,
+    owner: Option<(u32, Option<u32>)>,
+) -> Result<NotifyEndpoint, StartError> {
+    #[cfg(unix)]
+    {
+        let name = spec.name.clone();
+        let dir = tokio::task::spawn_blocking(move || PrivateDir::create(&name))
+            .await
+            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
+            .map_err(StartError::Spawn)?;
+        let socket = crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
+            .map_err(StartError::Spawn)?;
+        if let Some((uid, gid)) =
+            owner.filter(|(uid, _)| Some(*uid) != crate::platform::current_uid())
+        {
+            let uid = Some(rustix::process::Uid::from_raw(uid));
+            let gid = gid.map(rustix::process::Gid::from_raw);
+            for path in [dir.path(), socket.path()] {
+                rustix::fs::chown(path, uid, gid).map_err(|e| StartError::Setup {
+                    program: spec.program.clone(),
+                    stage: "handing the sd_notify socket to the service's user",
+                    source: e.into(),
+                })?;
+            }
+        }
+        Ok(NotifyEndpoint {
+            _dir: dir,
+            socket: std::sync::Arc::new(socket),
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (spec, owner);
+        Err(StartError::InvalidSpec(
+            "sd_notify needs a Unix system".into(),
+        ))
+    }
+}
+
+/// Read messages until the socket fails: `READY=1` and `WATCHDOG=1` are believed only
+/// from a process `belongs` accepts (the main process or another process of the
+/// service's tree, systemd's `NotifyAccess=all` limited to the service); `STATUS=` lines
+/// become events.
+#[cfg(unix)]
+pub(crate) async fn read(
+    endpoint_socket: std::sync::Arc<crate::protocol::sd_notify::NotifySocket>,
+    belongs: impl Fn(u32) -> bool + Send + 'static,
+    ready: watch::Sender<bool>,
+    watchdog: watch::Sender<Instant>,
+    ctx: SpawnContext,
+) {
+    loop {
+        let message = match endpoint_socket.recv().await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "sd_notify socket failed");
+                return;
+            }
+        };
+        // Without credentials (not Linux) the private directory is the only gate.
+        if let Some(sender) = message.sender_pid {
+            if !belongs(sender) {
+                tracing::warn!(
+                    sender,
+                    "ignoring sd_notify message from outside the service"
+                );
+                continue;
+            }
+        }
+        if let Some(status) = &message.status {
+            ctx.status(status.clone());
+        }
+        if message.watchdog {
+            watchdog.send_replace(Instant::now());
+        }
+        if message.ready {
+            ready.send_replace(true);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Waiting until a command is ready, believing only the service's own processes.
+//!
+//! A TCP or HTTP port counts only when its listening socket is held by a process of the
+//! service's tree: the socket inode from `/proc/net/tcp{,6}` must be among the
+//! descriptors of the tree's processes (Linux). A stranger that listens on the port (or an
+//! orphan of an earlier instance) is never taken for the service; if it listens before
+//! the spawn, the start fails at once with [`StartError::PortInUse`] naming it. Elsewhere
+//! the ownership cannot be read and a successful connection is believed.
+//!
+//! The OS raises no event when a port starts listening, so these waits poll, with a delay
+//! growing from 5 ms to 200 ms: quick for a fast service, cheap for a slow one. The
+//! caller's ready timeout ends them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use super::probes::{self, HttpUrl};
+use super::spec::Readiness;
+use super::tree::Tree;
+use super::wait;
+use crate::handle::BackendHandle;
+use crate::protocol::CacheManifest;
+use crate::supervision::StartError;
+
+const FIRST_DELAY: Duration = Duration::from_millis(5);
+const MAX_DELAY: Duration = Duration::from_millis(200);
+
+/// What a readiness wait looks at.
+pub(crate) struct ReadyWait<'a> {
+    /// The main process.
+    pub main: &'a BackendHandle,
+    /// Its tree.
+    pub tree: &'a Tree,
+    /// The service's user, for the ownership of a Unix socket.
+    pub uid: Option<u32>,
+    /// Set by the sd_notify reader on `READY=1`.
+    pub notified: watch::Receiver<bool>,
+    /// The first line matching a log-line pattern.
+    pub line: oneshot::Receiver<String>,
+}
+
+/// The addresses a TCP or HTTP readiness watches, resolved (`Ok(None)` for other kinds).
+pub(crate) async fn watched_addresses(
+    readiness: &Readiness,
+) -> Result<Option<(String, Vec<SocketAddr>)>, StartError> {
+    let address = match readiness {
+        Readiness::Tcp { address } => address.clone(),
+        Readiness::Http { url } => HttpUrl::parse(url)
+            .map_err(|e| StartError::InvalidSpec(format!("readiness URL {url:?}: {e}")))?
+            .connect_address(),
+        _ => return Ok(None),
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address.as_str())
+        .await
+        .map_err(|e| StartError::InvalidSpec(format!("readiness address {address:?}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(StartError::InvalidSpec(format!(
+            "readiness address {address:?} resolves to nothing"
+        )));
+    }
+    Ok(Some((address, addrs)))
+}
+
+/// Before the spawn: fail if another process already listens where the service will
+/// (it could never become ready, and a connection would reach the stranger).
+pub(crate) async fn check_free(readiness: &Readiness) -> Result<(), StartError> {
+    #[cfg(target_os = "linux")]
+    {
+        use crate::platform::sockets;
+        let held = |inodes: Vec<u64>, address: String| -> Result<(), StartError> {
+            match inodes.first() {
+                None => Ok(()),
+                Some(&inode) => Err(StartError::PortInUse {
+                    address,
+                    holder: sockets::socket_holders(inode).first().copied(),
+                }),
+            }
+        };
+        if let Some((address, addrs)) = watched_addresses(readiness).await? {
+            let inodes = tokio::task::spawn_blocking(move || {
+                addrs
+                    .iter()
+                    .flat_map(|a| sockets::tcp_listeners(*a).unwrap_or_default())
+                    .map(|l| l.inode)
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?;
+            return held(inodes, address);
+        }
+        if let Readiness::UnixSocket { path } = readiness {
+            let owned = path.clone();
+            let inodes = tokio::task::spawn_blocking(move || {
+                sockets::unix_listeners(&owned).unwrap_or_default()
+            })
+            .await
+            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?;
+            return held(inodes, path.display().to_string());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        watched_addresses(readiness).await.map(drop)
+    }
+}
+
+/// Wait for `readiness`; for the manifest handshake, returns the verified handle.
+pub(crate) async fn wait_ready(
+    readiness: &Readiness,
+    wait: ReadyWait<'_>,
+) -> Result<BackendHandle, StartError> {
+    let ReadyWait {
+        main,
+        tree,
+        uid,
+        mut notified,
+        line,
+    } = wait;
+    match readiness {
+        Readiness::Started => {}
+        Readiness::Delay { delay } => tokio::time::sleep(*delay).await,
+        Readiness::Notify => {
+            notified
+                .wait_for(|ready| *ready)
+                .await
+                .map_err(|_| StartError::Readiness("the sd_notify reader stopped".into()))?;
+        }
+        Readiness::Tcp { .. } => {
+            let (_, addrs) = watched_addresses(readiness).await?.unwrap_or_default();
+            listening_in_tree(&addrs, main, tree).await;
+        }
+        Readiness::Http { url } => {
+            let parsed = HttpUrl::parse(url)
+                .map_err(|e| StartError::InvalidSpec(format!("readiness URL {url:?}: {e}")))?;
+            let (_, addrs) = watched_addresses(readiness).await?.unwrap_or_default();
+            listening_in_tree(&addrs, main, tree).await;
+            let mut delay = FIRST_DELAY;
+            while let Err(error) = probes::http_ok(&parsed).await {
+                tracing::trace!(%url, %error, "not ready yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_DELAY);
+            }
+        }
+        Readiness::Exec { command, interval } => {
+            if command.is_empty() {
+                return Err(StartError::InvalidSpec(
+                    "the exec readiness command is empty".into(),
+                ));
+            }
+            while let Err(error) = probes::run_check(command).await {
+                tracing::debug!(?command, %error, "readiness command failed; trying again");
+                tokio::time::sleep(*interval).await;
+            }
+        }
+        Readiness::UnixSocket { path } => unix_socket_in_tree(path, uid, main, tree).await,
+        Readiness::File { path } => wait::file_appears(path)
+            .await
+            .map_err(|e| StartError::Readiness(e.to_string()))?,
+        Readiness::LogLine { .. } => {
+            if line.await.is_err() {
+                // The stream ended without the line. Usually the process is exiting, and the
+                // caller reports that exit; otherwise the ready timeout ends the wait.
+                std::future::pending::<()>().await;
+            }
+        }
+        Readiness::Manifest { path } => return verified_from_manifest(path, main.pid()).await,
+    }
+    Ok(main.clone())
+}
+
+/// The socket inodes held by the tree's processes (the main process included).
+#[cfg(target_os = "linux")]
+fn tree_sockets(main: u32, tree: &Tree) -> std::collections::HashSet<u64> {
+    let mut pids = tree.pids();
+    pids.push(main);
+    pids.sort_unstable();
+    pids.dedup();
+    pids.into_iter()
+        .flat_map(|pid| crate::platform::sockets::socket_inodes(pid).unwrap_or_default())
+        .collect()
+}
+
+/// Whether every listener of `inodes` is the tree's (and there is at least one).
+#[cfg(target_os = "linux")]
+fn all_ours(inodes: &[u64], main: u32, tree: &Tree) -> bool {
+    if inodes.is_empty() {
+        return false;
+    }
+    let ours = tree_sockets(main, tree);
+    let foreign: Vec<u64> = inodes
+        .iter()
+        .copied()
+        .filter(|i| !ours.contains(i))
+        .collect();
+    if !foreign.is_empty() {
+        tracing::debug!(
+            holders = ?crate::platform::sockets::socket_holders(foreign[0]),
+            "a listener on the readiness address is not the service's; not ready"
+        );
+    }
+    foreign.is_empty()
+}
+
+/// Resolves once one of `addrs` has a listening socket, every listener there belongs to
+/// the tree, and a connection succeeds.
+async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Tree) {
+    let mut delay = FIRST_DELAY;
+    loop {
+        for addr in addrs {
+            #[cfg(target_os = "linux")]
+            {
+                let addr = *addr;
+                let listeners = crate::platform::sockets::tcp_listeners(addr)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|l| l.inode)
+                    .collect::<Vec<_>>();
+                if !all_ours(&listeners, main.pid(), tree) {
+                    continue;
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = (main, tree);
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => return,
+                Err(error) => tracing::trace!(%addr, %error, "not accepting yet"),
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}
+
+/// Resolves once `path` is a socket owned by the service's user, listened on by the tree,
+/// and accepting connections.
+async fn unix_socket_in_tree(path: &Path, uid: Option<u32>, main: &BackendHandle, tree: &Tree) {
+    let mut delay = FIRST_DELAY;
+    loop {
+        if unix_socket_ready(path, uid, main, tree).await {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}
+
+async fn unix_socket_ready(
+    path: &Path,
+    uid: Option<u32>,
+    main: &BackendHandle,
+    tree: &Tree,
+) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return false;
+        };
+        if !meta.file_type().is_socket() {
+            return false;
+        }
+        if uid.is_some_and(|uid| meta.uid() != uid) {
+            tracing::debug!(path = %path.display(), owner = meta.uid(), "socket not owned by the service's user; not ready");
+            return false;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let listeners = crate::platform::sockets::unix_listeners(path).unwrap_or_default();
+            if !all_ours(&listeners, main.pid(), tree) {
+                return false;
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (main, tree);
+        tokio::net::UnixStream::connect(path).await.is_ok()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, uid, main, tree);
+        false
+    }
+}
+
+/// Wait until the manifest records process `pid`, then verify it through the full probe.
+async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, StartError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let owned = dir.to_owned();
+    tokio::task::spawn_blocking(move || crate::protocol::manifest::create_private_dir(&owned))
+        .await
+        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
+        .map_err(StartError::Spawn)?;
+    let mut watcher = wait::PathWatcher::new(path).map_err(StartError::Spawn)?;
+    loop {
+        match CacheManifest::read(path).await {
+            Ok(Some(manifest)) if manifest.current_daemon.as_ref().map(|d| d.pid) == Some(pid) => {
+                return BackendHandle::try_from_manifest(&manifest)
+                    .await?
+                    .ok_or_else(|| StartError::Readiness("the manifest records no daemon".into()));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "manifest not readable yet"),
+        }
+        watcher.changed().await.map_err(StartError::Spawn)?;
+    }
+}

@@ -1,0 +1,244 @@
+//! [`CommandSpec`]: everything needed to run an OS command as a supervised backend, as
+//! plain data (serde), so a config file can describe it. Unknown keys are errors, so a
+//! typo in a file is reported rather than ignored.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::supervision::RestartPolicy;
+
+mod checks;
+mod output;
+mod run_as;
+mod stop;
+
+pub use checks::{HealthCheck, HealthSpec, Readiness, DEFAULT_EXEC_INTERVAL};
+pub use output::{Output, Rotation, StreamName};
+pub use run_as::{GroupRef, Limit, ResourceLimits, Umask, UserRef};
+pub use stop::{KillMode, StopSignal, StopSpec};
+
+/// A program to run and supervise.
+///
+/// ```
+/// use running_process::command::{CommandSpec, Readiness};
+/// let spec = CommandSpec::new("cache", "/usr/bin/my-cache")
+///     .args(["--port", "7000"])
+///     .readiness(Readiness::Tcp { address: "127.0.0.1:7000".into() });
+/// let json = serde_json::to_string(&spec).unwrap();
+/// let back: CommandSpec = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back.name, "cache");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// Service name (events, logs, the sd_notify socket name).
+    pub name: String,
+    /// The program to run.
+    pub program: PathBuf,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables to set (on top of the inherited ones unless `env_clear`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Start from an empty environment.
+    #[serde(default)]
+    pub env_clear: bool,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Run as this user (Unix; the supervisor needs the privilege to switch, normally
+    /// root). Its primary group, its supplementary groups from the group database, and
+    /// `HOME`, `USER`, `LOGNAME` and `SHELL` follow unless set explicitly, as systemd's
+    /// `User=` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    /// Run with this primary group instead of the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupRef>,
+    /// The supplementary groups; `None` takes the user's from the group database (only
+    /// when `user` is set), `Some(vec![])` drops them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplementary_groups: Option<Vec<GroupRef>>,
+    /// The file mode creation mask; `None` inherits the supervisor's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<Umask>,
+    /// Resource limits; unset ones are inherited.
+    #[serde(default, skip_serializing_if = "ResourceLimits::is_empty")]
+    pub limits: ResourceLimits,
+    /// Where its standard output goes.
+    #[serde(default)]
+    pub stdout: Output,
+    /// Where its standard error goes.
+    #[serde(default)]
+    pub stderr: Output,
+    /// How to know it is ready.
+    #[serde(default)]
+    pub readiness: Readiness,
+    /// Deadline for readiness.
+    #[serde(
+        rename = "ready_timeout_ms",
+        with = "crate::serde_util::duration_ms",
+        default = "default_ready_timeout"
+    )]
+    pub ready_timeout: Duration,
+    /// Periodic health checks, if any.
+    #[serde(default)]
+    pub health: Option<HealthSpec>,
+    /// How to stop it.
+    #[serde(default)]
+    pub stop: StopSpec,
+    /// When to restart it.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Kill it when the supervisor goes away, even by a crash, so no orphan is left behind.
+    /// Linux: `PR_SET_PDEATHSIG` (set after the user change, which would reset it) on the
+    /// main process, from a spawner thread that lives as long as the supervisor process;
+    /// with a cgroup, a keeper process kills the rest of the tree too. Default `true`.
+    #[serde(default = "yes")]
+    pub die_with_supervisor: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_ready_timeout() -> Duration {
+    crate::supervision::supervisor::DEFAULT_READY_TIMEOUT
+}
+
+impl CommandSpec {
+    /// A spec with defaults: inherited output, ready once started, SIGTERM then SIGKILL
+    /// after 5 s to the whole tree ([`KillMode::ControlGroup`]), default restart policy,
+    /// dies with the supervisor, the supervisor's own user and limits.
+    pub fn new(name: impl Into<String>, program: impl Into<PathBuf>) -> Self {
+        CommandSpec {
+            name: name.into(),
+            program: program.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            env_clear: false,
+            cwd: None,
+            user: None,
+            group: None,
+            supplementary_groups: None,
+            umask: None,
+            limits: ResourceLimits::default(),
+            stdout: Output::default(),
+            stderr: Output::default(),
+            readiness: Readiness::default(),
+            ready_timeout: default_ready_timeout(),
+            health: None,
+            stop: StopSpec::default(),
+            restart: RestartPolicy::default(),
+            die_with_supervisor: true,
+        }
+    }
+
+    /// Append arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Set one environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Set the working directory.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Run as this user (name or id); see [`CommandSpec::user`](CommandSpec#structfield.user).
+    pub fn user(mut self, user: impl Into<UserRef>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Run with this primary group.
+    pub fn group(mut self, group: impl Into<GroupRef>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Set the supplementary groups explicitly (an empty list drops them all).
+    pub fn supplementary_groups<I, G>(mut self, groups: I) -> Self
+    where
+        I: IntoIterator<Item = G>,
+        G: Into<GroupRef>,
+    {
+        self.supplementary_groups = Some(groups.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Set the file mode creation mask (for example `0o027`).
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(Umask(mask));
+        self
+    }
+
+    /// Set resource limits.
+    pub fn limits(mut self, limits: ResourceLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Route standard output.
+    pub fn stdout(mut self, output: Output) -> Self {
+        self.stdout = output;
+        self
+    }
+
+    /// Route standard error.
+    pub fn stderr(mut self, output: Output) -> Self {
+        self.stderr = output;
+        self
+    }
+
+    /// How readiness is detected.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// Deadline for readiness.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Periodic health checks.
+    pub fn health(mut self, health: HealthSpec) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// How it is stopped.
+    pub fn stop(mut self, stop: StopSpec) -> Self {
+        self.stop = stop;
+        self
+    }
+
+    /// When it is restarted.
+    pub fn restart(mut self, restart: RestartPolicy) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Whether it dies with the supervisor (default `true`).
+    pub fn die_with_supervisor(mut self, die: bool) -> Self {
+        self.die_with_supervisor = die;
+        self
+    }
+}

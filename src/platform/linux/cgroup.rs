@@ -1,0 +1,401 @@
+//! cgroup v2: one cgroup per service instance, so the whole process tree is tracked,
+//! signalled and killed as one, as systemd does (`KillMode=control-group`).
+//!
+//! Layout: `<our cgroup>/running-process-<pid>-<start time>/<service>-<n>`. Our cgroup is
+//! read from `/proc/self/cgroup` and the cgroup2 mount from `/proc/self/mountinfo` (it is
+//! not always `/sys/fs/cgroup`: hybrid systems mount it at `/sys/fs/cgroup/unified`).
+//! Creating the supervisor's directory needs write access to our own cgroup: root, or a
+//! delegated subtree (systemd `Delegate=yes`). Without it, callers fall back to process
+//! groups.
+//!
+//! Processes never get here by a write after the fact: `clone3(CLONE_INTO_CGROUP)`
+//! starts them inside (or, on older kernels, the child writes itself into `cgroup.procs`
+//! before exec), so a daemon that forks at once cannot leave a grandchild outside.
+//!
+//! A *keeper* process (forked once, before any service starts) holds the read end of a
+//! pipe whose write end only the supervisor holds. When the supervisor dies, even by
+//! SIGKILL, the keeper reads EOF and writes `cgroup.kill` of the supervisor's directory:
+//! the main processes die by their parent-death signal, and the keeper takes the rest of
+//! every tree with them. Directories of dead supervisors are swept by the next one.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::process::Signal;
+
+use super::inotify::{Wake, Watch};
+
+/// The prefix of every supervisor's directory.
+const PREFIX: &str = "running-process-";
+
+/// Set when a spawn into a cgroup failed for lack of permission: from then on this
+/// process uses process groups.
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// This supervisor's cgroup directory, with the keeper watching over it.
+#[derive(Debug)]
+pub(crate) struct SupervisorCgroup {
+    path: PathBuf,
+    /// The path relative to the cgroup2 mount, as `/proc/PID/cgroup` prints it.
+    relative: String,
+    next: AtomicU64,
+    /// Held for the life of the process: the keeper sees EOF when it closes.
+    _keeper: Option<OwnedFd>,
+}
+
+/// The supervisor's cgroup, created on first use; `None` where cgroup v2 is not mounted,
+/// our cgroup is not writable, or cgroups were disabled after a refusal. Blocking (file
+/// system): call it from the blocking pool or the spawner thread.
+pub(crate) fn supervisor_cgroup() -> Option<&'static SupervisorCgroup> {
+    static CGROUP: OnceLock<Option<SupervisorCgroup>> = OnceLock::new();
+    if DISABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    CGROUP
+        .get_or_init(|| match SupervisorCgroup::create() {
+            Ok(cgroup) => {
+                tracing::debug!(path = %cgroup.path.display(), "service trees are tracked by cgroup v2");
+                Some(cgroup)
+            }
+            Err(error) => {
+                tracing::debug!(%error, "no cgroup v2 for service trees; using process groups");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Stop using cgroups in this process (a spawn into one was refused).
+pub(crate) fn disable(reason: &io::Error) {
+    if !DISABLED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(%reason, "cannot start processes in a cgroup; using process groups");
+    }
+}
+
+/// Where cgroup v2 is mounted (the first cgroup2 entry of `mountinfo`).
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace()
+            .nth(4)
+            .map(|p| PathBuf::from(unescape(p)))
+    })
+}
+
+/// `mountinfo` escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            if let Ok(code) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
+                out.push(code);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Our cgroup v2 path (relative to the mount) from `/proc/self/cgroup`'s `0::` line.
+fn own_cgroup(proc_cgroup: &str) -> Option<String> {
+    proc_cgroup
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(|path| path.trim_end().to_owned())
+}
+
+impl SupervisorCgroup {
+    fn create() -> io::Result<SupervisorCgroup> {
+        let mount = cgroup2_mount(&std::fs::read_to_string("/proc/self/mountinfo")?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cgroup2 is not mounted"))?;
+        let own = own_cgroup(&std::fs::read_to_string("/proc/self/cgroup")?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 membership"))?;
+        let parent = mount.join(own.trim_start_matches('/'));
+        sweep(&parent);
+        let me = std::process::id();
+        let name = format!("{PREFIX}{me}-{}", super::start_time(me)?);
+        let path = parent.join(&name);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let relative = format!("{}/{name}", own.trim_end_matches('/'));
+        let keeper = if path.join("cgroup.kill").exists() {
+            match start_keeper(&path) {
+                Ok(fd) => Some(fd),
+                Err(error) => {
+                    tracing::warn!(%error, "no cgroup keeper: a SIGKILLed supervisor may leave service trees behind");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(SupervisorCgroup {
+            path,
+            relative,
+            next: AtomicU64::new(1),
+            _keeper: keeper,
+        })
+    }
+
+    /// A new, empty cgroup for one instance of `service`.
+    pub(crate) fn create_service(&self, service: &str) -> io::Result<ServiceCgroup> {
+        let clean: String = service
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(48)
+            .collect();
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{clean}-{n}");
+        let path = self.path.join(&name);
+        std::fs::create_dir(&path)?;
+        let dir = rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(ServiceCgroup {
+            relative: format!("{}/{name}", self.relative),
+            path,
+            dir,
+        })
+    }
+}
+
+/// The cgroup of one service instance. Dropping it removes the directory if it is empty.
+#[derive(Debug)]
+pub(crate) struct ServiceCgroup {
+    path: PathBuf,
+    relative: String,
+    dir: OwnedFd,
+}
+
+impl ServiceCgroup {
+    /// The directory in the cgroup file system.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory descriptor `CLONE_INTO_CGROUP` takes.
+    pub(crate) fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// `cgroup.procs`, opened for writing (a child writes "0" into it to enter).
+    pub(crate) fn open_procs(&self) -> io::Result<OwnedFd> {
+        Ok(rustix::fs::openat(
+            &self.dir,
+            c"cgroup.procs",
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+
+    /// The PIDs in this cgroup and its descendants (a daemon may create sub-cgroups in a
+    /// delegated tree).
+    pub(crate) fn pids(&self) -> io::Result<Vec<u32>> {
+        let mut pids = Vec::new();
+        collect_pids(&self.path, &mut pids)?;
+        Ok(pids)
+    }
+
+    /// Whether any process is left (`populated 1` in `cgroup.events`).
+    pub(crate) fn is_populated(&self) -> io::Result<bool> {
+        let events = std::fs::read_to_string(self.path.join("cgroup.events"))?;
+        Ok(events.lines().any(|line| line.trim() == "populated 1"))
+    }
+
+    /// SIGKILL every process of the tree at once (`cgroup.kill`, Linux 5.14+; before that,
+    /// each process through a pidfd, repeated until none is left unsignalled).
+    pub(crate) fn kill(&self) -> io::Result<()> {
+        match std::fs::write(self.path.join("cgroup.kill"), b"1") {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.signal(Signal::KILL),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send `signal` to every process of the tree, each through a pidfd (a PID read from
+    /// `cgroup.procs` that exits meanwhile is simply skipped).
+    pub(crate) fn signal(&self, signal: Signal) -> io::Result<()> {
+        for pid in self.pids()? {
+            let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            else {
+                continue;
+            };
+            let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            else {
+                continue;
+            };
+            // Opened by PID: confirm it is still a member, so a recycled PID is spared.
+            if !self.contains(pid.as_raw_nonzero().get() as u32) {
+                continue;
+            }
+            let _ = rustix::process::pidfd_send_signal(&pidfd, signal);
+        }
+        Ok(())
+    }
+
+    /// Whether process `pid` is in this cgroup (or below it).
+    pub(crate) fn contains(&self, pid: u32) -> bool {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return false;
+        };
+        own_cgroup(&text).is_some_and(|path| {
+            path == self.relative
+                || path
+                    .strip_prefix(&self.relative)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// Resolves once no process is left in the tree: an inotify event on `cgroup.events`,
+    /// not a poll. Cancel-safe.
+    pub(crate) async fn wait_empty(&self) -> io::Result<()> {
+        let watch = Watch::modified(&self.path.join("cgroup.events"))?;
+        loop {
+            if !self.is_populated()? {
+                return Ok(());
+            }
+            if let Wake::WatchLost = watch.next().await? {
+                return Ok(()); // the cgroup itself is gone
+            }
+        }
+    }
+}
+
+impl Drop for ServiceCgroup {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir(&self.path) {
+            tracing::debug!(path = %self.path.display(), %error, "cgroup not removed (processes left?)");
+        }
+    }
+}
+
+fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> io::Result<()> {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // A sub-cgroup removed meanwhile is simply gone.
+            let _ = collect_pids(&entry.path(), pids);
+        }
+    }
+    Ok(())
+}
+
+/// Kill and remove the directories of supervisors that no longer exist (their keeper may
+/// have been killed too, or cgroup.kill was missing). A recycled PID has another start
+/// time, so a live supervisor's directory is never touched.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let Some((pid, start)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+            continue;
+        };
+        if super::start_time(pid).ok() == Some(start) {
+            continue; // that supervisor still runs
+        }
+        let path = entry.path();
+        let _ = std::fs::write(path.join("cgroup.kill"), b"1");
+        if let Ok(children) = std::fs::read_dir(&path) {
+            for child in children.flatten() {
+                if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+        }
+        match std::fs::remove_dir(&path) {
+            Ok(()) => {
+                tracing::debug!(path = %path.display(), "removed the cgroup of a dead supervisor")
+            }
+            Err(error) => {
+                tracing::debug!(path = %path.display(), %error, "cgroup of a dead supervisor not removed yet")
+            }
+        }
+    }
+}
+
+/// Fork the keeper; returns the write end of its pipe, to be held until the process ends.
+fn start_keeper(path: &Path) -> io::Result<OwnedFd> {
+    let kill_path = CString::new(path.join("cgroup.kill").as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a cgroup path"))?;
+    let kill = rustix::fs::open(
+        kill_path.as_c_str(),
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    super::fork_exec::fork_keeper(read, kill)?;
+    Ok(write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup2_mount_is_found_wherever_it_is() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                      32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "29 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        let spaced = "29 23 0:26 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+        assert_eq!(
+            cgroup2_mount(spaced),
+            Some(PathBuf::from("/mnt/my cgroups"))
+        );
+        assert_eq!(
+            cgroup2_mount("31 23 0:28 / /sys rw - sysfs sysfs rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn our_cgroup_is_the_v2_line() {
+        let text = "9:name=systemd:/\n4:memory:/process_api/a8\n0::/user.slice/app.scope\n";
+        assert_eq!(own_cgroup(text).as_deref(), Some("/user.slice/app.scope"));
+        assert_eq!(own_cgroup("4:memory:/x\n"), None);
+    }
+}

@@ -1,0 +1,552 @@
+//! Linux: fork and exec a child without any window for PID reuse.
+//!
+//! `clone3(CLONE_PIDFD)` returns the pidfd with the fork itself, and `CLONE_INTO_CGROUP`
+//! starts the child inside its cgroup, so not even its first instruction runs outside it.
+//! Where `clone3` is refused (kernels before 5.3, seccomp profiles that answer ENOSYS, as
+//! Docker's does so that libc falls back), a plain `fork` is used, the pidfd is opened
+//! right after it (the child cannot be reaped by anyone else before that, so the PID is
+//! still ours), and the child moves itself into the cgroup before exec.
+//!
+//! Between fork and exec the child may only make async-signal-safe system calls: the
+//! parent is multi-threaded, and another thread may have held the allocator's lock at the
+//! moment of the fork. Everything the child needs (C strings, pointer arrays, descriptors)
+//! is therefore prepared before the fork, and the child uses raw system calls only (rustix
+//! on its linux_raw backend, or libc's thin wrappers). In particular user and group are
+//! changed with the per-thread system calls, not libc's `setuid`, whose process-wide
+//! broadcast to "all threads" would act on the parent's thread list after a raw `clone3`.
+//! A failure in the child is reported through a close-on-exec pipe as (stage, errno); a
+//! successful exec closes the pipe, which the parent reads as success.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Resource, Rlimit, WaitId, WaitIdOptions};
+
+use crate::platform::spawn::{LimitResource, SpawnError, SpawnPlan, SpawnStage, Stdio};
+
+/// `clone3` flag: return a pidfd for the child.
+const CLONE_PIDFD: u64 = 0x1000;
+/// `clone3` flag: start the child in the cgroup given by a directory descriptor (5.7+).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Set once `clone3` answered ENOSYS: every later spawn forks directly.
+static NO_CLONE3: AtomicBool = AtomicBool::new(false);
+/// Set once `CLONE_INTO_CGROUP` was refused as unknown (EINVAL, 5.3 to 5.6).
+static NO_CLONE_INTO_CGROUP: AtomicBool = AtomicBool::new(false);
+
+/// What the child needs, owned, prepared before the fork (`Send`, so it can travel to the
+/// spawner thread).
+pub(crate) struct Prepared {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: Option<CString>,
+    /// Descriptors to put at 0, 1 and 2 (`None`: inherit the supervisor's).
+    stdio: [Option<OwnedFd>; 3],
+    process_group: bool,
+    credentials: crate::platform::spawn::Credentials,
+    umask: Option<u32>,
+    limits: Vec<(Resource, Rlimit)>,
+    die_with_parent: bool,
+    cgroup: Option<std::sync::Arc<super::cgroup::ServiceCgroup>>,
+}
+
+/// The parent's ends of the pipes of a prepared spawn.
+pub(crate) struct ParentPipes {
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+fn c_string(bytes: Vec<u8>) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| {
+        SpawnError::new(
+            SpawnStage::Prepare,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an argument, variable or path contains a NUL byte",
+            ),
+        )
+    })
+}
+
+fn os(value: OsString) -> Result<CString, SpawnError> {
+    c_string(value.into_vec())
+}
+
+/// Open `/dev/null` or create the pipe for one stream; returns (child end, parent end).
+fn stdio_fds(stdio: Stdio, output: bool) -> io::Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    Ok(match stdio {
+        Stdio::Inherit => (None, None),
+        Stdio::Null => {
+            let mode = if output {
+                rustix::fs::OFlags::WRONLY
+            } else {
+                rustix::fs::OFlags::RDONLY
+            };
+            let null = rustix::fs::open(
+                c"/dev/null",
+                mode | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            (Some(null), None)
+        }
+        Stdio::Pipe => {
+            // Close-on-exec on both ends, so no other child started meanwhile inherits them.
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+            if output {
+                (Some(write), Some(read))
+            } else {
+                (Some(read), Some(write))
+            }
+        }
+    })
+}
+
+/// Turn the plan into what the child needs. Allocates; runs before the fork.
+pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnError> {
+    let program = os(plan.program.into_os_string())?;
+    let mut argv = vec![os(plan.arg0)?];
+    for arg in plan.args {
+        argv.push(os(arg)?);
+    }
+    let mut envp = Vec::with_capacity(plan.env.len());
+    for (key, value) in plan.env {
+        let mut entry = key.into_vec();
+        entry.push(b'=');
+        entry.extend(value.into_vec());
+        envp.push(c_string(entry)?);
+    }
+    let cwd = plan.cwd.map(|dir| os(dir.into_os_string())).transpose()?;
+    let stdio_error = |e: io::Error| SpawnError::new(SpawnStage::Stdio, e);
+    let (stdin, _) = stdio_fds(plan.stdin, false).map_err(stdio_error)?;
+    let (stdout, parent_stdout) = stdio_fds(plan.stdout, true).map_err(stdio_error)?;
+    let (stderr, parent_stderr) = stdio_fds(plan.stderr, true).map_err(stdio_error)?;
+    let limits = plan
+        .limits
+        .iter()
+        .map(|limit| {
+            let resource = match limit.resource {
+                LimitResource::OpenFiles => Resource::Nofile,
+                LimitResource::Processes => Resource::Nproc,
+                LimitResource::CoreSize => Resource::Core,
+            };
+            (
+                resource,
+                Rlimit {
+                    current: limit.soft,
+                    maximum: limit.hard,
+                },
+            )
+        })
+        .collect();
+    Ok((
+        Prepared {
+            program,
+            argv,
+            envp,
+            cwd,
+            stdio: [stdin, stdout, stderr],
+            process_group: plan.process_group,
+            credentials: plan.credentials.unwrap_or_default(),
+            umask: plan.umask,
+            limits,
+            die_with_parent: plan.die_with_parent,
+            cgroup: plan.cgroup,
+        },
+        ParentPipes {
+            stdout: parent_stdout,
+            stderr: parent_stderr,
+        },
+    ))
+}
+
+/// A started child: its PID and the pidfd from the fork.
+pub(crate) struct Forked {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Pointer arrays for `execve`, built before the fork from the owned strings.
+struct ExecArgs<'a> {
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    prepared: &'a Prepared,
+    parent: Pid,
+    /// `cgroup.procs` of the target cgroup, when the child must move itself there.
+    cgroup_procs: Option<OwnedFd>,
+    groups: Vec<rustix::process::Gid>,
+}
+
+/// Fork and exec. Blocks until the child has exec'd or failed; meant for the spawner
+/// thread.
+pub(crate) fn fork_exec(prepared: Prepared) -> Result<Forked, SpawnError> {
+    let (forked, report) = loop {
+        if let Some(result) = attempt(&prepared)? {
+            break result;
+        }
+        // `clone3` or `CLONE_INTO_CGROUP` was refused: the flags say so now; try again.
+    };
+    // The child's ends of its pipes close here, in the parent, so EOF means the child and
+    // everything it started closed them.
+    drop(prepared);
+    match read_report(&report) {
+        None => Ok(forked),
+        Some((stage, error)) => {
+            // The child exits at once after reporting: reap it, so it leaves no zombie.
+            let _ =
+                rustix::process::waitid(WaitId::PidFd(forked.pidfd.as_fd()), WaitIdOptions::EXITED);
+            Err(SpawnError::new(stage, error))
+        }
+    }
+}
+
+/// One try: `Ok(None)` when the kernel refused a feature and the spawn should be retried
+/// without it; else the child and the read end of its report pipe.
+fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError> {
+    let null_terminated = |strings: &[CString]| {
+        let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        pointers
+    };
+    let use_clone3 = !NO_CLONE3.load(Ordering::Relaxed);
+    let into_cgroup =
+        prepared.cgroup.is_some() && use_clone3 && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed);
+    let mut args = ExecArgs {
+        argv: null_terminated(&prepared.argv),
+        envp: null_terminated(&prepared.envp),
+        prepared,
+        parent: rustix::process::getpid(),
+        cgroup_procs: None,
+        groups: prepared
+            .credentials
+            .groups
+            .iter()
+            .flatten()
+            .map(|&g| rustix::process::Gid::from_raw(g))
+            .collect(),
+    };
+    if let (Some(cgroup), false) = (&prepared.cgroup, into_cgroup) {
+        args.cgroup_procs = Some(
+            cgroup
+                .open_procs()
+                .map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?,
+        );
+    }
+    let (report_read, report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SpawnError::new(SpawnStage::Prepare, e))?;
+    let forked = if use_clone3 {
+        match clone3(&args, &report_write, into_cgroup) {
+            Ok(forked) => forked,
+            Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                tracing::debug!("clone3 unavailable; forking and opening the pidfd afterwards");
+                NO_CLONE3.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(Errno::INVAL) if into_cgroup => {
+                tracing::debug!(
+                    "CLONE_INTO_CGROUP unavailable; the child enters its cgroup itself"
+                );
+                NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(errno) => return Err(SpawnError::new(SpawnStage::Fork, errno)),
+        }
+    } else {
+        fork_then_open(&args, &report_write)?
+    };
+    Ok(Some((forked, report_read)))
+}
+
+/// Read the child's report: `None` when the pipe closed empty (exec succeeded).
+fn read_report(pipe: &OwnedFd) -> Option<(SpawnStage, io::Error)> {
+    let mut buf = [0u8; 8];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::io::read(pipe, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => continue,
+            Err(error) => return Some((SpawnStage::Fork, error.into())),
+        }
+    }
+    if filled == 0 {
+        return None;
+    }
+    if filled < buf.len() {
+        return Some((
+            SpawnStage::Fork,
+            io::Error::other("the child's error report was cut short"),
+        ));
+    }
+    let stage = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    Some((
+        SpawnStage::from_code(stage),
+        io::Error::from_raw_os_error(errno),
+    ))
+}
+
+fn clone3(args: &ExecArgs<'_>, report: &OwnedFd, into_cgroup: bool) -> Result<Forked, Errno> {
+    let mut pidfd: libc::c_int = -1;
+    let mut clone_args = CloneArgs {
+        flags: CLONE_PIDFD,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if into_cgroup {
+        if let Some(cgroup) = &args.prepared.cgroup {
+            clone_args.flags |= CLONE_INTO_CGROUP;
+            clone_args.cgroup = cgroup.dir().as_raw_fd() as u64;
+        }
+    }
+    // SAFETY: `clone_args` is a valid `struct clone_args` of the size passed, `pidfd`
+    // outlives the call (the kernel writes the new descriptor there), no stack is given,
+    // so the child continues on a copy of this thread's stack exactly like `fork`. In the
+    // child, `child_main` makes only async-signal-safe system calls on memory prepared
+    // before the call, and never returns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &clone_args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::from_raw_os_error(
+            io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
+    }
+    if ret == 0 {
+        child_main(args, report.as_fd());
+    }
+    // SAFETY: the kernel returned `pidfd` as a new descriptor owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Forked {
+        pid: ret as u32,
+        pidfd,
+    })
+}
+
+fn fork_then_open(args: &ExecArgs<'_>, report: &OwnedFd) -> Result<Forked, SpawnError> {
+    // SAFETY: as for `clone3`: the child only runs `child_main`, which is async-signal-safe
+    // and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SpawnError::new(
+            SpawnStage::Fork,
+            io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        child_main(args, report.as_fd());
+    }
+    // Our un-reaped child: its PID cannot be reused before we wait for it.
+    let raw = Pid::from_raw(pid).expect("fork returned a positive pid");
+    let pidfd = rustix::process::pidfd_open(raw, PidfdFlags::empty())
+        .map_err(|e| SpawnError::new(SpawnStage::Fork, e))?;
+    Ok(Forked {
+        pid: pid as u32,
+        pidfd,
+    })
+}
+
+/// The child between fork and exec. Only async-signal-safe system calls; no allocation,
+/// no locks, no panics.
+fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
+    let p = args.prepared;
+    let fail = |stage: SpawnStage, errno: Errno| -> ! {
+        let mut message = [0u8; 8];
+        message[..4].copy_from_slice(&stage.code().to_ne_bytes());
+        message[4..].copy_from_slice(&errno.raw_os_error().to_ne_bytes());
+        let _ = rustix::io::write(report, &message);
+        // SAFETY: `_exit` ends the process without running any user-space cleanup, which
+        // is what a forked child that failed must do.
+        unsafe { libc::_exit(127) }
+    };
+
+    // Signals: the spawner thread blocks them all; the program starts with none blocked
+    // and SIGPIPE at its default (Rust ignores it in the supervisor).
+    // SAFETY: `sigprocmask` and `signal` are async-signal-safe; the set is a local.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+
+    if let Some(procs) = &args.cgroup_procs {
+        // Writing "0" moves the writing process.
+        if let Err(errno) = rustix::io::write(procs, b"0") {
+            fail(SpawnStage::Cgroup, errno);
+        }
+    }
+    if p.process_group {
+        if let Err(errno) = rustix::process::setpgid(None, None) {
+            fail(SpawnStage::ProcessGroup, errno);
+        }
+    }
+    for (target, fd) in p.stdio.iter().enumerate() {
+        let Some(fd) = fd else { continue };
+        if let Err(errno) = dup_onto(fd, target as RawFd) {
+            fail(SpawnStage::Stdio, errno);
+        }
+    }
+    for (resource, limit) in &p.limits {
+        if let Err(errno) = rustix::process::setrlimit(*resource, *limit) {
+            fail(SpawnStage::Limits, errno);
+        }
+    }
+    if let Some(mask) = p.umask {
+        rustix::process::umask(rustix::fs::Mode::from_bits_truncate(mask));
+    }
+    // Groups, then group, then user: dropping the user first would lose the right to
+    // change the others.
+    if p.credentials.groups.is_some() {
+        if let Err(errno) = rustix::thread::set_thread_groups(&args.groups) {
+            fail(SpawnStage::Groups, errno);
+        }
+    }
+    if let Some(gid) = p.credentials.gid {
+        let gid = rustix::process::Gid::from_raw(gid);
+        if let Err(errno) = rustix::thread::set_thread_res_gid(gid, gid, gid) {
+            fail(SpawnStage::Gid, errno);
+        }
+    }
+    if let Some(uid) = p.credentials.uid {
+        let uid = rustix::process::Uid::from_raw(uid);
+        if let Err(errno) = rustix::thread::set_thread_res_uid(uid, uid, uid) {
+            fail(SpawnStage::Uid, errno);
+        }
+    }
+    if let Some(dir) = &p.cwd {
+        if let Err(errno) = rustix::process::chdir(dir.as_c_str()) {
+            fail(SpawnStage::Chdir, errno);
+        }
+    }
+    if p.die_with_parent {
+        // After the user switch, which resets the parent-death signal. The "parent" is the
+        // spawner thread, which lives as long as the supervisor process.
+        if let Err(errno) =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        {
+            fail(SpawnStage::DeathSignal, errno);
+        }
+        // The supervisor may have died before the prctl: nobody would signal us then.
+        if rustix::process::getppid() != Some(args.parent) {
+            fail(SpawnStage::DeathSignal, Errno::SRCH);
+        }
+    }
+    // SAFETY: `program`, `argv` and `envp` point to NUL-terminated strings and
+    // NULL-terminated arrays prepared before the fork and alive in this copy of memory.
+    unsafe {
+        libc::execve(p.program.as_ptr(), args.argv.as_ptr(), args.envp.as_ptr());
+    }
+    fail(
+        SpawnStage::Exec,
+        Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+    )
+}
+
+/// Put `fd` at `target` (0, 1 or 2) without close-on-exec.
+fn dup_onto(fd: &OwnedFd, target: RawFd) -> Result<(), Errno> {
+    if fd.as_raw_fd() == target {
+        // Already there (the supervisor had closed that stream): only clear CLOEXEC.
+        return rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty());
+    }
+    match target {
+        0 => rustix::stdio::dup2_stdin(fd),
+        1 => rustix::stdio::dup2_stdout(fd),
+        _ => rustix::stdio::dup2_stderr(fd),
+    }
+}
+
+/// Reap `pidfd`'s process if it has exited (no blocking). `true` when it is gone.
+pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> bool {
+    match rustix::process::waitid(
+        WaitId::PidFd(pidfd),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+    ) {
+        Ok(Some(_)) => true,
+        Ok(None) => false,
+        // ECHILD: already reaped (or not our child): nothing left to do.
+        Err(_) => true,
+    }
+}
+
+/// Fork the cgroup keeper: a process that blocks reading `read` and, once every write end
+/// is closed (the supervisor exited, however), writes "1" to `kill` (a `cgroup.kill`) and
+/// exits. It keeps no other descriptor, so it holds none of the supervisor's sockets or
+/// pipes open. Its pidfd goes to the spawner thread's reaper, in case it dies first.
+pub(crate) fn fork_keeper(read: OwnedFd, kill: OwnedFd) -> io::Result<u32> {
+    let (read_fd, kill_fd) = (read.as_raw_fd(), kill.as_raw_fd());
+    // SAFETY: the child only runs `keeper_main`, which makes async-signal-safe system
+    // calls on descriptors opened before the fork and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        keeper_main(read_fd, kill_fd);
+    }
+    drop(read);
+    drop(kill);
+    let raw = Pid::from_raw(pid).expect("fork returned a positive pid");
+    if let Ok(pidfd) = rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
+        super::spawner::reap_later(pidfd);
+    }
+    Ok(pid as u32)
+}
+
+fn keeper_main(read: RawFd, kill: RawFd) -> ! {
+    let _ = rustix::thread::set_name(c"rp-cgroup-keeper");
+    // Close everything but the two descriptors, in the ranges around them.
+    let (low, high) = (
+        read.min(kill) as libc::c_uint,
+        read.max(kill) as libc::c_uint,
+    );
+    for (first, last) in [
+        (0, low.wrapping_sub(1)),
+        (low + 1, high - 1),
+        (high + 1, libc::c_uint::MAX),
+    ] {
+        if first <= last && !(first == 0 && low == 0) {
+            // SAFETY: `close_range` only closes descriptors of this (forked) process.
+            unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+        }
+    }
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: `read` into a local buffer of the length given.
+        let n = unsafe { libc::read(read, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == 0 || (n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            break;
+        }
+    }
+    // SAFETY: `write` of a static byte string, then `_exit`; both async-signal-safe.
+    unsafe {
+        libc::write(kill, b"1".as_ptr().cast(), 1);
+        libc::_exit(0)
+    }
+}
