@@ -13,6 +13,7 @@ use std::path::Path;
 use running_process::command::{CommandSpec, Output, Readiness};
 use running_process::supervision::{EventKind, Outcome, RestartKind};
 use running_process::ExitStatus;
+use support::daemons::redis_ping;
 use support::{collect_until, within};
 
 const REDIS: &str = "/usr/bin/redis-server";
@@ -24,10 +25,7 @@ async fn redis_is_supervised_through_sd_notify() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = support::daemons::free_port();
     let spec = CommandSpec::new("redis", REDIS)
         .args([
             "--port",
@@ -61,7 +59,7 @@ async fn redis_is_supervised_through_sd_notify() {
         .iter()
         .any(|e| matches!(e.kind, EventKind::Spawned { pid } if pid == first.pid())));
     // It answers on its port.
-    within("PING", redis_ping(port)).await;
+    assert!(within("PING", redis_ping(port)).await);
 
     first.force_kill().unwrap();
     let seen = collect_until(
@@ -77,7 +75,7 @@ async fn redis_is_supervised_through_sd_notify() {
             ..
         }
     )));
-    within("PING after restart", redis_ping(port)).await;
+    assert!(within("PING after restart", redis_ping(port)).await);
 
     let second = service.backend().unwrap();
     assert_eq!(within("stop", service.stop()).await, Outcome::Stopped);
@@ -86,16 +84,4 @@ async fn redis_is_supervised_through_sd_notify() {
         ExitStatus::Code(0),
         "SIGTERM is a clean shutdown for redis"
     );
-}
-
-/// Send PING over RESP and expect +PONG.
-async fn redis_ping(port: u16) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    stream.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply, b"+PONG\r\n");
 }

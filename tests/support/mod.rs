@@ -11,6 +11,10 @@ use running_process::broker::protocol::{CacheManifest, Endpoint};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Third-party daemons from Debian packages (redis, memcached, nginx, postgres).
+#[cfg(target_os = "linux")]
+pub mod daemons;
+
 /// Generous deadline for anything a test waits on (the CI machine is small and shared).
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
