@@ -192,7 +192,7 @@ impl CommandSupervisor {
     async fn cgroup(&self) -> Option<Arc<platform::cgroup::ServiceCgroup>> {
         #[cfg(target_os = "linux")]
         {
-            if !self.spec.die_with_supervisor {
+            if !self.spec.die_with_supervisor || !self.spec.cgroup {
                 return None;
             }
             let name = self.spec.name.clone();

@@ -100,6 +100,12 @@ pub struct CommandSpec {
     /// with a cgroup, a keeper process kills the rest of the tree too. Default `true`.
     #[serde(default = "yes")]
     pub die_with_supervisor: bool,
+    /// Track each instance's process tree with a cgroup of its own where the supervisor
+    /// can create one (cgroup v2, root or a delegated subtree; Linux), else with the
+    /// process group the program leads. `false` always uses the process group. Default
+    /// `true`. Services that do not die with the supervisor always use the process group.
+    #[serde(default = "yes")]
+    pub cgroup: bool,
 }
 
 fn yes() -> bool {
@@ -135,6 +141,7 @@ impl CommandSpec {
             stop: StopSpec::default(),
             restart: RestartPolicy::default(),
             die_with_supervisor: true,
+            cgroup: true,
         }
     }
 
@@ -233,6 +240,13 @@ impl CommandSpec {
     /// When it is restarted.
     pub fn restart(mut self, restart: RestartPolicy) -> Self {
         self.restart = restart;
+        self
+    }
+
+    /// Whether each instance gets a cgroup of its own where possible (default `true`);
+    /// see [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup).
+    pub fn cgroup(mut self, cgroup: bool) -> Self {
+        self.cgroup = cgroup;
         self
     }
 
