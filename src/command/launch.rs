@@ -3,10 +3,11 @@
 //! [`StartError`] that names the program and the reason.
 
 use std::ffi::OsString;
-use std::io;
 use std::path::{Path, PathBuf};
 
-use super::spec::{CommandSpec, GroupRef, Limit, UserRef};
+use super::spec::{CommandSpec, Limit};
+#[cfg(unix)]
+use super::spec::{GroupRef, UserRef};
 use crate::platform::{
     Credentials, LimitResource, ResourceLimit, SpawnError, SpawnPlan, SpawnStage, Stdio,
 };
@@ -48,8 +49,9 @@ pub(crate) fn resolve_user(spec: &CommandSpec) -> Result<RunAs, StartError> {
 
 #[cfg(unix)]
 fn resolve_unix(spec: &CommandSpec) -> Result<RunAs, StartError> {
-    let lookup =
-        |what: &str, e: io::Error| StartError::InvalidSpec(format!("cannot look up {what}: {e}"));
+    let lookup = |what: &str, e: std::io::Error| {
+        StartError::InvalidSpec(format!("cannot look up {what}: {e}"))
+    };
     let user = match &spec.user {
         None => None,
         Some(UserRef::Name(name)) => Some(

@@ -1,12 +1,16 @@
 //! sd_notify for a command: a private socket per instance, reachable by the service's own
 //! user, and believed only from the service's own processes.
 
+#[cfg(unix)]
 use tokio::sync::watch;
+#[cfg(unix)]
 use tokio::time::Instant;
 
 use super::private_dir::PrivateDir;
 use super::spec::{CommandSpec, HealthCheck};
-use crate::supervision::{SpawnContext, StartError};
+#[cfg(unix)]
+use crate::supervision::SpawnContext;
+use crate::supervision::StartError;
 
 /// The socket of one instance, with the directory that holds it.
 pub(crate) struct NotifyEndpoint {

@@ -21,7 +21,7 @@ use super::output::{pump_lines, LineSink, LineWatch, LogFile, OutputTail};
 use super::probes::{self, HttpUrl};
 use super::readiness::{self, ReadyWait};
 use super::spec::{CommandSpec, HealthCheck, KillMode, Output, Readiness, StreamName};
-use super::tree::Tree;
+use super::tree::{InstanceCgroup, Tree};
 use crate::error::BackendHandleError;
 use crate::handle::{BackendHandle, ExitStatus};
 use crate::platform::{self, PipeReader, Stdio};
@@ -189,7 +189,7 @@ impl CommandSupervisor {
     /// A cgroup for the next instance, where the supervisor can make one. Services that
     /// outlive the supervisor get none: the keeper kills every tree under the supervisor's
     /// cgroup when the supervisor exits.
-    async fn cgroup(&self) -> Option<Arc<platform::cgroup::ServiceCgroup>> {
+    async fn cgroup(&self) -> Option<InstanceCgroup> {
         #[cfg(target_os = "linux")]
         {
             if !self.spec.die_with_supervisor || !self.spec.cgroup {
@@ -288,6 +288,7 @@ impl Supervisor for CommandSupervisor {
 
         let owned = spec.clone();
         let for_plan = run_as.clone();
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
         let launch::Launch { program, mut plan } = tokio::task::spawn_blocking(move || {
             launch::plan(&owned, &for_plan, &extra_env, stdout, stderr)
         })
@@ -316,7 +317,9 @@ impl Supervisor for CommandSupervisor {
         let tree = Arc::new(match cgroup {
             #[cfg(target_os = "linux")]
             Some(cgroup) => Tree::Cgroup(cgroup),
-            _ => Tree::Group { leader: pid },
+            #[cfg(not(target_os = "linux"))]
+            Some(never) => match never {},
+            None => Tree::Group { leader: pid },
         });
         let (stdout_pipe, stderr_pipe) = (spawned.stdout, spawned.stderr);
         let handle =
@@ -353,7 +356,9 @@ impl Supervisor for CommandSupervisor {
         }
 
         let (ready_tx, ready_rx) = watch::channel(false);
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut watchdog = None;
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut tasks = Vec::new();
         #[cfg(unix)]
         if let Some(endpoint) = &notify {

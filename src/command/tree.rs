@@ -3,17 +3,24 @@
 //! stop signals and kills, what is killed when the main process dies unexpectedly, and the
 //! only place whose sockets readiness believes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handle::BackendHandle;
+
+/// The cgroup of one instance (Linux).
+#[cfg(target_os = "linux")]
+pub(crate) type InstanceCgroup = std::sync::Arc<crate::platform::cgroup::ServiceCgroup>;
+/// No cgroups outside Linux: a type with no values.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug, Clone)]
+pub(crate) enum InstanceCgroup {}
 
 /// How the instance's processes are tracked.
 #[derive(Debug)]
 pub(crate) enum Tree {
     /// Every process the instance started, wherever it went (`setsid()` included).
     #[cfg(target_os = "linux")]
-    Cgroup(Arc<crate::platform::cgroup::ServiceCgroup>),
+    Cgroup(InstanceCgroup),
     /// The process group led by the main process (`leader`): processes that call
     /// `setsid()` or `setpgid()` leave it unseen.
     Group {
@@ -97,6 +104,7 @@ impl Tree {
     }
 
     /// Whether `pid` belongs to the tree.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub(crate) fn contains(&self, pid: u32) -> bool {
         match self {
             #[cfg(target_os = "linux")]
@@ -155,6 +163,7 @@ fn group_members(pgid: u32) -> Vec<u32> {
     }
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 fn process_group_of(pid: u32) -> Option<u32> {
     #[cfg(target_os = "linux")]
     {

@@ -253,6 +253,7 @@ fn spawn_with_tokio(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     command.kill_on_drop(plan.die_with_parent);
     #[cfg(unix)]
     {
+        command.arg0(&plan.arg0);
         if plan.process_group {
             command.process_group(0);
         }
@@ -265,6 +266,8 @@ fn spawn_with_tokio(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
             }
         }
     }
+    #[cfg(not(unix))]
+    let _ = (&plan.arg0, plan.process_group); // Windows: whole command line, no groups
     #[cfg(not(unix))]
     if plan.credentials.is_some() {
         return Err(SpawnError::new(
