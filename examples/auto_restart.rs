@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         outcome = service.outcome() => format!("supervision ended: {outcome:?}"),
     };
     println!("--- {why}: stopping ---");
-    // SIGTERM to the daemon's process group, up to the grace period, then SIGKILL.
+    // SIGTERM to the daemon's whole tree, up to the grace period, then SIGKILL.
     let outcome = service.stop().await;
     drop(service);
     let tally = printer.await?;

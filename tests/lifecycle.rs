@@ -671,3 +671,40 @@ fn a_daemon_outlives_the_tokio_worker_that_started_it() {
 fn libc_o_excl() -> u32 {
     rustix::fs::OFlags::EXCL.bits()
 }
+
+#[tokio::test]
+async fn a_ready_message_from_outside_the_service_is_ignored() {
+    let service = sh("notify-stranger", "exec sleep 3600")
+        .readiness(Readiness::Notify)
+        .ready_timeout(Duration::from_secs(3))
+        .restart(RestartPolicy {
+            kind: RestartKind::Temporary,
+            ..RestartPolicy::default()
+        })
+        .supervise();
+    let mut events = service.events();
+    let spawned = next_matching(&mut events, "spawned", |e| {
+        matches!(e.kind, EventKind::Spawned { .. })
+    })
+    .await;
+    let EventKind::Spawned { pid } = spawned.kind else {
+        unreachable!()
+    };
+    // This test process is no part of the service: its READY=1 must not count.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let socket = environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(b"NOTIFY_SOCKET="))
+        .map(|path| std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned()))
+        .expect("NOTIFY_SOCKET in the service's environment");
+    let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    sender.send_to(b"READY=1", &socket).unwrap();
+    let failed = next_matching(&mut events, "start failure", |e| {
+        matches!(e.kind, EventKind::StartFailed { .. } | EventKind::Ready { .. })
+    })
+    .await;
+    assert!(
+        matches!(&failed.kind, EventKind::StartFailed { error } if matches!(**error, StartError::ReadyTimeout(_))),
+        "{failed:?}"
+    );
+}

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench daemons                      # everything (a few minutes)
-//! cargo bench --bench daemons -- exit restart      # only some: exit restart probe scale contention
+//! cargo bench --bench daemons -- exit restart      # only some: exit restart spawn probe scale contention
 //! cargo bench --bench daemons -- --quick           # small n, for a smoke test
 //! ```
 //!
@@ -24,6 +24,8 @@ mod probe;
 mod restart;
 #[cfg(target_os = "linux")]
 mod scale;
+#[cfg(target_os = "linux")]
+mod spawn_path;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -42,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return scale::child(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let all = ["scale", "exit", "restart", "probe", "contention"];
+    let all = ["scale", "exit", "restart", "spawn", "probe", "contention"];
     let mut chosen: Vec<&str> = all
         .iter()
         .copied()
@@ -64,6 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "scale" => scale::run(&daemon, quick, &mut metrics).await?,
                 "exit" => exit::run(&daemon, quick, &mut metrics).await?,
                 "restart" => restart::run(&daemon, quick, &mut metrics).await?,
+                "spawn" => spawn_path::run(quick, &mut metrics).await?,
                 "probe" => probe::run(&daemon, quick, &mut metrics).await?,
                 "contention" => contention::run(&daemon, quick, &mut metrics).await?,
                 _ => unreachable!(),

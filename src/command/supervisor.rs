@@ -183,7 +183,9 @@ impl CommandSupervisor {
         if self.spec.stop.kill_mode != KillMode::Process {
             kill_rest(&instance.tree, instance.pid).await;
         }
-        instance.last_output().await
+        let output = instance.last_output().await;
+        retire(instance);
+        output
     }
 
     /// A cgroup for the next instance, where the supervisor can make one. Services that
@@ -503,6 +505,7 @@ impl Supervisor for CommandSupervisor {
             }
             let mut instance = instance;
             let _ = instance.last_output().await;
+            retire(instance);
         }
         Ok(status)
     }
@@ -517,6 +520,21 @@ impl Supervisor for CommandSupervisor {
 }
 
 impl CommandSupervisor {
+    /// SIGKILL the whole tree of `backend` now, without waiting (for drops: the testing
+    /// kit's ephemeral backends).
+    pub(crate) fn kill_tree_now(&self, backend: &BackendHandle) {
+        match self.tree_of(backend.pid()) {
+            Some(tree) => {
+                kill_tree(&tree, backend.pid());
+                let _ = backend.force_kill();
+            }
+            None => Tree::Group {
+                leader: backend.pid(),
+            }
+            .kill_all(backend),
+        }
+    }
+
     /// The graceful signal: to the whole tree with [`KillMode::ControlGroup`], else to the
     /// main process only.
     #[cfg(unix)]
@@ -546,12 +564,18 @@ impl CommandSupervisor {
     }
 }
 
+/// Drop an instance whose tree is empty on the blocking pool: removing a cgroup directory
+/// waits for the kernel to retire it (milliseconds), which no restart should wait for.
+fn retire(instance: Instance) {
+    if instance.tree.is_cgroup() {
+        drop(tokio::task::spawn_blocking(move || drop(instance)));
+    }
+}
+
 /// SIGKILL what is left of a tree whose main process `main` is gone (or going) and wait,
 /// bounded, until nothing is left.
 async fn kill_rest(tree: &Tree, main: u32) {
-    if tree.is_cgroup() || !tree.pids().iter().all(|&pid| pid == main) {
-        kill_tree(tree, main);
-    }
+    kill_tree(tree, main);
     if !tree.wait_empty(main, TREE_KILL_DEADLINE).await {
         tracing::warn!(tree = %tree.describe(), "processes survived SIGKILL of their tree within {TREE_KILL_DEADLINE:?}");
     }

@@ -96,21 +96,9 @@ impl EphemeralBackend {
 
 impl Drop for EphemeralBackend {
     fn drop(&mut self) {
-        // The whole group, so helpers the daemon started go too; the leader is our
-        // un-reaped child, so the group id is still ours.
-        #[cfg(unix)]
-        let killed = self
-            .handle
-            .signal_process_group(rustix::process::Signal::KILL.as_raw())
-            .or_else(|_| self.handle.force_kill());
-        #[cfg(not(unix))]
-        let killed = self.handle.force_kill();
-        if let Err(error) = killed {
-            eprintln!(
-                "running-process: could not kill test backend {}: {error}",
-                self.handle.pid()
-            );
-        }
+        // The whole tree (its cgroup, else its process group), so helpers the daemon
+        // started go too.
+        self._supervisor.kill_tree_now(&self.handle);
         if std::thread::panicking() {
             print_log(&self.log, "the test failed");
         }

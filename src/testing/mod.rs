@@ -3,8 +3,9 @@
 //! - [`EphemeralBackend`] runs a real daemon in its own private temporary directory
 //!   (socket, manifest and logs inside it), waits until it is ready, and hands back a
 //!   verified handle. Dropping it (also when the test panics) kills the daemon's whole
-//!   process group and removes the directory; if the test process itself is killed, the
-//!   daemon dies with it (Linux: `PR_SET_PDEATHSIG`). The daemon's output is captured in the
+//!   process tree (its cgroup, else its process group) and removes the directory; if the
+//!   test process itself is killed, the daemon dies with it (Linux: `PR_SET_PDEATHSIG`
+//!   from the spawner thread, and the cgroup keeper for the rest of the tree). The daemon's output is captured in the
 //!   directory and printed only when the test fails.
 //! - `fake` (feature `test-util`) drives the supervision runtime with fake backends and
 //!   no processes at all: crash them, hang them, make them unhealthy or their probe fail,

@@ -276,6 +276,11 @@ impl ServiceCgroup {
     /// Resolves once no process is left in the tree: an inotify event on `cgroup.events`,
     /// not a poll. Cancel-safe.
     pub(crate) async fn wait_empty(&self) -> io::Result<()> {
+        // Usually empty already (the main process was the tree): no inotify instance then,
+        // since closing one waits for an SRCU grace period (milliseconds).
+        if !self.is_populated()? {
+            return Ok(());
+        }
         let watch = Watch::modified(&self.path.join("cgroup.events"))?;
         loop {
             if !self.is_populated()? {
