@@ -700,7 +700,10 @@ async fn a_ready_message_from_outside_the_service_is_ignored() {
     let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
     sender.send_to(b"READY=1", &socket).unwrap();
     let failed = next_matching(&mut events, "start failure", |e| {
-        matches!(e.kind, EventKind::StartFailed { .. } | EventKind::Ready { .. })
+        matches!(
+            e.kind,
+            EventKind::StartFailed { .. } | EventKind::Ready { .. }
+        )
     })
     .await;
     assert!(

@@ -898,15 +898,12 @@ async fn postgres_as_user_postgres_with_a_log_line() {
     .await;
 }
 
-/// LIBRARY BUG (reported, not fixed): a `BackendHandle` keeps its process un-reaped for as
-/// long as any clone of it lives, also after the process died and the supervisor cleaned up
-/// after it. Postgres checks the pid in `postmaster.pid` with `kill(pid, 0)`, which
-/// succeeds on that zombie, so every restart fails with `FATAL: lock file "postmaster.pid"
-/// already exists` / `Is another postmaster (PID N) running`, and supervision gives up,
-/// only because the application still holds `service.backend()` of the dead instance.
-/// Ignored until fixed; `cargo test --test third_party -- --ignored` shows it.
+/// A `BackendHandle` used to keep its process un-reaped for as long as any clone of it
+/// lived. Postgres checks the pid in `postmaster.pid` with `kill(pid, 0)`, which succeeds on
+/// a zombie, so every restart failed with `FATAL: lock file "postmaster.pid" already exists`
+/// while the application held `service.backend()` of the dead instance. The runtime now
+/// lets the zombie be reaped once the exit is handled.
 #[tokio::test]
-#[ignore = "library bug: a held BackendHandle keeps the dead postmaster a zombie, postgres refuses to restart"]
 async fn postgres_restarts_while_an_old_backend_handle_is_held() {
     if let Some(why) = postgres_unavailable() {
         return skip(why);

@@ -449,20 +449,29 @@ impl BackendHandle {
     /// Only for handles made by [`BackendHandle::from_child`]: such a handle keeps the
     /// leader un-reaped, so the group id cannot name anyone else's group. Other handles get
     /// `BackendHandleError::Signal` with `ErrorKind::Unsupported`.
+    ///
+    /// Once the supervision runtime has handled the child's exit it lets the child be
+    /// reaped (a zombie would mislead daemons that check their old PID); from then on this
+    /// is refused too.
     #[cfg(unix)]
     pub fn signal_process_group(&self, signal: i32) -> Result<()> {
         let pid = self.pid();
-        if !self.monitor.owns_child() {
-            return Err(BackendHandleError::Signal {
+        match self.monitor.signal_child_group(pid, signal) {
+            Some(result) => result.map_err(|source| BackendHandleError::Signal { pid, source }),
+            None => Err(BackendHandleError::Signal {
                 pid,
                 source: std::io::Error::new(
                     std::io::ErrorKind::Unsupported,
-                    "process-group signals need a handle to our own child",
+                    "process-group signals need a handle to our own, un-reaped child",
                 ),
-            });
+            }),
         }
-        crate::platform::signal_process_group(pid, signal)
-            .map_err(|source| BackendHandleError::Signal { pid, source })
+    }
+
+    /// Let our exited child be reaped although handles remain (see
+    /// [`BackendHandle::signal_process_group`]); nothing while it runs.
+    pub(crate) fn release_exited_child(&self) {
+        self.monitor.release_exited_child();
     }
 
     /// Stop with escalation, for callers who just want it gone: graceful stop, up to

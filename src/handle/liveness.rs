@@ -42,8 +42,7 @@ pub(crate) struct Monitor {
     /// Our own child, when we spawned the process. Held un-reaped while any handle exists,
     /// so its PID (and process group id) cannot be recycled under us; the exit status is
     /// read without reaping. Dropping it hands the reaping to tokio.
-    #[cfg_attr(not(unix), allow(dead_code))]
-    child: Option<crate::platform::Child>,
+    child: Mutex<Option<crate::platform::Child>>,
     state: watch::Receiver<Liveness>,
     /// The task waiting for the kernel's exit notification (none for a fake).
     task: Option<AbortHandle>,
@@ -84,7 +83,7 @@ impl Monitor {
         let task = tokio::spawn(watch_exit(pid, watcher.clone(), tx, endpoint)).abort_handle();
         let monitor = Arc::new(Monitor {
             control: watcher,
-            child,
+            child: Mutex::new(child),
             state,
             task: Some(task),
         });
@@ -101,7 +100,7 @@ impl Monitor {
     ) -> Arc<Monitor> {
         Arc::new(Monitor {
             control,
-            child: None,
+            child: Mutex::new(None),
             state,
             task: None,
         })
@@ -111,10 +110,28 @@ impl Monitor {
         *self.state.borrow()
     }
 
-    /// Whether this monitor holds our own (un-reaped) child (process-group signals, Unix).
-    #[cfg_attr(not(unix), allow(dead_code))]
-    pub(crate) fn owns_child(&self) -> bool {
-        self.child.is_some()
+    /// Signal the process group our un-reaped child leads, holding the child for the
+    /// duration so it cannot be reaped (and its group id reused) in between. `None` when
+    /// this monitor holds no child (not ours, or already released).
+    #[cfg(unix)]
+    pub(crate) fn signal_child_group(&self, pid: u32, signal: i32) -> Option<std::io::Result<()>> {
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        child
+            .as_ref()
+            .map(|_| crate::platform::signal_process_group(pid, signal))
+    }
+
+    /// Let an exited child be reaped now, although handles to it remain: once its exit is
+    /// recorded and whatever it left is cleaned up, a zombie only misleads (a daemon that
+    /// checks its old PID with `kill(pid, 0)`, as postgres does with `postmaster.pid`,
+    /// would think itself still running). Afterwards process-group signals are refused,
+    /// since the group id may be reused. Does nothing while the process runs.
+    pub(crate) fn release_exited_child(&self) {
+        if self.current().is_alive() {
+            return;
+        }
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(child);
     }
 
     pub(crate) fn control(&self) -> &dyn ProcessControl {

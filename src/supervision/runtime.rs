@@ -599,7 +599,9 @@ impl Group {
                 backend,
             } => {
                 slot.sink.emit(EventKind::Stopping);
-                match supervisor.stop(&backend).await {
+                let stopped = supervisor.stop(&backend).await;
+                backend.release_exited_child();
+                match stopped {
                     Ok(status) => slot.sink.emit(EventKind::Exited {
                         pid: backend.pid(),
                         status,
@@ -712,7 +714,9 @@ async fn watch_backend(
                     sink.emit(EventKind::HealthCheckFailed { pid, consecutive: failures, error: Arc::new(error) });
                     if failures >= policy.failures_before_unhealthy.max(1) {
                         sink.emit(EventKind::Unhealthy { pid });
-                        match supervisor.stop(backend).await {
+                        let stopped = supervisor.stop(backend).await;
+                        backend.release_exited_child();
+                        match stopped {
                             Ok(status) => sink.emit(EventKind::Exited { pid, status, output: LastOutput::default() }),
                             Err(error) => tracing::warn!(pid, %error, "stopping an unhealthy backend failed"),
                         }
@@ -733,6 +737,8 @@ async fn exited(
     status: crate::ExitStatus,
 ) -> Termination {
     let output = supervisor.on_exit(backend, status).await;
+    // Cleaned up: the zombie may go, even while the application still holds a handle.
+    backend.release_exited_child();
     sink.emit(EventKind::Exited {
         pid: backend.pid(),
         status,
