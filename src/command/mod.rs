@@ -1,5 +1,21 @@
 //! Layer 6 (conveniences): a ready [`Supervisor`](crate::supervision::Supervisor) for OS
 //! commands, configured by a serialisable [`CommandSpec`].
+//!
+//! # A service is its whole process tree
+//!
+//! [`CommandSupervisor`] starts every instance from one spawner thread that lives as long
+//! as the process (so `PR_SET_PDEATHSIG` follows the supervisor, not a tokio worker that
+//! may retire), with `clone3(CLONE_PIDFD)` (the pidfd comes with the fork), as the spec's
+//! user and within its limits. What "the tree" is depends on what the machine allows:
+//!
+//! | where | the tree | on an unexpected exit of the main process | supervisor SIGKILLed |
+//! |---|---|---|---|
+//! | Linux, cgroup v2 writable (root, or a delegated subtree) | its own cgroup, entered with `CLONE_INTO_CGROUP` | `cgroup.kill`, then wait for `populated 0` (an event) | main process: parent-death signal; the rest: the keeper process's `cgroup.kill` |
+//! | Linux otherwise, or [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup) `false` | the process group it leads | SIGKILL to the group while the dead leader is still un-reaped; `/proc` re-read until no member is left | main process only; `setsid()` children escape everything |
+//! | macOS | the process group | the group | nothing: the main process survives too |
+//! | Windows | the main process | nothing more | nothing: kill on drop only |
+//!
+//! Stops follow [`KillMode`]; readiness believes only the tree's own listeners (Linux).
 
 mod launch;
 mod notify;

@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -33,7 +34,7 @@ pub(crate) struct ReadyWait<'a> {
     /// The main process.
     pub main: &'a BackendHandle,
     /// Its tree.
-    pub tree: &'a Tree,
+    pub tree: &'a Arc<Tree>,
     /// The service's user, for the ownership of a Unix socket.
     pub uid: Option<u32>,
     /// Set by the sd_notify reader on `READY=1`.
@@ -208,19 +209,25 @@ fn all_ours(inodes: &[u64], main: u32, tree: &Tree) -> bool {
 
 /// Resolves once one of `addrs` has a listening socket, every listener there belongs to
 /// the tree, and a connection succeeds.
-async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Tree) {
+async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Arc<Tree>) {
     let mut delay = FIRST_DELAY;
     loop {
         for addr in addrs {
             #[cfg(target_os = "linux")]
             {
-                let addr = *addr;
-                let listeners = crate::platform::sockets::tcp_listeners(addr)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|l| l.inode)
-                    .collect::<Vec<_>>();
-                if !all_ours(&listeners, main.pid(), tree) {
+                // `/proc` scans of the tree's descriptors: the blocking pool.
+                let (addr, pid, tree) = (*addr, main.pid(), tree.clone());
+                let ours = tokio::task::spawn_blocking(move || {
+                    let listeners = crate::platform::sockets::tcp_listeners(addr)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|l| l.inode)
+                        .collect::<Vec<_>>();
+                    all_ours(&listeners, pid, &tree)
+                })
+                .await
+                .unwrap_or(false);
+                if !ours {
                     continue;
                 }
             }
@@ -238,7 +245,12 @@ async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Tr
 
 /// Resolves once `path` is a socket owned by the service's user, listened on by the tree,
 /// and accepting connections.
-async fn unix_socket_in_tree(path: &Path, uid: Option<u32>, main: &BackendHandle, tree: &Tree) {
+async fn unix_socket_in_tree(
+    path: &Path,
+    uid: Option<u32>,
+    main: &BackendHandle,
+    tree: &Arc<Tree>,
+) {
     let mut delay = FIRST_DELAY;
     loop {
         if unix_socket_ready(path, uid, main, tree).await {
@@ -253,7 +265,7 @@ async fn unix_socket_ready(
     path: &Path,
     uid: Option<u32>,
     main: &BackendHandle,
-    tree: &Tree,
+    tree: &Arc<Tree>,
 ) -> bool {
     #[cfg(unix)]
     {
@@ -270,8 +282,15 @@ async fn unix_socket_ready(
         }
         #[cfg(target_os = "linux")]
         {
-            let listeners = crate::platform::sockets::unix_listeners(path).unwrap_or_default();
-            if !all_ours(&listeners, main.pid(), tree) {
+            let (owned, pid, tree) = (path.to_owned(), main.pid(), tree.clone());
+            let ours = tokio::task::spawn_blocking(move || {
+                let listeners =
+                    crate::platform::sockets::unix_listeners(&owned).unwrap_or_default();
+                all_ours(&listeners, pid, &tree)
+            })
+            .await
+            .unwrap_or(false);
+            if !ours {
                 return false;
             }
         }

@@ -145,20 +145,29 @@ pub(crate) fn reap_later(pidfd: OwnedFd) {
 }
 
 /// Start a child per `plan` from the spawner thread.
+///
+/// Cancel-safe: the child is owned by an [`OwnedChild`] from the moment the fork returns,
+/// on the spawner thread, so a caller that stops waiting (a ready timeout, a stop) never
+/// leaves it running: it is killed and reaped wherever the result is dropped. A child
+/// meant to outlive the supervisor is killed like the others until this returns.
 pub(crate) async fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     let kill_on_drop = plan.die_with_parent;
     let (prepared, pipes) = fork_exec::prepare(plan)?;
-    let forked = on_spawner_thread(move || fork_exec::fork_exec(prepared))
-        .await
-        .map_err(|e| SpawnError::new(SpawnStage::Fork, e))??;
-    let Forked { pid, pidfd } = forked;
-    let reaper_fd = rustix::io::fcntl_dupfd_cloexec(&pidfd, 0)
-        .map_err(|e| SpawnError::new(SpawnStage::Fork, e))?;
-    let child = Child::Owned(OwnedChild {
-        pid,
-        pidfd: Some(reaper_fd),
-        kill_on_drop,
-    });
+    let (mut child, pidfd) = on_spawner_thread(move || {
+        let Forked { pid, pidfd } = fork_exec::fork_exec(prepared)?;
+        let for_handle = rustix::io::fcntl_dupfd_cloexec(&pidfd, 0);
+        let child = OwnedChild {
+            pid,
+            pidfd: Some(pidfd),
+            kill_on_drop: true,
+        };
+        let for_handle = for_handle.map_err(|e| SpawnError::new(SpawnStage::Fork, e))?;
+        Ok::<_, SpawnError>((child, for_handle))
+    })
+    .await
+    .map_err(|e| SpawnError::new(SpawnStage::Fork, e))??;
+    child.kill_on_drop = kill_on_drop;
+    let pid = child.pid;
     let handle = ProcessHandle::from_pidfd(pid, pidfd);
     let reader = |fd: Option<OwnedFd>| -> Result<Option<PipeReader>, SpawnError> {
         fd.map(|fd| {
@@ -173,7 +182,7 @@ pub(crate) async fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     Ok(Spawned {
         pid,
         handle,
-        child,
+        child: Child::Owned(child),
         stdout,
         stderr,
     })
@@ -185,14 +194,6 @@ pub(crate) struct OwnedChild {
     pid: u32,
     pidfd: Option<OwnedFd>,
     kill_on_drop: bool,
-}
-
-impl OwnedChild {
-    /// The child's PID.
-    #[allow(dead_code)]
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
-    }
 }
 
 impl Drop for OwnedChild {
