@@ -711,3 +711,32 @@ async fn a_ready_message_from_outside_the_service_is_ignored() {
         "{failed:?}"
     );
 }
+
+/// A daemon that outlives its supervisor must not write into a pipe only the supervisor
+/// reads (its first write after the supervisor's exit would kill it with SIGPIPE):
+/// discarded output is `/dev/null`, file output is the file itself.
+#[tokio::test]
+async fn a_detached_daemon_writes_its_output_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let service = sh("detached", "exec sleep 3600")
+        .die_with_supervisor(false)
+        .stdout(Output::Null)
+        .stderr(Output::file(&log))
+        .supervise();
+    within("ready", service.ready()).await.unwrap();
+    let pid = service.backend().unwrap().pid();
+    let target = |fd: u32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    assert_eq!(target(1), Path::new("/dev/null"));
+    assert_eq!(target(2), log);
+    service.stop().await;
+    // Attached, the same streams are read by the supervisor (last lines, rotation).
+    let service = sh("attached", "exec sleep 3600")
+        .stdout(Output::Null)
+        .supervise();
+    within("ready", service.ready()).await.unwrap();
+    let pid = service.backend().unwrap().pid();
+    let stdout = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+    assert!(stdout.to_string_lossy().starts_with("pipe:"), "{stdout:?}");
+    service.stop().await;
+}

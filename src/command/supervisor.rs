@@ -282,10 +282,11 @@ impl Supervisor for CommandSupervisor {
             Readiness::LogLine { stream, .. } => Some(*stream),
             _ => None,
         };
+        let detached = !spec.die_with_supervisor;
         let (stdout, stdout_sink) =
-            plan_output(&spec.stdout, watched == Some(StreamName::Stdout)).await?;
+            plan_output(&spec.stdout, watched == Some(StreamName::Stdout), detached).await?;
         let (stderr, stderr_sink) =
-            plan_output(&spec.stderr, watched == Some(StreamName::Stderr)).await?;
+            plan_output(&spec.stderr, watched == Some(StreamName::Stderr), detached).await?;
         let tail = (stdout_sink.is_some() || stderr_sink.is_some()).then(OutputTail::default);
 
         let owned = spec.clone();
@@ -623,12 +624,30 @@ fn pump(
 }
 
 /// How one standard stream is connected, and `Some(sink)` when its lines are read.
+///
+/// A daemon that outlives the supervisor (`detached`) must not write into a pipe only the
+/// supervisor reads: once the supervisor is gone, its next write would raise SIGPIPE. Its
+/// discarded output goes to `/dev/null` and its file output straight to the file (no
+/// rotation and no last lines then); only a log-line readiness or `tracing` still needs the
+/// pipe, for as long as the supervisor lives.
 async fn plan_output(
     output: &Output,
     watched: bool,
+    detached: bool,
 ) -> Result<(Stdio, Option<LineSink>), StartError> {
     Ok(match (output, watched) {
         (Output::Inherit, false) => (Stdio::Inherit, None),
+        (Output::Null, false) if detached => (Stdio::Null, None),
+        (Output::File { path, rotate }, false) if detached => {
+            if rotate.is_some() {
+                return Err(StartError::InvalidSpec(format!(
+                    "{}: rotation needs the supervisor to read the output, and this daemon \
+                     outlives it (die_with_supervisor is false)",
+                    path.display()
+                )));
+            }
+            (Stdio::File(open_append(path).await?), None)
+        }
         // Read and dropped: the lines still reach the readiness watch and the tail.
         (Output::Null, _) => (Stdio::Pipe, Some(LineSink::Discard)),
         (Output::File { path, rotate }, _) => {
@@ -640,6 +659,24 @@ async fn plan_output(
         }
         // Lines must be read anyway: an inherited stream is forwarded to tracing.
         (Output::Tracing, _) | (Output::Inherit, true) => (Stdio::Pipe, Some(LineSink::Tracing)),
+    })
+}
+
+/// Open `path` for appending, for a child that writes it itself.
+async fn open_append(path: &Path) -> Result<std::fs::File, StartError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(owned)
+    })
+    .await
+    .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
+    .map_err(|e| StartError::Setup {
+        program: path.to_owned(),
+        stage: "opening the output file",
+        source: e,
     })
 }
 

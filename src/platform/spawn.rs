@@ -20,6 +20,8 @@ pub(crate) enum Stdio {
     Null,
     /// A pipe whose read end the supervisor gets back ([`Spawned::stdout`]).
     Pipe,
+    /// An open file (appended to), written by the child itself.
+    File(std::fs::File),
 }
 
 /// The user and groups the child switches to before exec (Unix). Each part left `None`
@@ -316,5 +318,6 @@ fn std_stdio(stdio: Stdio) -> std::process::Stdio {
         Stdio::Inherit => std::process::Stdio::inherit(),
         Stdio::Null => std::process::Stdio::null(),
         Stdio::Pipe => std::process::Stdio::piped(),
+        Stdio::File(file) => std::process::Stdio::from(file),
     }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 /// wrote before it died come with its `Exited` event and its
 /// [`StartError::ExitedBeforeReady`](crate::supervision::StartError::ExitedBeforeReady).
 /// [`Output::Inherit`] hands the supervisor's own stream to the program and captures
-/// nothing.
+/// nothing. A daemon that outlives the supervisor (`die_with_supervisor: false`) writes
+/// [`Output::Null`] and [`Output::File`] itself (no pipe to a supervisor that may be gone,
+/// so no last lines and no rotation for it).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Output {

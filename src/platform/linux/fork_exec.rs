@@ -120,6 +120,7 @@ fn stdio_fds(stdio: Stdio, output: bool) -> io::Result<(Option<OwnedFd>, Option<
                 (Some(read), Some(write))
             }
         }
+        Stdio::File(file) => (Some(OwnedFd::from(file)), None),
     })
 }
 
