@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 /// bound.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
 
+/// The read buffer of a pump (one per captured stream of every running service).
+const READ_BUFFER: usize = 4 * 1024;
+
 /// The most lines an [`OutputTail`] keeps.
 pub(crate) const MAX_TAIL_LINES: usize = 20;
 
@@ -248,7 +251,9 @@ pub(crate) fn pump_lines<R: AsyncRead + Unpin + Send + 'static>(
 
 /// Split `reader` into lines and pieces of at most [`MAX_LINE`] bytes.
 async fn read_lines<R: AsyncRead + Unpin>(reader: R, lines: &mut Lines) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(MAX_LINE, reader);
+    // A small read buffer: a long line grows `line` instead, so an idle service's pump
+    // costs the supervisor a few KiB, not `MAX_LINE`.
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut line = Vec::new();
     loop {
         if reader.buffer().is_empty() {
