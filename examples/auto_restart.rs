@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use running_process::command::{CommandSpec, CommandSupervisor, HealthCheck, HealthSpec, StopSpec};
 use running_process::supervision::{
-    supervise, Backoff, Event, EventKind, EventStream, HealthError, HealthPolicy, Intensity,
-    Jitter, Outcome, RestartKind, RestartPolicy, SpawnContext, StartError, Supervisor,
+    supervise, Backoff, EventKind, EventStream, HealthError, HealthPolicy, Intensity, Jitter,
+    Outcome, RestartKind, RestartPolicy, SpawnContext, StartError, Supervisor,
 };
 use running_process::{BackendHandle, BackendHandleError, ExitStatus};
 
@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Print every event as it happens; the tally comes back when the stream ends, which is
     // after supervision has ended.
     let started = Instant::now();
-    let printer = tokio::spawn(print_events(service.events(), started));
+    let printer = tokio::spawn(print_events(service.events()));
 
     let why = tokio::select! {
         () = tokio::time::sleep(Duration::from_secs(seconds)) => format!("{seconds} s are up"),
@@ -110,6 +110,8 @@ fn daemon_spec(run_dir: &Path, fault: &[&str]) -> Result<CommandSpec, Box<dyn Er
         // More than 5 restarts within a minute is a loop restarting will not fix: give up
         // and exit non-zero, so whoever runs the tool (systemd, a person) finds out.
         intensity: Intensity::new(5, Duration::from_secs(60)),
+        // The first start is retried like any other: this tool keeps the daemon up.
+        retry_start_up: true,
     };
     let health = HealthSpec {
         policy: HealthPolicy {
@@ -249,55 +251,22 @@ impl Tally {
     }
 }
 
-/// Print each event with the time since `started`; return the tally once the stream ends.
-async fn print_events(mut events: EventStream, started: Instant) -> Tally {
+/// Print each event (its `Display`: time, service, what happened); return the tally once
+/// the stream ends.
+async fn print_events(mut events: EventStream) -> Tally {
     let mut tally = Tally::default();
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event { service, kind }) => {
-                tally.count(&kind);
-                let at = started.elapsed().as_secs_f64();
-                println!("{at:>7.3}s  {service}  {}", describe(&kind));
+            Ok(event) => {
+                tally.count(&event.kind);
+                println!("{event}");
             }
-            // Only a printer that falls more than 1024 events behind; the summary is short.
-            Err(lagged) => println!("(missed events: {lagged})"),
+            // Only a printer that falls more than the tree's buffer behind; the summary
+            // (counted from the events) would then be short.
+            Err(lagged) => println!("({lagged})"),
         }
     }
     tally
-}
-
-fn describe(kind: &EventKind) -> String {
-    match kind {
-        EventKind::Starting => "starting".into(),
-        EventKind::Spawned { pid } => format!("spawned pid {pid}"),
-        EventKind::Ready { pid, took } => match pid {
-            Some(pid) => format!("ready: pid {pid} passed the identity check ({took:.0?})"),
-            None => format!("ready ({took:.0?})"),
-        },
-        EventKind::AdoptedExisting { pid } => format!("adopted the running pid {pid}"),
-        // After a crash the manifest still names the dead daemon: it is refused, not reused.
-        EventKind::ProbeRejected { error } => {
-            format!("not adopting the recorded daemon ({error}); spawning a new one")
-        }
-        EventKind::StartFailed { error } => format!("start failed: {error}"),
-        EventKind::HealthCheckFailed {
-            pid,
-            consecutive,
-            error,
-        } => format!("health check failed ({consecutive} in a row) for pid {pid}: {error}"),
-        EventKind::Unhealthy { pid } => format!("unhealthy: stopping pid {pid}"),
-        EventKind::Exited { pid, status, .. } => format!("pid {pid} exited: {status}"),
-        EventKind::RestartScheduled { attempt, delay } => format!(
-            "restart #{attempt} in {:.3} s (backoff)",
-            delay.as_secs_f64()
-        ),
-        EventKind::GaveUp { reason } => format!("gave up: {reason}"),
-        EventKind::Status { status } => format!("status: {status}"),
-        EventKind::Completed => "completed".into(),
-        EventKind::Stopping => "stopping".into(),
-        EventKind::Stopped => "stopped".into(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// `--seconds N`, or the default.

@@ -101,7 +101,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for name in HELPERS {
         group = group.service(helper(name)?);
     }
-    let supervision = supervise_group(group);
+    let supervision = supervise_group(group)?;
     let mut events = supervision.events();
     // Runs until the stream ends, which is when supervision has ended.
     let printer = tokio::spawn(async move {
@@ -110,14 +110,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             match event {
                 Ok(event) => {
                     seen += 1;
-                    println!(
-                        "{}  {:<12} {}",
-                        stamp(),
-                        event.service,
-                        common::describe(&event.kind)
-                    );
+                    println!("{event}");
                 }
-                Err(lagged) => println!("{}  ({lagged})", stamp()),
+                Err(lagged) => println!("({lagged})"),
             }
         }
         seen

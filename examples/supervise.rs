@@ -8,19 +8,19 @@
 //!
 //! Three demo daemons start in order (`store`, `cache`, `worker`); `worker` crashes every
 //! two seconds and is restarted with backoff (rest_for_one: only it, as it is the last).
-//! Every event is printed as it happens; at the end everything stops in reverse order and a
-//! summary is printed.
+//! Every event is printed as it happens (`Display`: time, member, what happened); at the end
+//! a status table (`ServiceHandle::status`) shows each member's state, PID, restarts and
+//! last exit, and everything stops in reverse order.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use running_process::command::CommandSupervisor;
 use running_process::supervision::{
-    supervise_group, Backoff, GroupSpec, Intensity, RestartPolicy, Strategy,
+    supervise_group, Backoff, GroupSpec, Intensity, MemberStatus, RestartPolicy, Strategy,
 };
 
 #[tokio::main]
@@ -58,26 +58,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .service(service("cache", &["--ready-delay-ms", "300"])?)
         .service(service("worker", &["--crash-after-ms", "2000"])?);
 
-    let started = Instant::now();
-    let supervision = supervise_group(group);
+    let supervision = supervise_group(group)?;
+    // Subscribed before the runtime's task first runs: every event from the start.
     let mut events = supervision.events();
     // The printer runs until the stream ends, which is when supervision has ended.
     let printer = tokio::spawn(async move {
-        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
         while let Some(event) = events.next().await {
-            let Ok(event) = event else {
-                println!("(events were dropped: this printer lagged)");
-                continue;
-            };
-            *counts.entry(common::label(&event.kind)).or_default() += 1;
-            println!(
-                "{:>7.3}s  {:<14} {}",
-                started.elapsed().as_secs_f64(),
-                event.service,
-                common::describe(&event.kind)
-            );
+            match event {
+                Ok(event) => println!("{event}"),
+                // `status()` below still tells where everything stands.
+                Err(lagged) => println!("({lagged})"),
+            }
         }
-        counts
     });
 
     if hold {
@@ -87,8 +79,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|o| format!("group did not start: {o:?}"))?;
         let pids: Vec<String> = supervision
             .backends()
-            .values()
-            .map(|b| b.pid().to_string())
+            .iter()
+            .map(|(_, b)| b.pid().to_string())
             .collect();
         println!("pids {}", pids.join(" "));
         printer.await?;
@@ -96,16 +88,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     tokio::time::sleep(Duration::from_secs(seconds)).await;
+    println!("--- status after {seconds} s ---");
+    print_status(&supervision.status());
     println!("--- stopping (reverse order) ---");
     let outcome = supervision.stop().await;
     drop(supervision);
-    let counts = printer.await?;
-    println!(
-        "--- summary after {:.1}s: {outcome:?} ---",
-        started.elapsed().as_secs_f64()
-    );
-    for (kind, n) in counts {
-        println!("{kind:>18}: {n}");
-    }
+    printer.await?;
+    println!("--- {outcome:?} ---");
     Ok(())
+}
+
+/// One line per member, in start order.
+fn print_status(members: &[MemberStatus]) {
+    println!(
+        "{:<14} {:<22} {:>7} {:>8}  last exit",
+        "member", "state", "pid", "restarts"
+    );
+    for member in members {
+        let pid = member.pid.map_or("-".to_owned(), |pid| pid.to_string());
+        let last_exit = member
+            .last_exit
+            .map_or("-".to_owned(), |status| status.to_string());
+        println!(
+            "{:<14} {:<22} {:>7} {:>8}  {last_exit}",
+            member.name,
+            member.state.to_string(),
+            pid,
+            member.restarts
+        );
+    }
 }

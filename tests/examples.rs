@@ -80,16 +80,26 @@ impl ExampleRun {
     }
 }
 
-/// The delay of a `restart #N in D s (backoff)` line.
+/// The delay, in seconds, of a `restart #N in D` line (`D` as `Duration`'s `Debug`
+/// prints it: `261.7ms`, `1.3s`).
 fn backoff_of(line: &str) -> f64 {
     let delay = line
         .split(" in ")
         .nth(1)
-        .and_then(|rest| rest.strip_suffix(" s (backoff)"))
         .unwrap_or_else(|| panic!("no backoff in {line:?}"));
-    delay
-        .parse()
+    let (number, scale) = if let Some(ms) = delay.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(us) = delay.strip_suffix("µs") {
+        (us, 1e-6)
+    } else if let Some(s) = delay.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        panic!("bad delay in {line:?}")
+    };
+    number
+        .parse::<f64>()
         .unwrap_or_else(|_| panic!("bad delay in {line:?}"))
+        * scale
 }
 
 #[tokio::test]
@@ -101,34 +111,41 @@ async fn auto_restart_restarts_after_crashes_and_an_unhealthy_verdict_then_stops
     // Two crashes, each restarted after a longer backoff than the one before.
     let mut delays = Vec::new();
     for n in 1..=2 {
-        run.expect_containing("a crash", "exited: exit code 3")
-            .await;
+        run.expect("a crash", |l| {
+            l.contains("exited (pid ") && l.ends_with("): exit code 3")
+        })
+        .await;
         let restart = format!("restart #{n} in ");
         let restart = run.expect_containing("a restart after it", &restart).await;
         delays.push(backoff_of(&restart));
-        run.expect_containing("the new daemon is ready", "ready: pid")
+        run.expect_containing("the new daemon is ready", "ready (pid ")
             .await;
     }
 
     // A hang: consecutive failed checks, the unhealthy verdict, a kill, a restart.
     let verdict = run
-        .expect_containing("the unhealthy verdict", "unhealthy: stopping pid")
+        .expect_containing("the unhealthy verdict", "unhealthy (pid ")
         .await;
-    let hung = verdict.rsplit(' ').next().expect("a pid").to_owned();
-    let third_failure = format!("health check failed (3 in a row) for pid {hung}");
+    let hung = verdict
+        .split("unhealthy (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("a pid")
+        .to_owned();
+    let third_failure = format!("health check failed (pid {hung}, 3 in a row)");
     assert!(
         run.seen.iter().any(|line| line.contains(&third_failure)),
         "three checks failed before the verdict:\n{}",
         run.output()
     );
-    let killed = format!("pid {hung} exited: killed by signal 9");
+    let killed = format!("exited (pid {hung}): killed by signal 9");
     run.expect_containing("the hung daemon is killed", &killed)
         .await;
     let restart = run
         .expect_containing("a restart after the verdict", "restart #3 in ")
         .await;
     delays.push(backoff_of(&restart));
-    run.expect_containing("the replacement is ready", "ready: pid")
+    run.expect_containing("the replacement is ready", "ready (pid ")
         .await;
     assert!(
         delays.windows(2).all(|w| w[0] < w[1]),
@@ -144,9 +161,11 @@ async fn auto_restart_restarts_after_crashes_and_an_unhealthy_verdict_then_stops
         "--- SIGTERM received: stopping ---",
     )
     .await;
-    run.expect_containing("the daemon exits on SIGTERM", "exited: exit code 0")
-        .await;
-    run.expect("supervision stopped", |line| line.ends_with("  stopped"))
+    run.expect("the daemon exits on SIGTERM", |l| {
+        l.contains("exited (pid ") && l.ends_with("): exit code 0")
+    })
+    .await;
+    run.expect("supervision stopped", |line| line.ends_with(": stopped"))
         .await;
     let (status, output) = run.finish().await;
     assert!(status.success(), "{status}:\n{output}");

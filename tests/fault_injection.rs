@@ -84,7 +84,7 @@ fn role_supervisor(dir: &Path) {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let service = supervise_group(mixed_group(dir));
+        let service = supervise_group(mixed_group(dir)).expect("a valid group spec");
         service.ready().await.expect("the group starts");
         let pids: Vec<String> = service
             .backends()
@@ -148,7 +148,7 @@ async fn a_sigkilled_supervisor_takes_its_children_and_the_next_one_adopts_the_s
     );
 
     // A new supervisor (this test) adopts the survivors and spawns the others again.
-    let service = supervise_group(mixed_group(dir.path()));
+    let service = supervise_group(mixed_group(dir.path())).expect("a valid group spec");
     let mut events = service.events();
     let seen = collect_until(&mut events, "the new group is ready", |e| {
         &*e.service == "g" && matches!(e.kind, EventKind::Ready { .. })
@@ -191,7 +191,7 @@ async fn a_sigkilled_supervisor_takes_its_children_and_the_next_one_adopts_the_s
             "{name} spawned anew: {seen:#?}"
         );
     }
-    let running: Vec<u32> = service.backends().values().map(|b| b.pid()).collect();
+    let running: Vec<u32> = service.backends().iter().map(|(_, b)| b.pid()).collect();
     assert_eq!(within("stop", service.stop()).await, Outcome::Stopped);
     for pid in running {
         wait_gone(pid).await;
@@ -570,6 +570,9 @@ async fn a_crash_loop_stops_at_the_intensity_limit_without_a_restart_storm() {
         backoff: Backoff::exponential(Duration::from_millis(20), 2.0, Duration::from_secs(1))
             .with_jitter(Jitter::None),
         intensity: Intensity::new(MAX_RESTARTS, Duration::from_secs(600)),
+        // Its first start can fail too (it may crash before it is verified): retried like
+        // any other crash, which is what this test is about.
+        retry_start_up: true,
     };
     let spec = demo_spec("crashy", dir.path(), &["--crash-after-ms", "0"]).restart(policy);
     let service = spec.supervise();

@@ -63,7 +63,8 @@ async fn kill_b(
 #[tokio::test]
 async fn children_start_in_order_and_stop_in_reverse() {
     let dir = tempfile::tempdir().unwrap();
-    let service = supervise_group(group("g", dir.path(), Strategy::OneForOne));
+    let service =
+        supervise_group(group("g", dir.path(), Strategy::OneForOne)).expect("a valid group spec");
     let mut events = service.events();
     let seen = collect_until(&mut events, "group ready", |e| {
         &*e.service == "g" && matches!(e.kind, EventKind::Ready { .. })
@@ -106,7 +107,7 @@ async fn children_start_in_order_and_stop_in_reverse() {
 /// were spawned again (in that order), and that exactly those got new PIDs.
 async fn strategy_case(strategy: Strategy, stopped: &[&str], respawned: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let service = supervise_group(group("g", dir.path(), strategy));
+    let service = supervise_group(group("g", dir.path(), strategy)).expect("a valid group spec");
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let before = pids(&service);
@@ -167,7 +168,7 @@ async fn a_significant_child_ending_stops_the_group() {
             &["--crash-after-ms", "300"],
             RestartKind::Temporary,
         ));
-    let service = supervise_group(spec);
+    let service = supervise_group(spec).expect("a valid group spec");
     let mut events = service.events();
     assert_eq!(
         within("outcome", service.outcome()).await,
@@ -198,7 +199,7 @@ async fn a_nested_group_that_gives_up_escalates_to_its_parent() {
         .intensity(Intensity::new(0, Duration::from_secs(600)))
         .service(member("steady", dir.path(), &[], RestartKind::Permanent))
         .group(inner, RestartKind::Permanent);
-    let service = supervise_group(outer);
+    let service = supervise_group(outer).expect("a valid group spec");
     let mut events = service.events();
     let seen = collect_until(&mut events, "outer gave up", |e| {
         &*e.service == "outer" && matches!(e.kind, EventKind::GaveUp { .. })

@@ -37,13 +37,13 @@ async fn a_hundred_daemons_killed_at_once_are_all_restarted_and_verified() {
             demo_spec(name, dir.path(), &[]).restart(policy.clone()),
         )));
     }
-    let service = supervise_group(group);
+    let service = supervise_group(group).expect("a valid group spec");
     let mut events = service.events();
     collect_until(&mut events, "all started", |e| {
         &*e.service == "many" && matches!(e.kind, EventKind::Ready { .. })
     })
     .await;
-    let before: BTreeMap<String, BackendHandle> = service.backends();
+    let before: BTreeMap<String, BackendHandle> = service.backends().into_iter().collect();
     assert_eq!(before.len(), DAEMONS);
 
     for backend in before.values() {
@@ -82,7 +82,7 @@ async fn a_hundred_daemons_killed_at_once_are_all_restarted_and_verified() {
     );
 
     within("the group is ready", service.ready()).await.unwrap();
-    let after = service.backends();
+    let after: BTreeMap<String, BackendHandle> = service.backends().into_iter().collect();
     assert_eq!(
         after.keys().collect::<Vec<_>>(),
         before.keys().collect::<Vec<_>>()

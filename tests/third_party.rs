@@ -454,17 +454,20 @@ async fn memcached_on_a_port_held_by_a_stranger_is_never_spawned() {
             kind: RestartKind::Permanent,
             backoff: Backoff::none(),
             intensity: Intensity::new(1, Duration::from_secs(60)),
+            retry_start_up: false,
         })
         .supervise();
     let mut events = service.events();
 
+    // Its first start fails, so supervision ends at once with that failure (OTP's
+    // start_link), not after retries.
     let ready = within("ready() ends", service.ready()).await;
     assert!(
-        matches!(ready, Err(Outcome::GaveUp(_))),
+        matches!(&ready, Err(Outcome::StartFailed { error, .. }) if matches!(**error, StartError::PortInUse { .. })),
         "never ready: {ready:?}"
     );
-    let seen = collect_until(&mut events, "gave up", |e| {
-        matches!(e.kind, EventKind::GaveUp { .. })
+    let seen = collect_until(&mut events, "start failed", |e| {
+        matches!(e.kind, EventKind::StartFailed { .. })
     })
     .await;
     let first_failure = seen
@@ -653,11 +656,12 @@ async fn nginx_bad_directive_is_reported_with_its_last_output() {
             kind: RestartKind::Permanent,
             backoff: Backoff::none(),
             intensity: Intensity::new(0, Duration::from_secs(60)),
+            retry_start_up: false,
         })
         .supervise();
     let mut events = service.events();
-    let seen = collect_until(&mut events, "gave up", |e| {
-        matches!(e.kind, EventKind::GaveUp { .. })
+    let seen = collect_until(&mut events, "start failed", |e| {
+        matches!(e.kind, EventKind::StartFailed { .. })
     })
     .await;
     let spawned = seen
@@ -685,9 +689,10 @@ async fn nginx_bad_directive_is_reported_with_its_last_output() {
             .any(|l| l.contains("[emerg]") && l.contains("unknown directive \"no_such_directive\"")),
         "{output}"
     );
+    // A first start that fails ends supervision with that failure.
     assert!(matches!(
         within("outcome", service.outcome()).await,
-        Outcome::GaveUp(_)
+        Outcome::StartFailed { .. }
     ));
     wait_gone(spawned).await;
     say("nginx (bad directive): tree tracking: not observable (nginx exits at once)");

@@ -156,7 +156,7 @@ async fn measure_shape(
                         i,
                     ))));
                 }
-                let service = supervise_group(group);
+                let service = supervise_group(group).expect("a valid group spec");
                 service
                     .ready()
                     .await
@@ -173,7 +173,7 @@ async fn measure_shape(
     let fill = fill_started.elapsed();
     let pids: Vec<Pid> = services
         .iter()
-        .flat_map(|s| s.backends().into_values())
+        .flat_map(|s| s.backends().into_iter().map(|(_, b)| b))
         .filter_map(|b| Pid::from_raw(b.pid() as i32))
         .collect();
     if pids.len() != n {

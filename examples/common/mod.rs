@@ -1,9 +1,7 @@
-//! Shared by the examples: finding (or building) the demo daemon binary, and describing
-//! supervision events.
+//! Shared by the examples: finding (or building) the demo daemon binary, the demo daemon's
+//! spec, a per-user directory. (Events print themselves: `println!("{event}")`.)
 
 use std::path::{Path, PathBuf};
-
-use running_process::supervision::EventKind;
 
 /// The demo daemon sits next to the running example; build it if this run did not.
 pub fn demo_daemon_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
@@ -49,61 +47,6 @@ pub fn demo_spec(
         .readiness(Readiness::Manifest {
             path: dir.join(format!("{name}.json")),
         }))
-}
-
-/// A short name for the kind of an event (for counting them).
-#[allow(dead_code)] // not every example uses it
-pub fn label(kind: &EventKind) -> &'static str {
-    match kind {
-        EventKind::Starting => "starting",
-        EventKind::AdoptedExisting { .. } => "adopted",
-        EventKind::ProbeRejected { .. } => "probe rejected",
-        EventKind::Spawned { .. } => "spawned",
-        EventKind::Ready { .. } => "ready",
-        EventKind::Status { .. } => "status",
-        EventKind::StartFailed { .. } => "start failed",
-        EventKind::HealthCheckFailed { .. } => "health failed",
-        EventKind::Unhealthy { .. } => "unhealthy",
-        EventKind::Exited { .. } => "exited",
-        EventKind::RestartScheduled { .. } => "restart scheduled",
-        EventKind::GaveUp { .. } => "gave up",
-        EventKind::Completed => "completed",
-        EventKind::Stopping => "stopping",
-        EventKind::Stopped => "stopped",
-        _ => "other",
-    }
-}
-
-/// One readable line about an event.
-#[allow(dead_code)] // not every example uses it
-pub fn describe(kind: &EventKind) -> String {
-    match kind {
-        EventKind::Spawned { pid } => format!("spawned pid {pid}"),
-        EventKind::AdoptedExisting { pid } => {
-            format!("adopted running pid {pid}")
-        }
-        EventKind::Ready {
-            pid: Some(pid),
-            took,
-        } => format!("ready (pid {pid}, {took:.1?})"),
-        EventKind::Ready { pid: None, took } => {
-            format!("all children ready ({took:.1?})")
-        }
-        EventKind::Exited { pid, status, .. } => {
-            format!("pid {pid} exited: {status}")
-        }
-        EventKind::RestartScheduled { attempt, delay } => {
-            format!("restart #{attempt} in {delay:.1?}")
-        }
-        EventKind::ProbeRejected { error } => {
-            format!("recorded daemon not trusted: {error}")
-        }
-        EventKind::StartFailed { error } => {
-            format!("start failed: {error}")
-        }
-        EventKind::GaveUp { reason } => format!("gave up: {reason}"),
-        other => label(other).to_owned(),
-    }
 }
 
 /// A per-user directory for the examples' shared daemons: `$XDG_RUNTIME_DIR/running-process/

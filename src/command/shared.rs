@@ -180,9 +180,7 @@ impl SharedDaemon {
             Some(handle) => Ok(Acquired::Adopted(handle)),
             None => {
                 let (tx, _) = broadcast::channel(16);
-                let ctx = SpawnContext {
-                    events: EventSink::new(self.supervisor.name().to_owned(), tx),
-                };
+                let ctx = SpawnContext::new(EventSink::new(self.supervisor.name().to_owned(), tx));
                 let deadline = self.supervisor.ready_timeout();
                 let handle = tokio::time::timeout(deadline, self.supervisor.spawn(&ctx))
                     .await

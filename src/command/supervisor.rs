@@ -329,7 +329,7 @@ impl Supervisor for CommandSupervisor {
             BackendHandle::from_spawned(spawned.handle, spawned.child, spec.name.clone(), "", None)
                 .await?;
         tracing::debug!(service = %spec.name, pid, program = %program.display(), tree = %tree.describe(), "spawned");
-        ctx.spawned(pid);
+        ctx.spawned_backend(&handle);
         *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((pid, handle.daemon_process.start_time));
         // Until it is ready, a dropped (cancelled, timed out) spawn kills what it started.

@@ -95,6 +95,7 @@ impl Tree {
     }
 
     /// The processes of the tree now (the main process included while it lives).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn pids(&self) -> Vec<u32> {
         match self {
             #[cfg(target_os = "linux")]

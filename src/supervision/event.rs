@@ -4,7 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use tokio::sync::broadcast;
@@ -34,12 +34,110 @@ pub fn event_buffer_for(services: usize) -> usize {
 }
 
 /// One thing that happened to a supervised service or group.
+///
+/// `Display` gives one line for people: `12:04:05.123 web: exited (pid 4242): exit code 1`
+/// (the time of day in UTC).
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The service or group it happened to (`group/child` inside groups).
     pub service: Arc<str>,
     /// What happened.
     pub kind: EventKind,
+    /// When (wall clock).
+    pub at: SystemTime,
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", TimeOfDay(self.at), self.service, self.kind)
+    }
+}
+
+/// `HH:MM:SS.mmm` in UTC (no time zone database needed, nothing ambiguous).
+struct TimeOfDay(SystemTime);
+
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let since = self
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since.as_secs() % 86_400;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}.{:03}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            since.subsec_millis()
+        )
+    }
+}
+
+/// `text` on one line: line breaks become ` | `.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+impl std::fmt::Display for EventKind {
+    /// One line, for people (the examples print events this way).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventKind::Starting => f.write_str("starting"),
+            EventKind::AdoptedExisting { pid } => {
+                write!(f, "adopted the running backend (pid {pid})")
+            }
+            EventKind::ProbeRejected { error } => {
+                write!(
+                    f,
+                    "recorded backend not trusted: {}",
+                    one_line(&error.to_string())
+                )
+            }
+            EventKind::Spawned { pid } => write!(f, "spawned (pid {pid})"),
+            EventKind::Ready {
+                pid: Some(pid),
+                took,
+            } => write!(f, "ready (pid {pid}, {took:.1?})"),
+            EventKind::Ready { pid: None, took } => write!(f, "ready: every member ({took:.1?})"),
+            EventKind::Status { status } => write!(f, "status: {}", one_line(status)),
+            EventKind::StartFailed { error } => {
+                write!(f, "start failed: {}", one_line(&error.to_string()))
+            }
+            EventKind::HealthCheckFailed {
+                pid,
+                consecutive,
+                error,
+            } => write!(
+                f,
+                "health check failed (pid {pid}, {consecutive} in a row): {}",
+                one_line(&error.to_string())
+            ),
+            EventKind::Unhealthy { pid } => write!(f, "unhealthy (pid {pid}): replacing it"),
+            EventKind::Exited {
+                pid,
+                status,
+                output,
+            } => {
+                write!(f, "exited (pid {pid}): {status}")?;
+                match output.lines().last() {
+                    Some(last) => write!(f, "; last output: {}", one_line(last)),
+                    None => Ok(()),
+                }
+            }
+            EventKind::RestartScheduled { attempt, delay } => {
+                write!(f, "restart #{attempt} in {delay:.1?}")
+            }
+            EventKind::GaveUp { reason } => write!(f, "gave up: {reason}"),
+            EventKind::Completed => f.write_str("completed"),
+            EventKind::Stopping => f.write_str("stopping"),
+            EventKind::Stopped => f.write_str("stopped"),
+        }
+    }
 }
 
 /// What happened. New kinds may be added: match with a wildcard arm.
@@ -150,9 +248,9 @@ impl EventSink {
         &self.service
     }
 
-    /// A receiver of this channel, from now on.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    /// The channel, to subscribe to it later.
+    pub(crate) fn sender(&self) -> broadcast::Sender<Event> {
+        self.tx.clone()
     }
 
     /// Publish an event (never blocks; nobody listening is fine) and log it.
@@ -161,6 +259,7 @@ impl EventSink {
         let _ = self.tx.send(Event {
             service: self.service.clone(),
             kind,
+            at: SystemTime::now(),
         });
     }
 }
@@ -210,8 +309,26 @@ pub struct Lagged(pub u64);
 
 /// A stream of [`Event`]s. A slow subscriber never slows supervision down: when it falls
 /// more events behind than the tree buffers ([`event_buffer_for`]: 16 per service, 64 to
-/// 1024) it gets `Err(Lagged(n))` and continues with the oldest event still buffered. The
-/// stream ends when supervision has ended and every event has been read.
+/// 1024) it gets `Err(Lagged(n))` once and continues with the oldest event still
+/// buffered; [`ServiceHandle::status`](crate::supervision::ServiceHandle::status) then
+/// tells where everything stands. The stream ends when supervision has ended and every
+/// event has been read.
+///
+/// A loop that survives lagging (`while let Some(Ok(event))` would stop at the first
+/// `Lagged`):
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// # async fn demo(service: running_process::supervision::ServiceHandle) {
+/// let mut events = service.events();
+/// while let Some(item) = events.next().await {
+///     match item {
+///         Ok(event) => println!("{event}"),
+///         Err(lagged) => eprintln!("{lagged}; now: {:?}", service.status()),
+///     }
+/// }
+/// # }
+/// ```
 pub struct EventStream {
     inner: ReusableBoxFuture<'static, Next>,
 }

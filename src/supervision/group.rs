@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Intensity, IntensityExceeded, RestartKind};
+use super::policy::{Intensity, IntensityExceeded, RestartKind, RestartPolicy};
 use super::supervisor::{StartError, Supervisor};
 
 /// Which children are restarted when one of them ends and is to be restarted (OTP).
@@ -101,7 +101,32 @@ pub struct GroupSpec {
     pub(crate) strategy: Strategy,
     pub(crate) intensity: Intensity,
     pub(crate) auto_shutdown: AutoShutdown,
+    pub(crate) retry_start_up: bool,
     pub(crate) members: Vec<MemberSpec>,
+}
+
+/// Why a [`GroupSpec`] cannot be supervised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupSpecError {
+    /// A significant child must be able to end: OTP rejects a permanent significant child,
+    /// which could never trigger the group's auto-shutdown.
+    #[error("group {group}: member {member} is significant but permanent (it can never end); make it transient or temporary")]
+    PermanentSignificant {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+    },
+    /// Two members of one group have the same name (their events, status and backends
+    /// would be indistinguishable).
+    #[error("group {group}: two members are called {member:?}")]
+    DuplicateName {
+        /// The group.
+        group: String,
+        /// The name.
+        member: String,
+    },
 }
 
 #[derive(Clone)]
@@ -116,7 +141,7 @@ pub(crate) enum MemberKind {
     Service(Arc<dyn Supervisor>),
     Group {
         spec: Box<GroupSpec>,
-        restart: RestartKind,
+        policy: RestartPolicy,
     },
 }
 
@@ -128,8 +153,17 @@ impl GroupSpec {
             strategy: Strategy::default(),
             intensity: Intensity::default(),
             auto_shutdown: AutoShutdown::default(),
+            retry_start_up: false,
             members: Vec::new(),
         }
+    }
+
+    /// Retry members that fail to start while the group starts up, by their restart
+    /// policies, instead of failing the group's start (the default, as in OTP). Members
+    /// whose [`RestartPolicy::retry_start_up`] is set are retried either way.
+    pub fn retry_start_up(mut self, retry: bool) -> Self {
+        self.retry_start_up = retry;
+        self
     }
 
     /// The restart strategy.
@@ -156,22 +190,75 @@ impl GroupSpec {
         self.member(supervisor, false)
     }
 
-    /// Add a significant child service (see [`AutoShutdown`]).
+    /// Add a significant child service (see [`AutoShutdown`]). Its restart kind must let
+    /// it end (transient or temporary): [`GroupSpec::validate`] refuses a permanent one.
     pub fn significant_service(self, supervisor: Arc<dyn Supervisor>) -> Self {
         self.member(supervisor, true)
     }
 
-    /// Add a child group, restarted per `restart` when it gives up or completes.
-    pub fn group(mut self, group: GroupSpec, restart: RestartKind) -> Self {
+    /// Add a child group, restarted per `policy` (a [`RestartKind`] alone, or a whole
+    /// [`RestartPolicy`] with its backoff) when it gives up or completes. Its own
+    /// intensity is the one set on it with [`GroupSpec::intensity`]; `policy.intensity` is
+    /// not used (OTP keeps intensity per supervisor).
+    pub fn group(self, group: GroupSpec, policy: impl Into<RestartPolicy>) -> Self {
+        self.child_group(group, policy.into(), false)
+    }
+
+    /// Add a significant child group (see [`AutoShutdown`]): its completion can end this
+    /// group. `policy` must let it end (transient or temporary).
+    pub fn significant_group(self, group: GroupSpec, policy: impl Into<RestartPolicy>) -> Self {
+        self.child_group(group, policy.into(), true)
+    }
+
+    fn child_group(mut self, group: GroupSpec, policy: RestartPolicy, significant: bool) -> Self {
         self.members.push(MemberSpec {
             name: group.name.clone(),
             kind: MemberKind::Group {
                 spec: Box::new(group),
-                restart,
+                policy,
             },
-            significant: false,
+            significant,
         });
         self
+    }
+
+    /// Check the spec as OTP checks child specs: no permanent significant member, no two
+    /// members with one name, in this group and every nested one.
+    /// [`supervise_group`](crate::supervision::supervise_group) calls it.
+    pub fn validate(&self) -> Result<(), GroupSpecError> {
+        let mut seen = std::collections::HashSet::new();
+        for member in &self.members {
+            if !seen.insert(member.name.as_str()) {
+                return Err(GroupSpecError::DuplicateName {
+                    group: self.name.clone(),
+                    member: member.name.clone(),
+                });
+            }
+            let kind = match &member.kind {
+                MemberKind::Service(supervisor) => supervisor.restart_policy().kind,
+                MemberKind::Group { spec, policy } => {
+                    spec.validate()?;
+                    policy.kind
+                }
+            };
+            if member.significant && kind == RestartKind::Permanent {
+                return Err(GroupSpecError::PermanentSignificant {
+                    group: self.name.clone(),
+                    member: member.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A member without the checks of [`GroupSpec::validate`] (a single supervised
+    /// service is a group of one whose member is significant, whatever its kind).
+    pub(crate) fn member_unchecked(
+        self,
+        supervisor: Arc<dyn Supervisor>,
+        significant: bool,
+    ) -> Self {
+        self.member(supervisor, significant)
     }
 
     fn member(mut self, supervisor: Arc<dyn Supervisor>, significant: bool) -> Self {
@@ -207,6 +294,7 @@ impl std::fmt::Debug for GroupSpec {
             .field("strategy", &self.strategy)
             .field("intensity", &self.intensity)
             .field("auto_shutdown", &self.auto_shutdown)
+            .field("retry_start_up", &self.retry_start_up)
             .field(
                 "members",
                 &self.members.iter().map(|m| &m.name).collect::<Vec<_>>(),

@@ -14,12 +14,12 @@ mod runtime;
 pub mod supervisor;
 
 pub use event::{Event, EventKind, EventStream, Lagged};
-pub use group::{AutoShutdown, GroupSpec, Outcome, Strategy};
+pub use group::{AutoShutdown, GroupSpec, GroupSpecError, Outcome, Strategy};
 pub use health::HealthPolicy;
 pub use policy::{
     Backoff, Intensity, IntensityExceeded, Jitter, RestartKind, RestartPolicy, Termination,
 };
-pub use runtime::{supervise, supervise_group, ServiceHandle};
+pub use runtime::{supervise, supervise_group, MemberState, MemberStatus, ServiceHandle};
 pub use supervisor::{
     ExecFailure, HealthError, LastOutput, SharedSupervisor, SpawnContext, StartError, Supervisor,
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,

@@ -442,9 +442,27 @@ pub struct RestartPolicy {
     /// The delay before each restart.
     #[serde(default)]
     pub backoff: Backoff,
-    /// When to give up.
+    /// When to give up. Inside a group only the group's intensity counts, as in OTP
+    /// (where intensity is the supervisor's, not the child's): this one applies to a
+    /// service supervised on its own ([`supervise`](crate::supervision::supervise)).
     #[serde(default)]
     pub intensity: Intensity,
+    /// Retry a failed first start by this policy instead of failing the group's start-up.
+    /// Off by default: as in OTP, a member that cannot start while its group starts makes
+    /// the group's start fail ([`Outcome::StartFailed`](crate::supervision::Outcome)), and
+    /// the members already started are stopped.
+    #[serde(default)]
+    pub retry_start_up: bool,
+}
+
+impl From<RestartKind> for RestartPolicy {
+    /// `kind` with the default backoff and intensity.
+    fn from(kind: RestartKind) -> Self {
+        RestartPolicy {
+            kind,
+            ..RestartPolicy::default()
+        }
+    }
 }
 
 /// `d * factor`, rounded to the nanosecond: zero when the product is zero, negative or NaN,
@@ -923,6 +941,7 @@ mod tests {
                 .with_jitter(Jitter::Proportional { ratio: 0.2 })
                 .with_reset_after(ms(45_000)),
             intensity: Intensity::new(4, ms(20_000)),
+            retry_start_up: false,
         };
         let value = serde_json::to_value(&policy).expect("serializable");
         assert_eq!(
@@ -936,7 +955,8 @@ mod tests {
                     "jitter": { "kind": "proportional", "ratio": 0.2 },
                     "reset_after_ms": 45000
                 },
-                "intensity": { "max_restarts": 4, "period_ms": 20000 }
+                "intensity": { "max_restarts": 4, "period_ms": 20000 },
+                "retry_start_up": false
             })
         );
         let back: RestartPolicy = serde_json::from_value(value).expect("round trip");

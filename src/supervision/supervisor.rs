@@ -124,13 +124,30 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// What [`Supervisor::spawn`] can report while it works.
 #[derive(Debug, Clone)]
 pub struct SpawnContext {
-    pub(crate) events: EventSink,
+    events: EventSink,
+    spawned: Arc<std::sync::Mutex<Option<BackendHandle>>>,
 }
 
 impl SpawnContext {
+    pub(crate) fn new(events: EventSink) -> Self {
+        SpawnContext {
+            events,
+            spawned: Arc::default(),
+        }
+    }
+
     /// The process has been started (before it is ready): emits [`EventKind::Spawned`].
     pub fn spawned(&self, pid: u32) {
         self.events.emit(EventKind::Spawned { pid });
+    }
+
+    /// The process has been started (before it is ready), and this is its handle: emits
+    /// [`EventKind::Spawned`], and if the start is then abandoned (ready timeout, a stop,
+    /// a failure) the runtime reports that process's [`EventKind::Exited`] once the
+    /// dropped spawn has killed it. Prefer it to [`SpawnContext::spawned`].
+    pub fn spawned_backend(&self, backend: &BackendHandle) {
+        *self.spawned.lock().unwrap_or_else(|p| p.into_inner()) = Some(backend.clone());
+        self.spawned(backend.pid());
     }
 
     /// A status line from the backend (e.g. sd_notify `STATUS=`): emits [`EventKind::Status`].
@@ -143,6 +160,18 @@ impl SpawnContext {
     /// The service name, for the caller's own logs.
     pub fn service(&self) -> &str {
         self.events.service()
+    }
+
+    /// The backend reported by [`SpawnContext::spawned_backend`] (taken once).
+    pub(crate) fn take_spawned(&self) -> Option<BackendHandle> {
+        self.spawned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    pub(crate) fn emit(&self, kind: EventKind) {
+        self.events.emit(kind);
     }
 }
 
@@ -278,16 +307,26 @@ pub enum StartError {
     /// Readiness could not be established for another reason.
     #[error("readiness failed: {0}")]
     Readiness(String),
+    /// A member of a nested group could not start, so the group could not.
+    #[error("{member} failed to start: {error}")]
+    Group {
+        /// The member that failed (`group/child`).
+        member: String,
+        /// Why.
+        #[source]
+        error: Arc<StartError>,
+    },
 }
 
 impl StartError {
     /// Whether retrying cannot help: the program cannot be executed, the child could not
     /// be prepared, or the spec is invalid. The runtime does not restart after these.
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            StartError::Exec { .. } | StartError::Setup { .. } | StartError::InvalidSpec(_)
-        )
+        match self {
+            StartError::Exec { .. } | StartError::Setup { .. } | StartError::InvalidSpec(_) => true,
+            StartError::Group { error, .. } => error.is_permanent(),
+            _ => false,
+        }
     }
 }
 

@@ -52,9 +52,7 @@ impl EphemeralBackend {
             .die_with_supervisor(true);
         let supervisor = Arc::new(CommandSupervisor::new(spec));
         let (tx, _) = broadcast::channel(16);
-        let ctx = SpawnContext {
-            events: EventSink::new(supervisor.name().to_owned(), tx),
-        };
+        let ctx = SpawnContext::new(EventSink::new(supervisor.name().to_owned(), tx));
         let deadline = supervisor.ready_timeout();
         let started = tokio::time::timeout(deadline, supervisor.spawn(&ctx)).await;
         let handle = match started {
