@@ -276,7 +276,7 @@ impl Supervisor for FakeSupervisor {
         self.inner
             .spawned
             .send_modify(|list| list.push(process.clone()));
-        ctx.spawned(process.pid());
+        ctx.spawned_backend(&process.handle());
         let mut guard = KillUnlessReady(Some(process.clone()));
         match how {
             FakeSpawn::Ready | FakeSpawn::Fail(_) => {}

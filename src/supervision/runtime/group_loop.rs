@@ -155,12 +155,12 @@ impl Group {
             match started {
                 Ok(active) => self.watch(i, active, attempt_began),
                 Err(error) => {
-                    report_abandoned(&ctx).await;
                     let error = Arc::new(error);
                     self.children[i].note_start_error(&error, &self.registry);
                     self.children[i].sink.emit(EventKind::StartFailed {
                         error: error.clone(),
                     });
+                    report_abandoned(&ctx).await;
                     let fatal = error.is_permanent()
                         || (!self.started_up && !self.children[i].retry_start_up);
                     if fatal {
