@@ -137,6 +137,22 @@ async fn strategy_case(strategy: Strategy, stopped: &[&str], respawned: &[&str])
             "{strategy:?}: {name} {before:?} {after:?}"
         );
     }
+    // The status agrees: start order, every member running with its new pid, and a
+    // restart counted for exactly the members the strategy restarted.
+    let status = service.status();
+    let rows: Vec<(&str, Option<u32>, u32)> = status
+        .iter()
+        .map(|m| (m.name.as_str(), m.pid, m.restarts))
+        .collect();
+    let expected: Vec<(&str, Option<u32>, u32)> = ["g/a", "g/b", "g/c"]
+        .iter()
+        .zip(&after)
+        .map(|(name, pid)| (*name, Some(*pid), u32::from(respawned.contains(name))))
+        .collect();
+    assert_eq!(rows, expected, "{strategy:?}");
+    assert!(status
+        .iter()
+        .all(|m| m.state == running_process::supervision::MemberState::Running));
     within("stop", service.stop()).await;
 }
 
