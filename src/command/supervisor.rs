@@ -255,149 +255,36 @@ impl Supervisor for CommandSupervisor {
         BackendHandle::try_from_manifest(&manifest).await
     }
 
+    /// Four steps: [`prepare`](CommandSupervisor::prepare) what the child needs,
+    /// [`launch`](CommandSupervisor::launch) it, [`attach`] its output and sd_notify
+    /// readers, then wait until it is ready (or dies first, bringing its last lines).
     async fn spawn(&self, ctx: &SpawnContext) -> Result<BackendHandle, StartError> {
-        let spec = &self.spec;
-        // Normally cleaned up at its exit or stop; an instance still recorded here was
-        // abandoned (its runtime went away): its tree goes before a new one starts.
-        let previous = self.lock().take();
-        if let Some(previous) = previous {
-            self.clean_up(previous).await;
-        }
-        readiness::check_free(&spec.readiness).await?;
-
-        let owned = spec.clone();
-        let run_as = tokio::task::spawn_blocking(move || launch::resolve_user(&owned))
-            .await
-            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
-        let notify = if self.needs_notify() {
-            Some(notify::prepare(spec, run_as.uid.map(|uid| (uid, run_as.gid))).await?)
-        } else {
-            None
-        };
-        let extra_env = notify.as_ref().map(|n| n.env(spec)).unwrap_or_default();
-
-        // Standard streams: a pipe wherever lines are read (a sink, a readiness pattern,
-        // the last lines for the exit event).
-        let watched = match &spec.readiness {
-            Readiness::LogLine { stream, .. } => Some(*stream),
-            _ => None,
-        };
-        let detached = !spec.die_with_supervisor;
-        let (stdout, stdout_sink) =
-            plan_output(&spec.stdout, watched == Some(StreamName::Stdout), detached).await?;
-        let (stderr, stderr_sink) =
-            plan_output(&spec.stderr, watched == Some(StreamName::Stderr), detached).await?;
-        let tail = (stdout_sink.is_some() || stderr_sink.is_some()).then(OutputTail::default);
-
-        let owned = spec.clone();
-        let for_plan = run_as.clone();
-        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
-        let launch::Launch { program, mut plan } = tokio::task::spawn_blocking(move || {
-            launch::plan(&owned, &for_plan, &extra_env, stdout, stderr)
-        })
-        .await
-        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
-        let cgroup = self.cgroup().await;
-        #[cfg(target_os = "linux")]
-        {
-            plan.cgroup = cgroup.clone();
-        }
-
-        let spawned = match platform::spawn(plan).await {
-            Ok(spawned) => spawned,
-            Err(error) => {
-                #[cfg(target_os = "linux")]
-                if error.stage == platform::SpawnStage::Cgroup {
-                    // Not allowed to start processes in our cgroups after all (delegation
-                    // rules): process groups from now on; this attempt is retried.
-                    platform::cgroup::disable(&error.error);
-                    return Err(StartError::Spawn(error.error));
-                }
-                return Err(launch::start_error(&program, error));
-            }
-        };
-        let pid = spawned.pid;
-        let tree = Arc::new(match cgroup {
-            #[cfg(target_os = "linux")]
-            Some(cgroup) => Tree::Cgroup(cgroup),
-            #[cfg(not(target_os = "linux"))]
-            Some(never) => match never {},
-            None => Tree::Group { leader: pid },
-        });
-        let (stdout_pipe, stderr_pipe) = (spawned.stdout, spawned.stderr);
-        let handle =
-            BackendHandle::from_spawned(spawned.handle, spawned.child, spec.name.clone(), "", None)
-                .await?;
-        tracing::debug!(service = %spec.name, pid, program = %program.display(), tree = %tree.describe(), "spawned");
-        ctx.spawned_backend(&handle);
-        *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((pid, handle.daemon_process.start_time));
+        let Prepared {
+            program,
+            plan,
+            uid,
+            notify,
+            sinks,
+            tail,
+            cgroup,
+        } = self.prepare().await?;
+        let Launched {
+            handle,
+            tree,
+            pipes,
+        } = self.launch(program, plan, cgroup, ctx).await?;
         // Until it is ready, a dropped (cancelled, timed out) spawn kills what it started.
         let guard = KillUnlessReady(Some((handle.clone(), tree.clone())));
-
-        let service: Arc<str> = spec.name.as_str().into();
-        let (line_tx, line_rx) = oneshot::channel();
-        let mut line_tx = Some(line_tx);
-        let mut pumps = Vec::new();
-        for (pipe, sink, name) in [
-            (stdout_pipe, stdout_sink, StreamName::Stdout),
-            (stderr_pipe, stderr_sink, StreamName::Stderr),
-        ] {
-            let (Some(pipe), Some(sink)) = (pipe, sink) else {
-                continue;
-            };
-            let watch = match &spec.readiness {
-                Readiness::LogLine { pattern, stream } if *stream == name => {
-                    line_tx.take().map(|found| LineWatch {
-                        pattern: pattern.clone(),
-                        found,
-                    })
-                }
-                _ => None,
-            };
-            pumps.push(pump(pipe, service.clone(), name, sink, watch, tail.clone()));
-        }
-
-        let (ready_tx, ready_rx) = watch::channel(false);
-        #[cfg_attr(not(unix), allow(unused_mut))]
-        let mut watchdog = None;
-        #[cfg_attr(not(unix), allow(unused_mut))]
-        let mut tasks = Vec::new();
-        #[cfg(unix)]
-        if let Some(endpoint) = &notify {
-            let (beat_tx, beat_rx) = watch::channel(Instant::now());
-            watchdog = Some(beat_rx);
-            let member = tree.clone();
-            let belongs = move |sender: u32| sender == pid || member.contains(sender);
-            let task = tokio::spawn(notify::read(
-                endpoint.socket.clone(),
-                belongs,
-                ready_tx,
-                beat_tx,
-                ctx.clone(),
-            ));
-            tasks.push(task.abort_handle());
-        }
-        #[cfg(not(unix))]
-        drop(ready_tx);
-
-        let mut instance = Instance {
-            pid,
-            tree: tree.clone(),
-            tail,
-            pumps,
-            watchdog,
-            tasks,
-            _notify: notify,
-        };
+        let (mut instance, waits) =
+            attach(&self.spec, &handle, &tree, pipes, sinks, notify, tail, ctx);
         let ready = readiness::wait_ready(
-            &spec.readiness,
+            &self.spec.readiness,
             ReadyWait {
                 main: &handle,
                 tree: &tree,
-                uid: run_as.uid,
-                notified: ready_rx,
-                line: line_rx,
+                uid,
+                notified: waits.notified,
+                line: waits.line,
             },
         );
         let handle = tokio::select! {
@@ -405,7 +292,7 @@ impl Supervisor for CommandSupervisor {
             status = handle.exited() => {
                 guard.disarm();
                 if self.spec.stop.kill_mode != KillMode::Process {
-                    kill_rest(&tree, pid).await;
+                    kill_rest(&tree, instance.pid).await;
                 }
                 let output = instance.last_output().await;
                 return Err(StartError::ExitedBeforeReady { status, output });
@@ -518,6 +405,211 @@ impl Supervisor for CommandSupervisor {
         tracing::debug!(service = %self.spec.name, pid = instance.pid, %status, tree = %instance.tree.describe(), "main process exited; cleaning up its tree");
         self.clean_up(instance).await
     }
+}
+
+/// What a start needs, prepared before the fork.
+struct Prepared {
+    program: std::path::PathBuf,
+    plan: platform::SpawnPlan,
+    /// The service's user, for the ownership of a Unix-socket readiness.
+    uid: Option<u32>,
+    notify: Option<NotifyEndpoint>,
+    /// Where the lines of stdout and stderr go, when they are read.
+    sinks: [Option<LineSink>; 2],
+    tail: Option<OutputTail>,
+    cgroup: Option<InstanceCgroup>,
+}
+
+/// A started child, not ready yet.
+struct Launched {
+    handle: BackendHandle,
+    tree: Arc<Tree>,
+    /// The read ends of stdout and stderr, when piped.
+    pipes: [Option<PipeReader>; 2],
+}
+
+/// What the readiness wait listens to.
+struct Waits {
+    notified: watch::Receiver<bool>,
+    line: oneshot::Receiver<String>,
+}
+
+impl CommandSupervisor {
+    /// Step 1: clean up an abandoned instance, refuse a port someone else holds, look up
+    /// the user, bind the sd_notify socket, connect the streams, build the spawn plan and
+    /// the cgroup.
+    async fn prepare(&self) -> Result<Prepared, StartError> {
+        let spec = &self.spec;
+        // Normally cleaned up at its exit or stop; an instance still recorded here was
+        // abandoned (its runtime went away): its tree goes before a new one starts.
+        let previous = self.lock().take();
+        if let Some(previous) = previous {
+            self.clean_up(previous).await;
+        }
+        readiness::check_free(&spec.readiness).await?;
+        let owned = spec.clone();
+        let run_as = tokio::task::spawn_blocking(move || launch::resolve_user(&owned))
+            .await
+            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
+        let notify = if self.needs_notify() {
+            Some(notify::prepare(spec, run_as.uid.map(|uid| (uid, run_as.gid))).await?)
+        } else {
+            None
+        };
+        let extra_env = notify.as_ref().map(|n| n.env(spec)).unwrap_or_default();
+
+        // Standard streams: a pipe wherever lines are read (a sink, a readiness pattern,
+        // the last lines for the exit event).
+        let watched = match &spec.readiness {
+            Readiness::LogLine { stream, .. } => Some(*stream),
+            _ => None,
+        };
+        let detached = !spec.die_with_supervisor;
+        let (stdout, stdout_sink) =
+            plan_output(&spec.stdout, watched == Some(StreamName::Stdout), detached).await?;
+        let (stderr, stderr_sink) =
+            plan_output(&spec.stderr, watched == Some(StreamName::Stderr), detached).await?;
+        let tail = (stdout_sink.is_some() || stderr_sink.is_some()).then(OutputTail::default);
+
+        let owned = spec.clone();
+        let for_plan = run_as.clone();
+        let launch::Launch { program, plan } = tokio::task::spawn_blocking(move || {
+            launch::plan(&owned, &for_plan, &extra_env, stdout, stderr)
+        })
+        .await
+        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
+        Ok(Prepared {
+            program,
+            plan,
+            uid: run_as.uid,
+            notify,
+            sinks: [stdout_sink, stderr_sink],
+            tail,
+            cgroup: self.cgroup().await,
+        })
+    }
+
+    /// Step 2: fork and exec from the spawner thread (into the cgroup), map a failure to
+    /// the start error that names the program, take the handle, report the spawn.
+    async fn launch(
+        &self,
+        program: std::path::PathBuf,
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))] mut plan: platform::SpawnPlan,
+        cgroup: Option<InstanceCgroup>,
+        ctx: &SpawnContext,
+    ) -> Result<Launched, StartError> {
+        #[cfg(target_os = "linux")]
+        {
+            plan.cgroup = cgroup.clone();
+        }
+        let spawned = match platform::spawn(plan).await {
+            Ok(spawned) => spawned,
+            Err(error) => {
+                #[cfg(target_os = "linux")]
+                if error.stage == platform::SpawnStage::Cgroup {
+                    // Not allowed to start processes in our cgroups after all (delegation
+                    // rules): process groups from now on; this attempt is retried.
+                    platform::cgroup::disable(&error.error);
+                    return Err(StartError::Spawn(error.error));
+                }
+                return Err(launch::start_error(&program, error));
+            }
+        };
+        let pid = spawned.pid;
+        let tree = Arc::new(match cgroup {
+            #[cfg(target_os = "linux")]
+            Some(cgroup) => Tree::Cgroup(cgroup),
+            #[cfg(not(target_os = "linux"))]
+            Some(never) => match never {},
+            None => Tree::Group { leader: pid },
+        });
+        let pipes = [spawned.stdout, spawned.stderr];
+        let name = self.spec.name.clone();
+        let handle =
+            BackendHandle::from_spawned(spawned.handle, spawned.child, name, "", None).await?;
+        tracing::debug!(service = %self.spec.name, pid, program = %program.display(), tree = %tree.describe(), "spawned");
+        ctx.spawned_backend(&handle);
+        *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((pid, handle.daemon_process.start_time));
+        Ok(Launched {
+            handle,
+            tree,
+            pipes,
+        })
+    }
+}
+
+/// Step 3: read the child's output (to its sinks, its tail and a readiness pattern) and
+/// its sd_notify messages; the instance that owns all of it, and what readiness waits on.
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    spec: &CommandSpec,
+    handle: &BackendHandle,
+    tree: &Arc<Tree>,
+    pipes: [Option<PipeReader>; 2],
+    sinks: [Option<LineSink>; 2],
+    notify: Option<NotifyEndpoint>,
+    tail: Option<OutputTail>,
+    ctx: &SpawnContext,
+) -> (Instance, Waits) {
+    let pid = handle.pid();
+    let service: Arc<str> = spec.name.as_str().into();
+    let (line_tx, line_rx) = oneshot::channel();
+    let mut line_tx = Some(line_tx);
+    let mut pumps = Vec::new();
+    let names = [StreamName::Stdout, StreamName::Stderr];
+    for ((pipe, sink), name) in pipes.into_iter().zip(sinks).zip(names) {
+        let (Some(pipe), Some(sink)) = (pipe, sink) else {
+            continue;
+        };
+        let watch = match &spec.readiness {
+            Readiness::LogLine { pattern, stream } if *stream == name => {
+                line_tx.take().map(|found| LineWatch {
+                    pattern: pattern.clone(),
+                    found,
+                })
+            }
+            _ => None,
+        };
+        pumps.push(pump(pipe, service.clone(), name, sink, watch, tail.clone()));
+    }
+
+    let (ready_tx, ready_rx) = watch::channel(false);
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut watchdog = None;
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut tasks = Vec::new();
+    #[cfg(unix)]
+    if let Some(endpoint) = &notify {
+        let (beat_tx, beat_rx) = watch::channel(Instant::now());
+        watchdog = Some(beat_rx);
+        let member = tree.clone();
+        let belongs = move |sender: u32| sender == pid || member.contains(sender);
+        let task = tokio::spawn(notify::read(
+            endpoint.socket.clone(),
+            belongs,
+            ready_tx,
+            beat_tx,
+            ctx.clone(),
+        ));
+        tasks.push(task.abort_handle());
+    }
+    #[cfg(not(unix))]
+    let _ = (ready_tx, ctx);
+    let instance = Instance {
+        pid,
+        tree: tree.clone(),
+        tail,
+        pumps,
+        watchdog,
+        tasks,
+        _notify: notify,
+    };
+    let waits = Waits {
+        notified: ready_rx,
+        line: line_rx,
+    };
+    (instance, waits)
 }
 
 impl CommandSupervisor {
