@@ -743,3 +743,107 @@ async fn a_detached_daemon_writes_its_output_itself() {
     assert!(stdout.to_string_lossy().starts_with("pipe:"), "{stdout:?}");
     service.stop().await;
 }
+
+/// Not a test of its own: the entry point of the helper process of
+/// [`a_sigkilled_supervisor_leaves_neither_processes_nor_cgroups`] (this binary re-executed
+/// with `support::HELPER_ROLE` set). Run normally, it returns.
+#[test]
+fn helper_process() {
+    if std::env::var(support::HELPER_ROLE).is_err() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // A tree with a child that left the process group: only the cgroup tracks it.
+        let dir = tempfile::tempdir().unwrap();
+        let service = tree_spec("keeper", dir.path()).supervise();
+        service.ready().await.unwrap();
+        let main = service.backend().unwrap().pid();
+        let b = read_pid(&dir.path().join("b"));
+        let cgroup = std::fs::read_to_string(format!("/proc/{main}/cgroup")).unwrap();
+        let keeper = keeper_of(std::process::id());
+        support::helper_say(&format!(
+            "main {main} escaped {b} keeper {} cgroup {}",
+            keeper.map_or(0, |k| k),
+            cgroup
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .unwrap_or("")
+        ));
+        std::future::pending::<()>().await;
+    });
+}
+
+/// The keeper: a child of `parent` called `rp-keeper`.
+fn keeper_of(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((comm, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(')'))
+            else {
+                return false;
+            };
+            comm == "rp-keeper" && rest.split_whitespace().nth(1) == Some(&parent.to_string())
+        })
+}
+
+#[tokio::test]
+async fn a_sigkilled_supervisor_leaves_neither_processes_nor_cgroups() {
+    use tokio::io::AsyncBufReadExt;
+    let mut helper = support::helper_command("helper_process", "keeper")
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(helper.stdout.take().unwrap()).lines();
+    let line = support::helper_line(&mut lines, "the helper's service is ready").await;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [_, main, _, escaped, _, keeper, _, cgroup] = words[..] else {
+        panic!("unexpected line {line:?}");
+    };
+    let (main, escaped, keeper): (u32, u32, u32) = (
+        main.parse().unwrap(),
+        escaped.parse().unwrap(),
+        keeper.parse().unwrap(),
+    );
+    if !cgroup.contains("running-process-") || keeper == 0 {
+        support::daemons::skip(&format!(
+            "no cgroup (or no keeper) here ({line}): the process group fallback cannot do this"
+        ));
+        helper.kill().await.unwrap();
+        kill(escaped);
+        return;
+    }
+    println!("tree tracking: cgroup {cgroup}, keeper {keeper}");
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(str::to_owned))?
+        })
+        .unwrap();
+    let service_dir = Path::new(&mount).join(cgroup.trim_start_matches('/'));
+    let supervisor_dir = service_dir.parent().unwrap().to_owned();
+    assert!(service_dir.is_dir());
+
+    helper.kill().await.unwrap(); // SIGKILL: no code of the supervisor runs after this
+    wait_gone(main).await; // its parent-death signal
+    wait_gone(escaped).await; // the keeper's cgroup.kill
+    wait_gone(keeper).await; // the keeper ends once it has removed the directories
+    assert!(
+        !service_dir.exists(),
+        "{} left behind",
+        service_dir.display()
+    );
+    assert!(
+        !supervisor_dir.exists(),
+        "{} left behind",
+        supervisor_dir.display()
+    );
+}

@@ -13,10 +13,12 @@
 //! before exec), so a daemon that forks at once cannot leave a grandchild outside.
 //!
 //! A *keeper* process (forked once, before any service starts) holds the read end of a
-//! pipe whose write end only the supervisor holds. When the supervisor dies, even by
-//! SIGKILL, the keeper reads EOF and writes `cgroup.kill` of the supervisor's directory:
-//! the main processes die by their parent-death signal, and the keeper takes the rest of
-//! every tree with them. Directories of dead supervisors are swept by the next one.
+//! pipe whose write end only the supervisor holds. When the supervisor exits, even by
+//! SIGKILL, the keeper reads EOF and writes `cgroup.kill` of the supervisor's directory
+//! (the main processes die by their parent-death signal, the keeper takes the rest of
+//! every tree with them), waits for `populated 0`, and removes the directories: nothing is
+//! left behind. Should the keeper itself be killed, the next supervisor sweeps what it
+//! left.
 
 use std::ffi::CString;
 use std::io;
@@ -356,15 +358,31 @@ fn sweep(parent: &Path) {
 
 /// Fork the keeper; returns the write end of its pipe, to be held until the process ends.
 fn start_keeper(path: &Path) -> io::Result<OwnedFd> {
-    let kill_path = CString::new(path.join("cgroup.kill").as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a cgroup path"))?;
-    let kill = rustix::fs::open(
-        kill_path.as_c_str(),
-        OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a cgroup path"))
+    };
+    let open = |p: &Path, flags: OFlags| -> io::Result<OwnedFd> {
+        Ok(rustix::fs::open(
+            c(p)?.as_c_str(),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
+    };
+    let parent = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a cgroup at the root"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a cgroup without a name"))?;
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    super::fork_exec::fork_keeper(read, kill)?;
+    super::fork_exec::fork_keeper(super::fork_exec::KeeperFds {
+        read,
+        kill: open(&path.join("cgroup.kill"), OFlags::WRONLY)?,
+        dir: open(path, OFlags::RDONLY | OFlags::DIRECTORY)?,
+        parent: open(parent, OFlags::RDONLY | OFlags::DIRECTORY)?,
+        name: c(Path::new(name))?,
+    })?;
     Ok(write)
 }
 

@@ -496,23 +496,33 @@ pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Fork the cgroup keeper: a process that blocks reading `read` and, once every write end
-/// is closed (the supervisor exited, however), writes "1" to `kill` (a `cgroup.kill`) and
-/// exits. It keeps no other descriptor, so it holds none of the supervisor's sockets or
-/// pipes open. Its pidfd goes to the spawner thread's reaper, in case it dies first.
-pub(crate) fn fork_keeper(read: OwnedFd, kill: OwnedFd) -> io::Result<u32> {
-    let (read_fd, kill_fd) = (read.as_raw_fd(), kill.as_raw_fd());
+/// What the cgroup keeper holds: the pipe it waits on, and the supervisor's cgroup
+/// (its `cgroup.kill`, the directory, and the parent directory with the name, to remove it).
+pub(crate) struct KeeperFds {
+    pub read: OwnedFd,
+    pub kill: OwnedFd,
+    pub dir: OwnedFd,
+    pub parent: OwnedFd,
+    pub name: std::ffi::CString,
+}
+
+/// Fork the cgroup keeper: a process that blocks reading `fds.read` and, once every write
+/// end is closed (the supervisor exited, however), kills every tree in the supervisor's
+/// cgroup (`cgroup.kill`), waits until it is empty, removes the service directories and
+/// the supervisor's own, and exits: nothing is left behind. It keeps no other descriptor,
+/// so it holds none of the supervisor's sockets or pipes open. Its pidfd goes to the
+/// spawner thread's reaper, in case it dies first.
+pub(crate) fn fork_keeper(fds: KeeperFds) -> io::Result<u32> {
     // SAFETY: the child only runs `keeper_main`, which makes async-signal-safe system
-    // calls on descriptors opened before the fork and never returns.
+    // calls on descriptors and memory prepared before the fork, and never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
     if pid == 0 {
-        keeper_main(read_fd, kill_fd);
+        keeper_main(&fds);
     }
-    drop(read);
-    drop(kill);
+    drop(fds);
     let raw = Pid::from_raw(pid).expect("fork returned a positive pid");
     if let Ok(pidfd) = rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
         super::spawner::reap_later(pidfd);
@@ -520,34 +530,86 @@ pub(crate) fn fork_keeper(read: OwnedFd, kill: OwnedFd) -> io::Result<u32> {
     Ok(pid as u32)
 }
 
-fn keeper_main(read: RawFd, kill: RawFd) -> ! {
-    let _ = rustix::thread::set_name(c"rp-cgroup-keeper");
-    // Close everything but the two descriptors, in the ranges around them.
-    let (low, high) = (
-        read.min(kill) as libc::c_uint,
-        read.max(kill) as libc::c_uint,
-    );
-    for (first, last) in [
-        (0, low.wrapping_sub(1)),
-        (low + 1, high - 1),
-        (high + 1, libc::c_uint::MAX),
-    ] {
-        if first <= last && !(first == 0 && low == 0) {
-            // SAFETY: `close_range` only closes descriptors of this (forked) process.
-            unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
-        }
-    }
+/// How long the keeper waits for the killed trees to be gone before it removes what it
+/// can anyway (a process stuck in uninterruptible sleep), in 100 ms rounds.
+const KEEPER_ROUNDS: u32 = 200;
+
+fn keeper_main(fds: &KeeperFds) -> ! {
+    let _ = rustix::thread::set_name(c"rp-keeper");
+    let mut keep = [
+        fds.read.as_raw_fd(),
+        fds.kill.as_raw_fd(),
+        fds.dir.as_raw_fd(),
+        fds.parent.as_raw_fd(),
+    ];
+    keep.sort_unstable();
+    close_all_but(&keep);
     let mut buf = [0u8; 64];
     loop {
-        // SAFETY: `read` into a local buffer of the length given.
-        let n = unsafe { libc::read(read, buf.as_mut_ptr().cast(), buf.len()) };
-        if n == 0 || (n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
-            break;
+        match rustix::io::read(&fds.read, &mut buf) {
+            Ok(0) => break,
+            Ok(_) | Err(Errno::INTR) => continue,
+            Err(_) => break,
         }
     }
-    // SAFETY: `write` of a static byte string, then `_exit`; both async-signal-safe.
-    unsafe {
-        libc::write(kill, b"1".as_ptr().cast(), 1);
-        libc::_exit(0)
+    let _ = rustix::io::write(&fds.kill, b"1");
+    // Wait for `populated 0`: the kernel raises POLLPRI on `cgroup.events` when it changes.
+    if let Ok(events) = rustix::fs::openat(
+        &fds.dir,
+        c"cgroup.events",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        for _ in 0..KEEPER_ROUNDS {
+            let mut text = [0u8; 256];
+            let n = rustix::io::pread(&events, &mut text, 0).unwrap_or(0);
+            if text[..n].windows(11).any(|w| w == b"populated 0") {
+                break;
+            }
+            let mut poll = [rustix::event::PollFd::new(
+                &events,
+                rustix::event::PollFlags::PRI,
+            )];
+            let tick = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            let _ = rustix::event::poll(&mut poll, Some(&tick));
+        }
     }
+    // The service directories, then the supervisor's own (a directory of a cgroup can go
+    // once it has no process and no child cgroup).
+    let mut entries = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+    let mut dir = rustix::fs::RawDir::new(&fds.dir, &mut entries);
+    while let Some(Ok(entry)) = dir.next() {
+        let name = entry.file_name();
+        if entry.file_type() == rustix::fs::FileType::Directory
+            && name.to_bytes() != b"."
+            && name.to_bytes() != b".."
+        {
+            let _ = rustix::fs::unlinkat(&fds.dir, name, rustix::fs::AtFlags::REMOVEDIR);
+        }
+    }
+    let _ = rustix::fs::unlinkat(
+        &fds.parent,
+        fds.name.as_c_str(),
+        rustix::fs::AtFlags::REMOVEDIR,
+    );
+    // SAFETY: `_exit` ends the forked process without running any user-space cleanup.
+    unsafe { libc::_exit(0) }
+}
+
+/// Close every descriptor but `keep` (sorted), with `close_range` over the gaps.
+fn close_all_but(keep: &[RawFd]) {
+    let mut first: libc::c_uint = 0;
+    for &fd in keep {
+        let fd = fd as libc::c_uint;
+        if fd > first {
+            // SAFETY: `close_range` only closes descriptors of this (forked) process.
+            unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0) };
+        }
+        first = fd + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
 }
