@@ -57,17 +57,25 @@ async fn dropping_kills_the_backend_and_removes_its_directory() {
 
 #[tokio::test]
 async fn a_panicking_test_leaves_nothing_running() {
-    let (tx, rx) = tokio::sync::oneshot::channel::<(u32, PathBuf)>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<(u32, PathBuf, PathBuf)>();
     let test = tokio::spawn(async move {
         let backend = demo_backend().await;
-        tx.send((backend.handle().pid(), backend.dir().to_owned()))
-            .unwrap();
+        let facts = (
+            backend.handle().pid(),
+            backend.dir().to_owned(),
+            backend.kept_log_path(),
+        );
+        tx.send(facts).unwrap();
         panic!("a failing assertion in a user's test");
     });
-    let (pid, dir) = rx.await.unwrap();
+    let (pid, dir, kept) = rx.await.unwrap();
     assert!(test.await.unwrap_err().is_panic());
     assert!(!dir.exists(), "directory removed during the unwind");
     wait_gone(pid).await;
+    // The output the failure message names outlives the directory.
+    assert!(kept.is_file(), "{} was not kept", kept.display());
+    assert!(!kept.starts_with(&dir));
+    std::fs::remove_file(&kept).unwrap();
 }
 
 #[tokio::test]

@@ -84,6 +84,13 @@ impl EphemeralBackend {
         self.dir.path()
     }
 
+    /// Where the backend's output is kept when the test fails (or its start fails): its
+    /// directory is removed with it, so the log is copied to `<dir>.log` beside it, and
+    /// the message printed with the output names that file.
+    pub fn kept_log_path(&self) -> PathBuf {
+        kept_log_of(self.dir.path())
+    }
+
     /// Everything the backend wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
         std::fs::read(&self.log)
@@ -113,12 +120,24 @@ impl std::fmt::Debug for EphemeralBackend {
 }
 
 /// Show a backend's captured output on stderr (which the test harness shows for failures).
+/// Print the backend's output for a failed test. The backend's directory is removed right
+/// after, so the log is first copied next to it ([`EphemeralBackend::kept_log_path`]) and
+/// that path is named.
 fn print_log(log: &Path, why: &str) {
-    let text = std::fs::read(log)
-        .map(|raw| String::from_utf8_lossy(&raw).into_owned())
-        .unwrap_or_default();
-    eprintln!(
-        "--- test backend output ({why}): {} ---\n{text}--- end of backend output ---",
-        log.display()
-    );
+    let raw = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw);
+    let kept = log
+        .parent()
+        .map(kept_log_of)
+        .filter(|kept| std::fs::write(kept, &raw).is_ok());
+    let place = match &kept {
+        Some(kept) => format!("kept in {}", kept.display()),
+        None => "its directory is removed with it".to_owned(),
+    };
+    eprintln!("--- test backend output ({why}; {place}) ---\n{text}--- end of backend output ---");
+}
+
+/// `<dir>.log`, beside the backend's directory `dir`.
+fn kept_log_of(dir: &Path) -> PathBuf {
+    dir.with_extension("log")
 }

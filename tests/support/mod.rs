@@ -25,8 +25,11 @@ pub fn demo_daemon_path() -> PathBuf {
     PATH.get_or_init(|| example_path("demo_daemon")).clone()
 }
 
-/// Path of an example binary of this crate, building it if it is missing.
+/// Path of an example binary of this crate, built (or found up to date) by cargo once per
+/// test process: `cargo test --test X` does not build the examples, and a binary left by
+/// an earlier build may be stale. Cargo makes this a no-op when nothing changed.
 pub fn example_path(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test exe");
     let profile_dir = exe
         .parent()
@@ -35,12 +38,20 @@ pub fn example_path(name: &str) -> PathBuf {
     let path = profile_dir
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", name])
-            .status()
-            .expect("run cargo build");
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|n| n == name) {
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "--example", name]);
+        if profile_dir.file_name() == Some("release".as_ref()) {
+            build.arg("--release");
+        }
+        // The same target directory as this test binary, wherever cargo put it.
+        if let Some(target) = profile_dir.parent() {
+            build.env("CARGO_TARGET_DIR", target);
+        }
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "building example {name} failed");
+        built.push(name.to_owned());
     }
     path
 }
