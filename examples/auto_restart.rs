@@ -29,7 +29,7 @@ use futures::StreamExt;
 use running_process::command::{CommandSpec, CommandSupervisor, HealthCheck, HealthSpec, StopSpec};
 use running_process::supervision::{
     supervise, Backoff, EventKind, EventStream, HealthError, HealthPolicy, Intensity, Jitter,
-    Outcome, RestartKind, RestartPolicy, SpawnContext, StartError, Supervisor,
+    LastOutput, Outcome, RestartKind, RestartPolicy, SpawnContext, StartError, Supervisor,
 };
 use running_process::{BackendHandle, BackendHandleError, ExitStatus};
 
@@ -199,6 +199,11 @@ impl Supervisor for WithFaults {
 
     async fn stop(&self, backend: &BackendHandle) -> Result<ExitStatus, BackendHandleError> {
         self.current().stop(backend).await
+    }
+
+    // The exited daemon's rest is killed and its last output read for the `Exited` event.
+    async fn on_exit(&self, backend: &BackendHandle, status: ExitStatus) -> LastOutput {
+        self.current().on_exit(backend, status).await
     }
 }
 

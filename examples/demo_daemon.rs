@@ -10,7 +10,9 @@
 //!
 //! It binds its socket, answers identity probes, serves a line-echo protocol on the same
 //! socket, writes its manifest atomically once ready and then prints `ready pid=<pid>` on
-//! stdout. On SIGTERM or a shutdown request it removes its socket and exits 0.
+//! stdout. On SIGTERM or a shutdown request (or its idle timeout) it removes its socket and
+//! its manifest (if it still names this process; for a shared daemon also the lock file
+//! `<manifest>.lock` and the directory, if that leaves it empty) and exits 0.
 //! `--crash-after-ms` makes it exit with code 3 after that delay (leaving its socket
 //! behind, as a crash would); `--hang-after-ms` makes it hang after that delay (alive, but
 //! answering nothing, not even SIGTERM); `--ignore-sigterm` makes it ignore SIGTERM.
@@ -20,7 +22,7 @@
 //! its `Responder` then stops it, exit code 0, once no connection has been open that long.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -133,7 +135,7 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     // The point of this delay is time passing: it simulates a slow start.
     tokio::time::sleep(args.ready_delay).await;
-    CacheManifest::new(args.service, args.version, Some(me))
+    CacheManifest::new(args.service, args.version, Some(me.clone()))
         .write(&args.manifest)
         .await?;
     {
@@ -177,7 +179,38 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
     drop(incoming);
     let _ = std::fs::remove_file(&args.endpoint);
+    remove_own_files(&args.manifest, &me).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// On a clean exit: the manifest if it still names this process and, when it was shared
+/// (`SharedDaemon` locks `<manifest>.lock`), that lock file and the directory if it is left
+/// empty. Under that lock, taken without waiting: whoever holds it is about to adopt or
+/// replace this daemon and rewrites the manifest anyway.
+async fn remove_own_files(manifest: &Path, me: &DaemonProcess) {
+    let mut lock_path = manifest.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock = match std::fs::OpenOptions::new().write(true).open(&lock_path) {
+        Ok(file) if file.try_lock().is_ok() => Some(file),
+        Ok(_busy) => return,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => return,
+    };
+    let names_me = matches!(
+        CacheManifest::read(manifest).await,
+        Ok(Some(CacheManifest { current_daemon: Some(daemon), .. })) if daemon == *me
+    );
+    if names_me {
+        let _ = std::fs::remove_file(manifest);
+    }
+    if lock.is_some() {
+        // Removed while held: a waiter that locked this file sees it gone and retries.
+        let _ = std::fs::remove_file(&lock_path);
+        if let Some(dir) = manifest.parent() {
+            let _ = std::fs::remove_dir(dir); // only if empty
+        }
+    }
 }
 
 /// Completes after `delay`, or never without one. The point is time passing: it schedules a

@@ -12,11 +12,13 @@
 //!    in a temporary directory and die with this program. Every event is printed.
 //! 2. The `cache` daemon is shared, in a fixed per-user directory
 //!    (`$XDG_RUNTIME_DIR/running-process/helper-daemons`, or
-//!    `<temp dir>/running-process-<uid>/helper-daemons`): the first run spawns it, runs
+//!    `<temp dir>/running-process-user<uid>/helper-daemons`): the first run spawns it, runs
 //!    started while it lives adopt it (verified), and it is started with an idle timeout
 //!    of 30 s. This run keeps a connection to it open, which keeps it alive.
 //! 3. After `--seconds` (or Ctrl-C) the group stops, `indexer` first, a summary is printed,
-//!    and the connection to `cache` closes: it exits by itself 30 s after its last user.
+//!    and the connection to `cache` closes: it exits by itself 30 s after its last user,
+//!    removing its files (socket, manifest, lock file) and their directory. That daemon,
+//!    until then, is all a run leaves behind.
 
 mod common;
 
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use running_process::command::{CommandSupervisor, Output, SharedDaemon};
+use running_process::command::{CommandSupervisor, SharedDaemon};
 use running_process::supervision::{supervise_group, GroupSpec, Strategy};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -131,8 +133,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. The shared helper: adopt it, or spawn it for everyone.
     let idle = SHARED_IDLE_SECS.to_string();
-    let spec = common::demo_spec("cache", &args.dir, &["--idle-timeout-secs", &idle])?
-        .stderr(Output::Null);
+    let spec = common::demo_spec("cache", &args.dir, &["--idle-timeout-secs", &idle])?;
     let acquired = SharedDaemon::new(spec)?.acquire().await?;
     let how = if acquired.was_spawned() {
         "spawned"

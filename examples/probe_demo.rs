@@ -1,4 +1,7 @@
-//! The README's main job: start the demo daemon, verify it, talk to it, watch it, stop it.
+//! One daemon by hand, step by step: start the demo daemon (a plain child process, no
+//! supervisor), read its manifest, verify it from there as any other process would, see a
+//! forged manifest refused, talk to it, watch it, stop it. (The README's main job, a
+//! supervised group, is `cargo run --example supervise`.)
 //!
 //! ```text
 //! cargo run --example probe_demo
@@ -19,6 +22,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const DEADLINE: Duration = Duration::from_secs(30);
+
+/// How `BackendHandle::stop` asks this platform's daemon to stop (`GracefulStop::Auto`).
+#[cfg(target_os = "linux")]
+const GRACEFUL_STOP: &str = "SIGTERM through the pidfd";
+#[cfg(all(unix, not(target_os = "linux")))]
+const GRACEFUL_STOP: &str = "SIGTERM by pid: no pidfd here";
+#[cfg(windows)]
+const GRACEFUL_STOP: &str = "a shutdown request over its endpoint: no SIGTERM here";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,7 +113,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         echoed.trim_end()
     );
 
-    println!("7. stopping gracefully (SIGTERM through the pidfd, kill after 5 s)");
+    println!("7. stopping gracefully ({GRACEFUL_STOP}, kill after 5 s)");
     let status = handle.stop(Duration::from_secs(5)).await?;
     watcher.await?;
     println!("   exited: {status}; alive now: {}", handle.is_alive());

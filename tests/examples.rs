@@ -112,7 +112,8 @@ async fn auto_restart_restarts_after_crashes_and_an_unhealthy_verdict_then_stops
     let mut delays = Vec::new();
     for n in 1..=2 {
         run.expect("a crash", |l| {
-            l.contains("exited (pid ") && l.ends_with("): exit code 3")
+            // `...: exit code 3; last output: demo_daemon: crashing as asked`
+            l.contains("exited (pid ") && l.contains("): exit code 3")
         })
         .await;
         let restart = format!("restart #{n} in ");
@@ -188,4 +189,149 @@ async fn auto_restart_stops_cleanly_when_its_seconds_are_up() {
     let (status, output) = run.finish().await;
     assert!(status.success(), "{status}:\n{output}");
     assert!(output.contains(": Stopped ---"), "{output}");
+}
+
+/// Run an example to its end with `$XDG_RUNTIME_DIR` (where `per_user_dir` puts the shared
+/// daemons) pointed at `runtime`; fails the test unless it exits 0. Returns its stdout.
+#[cfg(target_os = "linux")]
+async fn run_to_end(name: &str, args: &[&str], runtime: &std::path::Path) -> String {
+    let output = support::within(
+        &format!("{name} {args:?} exits"),
+        Command::new(support::example_path(name))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", runtime)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run the example");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{name} {args:?}: {}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Everything under `root` (files and directories), relative to it, sorted.
+#[cfg(target_os = "linux")]
+fn everything_under(root: &std::path::Path) -> Vec<String> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read_dir") {
+            let path = entry.expect("dir entry").path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            found.push(relative);
+            if path.is_dir() {
+                walk(root, &path, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(root, root, &mut found);
+    found.sort();
+    found
+}
+
+/// The pid in a `... pid N ...` line.
+#[cfg(target_os = "linux")]
+fn pid_in(line: &str) -> u32 {
+    line.split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn shared_daemon_stop_with_nothing_running_says_so_and_spawns_nothing() {
+    let runtime = support::runtime_tempdir();
+    let output = run_to_end("shared_daemon", &["--stop"], runtime.path()).await;
+    assert!(output.starts_with("nothing running"), "{output}");
+    // No daemon was spawned: it would have left its socket, manifest and lock file.
+    assert_eq!(everything_under(runtime.path()), Vec::<String>::new());
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn shared_daemon_stop_stops_the_running_daemon_and_leaves_nothing() {
+    let runtime = support::runtime_tempdir();
+    let spawned = run_to_end("shared_daemon", &[], runtime.path()).await;
+    assert!(spawned.trim_end().ends_with(" spawned"), "{spawned}");
+    let pid = pid_in(&spawned);
+    let daemon = support::PidGuard::pin(pid); // killed if the test fails
+    let adopted = run_to_end("shared_daemon", &[], runtime.path()).await;
+    assert_eq!(adopted.trim_end(), format!("pid {pid} adopted"));
+    // Documented: the daemon runs with its files until `--stop`.
+    assert_eq!(
+        everything_under(runtime.path()),
+        [
+            "running-process",
+            "running-process/shared-demo",
+            "running-process/shared-demo/shared.json",
+            "running-process/shared-demo/shared.json.lock",
+            "running-process/shared-demo/shared.sock",
+        ]
+    );
+
+    let stopped = run_to_end("shared_daemon", &["--stop"], runtime.path()).await;
+    let stopped = stopped.trim_end();
+    // Linux 6.15+ reports a non-child's exit status through its pidfd; older kernels don't.
+    assert!(
+        stopped == format!("stopped pid {pid}: exit code 0")
+            || stopped == format!("stopped pid {pid} (exit status unknown: it was not our child)"),
+        "{stopped}"
+    );
+    support::wait_gone(pid).await;
+    assert!(!daemon.is_running());
+    assert_eq!(everything_under(runtime.path()), Vec::<String>::new());
+
+    let again = run_to_end("shared_daemon", &["--stop"], runtime.path()).await;
+    assert!(again.starts_with("nothing running"), "{again}");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn helper_daemons_leaves_only_its_shared_daemon_which_removes_its_files_when_stopped() {
+    use running_process::broker::protocol::CacheManifest;
+    use running_process::BackendHandle;
+    let runtime = support::runtime_tempdir();
+    let output = run_to_end("helper_daemons", &["--seconds", "0"], runtime.path()).await;
+    let pid = pid_in(
+        output
+            .lines()
+            .find(|line| line.contains("shared daemon pid "))
+            .unwrap_or_else(|| panic!("no shared daemon line in:\n{output}")),
+    );
+    let _guard = support::PidGuard::pin(pid); // killed if the test fails
+    assert!(output.contains("left running"), "{output}");
+    // Documented: the shared daemon runs on (until its idle timeout), with its files.
+    let dir = runtime.path().join("running-process/helper-daemons");
+    assert_eq!(
+        everything_under(runtime.path()),
+        [
+            "running-process",
+            "running-process/helper-daemons",
+            "running-process/helper-daemons/cache.json",
+            "running-process/helper-daemons/cache.json.lock",
+            "running-process/helper-daemons/cache.sock",
+        ]
+    );
+
+    // Its clean exit (SIGTERM here; its idle timeout ends it the same way) removes them.
+    let manifest = CacheManifest::read(dir.join("cache.json"))
+        .await
+        .unwrap()
+        .expect("the shared daemon's manifest");
+    let daemon = BackendHandle::try_from_manifest(&manifest)
+        .await
+        .unwrap()
+        .expect("the shared daemon, verified");
+    assert_eq!(daemon.pid(), pid);
+    daemon.stop(support::DEADLINE).await.unwrap();
+    support::wait_gone(pid).await;
+    assert_eq!(everything_under(runtime.path()), ["running-process"]);
 }

@@ -173,7 +173,10 @@ impl SharedDaemon {
     }
 
     /// Adopt the verified running daemon, or spawn one and wait until it is ready. Holds an
-    /// exclusive OS file lock next to the manifest meanwhile (released if this process dies).
+    /// exclusive OS file lock next to the manifest meanwhile (`<manifest>.lock`, released if
+    /// this process dies). A daemon that cleans up after itself may remove that file, and
+    /// its manifest, while it holds the lock (a lock taken on a file removed meanwhile is
+    /// retaken on the new one).
     pub async fn acquire(&self) -> Result<Acquired, SharedError> {
         let _lock = self.lock().await?;
         match self.adoptable().await? {
@@ -269,8 +272,32 @@ fn lock_file(path: &Path) -> std::io::Result<File> {
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
     }
-    let file = options.open(path)?;
-    // flock(2) on Unix, LockFileEx on Windows; released when the file closes or we die.
-    file.lock()?;
-    Ok(file)
+    loop {
+        let file = options.open(path)?;
+        // flock(2) on Unix, LockFileEx on Windows; released when the file closes or we die.
+        file.lock()?;
+        // Whoever holds the lock may remove the file (a daemon cleaning up after itself on
+        // a clean exit): if the path no longer names the file we locked, lock the new one.
+        if still_names(path, &file)? {
+            return Ok(file);
+        }
+    }
+}
+
+/// Whether `path` still names the open `file`.
+#[cfg(unix)]
+fn still_names(path: &Path, file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) => Ok(now.dev() == ours.dev() && now.ino() == ours.ino()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Windows does not remove a file that is open without `FILE_SHARE_DELETE`: it still does.
+#[cfg(not(unix))]
+fn still_names(_path: &Path, _file: &File) -> std::io::Result<bool> {
+    Ok(true)
 }

@@ -171,23 +171,51 @@ fn remove_if_stale(path: &Path) -> Result<(), BindError> {
     }
 }
 
-/// Take an exclusive `flock` on `<socket>.lock`, released when the returned file closes
-/// (also when the process dies).
+/// An exclusive `flock` on `<socket>.lock`, needed only while binding. Dropping it removes
+/// the file, then releases the lock (as does the process dying, which leaves the file).
 #[cfg(unix)]
-fn lock_sibling(path: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
+struct SiblingLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+#[cfg(unix)]
+impl Drop for SiblingLock {
+    fn drop(&mut self) {
+        // Removed while held, so a daemon leaves nothing but its socket: a waiter that
+        // locked the removed file sees that and locks a new one (see `lock_sibling`).
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Take the exclusive `flock` on `<socket>.lock`, on the file the path names once locked
+/// (the holder before us may have removed the one we opened).
+#[cfg(unix)]
+fn lock_sibling(path: &Path) -> io::Result<SiblingLock> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(PathBuf::from(name))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-    Ok(file)
+    let path = PathBuf::from(name);
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        let ours = file.metadata()?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
+                return Ok(SiblingLock { path, _file: file })
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(unix)]

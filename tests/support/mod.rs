@@ -83,7 +83,8 @@ impl DemoDaemon {
             .arg(&manifest_path)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Its complaints (`ignoring SIGTERM`, ...) are not the test's output.
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn demo_daemon");
@@ -150,7 +151,8 @@ macro_rules! assert_matches {
 }
 
 /// A command spec that runs the demo daemon under supervision with the identity
-/// handshake for readiness, its files in `dir`.
+/// handshake for readiness, its files in `dir`. Its stdout is discarded, its stderr captured
+/// and discarded: the last line shows in the `Exited` event, not in the test output.
 pub fn demo_spec(name: &str, dir: &Path, extra: &[&str]) -> running_process::command::CommandSpec {
     use running_process::command::{CommandSpec, Output, Readiness};
     let run = dir.join("run");
@@ -165,6 +167,7 @@ pub fn demo_spec(name: &str, dir: &Path, extra: &[&str]) -> running_process::com
         ])
         .args(extra.iter().copied())
         .stdout(Output::Null)
+        .stderr(Output::Null)
         .readiness(Readiness::Manifest {
             path: run.join(format!("{name}.json")),
         })
