@@ -38,6 +38,10 @@
 //! ```
 //!
 //! Only Linux is tested; the macOS and Windows implementations type-check.
+//!
+//! Verification hashes executables with `sha2`, which a downstream debug build compiles
+//! unoptimised (over a second for a 36 MiB binary): add `[profile.dev.package.sha2]
+//! opt-level = 3` to your `Cargo.toml` (see the README, "Using it from your crate").
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]

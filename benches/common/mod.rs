@@ -2,25 +2,110 @@
 //! JSON object per metric, then a table).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Build the demo daemon in release mode (benchmarks do not build examples).
+/// Build the demo daemon in release mode (benchmarks do not build examples), into the
+/// target directory this benchmark was built in, and return its path.
 pub fn build_demo_daemon() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let target = target_dir()?;
     let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--release", "--example", "demo_daemon"])
-        .status()?;
+        .args([
+            "build",
+            "--release",
+            "--example",
+            "demo_daemon",
+            "--target-dir",
+        ])
+        .arg(&target.dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("running cargo to build demo_daemon into {target}: {e}"))?;
     if !status.success() {
-        return Err("building demo_daemon failed".into());
+        return Err(format!("building demo_daemon into {target} failed ({status})").into());
     }
-    Ok(demo_daemon_path())
+    demo_daemon_path()
 }
 
-/// Where [`build_demo_daemon`] puts it.
-pub fn demo_daemon_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/release/examples")
+/// Where [`build_demo_daemon`] puts the demo daemon; an error that says where it looked if
+/// it is not there.
+pub fn demo_daemon_path() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let target = target_dir()?;
+    let path = demo_daemon_in(&target.dir);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("demo_daemon not found at {} ({target})", path.display()).into())
+    }
+}
+
+/// The release demo daemon in target directory `target`.
+pub fn demo_daemon_in(target: &Path) -> PathBuf {
+    target
+        .join("release/examples")
         .join(format!("demo_daemon{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A target directory and how it was found (for error messages).
+pub struct TargetDir {
+    pub dir: PathBuf,
+    pub from: String,
+}
+
+impl std::fmt::Display for TargetDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "target directory {}, {}", self.dir.display(), self.from)
+    }
+}
+
+/// The target directory cargo built this benchmark in: from its own executable
+/// (`<target>/<profile>/deps/daemons-HASH`), else `CARGO_TARGET_DIR`, else `target` in the
+/// package.
+pub fn target_dir() -> Result<TargetDir, Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe();
+    if let Ok(exe) = &exe {
+        if let Some(dir) = target_dir_of(exe) {
+            let from = format!("from the benchmark's executable {}", exe.display());
+            return Ok(TargetDir { dir, from });
+        }
+    }
+    let exe = match exe {
+        Ok(exe) => format!(
+            "executable {} not under <target>/<profile>/deps",
+            exe.display()
+        ),
+        Err(e) => format!("no executable path ({e})"),
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Ok(match std::env::var_os("CARGO_TARGET_DIR") {
+        // Relative to where cargo runs benchmarks: the package directory.
+        Some(dir) => TargetDir {
+            dir: manifest.join(dir),
+            from: format!("from CARGO_TARGET_DIR ({exe})"),
+        },
+        None => TargetDir {
+            dir: manifest.join("target"),
+            from: format!("the package default ({exe}, no CARGO_TARGET_DIR)"),
+        },
+    })
+}
+
+/// The target directory of an executable cargo built in it: `<target>/<profile>/deps/NAME`
+/// (or `<target>/<triple>/<profile>/deps/NAME` with `--target`) gives `<target>`; the
+/// target directory is the one holding cargo's `CACHEDIR.TAG`, if either does.
+pub fn target_dir_of(exe: &Path) -> Option<PathBuf> {
+    let deps = exe.parent()?;
+    if deps.file_name()? != "deps" {
+        return None;
+    }
+    let profile = deps.parent()?;
+    let above = profile.parent()?;
+    match above.parent() {
+        Some(top) if !above.join("CACHEDIR.TAG").exists() && top.join("CACHEDIR.TAG").exists() => {
+            Some(top.to_path_buf())
+        }
+        _ => Some(above.to_path_buf()),
+    }
 }
 
 /// The demo daemon's arguments for a socket and manifest named `name` in `dir`.

@@ -102,7 +102,7 @@ pub fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let daemon = common::demo_daemon_path();
+        let daemon = common::demo_daemon_path()?;
         let mut metrics = Vec::new();
         measure_shape(&daemon, shape, quick, &mut metrics).await?;
         for metric in &metrics {
