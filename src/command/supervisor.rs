@@ -255,9 +255,8 @@ impl Supervisor for CommandSupervisor {
         BackendHandle::try_from_manifest(&manifest).await
     }
 
-    /// Four steps: [`prepare`](CommandSupervisor::prepare) what the child needs,
-    /// [`launch`](CommandSupervisor::launch) it, [`attach`] its output and sd_notify
-    /// readers, then wait until it is ready (or dies first, bringing its last lines).
+    // Four steps: `prepare` what the child needs, `launch` it, `attach` its output and
+    // sd_notify readers, then wait until it is ready (or dies first, bringing its last lines).
     async fn spawn(&self, ctx: &SpawnContext) -> Result<BackendHandle, StartError> {
         let Prepared {
             program,
