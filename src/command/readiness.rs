@@ -29,6 +29,20 @@ use crate::supervision::StartError;
 const FIRST_DELAY: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_millis(200);
 
+/// The pause between two looks at something that raises no event: 5 ms, doubling to 200 ms.
+struct Pause(Duration);
+
+impl Pause {
+    fn new() -> Pause {
+        Pause(FIRST_DELAY)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_DELAY);
+    }
+}
+
 /// What a readiness wait looks at.
 pub(crate) struct ReadyWait<'a> {
     /// The main process.
@@ -140,11 +154,10 @@ pub(crate) async fn wait_ready(
                 .map_err(|e| StartError::InvalidSpec(format!("readiness URL {url:?}: {e}")))?;
             let (_, addrs) = watched_addresses(readiness).await?.unwrap_or_default();
             listening_in_tree(&addrs, main, tree).await;
-            let mut delay = FIRST_DELAY;
+            let mut pause = Pause::new();
             while let Err(error) = probes::http_ok(&parsed).await {
                 tracing::trace!(%url, %error, "not ready yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_DELAY);
+                pause.wait().await;
             }
         }
         Readiness::Exec { command, interval } => {
@@ -210,7 +223,7 @@ fn all_ours(inodes: &[u64], main: u32, tree: &Tree) -> bool {
 /// Resolves once one of `addrs` has a listening socket, every listener there belongs to
 /// the tree, and a connection succeeds.
 async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Arc<Tree>) {
-    let mut delay = FIRST_DELAY;
+    let mut pause = Pause::new();
     loop {
         for addr in addrs {
             #[cfg(target_os = "linux")]
@@ -238,8 +251,7 @@ async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Ar
                 Err(error) => tracing::trace!(%addr, %error, "not accepting yet"),
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_DELAY);
+        pause.wait().await;
     }
 }
 
@@ -251,13 +263,12 @@ async fn unix_socket_in_tree(
     main: &BackendHandle,
     tree: &Arc<Tree>,
 ) {
-    let mut delay = FIRST_DELAY;
+    let mut pause = Pause::new();
     loop {
         if unix_socket_ready(path, uid, main, tree).await {
             return;
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_DELAY);
+        pause.wait().await;
     }
 }
 

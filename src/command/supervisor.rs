@@ -755,25 +755,27 @@ async fn plan_output(
 
 /// Open `path` for appending, for a child that writes it itself.
 async fn open_append(path: &Path) -> Result<std::fs::File, StartError> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || {
+    open_output(path, |path| {
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(owned)
+            .open(path)
     })
     .await
-    .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-    .map_err(|e| StartError::Setup {
-        program: path.to_owned(),
-        stage: "opening the output file",
-        source: e,
-    })
 }
 
+/// Open `path` for the file sink (rotated per `rotation`).
 async fn open_log(path: &Path, rotation: Option<(u64, u32)>) -> Result<LogFile, StartError> {
+    open_output(path, move |path| LogFile::open(path, rotation)).await
+}
+
+/// Open an output file on the blocking pool; a failure names the file.
+async fn open_output<T: Send + 'static>(
+    path: &Path,
+    open: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StartError> {
     let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || LogFile::open(&owned, rotation))
+    tokio::task::spawn_blocking(move || open(&owned))
         .await
         .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
         .map_err(|e| StartError::Setup {
