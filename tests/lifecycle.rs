@@ -55,16 +55,17 @@ fn kill(pid: u32) {
 }
 
 /// A shell whose tree has a child in its process group (`a`) and one that left it with
-/// `setsid` (`b`); their pids go to files, `ready` appears once both are written.
+/// `setsid` (`b`); their pids go to files. `b` is written by that child itself once it has
+/// its own session, so readiness (the file `b`) cannot race the `setsid`.
 fn tree_spec(name: &str, dir: &Path) -> CommandSpec {
     let script = format!(
-        "cd {dir}; rm -f ready a b; sleep 3600 & echo $! > a; setsid sleep 3601 & echo $! > b; \
-         touch ready; exec sleep 3602",
+        "cd {dir}; rm -f a b; sleep 3600 & echo $! > a; \
+         setsid sh -c 'echo $$ > b.tmp; mv b.tmp b; exec sleep 3601' & exec sleep 3602",
         dir = dir.display()
     );
     sh(name, &script)
         .readiness(Readiness::File {
-            path: dir.join("ready"),
+            path: dir.join("b"),
         })
         .restart(no_backoff(RestartKind::Permanent))
 }
@@ -155,9 +156,12 @@ async fn without_a_cgroup_the_process_group_dies_before_the_replacement_starts()
 
 /// A child that records SIGTERM in `marker` before it exits.
 fn term_recording_spec(name: &str, dir: &Path, mode: KillMode) -> CommandSpec {
+    // The child says it is ready only once its trap is set and its own child started, so
+    // a stop cannot race the set-up.
     let script = format!(
-        "cd {dir}; sh -c 'trap \"echo term > marker; exit 0\" TERM; sleep 3600 & wait' & \
-         echo $! > child; touch ready; exec sleep 3602",
+        "cd {dir}; sh -c 'echo $$ > child.tmp; mv child.tmp child; \
+         trap \"echo term > marker; exit 0\" TERM; sleep 3600 & touch ready; wait' & \
+         exec sleep 3602",
         dir = dir.display()
     );
     sh(name, &script)
