@@ -54,6 +54,16 @@ fn kill(pid: u32) {
     }
 }
 
+/// The pids a [`tree_spec`] instance wrote, and its files removed: the next instance's
+/// readiness (the file `b`) then waits for that instance's own.
+fn take_pids(dir: &Path) -> (u32, u32) {
+    let pids = (read_pid(&dir.join("a")), read_pid(&dir.join("b")));
+    for file in ["a", "b"] {
+        std::fs::remove_file(dir.join(file)).unwrap();
+    }
+    pids
+}
+
 /// A shell whose tree has a child in its process group (`a`) and one that left it with
 /// `setsid` (`b`); their pids go to files. `b` is written by that child itself once it has
 /// its own session, so readiness (the file `b`) cannot race the `setsid`.
@@ -77,10 +87,7 @@ async fn the_rest_of_the_tree_dies_before_the_replacement_starts() {
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let main = service.backend().unwrap();
-    let (a, b) = (
-        read_pid(&dir.path().join("a")),
-        read_pid(&dir.path().join("b")),
-    );
+    let (a, b) = take_pids(dir.path());
     let path = tracking(main.pid());
     println!("tree tracking: {path}");
     if path != "cgroup" {
@@ -109,10 +116,7 @@ async fn the_rest_of_the_tree_dies_before_the_replacement_starts() {
     .await;
     let replacement = service.backend().unwrap();
     assert_ne!(replacement.pid(), main.pid());
-    let (a2, b2) = (
-        read_pid(&dir.path().join("a")),
-        read_pid(&dir.path().join("b")),
-    );
+    let (a2, b2) = take_pids(dir.path());
     assert_eq!(within("stop", service.stop()).await, Outcome::Stopped);
     for pid in [replacement.pid(), a2, b2] {
         assert!(is_dead(pid), "process {pid} of the stopped tree survived");
@@ -126,10 +130,7 @@ async fn without_a_cgroup_the_process_group_dies_before_the_replacement_starts()
     let mut events = service.events();
     within("ready", service.ready()).await.unwrap();
     let main = service.backend().unwrap();
-    let (a, b) = (
-        read_pid(&dir.path().join("a")),
-        read_pid(&dir.path().join("b")),
-    );
+    let (a, b) = take_pids(dir.path());
     println!("tree tracking: {}", tracking(main.pid()));
     assert_eq!(tracking(main.pid()), "process group");
     main.force_kill().unwrap();
@@ -149,7 +150,7 @@ async fn without_a_cgroup_the_process_group_dies_before_the_replacement_starts()
         matches!(e.kind, EventKind::Ready { .. })
     })
     .await;
-    let b2 = read_pid(&dir.path().join("b"));
+    let (_, b2) = take_pids(dir.path());
     assert_eq!(within("stop", service.stop()).await, Outcome::Stopped);
     kill(b2);
 }
