@@ -11,7 +11,7 @@
 //! | where | the tree | on an unexpected exit of the main process | supervisor SIGKILLed |
 //! |---|---|---|---|
 //! | Linux, cgroup v2 writable (root, or a delegated subtree) | its own cgroup, entered with `CLONE_INTO_CGROUP` | `cgroup.kill`, then wait for `populated 0` (an event) | main process: parent-death signal; the rest: the keeper process's `cgroup.kill` |
-//! | Linux otherwise, or [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup) `false` | the process group it leads | SIGKILL to the group while the dead leader is still un-reaped; `/proc` re-read until no member is left | main process only; `setsid()` children escape everything |
+//! | Linux otherwise, or [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup) `false` | the process group it leads | SIGKILL to the group while the dead leader is still un-reaped; members found in `/proc`, each exit awaited through its pidfd, until none is left | main process only; `setsid()` children escape everything |
 //! | macOS | the process group | the group | nothing: the main process survives too |
 //! | Windows | the main process | nothing more | nothing: kill on drop only |
 //!

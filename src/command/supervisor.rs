@@ -88,7 +88,9 @@ pub struct CommandSupervisor {
 
 /// What belongs to the instance currently running: its tree, output and notify state.
 struct Instance {
-    pid: u32,
+    /// The main process (its handle keeps it un-reaped, so a process-group kill through
+    /// it cannot reach a recycled group id).
+    main: BackendHandle,
     tree: Arc<Tree>,
     tail: Option<OutputTail>,
     pumps: Vec<JoinHandle<()>>,
@@ -106,7 +108,7 @@ impl Instance {
             .is_err()
         {
             tracing::debug!(
-                pid = self.pid,
+                pid = self.main.pid(),
                 "output still open after the tree died; last lines may be incomplete"
             );
         }
@@ -163,7 +165,7 @@ impl CommandSupervisor {
     /// Take the instance whose main process is `pid`.
     fn take_instance(&self, pid: u32) -> Option<Instance> {
         let mut current = self.lock();
-        if current.as_ref().is_some_and(|i| i.pid == pid) {
+        if current.as_ref().is_some_and(|i| i.main.pid() == pid) {
             current.take()
         } else {
             None
@@ -173,7 +175,7 @@ impl CommandSupervisor {
     fn tree_of(&self, pid: u32) -> Option<Arc<Tree>> {
         self.lock()
             .as_ref()
-            .filter(|i| i.pid == pid)
+            .filter(|i| i.main.pid() == pid)
             .map(|i| i.tree.clone())
     }
 
@@ -181,7 +183,7 @@ impl CommandSupervisor {
     /// [`KillMode::Process`]), wait until the tree is empty, and collect its last output.
     async fn clean_up(&self, mut instance: Instance) -> LastOutput {
         if self.spec.stop.kill_mode != KillMode::Process {
-            kill_rest(&instance.tree, instance.pid).await;
+            kill_rest(&instance.tree, &instance.main).await;
         }
         let output = instance.last_output().await;
         retire(instance);
@@ -291,7 +293,7 @@ impl Supervisor for CommandSupervisor {
             status = handle.exited() => {
                 guard.disarm();
                 if self.spec.stop.kill_mode != KillMode::Process {
-                    kill_rest(&tree, instance.pid).await;
+                    kill_rest(&tree, &handle).await;
                 }
                 let output = instance.last_output().await;
                 return Err(StartError::ExitedBeforeReady { status, output });
@@ -332,7 +334,7 @@ impl Supervisor for CommandSupervisor {
                     let current = self.lock();
                     current
                         .as_ref()
-                        .filter(|i| i.pid == backend.pid())
+                        .filter(|i| i.main.pid() == backend.pid())
                         .and_then(|i| i.watchdog.as_ref().map(|w| *w.borrow()))
                 };
                 match last {
@@ -360,7 +362,8 @@ impl Supervisor for CommandSupervisor {
             let asked = if stop.request || cfg!(windows) {
                 backend.request_shutdown(stop.grace).await
             } else {
-                self.signal(backend, tree.as_deref(), graceful_signal(stop.signal))
+                self.signal(backend, tree.clone(), graceful_signal(stop.signal))
+                    .await
             };
             if let Err(error) = asked {
                 tracing::warn!(service = %self.spec.name, %error, "graceful stop failed; killing");
@@ -385,9 +388,9 @@ impl Supervisor for CommandSupervisor {
                 // `mixed` sends it nothing gentler), then SIGKILL.
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 if stop.kill_mode == KillMode::Mixed
-                    || !instance.tree.wait_empty(instance.pid, remaining).await
+                    || !instance.tree.wait_empty(backend.pid(), remaining).await
                 {
-                    kill_rest(&instance.tree, instance.pid).await;
+                    kill_rest(&instance.tree, backend).await;
                 }
             }
             let mut instance = instance;
@@ -401,7 +404,7 @@ impl Supervisor for CommandSupervisor {
         let Some(instance) = self.take_instance(backend.pid()) else {
             return LastOutput::default();
         };
-        tracing::debug!(service = %self.spec.name, pid = instance.pid, %status, tree = %instance.tree.describe(), "main process exited; cleaning up its tree");
+        tracing::debug!(service = %self.spec.name, pid = instance.main.pid(), %status, tree = %instance.tree.describe(), "main process exited; cleaning up its tree");
         self.clean_up(instance).await
     }
 }
@@ -551,7 +554,6 @@ fn attach(
     tail: Option<OutputTail>,
     ctx: &SpawnContext,
 ) -> (Instance, Waits) {
-    let pid = handle.pid();
     let service: Arc<str> = spec.name.as_str().into();
     let (line_tx, line_rx) = oneshot::channel();
     let mut line_tx = Some(line_tx);
@@ -583,6 +585,7 @@ fn attach(
         let (beat_tx, beat_rx) = watch::channel(Instant::now());
         watchdog = Some(beat_rx);
         let member = tree.clone();
+        let pid = handle.pid();
         let belongs = move |sender: u32| sender == pid || member.contains(sender);
         let task = tokio::spawn(notify::read(
             endpoint.socket.clone(),
@@ -596,7 +599,7 @@ fn attach(
     #[cfg(not(unix))]
     let _ = (ready_tx, ctx);
     let instance = Instance {
-        pid,
+        main: handle.clone(),
         tree: tree.clone(),
         tail,
         pumps,
@@ -616,10 +619,7 @@ impl CommandSupervisor {
     /// kit's ephemeral backends).
     pub(crate) fn kill_tree_now(&self, backend: &BackendHandle) {
         match self.tree_of(backend.pid()) {
-            Some(tree) => {
-                kill_tree(&tree, backend.pid());
-                let _ = backend.force_kill();
-            }
+            Some(tree) => tree.kill_all(backend),
             None => Tree::Group {
                 leader: backend.pid(),
             }
@@ -627,18 +627,21 @@ impl CommandSupervisor {
         }
     }
 
-    /// The graceful signal: to the whole tree with [`KillMode::ControlGroup`], else to the
-    /// main process only.
+    /// The graceful signal: to the whole tree with [`KillMode::ControlGroup`] (from the
+    /// blocking pool: a cgroup's members are read from its files), else to the main
+    /// process only.
     #[cfg(unix)]
-    fn signal(
+    async fn signal(
         &self,
         backend: &BackendHandle,
-        tree: Option<&Tree>,
+        tree: Option<Arc<Tree>>,
         signal: i32,
     ) -> Result<(), BackendHandleError> {
         match (tree, self.spec.stop.kill_mode) {
             (Some(tree), KillMode::ControlGroup) => {
-                tree.signal_all(backend, signal);
+                let backend = backend.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || tree.signal_all(&backend, signal)).await;
                 Ok(())
             }
             _ => backend.signal(signal),
@@ -646,10 +649,10 @@ impl CommandSupervisor {
     }
 
     #[cfg(not(unix))]
-    fn signal(
+    async fn signal(
         &self,
         backend: &BackendHandle,
-        _tree: Option<&Tree>,
+        _tree: Option<Arc<Tree>>,
         _signal: i32,
     ) -> Result<(), BackendHandleError> {
         backend.force_kill()
@@ -664,33 +667,13 @@ fn retire(instance: Instance) {
     }
 }
 
-/// SIGKILL what is left of a tree whose main process `main` is gone (or going) and wait,
+/// SIGKILL what is left of a tree whose main process is gone (or going) and wait,
 /// bounded, until nothing is left.
-async fn kill_rest(tree: &Tree, main: u32) {
-    kill_tree(tree, main);
-    if !tree.wait_empty(main, TREE_KILL_DEADLINE).await {
+async fn kill_rest(tree: &Tree, main: &BackendHandle) {
+    tree.kill_all(main);
+    if !tree.wait_empty(main.pid(), TREE_KILL_DEADLINE).await {
         tracing::warn!(tree = %tree.describe(), "processes survived SIGKILL of their tree within {TREE_KILL_DEADLINE:?}");
     }
-}
-
-fn kill_tree(tree: &Tree, main: u32) {
-    match tree {
-        #[cfg(target_os = "linux")]
-        Tree::Cgroup(cgroup) => {
-            if let Err(error) = cgroup.kill() {
-                tracing::warn!(%error, "cannot kill the cgroup");
-            }
-        }
-        #[cfg(unix)]
-        Tree::Group { leader } => {
-            // The leader is our un-reaped child (its handle is alive in the caller), so
-            // the group id is still its own.
-            let _ = platform::signal_process_group(*leader, rustix::process::Signal::KILL.as_raw());
-        }
-        #[cfg(not(unix))]
-        Tree::Group { .. } => {}
-    }
-    let _ = main;
 }
 
 #[cfg(unix)]
@@ -815,8 +798,7 @@ impl KillUnlessReady {
 impl Drop for KillUnlessReady {
     fn drop(&mut self) {
         if let Some((backend, tree)) = self.0.take() {
-            kill_tree(&tree, backend.pid());
-            let _ = backend.force_kill();
+            tree.kill_all(&backend);
             // The cgroup directory can only go once the tree is gone: wait in the
             // background, holding the tree (and the main process un-reaped) until then.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

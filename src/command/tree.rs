@@ -117,9 +117,10 @@ impl Tree {
     /// Resolves once no process of the tree is left, or after `deadline` (then `false`).
     ///
     /// A cgroup reports it as an event (`populated 0` in `cgroup.events`). A process group
-    /// raises no event when its last member exits, so this fallback re-reads `/proc` with
-    /// a delay growing from 1 ms to 100 ms: the only poll of the stop path, and only where
-    /// no cgroup could be made. The main process, still un-reaped, counts as gone.
+    /// raises none, so its members are found in `/proc` (on the blocking pool) and each is
+    /// waited for through its pidfd, then the group is looked at again, until no member is
+    /// left: woken by exits, never by a timer. The main process, still un-reaped, counts as
+    /// gone.
     pub(crate) async fn wait_empty(&self, main: u32, deadline: Duration) -> bool {
         let wait = async {
             match self {
@@ -129,16 +130,42 @@ impl Tree {
                         tracing::debug!(%error, "cannot watch the cgroup; assuming empty");
                     }
                 }
-                Tree::Group { leader } => {
-                    let mut delay = Duration::from_millis(1);
-                    while group_members(*leader).iter().any(|&pid| pid != main) {
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_millis(100));
-                    }
-                }
+                Tree::Group { leader } => wait_group_empty(*leader, main).await,
             }
         };
         tokio::time::timeout(deadline, wait).await.is_ok()
+    }
+}
+
+/// Wait until process group `leader` has no member but `main`, each member's exit an
+/// event from its pidfd.
+async fn wait_group_empty(leader: u32, main: u32) {
+    loop {
+        let members = tokio::task::spawn_blocking(move || {
+            group_members(leader)
+                .into_iter()
+                .filter(|&pid| pid != main)
+                // Pinned, then checked again: a PID recycled since the scan is no member.
+                .filter_map(|pid| crate::platform::ProcessHandle::open(pid).ok())
+                .filter(|handle| process_group_of(handle.pid()) == Some(leader))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        if members.is_empty() {
+            return;
+        }
+        for member in members {
+            match member.into_watcher() {
+                Ok(watcher) => {
+                    watcher.wait().await;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot watch a group member; looking again");
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
     }
 }
 
