@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use running_process::broker::protocol::CacheManifest;
+use running_process::protocol::CacheManifest;
 use running_process::protocol::{Frame, FrameCodec, ProbeReply, ProbeRequest};
 use running_process::{DaemonProcess, Endpoint};
 use tokio_util::bytes::BytesMut;

@@ -27,7 +27,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::StreamExt;
-use running_process::broker::protocol::{CacheManifest, DaemonListener, Endpoint, Responder};
+use running_process::identity::Endpoint;
+use running_process::protocol::{CacheManifest, DaemonListener, Responder};
 use running_process::DaemonProcess;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -253,7 +254,7 @@ fn announce_with_sd_notify() -> std::io::Result<()> {
 }
 
 /// The daemon's own protocol: every line received is sent back.
-async fn echo_lines(connection: running_process::broker::protocol::AppConnection) {
+async fn echo_lines(connection: running_process::protocol::AppConnection) {
     let (read, mut write) = tokio::io::split(connection);
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {

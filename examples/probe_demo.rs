@@ -16,8 +16,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use running_process::broker::backend_handle::BackendHandle;
-use running_process::broker::protocol::CacheManifest;
+use running_process::handle::BackendHandle;
+use running_process::protocol::CacheManifest;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 

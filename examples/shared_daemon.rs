@@ -18,8 +18,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use running_process::broker::protocol::CacheManifest;
 use running_process::command::SharedDaemon;
+use running_process::protocol::CacheManifest;
 use running_process::{BackendHandle, ExitStatus};
 
 #[tokio::main]

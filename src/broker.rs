@@ -9,9 +9,9 @@ pub mod protocol {
 
 /// The verified handle and its error type.
 pub mod backend_handle {
-    pub use crate::error::{BackendHandleError, ProbeError, Result};
     pub use crate::handle::{
         BackendHandle, Connection, ExitStatus, GracefulStop, Liveness, ProbeOptions,
     };
+    pub use crate::handle::{BackendHandleError, ProbeError, Result};
     pub use crate::identity::{DaemonProcess, IdentityError, VerifyPidError};
 }

@@ -7,7 +7,8 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use running_process::broker::protocol::{BindError, DaemonListener, Endpoint};
+use running_process::identity::Endpoint;
+use running_process::protocol::{BindError, DaemonListener};
 
 fn endpoint_in(dir: &std::path::Path) -> Endpoint {
     Endpoint::new("test", dir.join("daemon.sock").to_str().unwrap())

@@ -296,7 +296,7 @@ async fn shared_daemon_stop_stops_the_running_daemon_and_leaves_nothing() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn helper_daemons_leaves_only_its_shared_daemon_which_removes_its_files_when_stopped() {
-    use running_process::broker::protocol::CacheManifest;
+    use running_process::protocol::CacheManifest;
     use running_process::BackendHandle;
     let runtime = support::runtime_tempdir();
     let output = run_to_end("helper_daemons", &["--seconds", "0"], runtime.path()).await;

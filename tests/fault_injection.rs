@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use running_process::broker::protocol::{CacheManifest, ManifestError, SCHEMA_VERSION};
 use running_process::command::CommandSupervisor;
+use running_process::protocol::{CacheManifest, ManifestError, SCHEMA_VERSION};
 use running_process::supervision::{
     supervise_group, Backoff, Event, EventKind, GroupSpec, Intensity, Jitter, Outcome, RestartKind,
     RestartPolicy,

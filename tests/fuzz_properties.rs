@@ -9,14 +9,14 @@
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
-use running_process::protocol::frame::{
-    ErrorReply, Frame, FrameCodec, FrameError, ProbeReply, ProbeRequest, HEADER_LEN, MAGIC,
-    MAX_PAYLOAD, VERSION,
-};
 use running_process::protocol::fuzzing::{
     check_frame_decoder, check_manifest, check_responder, responder, ControlAction, Route,
 };
+use running_process::protocol::wire::{HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
 use running_process::protocol::{CacheManifest, ManifestError};
+use running_process::protocol::{
+    ErrorReply, Frame, FrameCodec, FrameError, ProbeReply, ProbeRequest,
+};
 use running_process::{DaemonProcess, Endpoint};
 use serde_json::{json, Value};
 use tokio_util::bytes::{BufMut, BytesMut};

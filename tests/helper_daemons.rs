@@ -8,7 +8,7 @@ mod support;
 
 use std::process::{Output, Stdio};
 
-use running_process::broker::protocol::CacheManifest;
+use running_process::protocol::CacheManifest;
 use running_process::BackendHandle;
 use support::{wait_gone, within};
 

@@ -11,8 +11,9 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use running_process::broker::protocol::{DaemonListener, Endpoint, Incoming, Responder};
 use running_process::command::{Acquired, SharedDaemon};
+use running_process::identity::Endpoint;
+use running_process::protocol::{DaemonListener, Incoming, Responder};
 use running_process::{BackendHandle, DaemonProcess, ExitStatus};
 use support::{within, DemoDaemon};
 use tokio::io::AsyncWriteExt;
@@ -137,7 +138,7 @@ async fn a_shared_daemon_that_idled_out_is_spawned_anew() {
     let first = SharedDaemon::new(spec()).unwrap().acquire().await.unwrap();
     assert_matches!(first, Acquired::Spawned(_));
     let first = first.into_handle();
-    assert_eq!(first.daemon_process.idle_timeout_secs, Some(2));
+    assert_eq!(first.daemon().idle_timeout_secs, Some(2));
     // Nobody uses it: it exits by itself.
     assert!(within("first idles out", first.exited()).await.success());
 
@@ -145,8 +146,8 @@ async fn a_shared_daemon_that_idled_out_is_spawned_anew() {
     assert_matches!(second, Acquired::Spawned(_));
     let second = second.into_handle();
     assert_ne!(
-        (second.pid(), second.daemon_process.start_time),
-        (first.pid(), first.daemon_process.start_time),
+        (second.pid(), second.daemon().start_time),
+        (first.pid(), first.daemon().start_time),
         "a new daemon, not the old one"
     );
     // Cleanup is the feature under test: it goes away by itself too.

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use running_process::broker::backend_handle::{BackendHandle, BackendHandleError};
+use running_process::handle::{BackendHandle, BackendHandleError};
 use running_process::{ExitStatus, GracefulStop, Liveness};
 use support::{within, DemoDaemon, DEADLINE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -179,7 +179,7 @@ async fn exit_of_a_process_that_is_not_our_child_is_detected() {
     assert!(ready.starts_with("ready"), "{ready}");
     assert!(sh.wait().await.unwrap().success());
 
-    let manifest = running_process::broker::protocol::CacheManifest::read(&manifest_path)
+    let manifest = running_process::protocol::CacheManifest::read(&manifest_path)
         .await
         .unwrap()
         .unwrap();

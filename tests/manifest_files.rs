@@ -2,7 +2,7 @@
 
 mod support;
 
-use running_process::broker::protocol::{CacheManifest, ManifestError};
+use running_process::protocol::{CacheManifest, ManifestError};
 use running_process::{DaemonProcess, Endpoint};
 
 async fn write_raw(contents: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {

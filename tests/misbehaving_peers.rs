@@ -8,9 +8,11 @@ mod support;
 
 use std::time::Duration;
 
-use running_process::broker::backend_handle::{BackendHandle, BackendHandleError, DaemonProcess};
-use running_process::broker::protocol::{Endpoint, Responder};
+use running_process::handle::{BackendHandle, BackendHandleError};
+use running_process::identity::DaemonProcess;
+use running_process::identity::Endpoint;
 use running_process::identity::IdentityError;
+use running_process::protocol::Responder;
 use running_process::{ProbeError, ProbeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -172,7 +174,7 @@ async fn an_answer_with_another_identity_names_the_field() {
     let (s, listener) = squatter().await;
     drop(listener);
     std::fs::remove_file(&s.endpoint.path).unwrap();
-    let listener = running_process::broker::protocol::DaemonListener::bind(&s.endpoint)
+    let listener = running_process::protocol::DaemonListener::bind(&s.endpoint)
         .await
         .unwrap();
     let mut presented = s.claim.clone();

@@ -5,7 +5,8 @@
 
 mod support;
 
-use running_process::broker::backend_handle::{BackendHandle, BackendHandleError, VerifyPidError};
+use running_process::handle::{BackendHandle, BackendHandleError};
+use running_process::identity::VerifyPidError;
 use support::DemoDaemon;
 
 #[tokio::test]

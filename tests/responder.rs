@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
-use running_process::broker::protocol::{DaemonListener, Endpoint, Incoming, Responder};
+use running_process::identity::Endpoint;
+use running_process::protocol::{DaemonListener, Incoming, Responder};
 use running_process::{BackendHandle, DaemonProcess, ProbeOptions};
 use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -10,7 +10,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use running_process::broker::protocol::{CacheManifest, ManifestError, UnsafePath};
+use running_process::protocol::{CacheManifest, ManifestError, UnsafePath};
 use running_process::{BackendHandle, BackendHandleError, ProbeError};
 use support::DemoDaemon;
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use running_process::broker::protocol::CacheManifest;
+use running_process::protocol::CacheManifest;
 use running_process::BackendHandle;
 use support::{wait_gone, within};
 
@@ -108,7 +108,7 @@ async fn a_daemon_from_another_executable_is_reused_refused_or_replaced_by_polic
         .unwrap();
     assert_matches!(first, Acquired::Spawned(_));
     let running = first.into_handle();
-    let mut other = running.daemon_process.exe_sha256;
+    let mut other = running.daemon().exe_sha256;
     other[0] ^= 0xff; // "the app was upgraded": we expect another build
 
     let reused = SharedDaemon::new(support::demo_spec("shared", &dir, &[]))

@@ -11,8 +11,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use running_process::broker::protocol::CacheManifest;
 use running_process::command::{Acquired, CommandSpec, Output, Readiness, SharedDaemon};
+use running_process::protocol::CacheManifest;
 use running_process::BackendHandle;
 use rustix::process::{set_child_subreaper, waitpid, Pid, WaitOptions};
 

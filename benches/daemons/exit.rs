@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use running_process::broker::protocol::CacheManifest;
+use running_process::protocol::CacheManifest;
 use running_process::{BackendHandle, Liveness};
 use rustix::process::{pidfd_open, pidfd_send_signal, test_kill_process, Pid, PidfdFlags, Signal};
 

@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use running_process::broker::protocol::CacheManifest;
 use running_process::identity::DigestCache;
+use running_process::protocol::CacheManifest;
 use running_process::BackendHandle;
 use tokio::io::{AsyncBufReadExt, BufReader};
 

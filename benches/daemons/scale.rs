@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use running_process::command::{CommandSpec, CommandSupervisor, Output, Readiness};
-use running_process::supervision::event::{event_buffer_for, EVENT_BUFFER};
 use running_process::supervision::{supervise, supervise_group, Event, GroupSpec, ServiceHandle};
 use rustix::process::{getrlimit, test_kill_process, Pid, Resource};
 
@@ -248,13 +247,12 @@ async fn measure_shape(
         value: Some(slope),
         aim: Some("< 64 KiB".into()),
         note: Some(format!(
-            "RSS {rss_empty} KiB empty, then {}; a supervised tree buffers {} (one service) to {EVENT_BUFFER} (64+ services) {}-byte events; filled in {:.1} s, stopped in {:.2} s",
+            "RSS {rss_empty} KiB empty, then {}; {}-byte events; filled in {:.1} s, stopped in {:.2} s",
             points
                 .iter()
                 .map(|(n, kib)| format!("{kib:.0} KiB at {n}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            event_buffer_for(1),
             std::mem::size_of::<Event>(),
             fill.as_secs_f64(),
             stop.as_secs_f64()

@@ -23,15 +23,16 @@ pub(crate) mod output;
 pub(crate) mod private_dir;
 mod probes;
 mod readiness;
-pub mod shared;
-pub mod spec;
-pub mod supervisor;
+pub(crate) mod shared;
+pub(crate) mod spec;
+pub(crate) mod supervisor;
 mod tree;
 pub(crate) mod wait;
 
-pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError};
+pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
     CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Output, Readiness,
     ResourceLimits, Rotation, StopSignal, StopSpec, StreamName, Umask, UserRef,
+    DEFAULT_EXEC_INTERVAL,
 };
 pub use supervisor::CommandSupervisor;

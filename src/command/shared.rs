@@ -9,8 +9,8 @@ use tokio::sync::broadcast;
 
 use super::spec::{CommandSpec, Readiness};
 use super::supervisor::CommandSupervisor;
-use crate::error::BackendHandleError;
 use crate::handle::BackendHandle;
+use crate::handle::BackendHandleError;
 use crate::protocol::CacheManifest;
 use crate::supervision::event::EventSink;
 use crate::supervision::{SpawnContext, StartError, Supervisor};
@@ -215,7 +215,7 @@ impl SharedDaemon {
         let Some((expected, policy)) = self.expected else {
             return Ok(Some(handle));
         };
-        if handle.daemon_process.exe_sha256 == expected {
+        if handle.daemon().exe_sha256 == expected {
             return Ok(Some(handle));
         }
         match policy {
@@ -223,7 +223,7 @@ impl SharedDaemon {
             DigestPolicy::Refuse => Err(SharedError::DigestMismatch {
                 pid: handle.pid(),
                 expected: crate::hex::encode(&expected),
-                actual: handle.daemon_process.exe_sha256_hex(),
+                actual: handle.daemon().exe_sha256_hex(),
             }),
             DigestPolicy::Replace => {
                 tracing::info!(

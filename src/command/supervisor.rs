@@ -22,7 +22,7 @@ use super::probes::{self, HttpUrl};
 use super::readiness::{self, ReadyWait};
 use super::spec::{CommandSpec, HealthCheck, KillMode, Output, Readiness, StreamName};
 use super::tree::{InstanceCgroup, Tree};
-use crate::error::BackendHandleError;
+use crate::handle::BackendHandleError;
 use crate::handle::{BackendHandle, ExitStatus};
 use crate::platform::{self, PipeReader, Stdio};
 use crate::protocol::CacheManifest;
@@ -532,7 +532,7 @@ impl CommandSupervisor {
         tracing::debug!(service = %self.spec.name, pid, program = %program.display(), tree = %tree.describe(), "spawned");
         ctx.spawned_backend(&handle);
         *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((pid, handle.daemon_process.start_time));
+            Some((pid, handle.daemon().start_time));
         Ok(Launched {
             handle,
             tree,

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use futures::Stream;
 
 use super::connection::{Connection, PeerCheck};
+use super::error::{BackendHandleError, ProbeError, Result};
 use super::liveness::{ExitStatus, Liveness, Monitor};
 use super::probe::{probe, ProbeOptions};
-use crate::error::{BackendHandleError, ProbeError, Result};
 use crate::identity::{DaemonProcess, Endpoint, VerifyPidError};
 use crate::platform::{OpenError, ProcessHandle};
 use crate::protocol::{CacheManifest, Frame};
@@ -50,8 +50,8 @@ pub enum GracefulStop {
 /// ```no_run
 /// use std::time::Duration;
 /// use futures::StreamExt;
-/// use running_process::broker::backend_handle::BackendHandle;
-/// use running_process::broker::protocol::CacheManifest;
+/// use running_process::handle::BackendHandle;
+/// use running_process::protocol::CacheManifest;
 ///
 /// # async fn demo() -> running_process::Result<()> {
 /// let Some(manifest) = CacheManifest::read("/run/user/1000/my-app/cache.json").await? else {
@@ -70,8 +70,12 @@ pub enum GracefulStop {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BackendHandle {
-    /// The verified identity of the backend process.
+    /// A copy of the verified identity of the backend process, for reading (kept public
+    /// for existing callers). The handle never acts on this field: editing it changes
+    /// nothing it does. Prefer [`BackendHandle::daemon`].
     pub daemon_process: DaemonProcess,
+    /// The verified identity, which everything the handle does reads.
+    verified: Arc<DaemonProcess>,
     /// The service the backend answered it provides.
     pub service_name: String,
     /// The version of that service.
@@ -125,6 +129,7 @@ impl BackendHandle {
                     source,
                 })?;
         Ok(BackendHandle {
+            verified: Arc::new(expected.clone()),
             daemon_process: expected.clone(),
             service_name: verified.reply.service_name,
             service_version: verified.reply.service_version,
@@ -231,6 +236,7 @@ impl BackendHandle {
             })?;
         tracing::debug!(pid, service = %service_name, "watching spawned child");
         Ok(BackendHandle {
+            verified: Arc::new(daemon.clone()),
             daemon_process: daemon,
             service_name,
             service_version: service_version.into(),
@@ -257,6 +263,7 @@ impl BackendHandle {
             token: None,
         };
         BackendHandle {
+            verified: Arc::new(daemon_process.clone()),
             daemon_process,
             service_name,
             service_version,
@@ -292,12 +299,17 @@ impl BackendHandle {
 
     /// The backend's PID (for display: signals go through the handle, never to this number).
     pub fn pid(&self) -> u32 {
-        self.daemon_process.pid
+        self.verified.pid
+    }
+
+    /// The verified identity of the backend process.
+    pub fn daemon(&self) -> &DaemonProcess {
+        &self.verified
     }
 
     /// The backend's endpoint.
     pub fn endpoint(&self) -> &Endpoint {
-        &self.daemon_process.ipc_endpoint
+        &self.verified.ipc_endpoint
     }
 
     /// Whether the backend is running, as of the kernel's last word. Never blocks, never

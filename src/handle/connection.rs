@@ -6,7 +6,7 @@ use futures::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use tokio_util::codec::Framed;
 
-use crate::error::{BackendHandleError, ProbeError, Result};
+use super::error::{BackendHandleError, ProbeError, Result};
 use crate::identity::Endpoint;
 use crate::protocol::{listener, Frame, FrameCodec};
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::error::{BackendHandleError, ProbeError, Result};
+use super::error::{BackendHandleError, ProbeError, Result};
 use crate::handle::connection::{Connection, PeerCheck};
 use crate::identity::{
     verify::{verify_process, verify_process_cached},

@@ -6,14 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::{digest::DigestCache, Endpoint, VerifyPidError};
-use crate::error::Result;
 use crate::platform;
 
 /// The identity of a running daemon process: who it is (boot, PID, start time), what it
 /// runs (executable path and SHA-256 of the running image) and where it listens.
 ///
 /// A daemon builds its own with [`DaemonProcess::current_process`] and records it in its
-/// [`CacheManifest`](crate::broker::protocol::CacheManifest). A client never trusts one as
+/// [`CacheManifest`](crate::protocol::CacheManifest). A client never trusts one as
 /// is: [`BackendHandle`](crate::BackendHandle) verifies every field against the live process
 /// before a handle exists.
 ///
@@ -48,23 +47,19 @@ impl DaemonProcess {
     /// afterwards), so from async code prefer [`DaemonProcess::current_process_async`].
     ///
     /// ```no_run
-    /// use running_process::broker::backend_handle::DaemonProcess;
-    /// use running_process::broker::protocol::Endpoint;
+    /// use running_process::identity::DaemonProcess;
+    /// use running_process::identity::Endpoint;
     ///
     /// let endpoint = Endpoint::new("my-app", "/run/user/1000/my-app/cache.sock");
     /// let me = DaemonProcess::current_process(endpoint, Some(600))?;
     /// assert_eq!(me.pid, std::process::id());
-    /// # Ok::<(), running_process::broker::backend_handle::BackendHandleError>(())
+    /// # Ok::<(), running_process::handle::BackendHandleError>(())
     /// ```
     pub fn current_process(
         ipc_endpoint: Endpoint,
         idle_timeout_secs: Option<u32>,
-    ) -> Result<DaemonProcess> {
-        Ok(Self::describe(
-            std::process::id(),
-            ipc_endpoint,
-            idle_timeout_secs,
-        )?)
+    ) -> Result<DaemonProcess, VerifyPidError> {
+        Self::describe(std::process::id(), ipc_endpoint, idle_timeout_secs)
     }
 
     /// Read the identity of process `pid` from the OS (blocking: reads `/proc`, may hash).
@@ -104,7 +99,7 @@ impl DaemonProcess {
     pub async fn current_process_async(
         ipc_endpoint: Endpoint,
         idle_timeout_secs: Option<u32>,
-    ) -> Result<DaemonProcess> {
+    ) -> Result<DaemonProcess, VerifyPidError> {
         let pid = std::process::id();
         tokio::task::spawn_blocking(move || Self::current_process(ipc_endpoint, idle_timeout_secs))
             .await
@@ -113,16 +108,8 @@ impl DaemonProcess {
                     pid,
                     what: "identity",
                     source: std::io::Error::other(join),
-                }
-                .into())
+                })
             })
-    }
-
-    /// The daemon recorded as current in a manifest, if any (a clone).
-    pub fn from_manifest_current_daemon(
-        manifest: &crate::broker::protocol::CacheManifest,
-    ) -> Option<DaemonProcess> {
-        manifest.current_daemon.clone()
     }
 
     /// The executable digest as lower-case hex.

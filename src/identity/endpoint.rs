@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// tenant the daemon serves; it is part of the identity and must match exactly.
 ///
 /// ```
-/// use running_process::broker::protocol::Endpoint;
+/// use running_process::identity::Endpoint;
 /// let endpoint = Endpoint::new("my-app", "/run/user/1000/my-app/cache.sock");
 /// assert_eq!(endpoint.namespace_id, "my-app");
 /// ```

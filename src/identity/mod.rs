@@ -1,11 +1,13 @@
 //! Layer 2: identity. [`DaemonProcess`] is the persisted claim a daemon makes about itself;
-//! `verify` proves (or refuses) that a live process matches it;
-//! [`digest`] hashes executables with a cache keyed by file identity.
+//! the verification (private here, run by the handle layer) proves or refuses that a live
+//! process matches it; [`DigestCache`] hashes executables, keyed by file identity.
+//!
+//! Uses only the platform layer.
 
-pub mod daemon_process;
-pub mod digest;
-pub mod endpoint;
-pub mod error;
+pub(crate) mod daemon_process;
+pub(crate) mod digest;
+pub(crate) mod endpoint;
+pub(crate) mod error;
 pub(crate) mod verify;
 
 pub use daemon_process::DaemonProcess;

@@ -19,7 +19,7 @@ pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use running_process::broker::protocol::CacheManifest;
+/// use running_process::protocol::CacheManifest;
 ///
 /// if let Some(manifest) = CacheManifest::read("/run/user/1000/my-app/cache.json").await? {
 ///     println!("{} {} recorded", manifest.service_name, manifest.service_version);
@@ -108,6 +108,13 @@ pub enum ManifestError {
         #[source]
         source: io::Error,
     },
+}
+
+impl DaemonProcess {
+    /// The daemon recorded as current in a manifest, if any (a clone).
+    pub fn from_manifest_current_daemon(manifest: &CacheManifest) -> Option<DaemonProcess> {
+        manifest.current_daemon.clone()
+    }
 }
 
 impl CacheManifest {

@@ -1,24 +1,33 @@
-//! Layer 3: protocol. The wire format of the control frames ([`frame`]), the daemon side
-//! that answers them ([`responder`], with its idle clock), safe socket binding
-//! ([`listener`]), manifest files on disk ([`manifest`]) and the ownership and mode checks
-//! on those paths ([`path_safety`]).
+//! Layer 3: protocol. The wire format of the control frames ([`Frame`], [`FrameCodec`],
+//! the header constants in [`wire`]), the daemon side that answers them ([`Responder`],
+//! with its idle clock), safe socket binding ([`DaemonListener`]), manifest files on disk
+//! ([`CacheManifest`]) and the ownership and mode checks on those paths ([`UnsafePath`]);
+//! on Unix, the `sd_notify` wire ([`sd_notify`]).
+//!
+//! Uses the identity and platform layers.
 
-mod control;
-pub mod frame;
+pub(crate) mod control;
+pub(crate) mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod idle;
-pub mod listener;
-pub mod manifest;
-pub mod path_safety;
-pub mod responder;
+pub(crate) mod idle;
+pub(crate) mod listener;
+pub(crate) mod manifest;
+pub(crate) mod path_safety;
+pub(crate) mod responder;
 #[cfg(unix)]
 pub mod sd_notify;
 
-pub use crate::identity::Endpoint;
-pub use frame::{Frame, FrameCodec, FrameError, FrameKind, ProbeReply, ProbeRequest};
+pub use frame::{ErrorReply, Frame, FrameCodec, FrameError, FrameKind, ProbeReply, ProbeRequest};
 pub use listener::{BindError, DaemonListener};
-pub use manifest::{CacheManifest, ManifestError, SCHEMA_VERSION};
+pub use manifest::{CacheManifest, ManifestError, MAX_MANIFEST_BYTES, SCHEMA_VERSION};
 pub use path_safety::UnsafePath;
-pub use responder::{AppConnection, Incoming, Responder};
+pub use responder::{
+    AppConnection, Incoming, Responder, DEFAULT_CONTROL_IDLE_TIMEOUT, DEFAULT_FIRST_BYTES_TIMEOUT,
+};
+
+/// The constants of the frame header (`docs/PROTOCOL.md`, section 2).
+pub mod wire {
+    pub use super::frame::{HEADER_LEN, MAGIC, MAX_PAYLOAD, NONCE_LEN, VERSION};
+}

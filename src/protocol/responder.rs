@@ -60,7 +60,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use futures::StreamExt;
-/// use running_process::broker::protocol::{DaemonListener, Endpoint, Responder};
+/// use running_process::protocol::{DaemonListener, Responder};
+/// use running_process::identity::Endpoint;
 /// use running_process::DaemonProcess;
 ///
 /// let endpoint = Endpoint::new("my-app", "/run/user/1000/my-app/cache.sock");

@@ -12,22 +12,22 @@ use tokio_util::sync::ReusableBoxFuture;
 
 use super::policy::IntensityExceeded;
 use super::supervisor::{HealthError, LastOutput, StartError};
-use crate::error::BackendHandleError;
+use crate::handle::BackendHandleError;
 use crate::handle::ExitStatus;
 
 /// The most events a supervision tree buffers for its subscribers before a slow one is
 /// told it lagged (a tree of 64 services or more).
-pub const EVENT_BUFFER: usize = 1024;
+pub(crate) const EVENT_BUFFER: usize = 1024;
 /// Events buffered per service of a tree: a burst of restarts of every service at once
 /// (about six events each) fits twice over.
-pub const EVENT_BUFFER_PER_SERVICE: usize = 16;
+pub(crate) const EVENT_BUFFER_PER_SERVICE: usize = 16;
 /// The fewest events a tree buffers (a single service: ten restarts' worth).
-pub const MIN_EVENT_BUFFER: usize = 64;
+pub(crate) const MIN_EVENT_BUFFER: usize = 64;
 
 /// The event buffer of a tree of `services` services: [`EVENT_BUFFER_PER_SERVICE`] each,
 /// within [`MIN_EVENT_BUFFER`] and [`EVENT_BUFFER`]. The buffer is allocated up front, so
 /// a single supervised service does not pay for a thousand slots.
-pub fn event_buffer_for(services: usize) -> usize {
+pub(crate) fn event_buffer_for(services: usize) -> usize {
     services
         .saturating_mul(EVENT_BUFFER_PER_SERVICE)
         .clamp(MIN_EVENT_BUFFER, EVENT_BUFFER)
@@ -308,8 +308,7 @@ fn trace(service: &str, kind: &EventKind) {
 pub struct Lagged(pub u64);
 
 /// A stream of [`Event`]s. A slow subscriber never slows supervision down: when it falls
-/// more events behind than the tree buffers ([`event_buffer_for`]: 16 per service, 64 to
-/// 1024) it gets `Err(Lagged(n))` once and continues with the oldest event still
+/// more events behind than the tree buffers (16 per service, 64 to 1024) it gets `Err(Lagged(n))` once and continues with the oldest event still
 /// buffered; [`ServiceHandle::status`](crate::supervision::ServiceHandle::status) then
 /// tells where everything stands. The stream ends when supervision has ended and every
 /// event has been read.

@@ -31,12 +31,12 @@
 //! | adopting a running process | no | **addition**: [`Supervisor::probe`] adopts a verified running backend instead of spawning |
 //! | `simple_one_for_one` / dynamic children | yes | no: a group's members are fixed when it is built |
 
-pub mod event;
-pub mod group;
-pub mod health;
-pub mod policy;
+pub(crate) mod event;
+pub(crate) mod group;
+pub(crate) mod health;
+pub(crate) mod policy;
 mod runtime;
-pub mod supervisor;
+pub(crate) mod supervisor;
 
 pub use event::{Event, EventKind, EventStream, Lagged};
 pub use group::{AutoShutdown, GroupSpec, GroupSpecError, Outcome, Strategy};

@@ -1,42 +1,8 @@
 //! Restart policy: the pure decisions of a supervisor (no processes, no I/O, no tasks).
-//!
-//! When a backend stops, a supervisor combines four pieces, in this order:
-//!
-//! 1. [`BackoffState::note_uptime`] with how long the run lasted: a run of at least
-//!    [`Backoff::reset_after`] proves the backend healthy again and resets the backoff.
-//! 2. [`RestartKind::should_restart`]: permanent, transient or temporary, as in OTP.
-//! 3. [`IntensityWindow::record`]: more than [`Intensity::max_restarts`] restarts within
-//!    [`Intensity::period`] gives up and escalates. Record *before* waiting, so a
-//!    supervisor that is going to give up does so at once, not after a 30 s backoff.
-//! 4. [`BackoffState::next_delay`]: how long to wait before starting again.
-//!
-//! A stop that the supervisor itself asked for is not a [`Termination`]: the policy is not
-//! consulted then.
-//!
-//! ```
-//! use std::time::Duration;
-//! use running_process::ExitStatus;
-//! use running_process::supervision::policy::{
-//!     BackoffState, IntensityWindow, RestartPolicy, Termination,
-//! };
-//!
-//! let policy = RestartPolicy::default();
-//! let mut backoff = BackoffState::new();
-//! let mut window = IntensityWindow::new();
-//!
-//! // The backend ran for 2 s, then exited with code 1.
-//! let (termination, uptime) = (Termination::Exited(ExitStatus::Code(1)), Duration::from_secs(2));
-//! backoff.note_uptime(&policy.backoff, uptime);
-//! if policy.kind.should_restart(&termination) {
-//!     match window.record(&policy.intensity, tokio::time::Instant::now()) {
-//!         Ok(()) => {
-//!             let delay = backoff.next_delay(&policy.backoff);
-//!             assert!(delay <= policy.backoff.max); // sleep(delay), then start again
-//!         }
-//!         Err(exceeded) => panic!("give up and escalate: {exceeded}"),
-//!     }
-//! }
-//! ```
+//! The runtime combines them in this order: a stable run resets the backoff, the
+//! [`RestartKind`] decides whether to restart, the [`Intensity`] window whether to give up,
+//! the [`Backoff`] how long to wait. Why the defaults are what they are, with the
+//! crash-loop arithmetic: `docs/RESTART_POLICY.md`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -82,9 +48,8 @@ pub enum Termination {
     StartFailed,
     /// A nested group gave up (its restart intensity was exceeded) and escalated.
     ///
-    /// Abnormal, unlike OTP, where a supervisor that gives up exits with reason `shutdown`
-    /// and a transient parent spec lets it stay down: here escalation is a failure, so a
-    /// transient group is restarted, bounded by its parent's own intensity.
+    /// Abnormal (unlike OTP's `shutdown`), so a transient group is restarted, bounded by
+    /// its parent's intensity.
     Escalated,
 }
 
@@ -114,14 +79,8 @@ pub enum Jitter {
     /// `previous` is the last delay given (`initial` after a reset). It grows on its own
     /// and ignores [`Backoff::multiplier`]; with a zero `initial` it stays zero.
     Decorrelated,
-    /// `d * (1 ± ratio)`, uniform, where `d` is the base delay, then capped at `max` (so
-    /// at the cap the delay lies in `[max * (1 - ratio), max]`).
-    ///
-    /// The default, with a ratio of 0.1: delays stay within 10 % of the documented
-    /// exponential sequence, so the crash-loop arithmetic of [`Intensity::default`] holds,
-    /// while backends that crashed together drift apart by a tenth of their delay. A local
-    /// supervisor has a handful of backends, not a fleet of clients, so it needs less
-    /// spread than full jitter gives and none of its near-zero delays.
+    /// `d * (1 ± ratio)`, uniform, where `d` is the base delay, then capped at `max`. The
+    /// default, with a ratio of 0.1 (why: `docs/RESTART_POLICY.md`).
     Proportional {
         /// The relative spread, within `[0, 1]`; a config outside it is rejected, and a
         /// value set in code outside it is clamped.
@@ -137,24 +96,10 @@ impl Default for Jitter {
 }
 
 /// Exponential backoff between restarts: `min(max, initial * multiplier^(attempt - 1))`,
-/// jittered, with the attempt counter reset after a stable run.
+/// jittered, with the attempt counter reset after a stable run. Default: 100 ms, × 2,
+/// capped at 30 s, ± 10 %, reset after 60 s of uptime (why: `docs/RESTART_POLICY.md`).
 ///
-/// The default (100 ms, × 2, capped at 30 s, ± 10 %, reset after 60 s of uptime):
-/// - **100 ms** first: a one-off crash is repaired within a tenth of a second, like
-///   systemd's default `RestartSec`, yet a backend that crashes at once cannot spin.
-/// - **× 2**: the delays run 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6 s, then the cap;
-///   the first nine sum to 51.1 s, the first ten to 81.1 s.
-/// - **30 s cap**: a backend that keeps failing on something outside it (a dependency
-///   down, a full disk) costs at most one start every 30 s, and is back at most 30 s
-///   after the cause goes away (pm2's exponential backoff caps at 15 s).
-/// - **± 10 %** proportional jitter: see [`Jitter::Proportional`].
-/// - **reset after 60 s** of uptime: a backend that ran for a minute was healthy, so its
-///   next crash is treated as a first one again (100 ms), instead of inheriting a 30 s
-///   delay from a crash loop long ago. A minute is longer than the cap, and longer than
-///   a typical "starts, then fails once warmed up" cycle (pm2 uses 30 s).
-///
-/// In a config file every field is optional (a missing one takes the default) and an
-/// unknown one is an error, so a typo cannot silently fall back to a default.
+/// In a config file every field is optional and an unknown one is an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backoff {
@@ -170,8 +115,8 @@ pub struct Backoff {
     pub max: Duration,
     /// How delays are randomised.
     pub jitter: Jitter,
-    /// The uptime after which the attempt counter resets (see
-    /// [`BackoffState::note_uptime`]).
+    /// The uptime after which the attempt counter resets: a child that stayed up this long
+    /// starts again from the first delay.
     #[serde(rename = "reset_after_ms", with = "crate::serde_util::duration_ms")]
     pub reset_after: Duration,
 }
@@ -246,7 +191,7 @@ impl Backoff {
 
 /// The mutable backoff state of one supervised backend.
 #[derive(Debug, Clone, Default)]
-pub struct BackoffState {
+pub(crate) struct BackoffState {
     attempt: u32,
     /// The last delay given, which decorrelated jitter grows from.
     previous: Option<Duration>,
@@ -309,28 +254,10 @@ impl BackoffState {
 }
 
 /// Restart intensity, as in OTP: more than `max_restarts` restarts within `period` gives up.
+/// Default: 10 within 300 s, which a crash loop under the default [`Backoff`] reaches about
+/// 81 s in, and ordinary churn never does (the arithmetic: `docs/RESTART_POLICY.md`).
 ///
-/// The default, 10 restarts within 300 s, is far looser than OTP's 1 in 5 s or systemd's
-/// 5 starts in 10 s, which users report tripping under ordinary churn (a supervisor
-/// taken down by routine session expiry, one crash-looping child taking its siblings
-/// along), yet it
-/// still stops a crash loop, because the default [`Backoff`] spaces restarts out:
-/// - **Ordinary churn never trips it.** Any backend restarted at most once every 30 s is
-///   restarted forever; one crash every few minutes is nowhere near the limit (and each
-///   such crash also follows a reset backoff, since it ran for more than 60 s). Even a
-///   burst of 10 quick crashes is tolerated, as long as an 11th does not follow within
-///   5 minutes of the first.
-/// - **A crash loop gives up after 10 restarts, about 81 s in.** A backend that dies the
-///   moment it starts crashes at the sums of the default delays: 0, 0.1, 0.3, 0.7, 1.5,
-///   3.1, 6.3, 12.7, 25.5, 51.1 and 81.1 s. The 11th crash, at 0.1 + 0.2 + … + 25.6 + 30 =
-///   81.1 s after the first, is the 11th restart within 300 s: the supervisor gives up.
-///   With the default ± 10 % jitter this happens between 73.0 s and 86.2 s.
-/// - **Slow crash loops are throttled, not stopped.** A backend that runs `u` seconds
-///   before each crash gives up when 81.1 + 10·u < 300, that is for `u` under about 22 s;
-///   one that lives longer is restarted indefinitely, at most once per 30 s + `u`.
-///
-/// As in a config file for [`Backoff`], every field is optional and unknown ones are
-/// errors.
+/// In a config file every field is optional and an unknown one is an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Intensity {
@@ -371,7 +298,7 @@ impl Intensity {
 ///
 /// Uses [`tokio::time::Instant`], so tests can drive it with paused time.
 #[derive(Debug, Clone, Default)]
-pub struct IntensityWindow {
+pub(crate) struct IntensityWindow {
     /// Restart times, oldest first.
     restarts: VecDeque<Instant>,
 }
@@ -416,6 +343,7 @@ impl IntensityWindow {
     }
 
     /// The restarts in the window as of the last [`record`](Self::record).
+    #[cfg(test)]
     pub fn count(&self) -> usize {
         self.restarts.len()
     }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::event::{EventKind, EventSink};
 use super::policy::RestartPolicy;
 use super::HealthPolicy;
-use crate::error::BackendHandleError;
+use crate::handle::BackendHandleError;
 use crate::handle::{BackendHandle, ExitStatus};
 
 /// Default deadline for [`Supervisor::spawn`] to deliver a ready backend.

@@ -39,8 +39,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::error::BackendHandleError;
 use crate::handle::control::ProcessControl;
+use crate::handle::BackendHandleError;
 use crate::handle::{BackendHandle, ExitStatus, Liveness};
 use crate::identity::{DaemonProcess, Endpoint};
 use crate::supervision::{

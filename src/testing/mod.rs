@@ -7,6 +7,7 @@
 //!   test process itself is killed, the daemon dies with it (Linux: `PR_SET_PDEATHSIG`
 //!   from the spawner thread, and the cgroup keeper for the rest of the tree). The daemon's output is captured in the
 //!   directory and printed only when the test fails.
+//! - [`free_tcp_port`] finds a loopback port for a daemon under test.
 //! - `fake` (feature `test-util`) drives the supervision runtime with fake backends and
 //!   no processes at all: crash them, hang them, make them unhealthy or their probe fail,
 //!   under tokio's paused time.
@@ -14,5 +15,7 @@
 mod ephemeral;
 #[cfg(feature = "test-util")]
 pub mod fake;
+mod ports;
 
 pub use ephemeral::EphemeralBackend;
+pub use ports::free_tcp_port;

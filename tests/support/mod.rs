@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use running_process::broker::protocol::{CacheManifest, Endpoint};
+use running_process::identity::Endpoint;
+use running_process::protocol::CacheManifest;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
