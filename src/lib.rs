@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use futures::StreamExt;
+//! use futures_util::StreamExt;
 //! use running_process::command::{CommandSpec, CommandSupervisor, Readiness};
 //! use running_process::supervision::supervise;
 //!
@@ -144,7 +144,9 @@
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
+mod blocking;
 #[doc(hidden)]
 pub mod broker;
 pub mod command;
@@ -153,6 +155,7 @@ mod hex;
 pub mod identity;
 mod platform;
 pub mod protocol;
+mod report;
 mod serde_util;
 pub mod supervision;
 pub mod testing;

@@ -223,7 +223,7 @@ async fn a_misspelt_program_fails_once_at_once_naming_its_path() {
         matches!(&**error, StartError::Exec { reason: ExecFailure::NotFound { .. }, program } if program.ends_with("redis-servr-no-such-program")),
         "{error:?}"
     );
-    let message = error.to_string();
+    let message = support::chain(&**error);
     assert!(
         message.contains("redis-servr-no-such-program") && message.contains("PATH="),
         "{message}"
@@ -269,7 +269,7 @@ async fn unexecutable_programs_and_bad_interpreters_say_why_with_the_path() {
         let Outcome::StartFailed { error, .. } = outcome else {
             panic!("expected StartFailed, got {outcome:?}");
         };
-        let message = error.to_string();
+        let message = support::chain(&*error);
         assert!(
             message.contains(&program.display().to_string()),
             "{message}"
@@ -505,7 +505,7 @@ async fn an_unknown_user_is_an_invalid_spec_not_a_retry() {
         panic!("{outcome:?}");
     };
     assert!(matches!(*error, StartError::InvalidSpec(_)), "{error:?}");
-    assert!(error.to_string().contains("no-such-user-running-process"));
+    assert!(support::chain(&*error).contains("no-such-user-running-process"));
 }
 
 #[tokio::test]

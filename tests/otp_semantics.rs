@@ -194,7 +194,11 @@ async fn a_failed_first_start_fails_the_group_and_stops_what_started() {
     };
     assert_eq!(member, "g/b");
     assert!(matches!(**error, StartError::Spawn(_)), "{error:?}");
-    assert!(error.to_string().contains("no config"));
+    assert!(
+        std::error::Error::source(&**error)
+            .is_some_and(|cause| cause.to_string().contains("no config")),
+        "{error:?}"
+    );
     assert_eq!(b.spawn_attempts(), 1, "retried");
     assert_eq!(c.spawn_attempts(), 0, "c was started after b failed");
     assert!(!a.nth_spawned(1).await.is_alive(), "a was left running");

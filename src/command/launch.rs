@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::spec::{CommandSpec, Limit};
 #[cfg(unix)]
 use super::spec::{GroupRef, UserRef};
+use super::spec_error::SpecError;
 use crate::platform::{
     Credentials, LimitResource, ResourceLimit, SpawnError, SpawnPlan, SpawnStage, Stdio,
 };
@@ -41,27 +42,23 @@ pub(crate) fn resolve_user(spec: &CommandSpec) -> Result<RunAs, StartError> {
     #[cfg(not(unix))]
     {
         let _ = spec;
-        Err(StartError::InvalidSpec(
-            "user and group switching needs a Unix system".into(),
-        ))
+        Err(SpecError::NeedsUnix("user and group switching").into())
     }
 }
 
 #[cfg(unix)]
 fn resolve_unix(spec: &CommandSpec) -> Result<RunAs, StartError> {
-    let lookup = |what: &str, e: std::io::Error| {
-        StartError::InvalidSpec(format!("cannot look up {what}: {e}"))
-    };
+    let lookup = |what: String, source: std::io::Error| SpecError::Lookup { what, source };
     let user = match &spec.user {
         None => None,
         Some(UserRef::Name(name)) => Some(
             crate::platform::user_by_name(name)
-                .map_err(|e| lookup(&format!("user {name:?}"), e))?
-                .ok_or_else(|| StartError::InvalidSpec(format!("no such user: {name:?}")))?,
+                .map_err(|e| lookup(format!("user {name:?}"), e))?
+                .ok_or_else(|| SpecError::UnknownUser(name.clone()))?,
         ),
         Some(UserRef::Id(uid)) => Some(
             crate::platform::user_by_id(*uid)
-                .map_err(|e| lookup(&format!("uid {uid}"), e))?
+                .map_err(|e| lookup(format!("uid {uid}"), e))?
                 .unwrap_or(crate::platform::UserEntry {
                     name: String::new(),
                     uid: *uid,
@@ -79,7 +76,7 @@ fn resolve_unix(spec: &CommandSpec) -> Result<RunAs, StartError> {
         (Some(list), _) => Some(list.iter().map(group_id).collect::<Result<Vec<_>, _>>()?),
         (None, Some(user)) if !user.name.is_empty() => Some(
             crate::platform::groups_of(&user.name, gid.unwrap_or(user.gid))
-                .map_err(|e| lookup(&format!("the groups of {:?}", user.name), e))?,
+                .map_err(|e| lookup(format!("the groups of {:?}", user.name), e))?,
         ),
         // A numeric user with no entry, or only a group given: the group alone.
         (None, Some(_)) => gid.map(|g| vec![g]),
@@ -114,8 +111,11 @@ fn group_id(group: &GroupRef) -> Result<u32, StartError> {
     match group {
         GroupRef::Id(gid) => Ok(*gid),
         GroupRef::Name(name) => crate::platform::group_by_name(name)
-            .map_err(|e| StartError::InvalidSpec(format!("cannot look up group {name:?}: {e}")))?
-            .ok_or_else(|| StartError::InvalidSpec(format!("no such group: {name:?}"))),
+            .map_err(|source| SpecError::Lookup {
+                what: format!("group {name:?}"),
+                source,
+            })?
+            .ok_or_else(|| SpecError::UnknownGroup(name.clone()).into()),
     }
 }
 
@@ -155,7 +155,7 @@ pub(crate) fn resolve_program(
         reason: ExecFailure::NotFound { searched },
     };
     if program.as_os_str().is_empty() {
-        return Err(StartError::InvalidSpec("the program is empty".into()));
+        return Err(SpecError::EmptyProgram.into());
     }
     if program.components().count() > 1 || program.is_absolute() {
         let resolved = match (program.is_absolute(), cwd) {
@@ -301,7 +301,7 @@ mod tests {
         assert!(sh.ends_with("sh") && sh.is_absolute(), "{sh:?}");
         let error = resolve_program(Path::new("no-such-program-xyz"), None, &env).unwrap_err();
         assert!(error.is_permanent());
-        let message = error.to_string();
+        let message = crate::report::Chain(&error).to_string();
         assert!(message.contains("no-such-program-xyz"), "{message}");
         assert!(message.contains("/nonexistent:/bin:/usr/bin"), "{message}");
         let error = resolve_program(Path::new("/no/such/dir/prog"), None, &env).unwrap_err();

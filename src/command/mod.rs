@@ -25,14 +25,17 @@ mod probes;
 mod readiness;
 pub(crate) mod shared;
 pub(crate) mod spec;
+mod spec_error;
 pub(crate) mod supervisor;
 mod tree;
 pub(crate) mod wait;
 
+pub use probes::CheckError;
 pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
     CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Output, Readiness,
     ResourceLimits, Rotation, StopSignal, StopSpec, StreamName, Umask, UserRef,
     DEFAULT_EXEC_INTERVAL,
 };
+pub use spec_error::SpecError;
 pub use supervisor::CommandSupervisor;

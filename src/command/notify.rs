@@ -2,6 +2,8 @@
 //! user, and believed only from the service's own processes.
 
 #[cfg(unix)]
+#[cfg(unix)]
+use crate::blocking::blocking;
 use tokio::sync::watch;
 #[cfg(unix)]
 use tokio::time::Instant;
@@ -49,12 +51,21 @@ pub(crate) async fn prepare(
     #[cfg(unix)]
     {
         let name = spec.name.clone();
-        let dir = tokio::task::spawn_blocking(move || PrivateDir::create(&name))
+        let dir = blocking(move || PrivateDir::create(&name))
             .await
-            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-            .map_err(StartError::Spawn)?;
-        let socket = crate::protocol::sd_notify::NotifySocket::bind(dir.path().join("notify.sock"))
-            .map_err(StartError::Spawn)?;
+            .map_err(|source| StartError::Prepare {
+                what: "the sd_notify directory for",
+                path: spec.name.clone().into(),
+                source,
+            })?;
+        let path = dir.path().join("notify.sock");
+        let socket = crate::protocol::sd_notify::NotifySocket::bind(&path).map_err(|source| {
+            StartError::Prepare {
+                what: "the sd_notify socket",
+                path,
+                source,
+            }
+        })?;
         if let Some((uid, gid)) =
             owner.filter(|(uid, _)| Some(*uid) != crate::platform::current_uid())
         {
@@ -76,9 +87,7 @@ pub(crate) async fn prepare(
     #[cfg(not(unix))]
     {
         let _ = (spec, owner);
-        Err(StartError::InvalidSpec(
-            "sd_notify needs a Unix system".into(),
-        ))
+        Err(super::spec_error::SpecError::NeedsUnix("sd_notify").into())
     }
 }
 
@@ -98,7 +107,7 @@ pub(crate) async fn read(
         let message = match endpoint_socket.recv().await {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(%error, "sd_notify socket failed");
+                tracing::warn!(error = %crate::report::Chain(&error), "sd_notify socket failed");
                 return;
             }
         };

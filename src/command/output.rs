@@ -2,6 +2,7 @@
 //! optional size-based rotation), keeping their last lines, and watching them for a
 //! readiness line.
 
+use crate::blocking::blocking;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -244,7 +245,7 @@ pub(crate) fn pump_lines<R: AsyncRead + Unpin + Send + 'static>(
         let result = read_lines(reader, &mut lines).await;
         lines.flush().await;
         if let Err(error) = result {
-            tracing::debug!(service = %lines.service, stream, %error, "cannot read output");
+            tracing::debug!(service = %lines.service, stream, error = %crate::report::Chain(&error), "cannot read output");
         }
     })
 }
@@ -374,24 +375,20 @@ impl Lines {
             return;
         };
         let batch = std::mem::take(&mut self.batch);
-        let written = tokio::task::spawn_blocking(move || {
+        let written = blocking(move || {
             let result = file.write_batch(&batch);
             (file, batch, result)
         })
         .await;
         match written {
-            Ok((file, mut batch, Ok(()))) => {
+            (file, mut batch, Ok(())) => {
                 self.sink = LineSink::File(file);
                 batch.clear();
                 self.batch = batch;
             }
-            Ok((_, _, Err(error))) => {
+            (_, _, Err(error)) => {
                 tracing::warn!(service = %self.service, stream = self.stream, %error,
                     "cannot write output file; discarding the rest of this stream");
-            }
-            Err(error) => {
-                tracing::warn!(service = %self.service, stream = self.stream, %error,
-                    "output writer failed; discarding the rest of this stream");
             }
         }
     }

@@ -16,6 +16,104 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::ExitStatus;
 
+/// Why a readiness or health check of a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// A URL in the spec is not an `http://` URL this crate can request.
+    #[error("{url:?}: {reason}")]
+    BadUrl {
+        /// The URL as written.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No connection to the address.
+    #[error("cannot connect to {address}")]
+    Connect {
+        /// `host:port`, or a socket path.
+        address: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed after connecting.
+    #[error("GET {url}: cannot {what}")]
+    HttpIo {
+        /// The URL requested.
+        url: String,
+        /// `"send the request"` or `"read the response"`.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer did not answer with an HTTP/1.x status line.
+    #[error("GET {url}: {reason}")]
+    NotHttp {
+        /// The URL requested.
+        url: String,
+        /// What it sent instead.
+        reason: String,
+    },
+    /// The answer's status is not 2xx.
+    #[error("GET {url}: {status_line}")]
+    HttpStatus {
+        /// The URL requested.
+        url: String,
+        /// The status line, as received.
+        status_line: String,
+    },
+    /// The check command is empty.
+    #[error("the check command is empty")]
+    EmptyCommand,
+    /// The check command could not be started or awaited.
+    #[error("cannot run check {program:?}")]
+    CommandSpawn {
+        /// The program.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The check command exited unsuccessfully.
+    #[error("check {program:?} failed: {status}{}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    CommandFailed {
+        /// The program.
+        program: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// The end of what it wrote to stderr.
+        stderr: String,
+    },
+    /// No `WATCHDOG=1` arrived within the limit.
+    #[error("no WATCHDOG=1 for {silent:?} (limit {limit:?})")]
+    WatchdogSilent {
+        /// How long since the last one.
+        silent: Duration,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A watchdog check of a backend that has no sd_notify socket.
+    #[error("no sd_notify watchdog for this backend")]
+    NoWatchdog,
+    /// A Unix-socket check on a system without Unix sockets.
+    #[error("Unix-socket checks need a Unix system")]
+    NeedsUnix,
+}
+
+impl From<CheckError> for crate::supervision::HealthError {
+    fn from(error: CheckError) -> Self {
+        crate::supervision::HealthError::Check(Box::new(error))
+    }
+}
+
+/// Why reading a response head failed.
+enum HeadError {
+    Io(std::io::Error),
+    NotHttp(String),
+}
+
 /// An `http://` URL, split into what a request needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HttpUrl {
@@ -29,18 +127,21 @@ pub(crate) struct HttpUrl {
 impl HttpUrl {
     /// Parse `http://host[:port][/path][?query]`; the host may be a name, an IPv4 address
     /// or a bracketed IPv6 address. The port defaults to 80, the path to `/`.
-    pub(crate) fn parse(url: &str) -> Result<HttpUrl, String> {
-        let rest = strip_http_scheme(url).map_err(|error| format!("{url:?}: {error}"))?;
+    pub(crate) fn parse(url: &str) -> Result<HttpUrl, CheckError> {
+        let bad = |reason: String| CheckError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let rest = strip_http_scheme(url).map_err(|error| bad(error.to_owned()))?;
         let rest = rest
             .split_once('#')
             .map_or(rest, |(before, _fragment)| before);
         let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        let (host, port) =
-            parse_authority(authority).map_err(|error| format!("{url:?}: {error}"))?;
+        let (host, port) = parse_authority(authority).map_err(bad)?;
         // The path goes verbatim into the request line, which these would break.
         if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "{url:?}: the path holds a space or control character; percent-encode it"
+            return Err(bad(
+                "the path holds a space or control character; percent-encode it".to_owned(),
             ));
         }
         let path = match path {
@@ -146,18 +247,21 @@ fn parse_port(port: &str) -> Result<u16, String> {
 /// rest of the response is not read. 1xx interim responses (`103 Early Hints`) are
 /// skipped.
 #[cfg(test)]
-async fn http_get(url: &HttpUrl) -> Result<u16, String> {
+async fn http_get(url: &HttpUrl) -> Result<u16, CheckError> {
     Ok(get_status(url).await?.code)
 }
 
 /// `GET` for `url`, successful only for a 2xx status; otherwise the error quotes the status
 /// line.
-pub(crate) async fn http_ok(url: &HttpUrl) -> Result<(), String> {
+pub(crate) async fn http_ok(url: &HttpUrl) -> Result<(), CheckError> {
     let status = get_status(url).await?;
     if (200..=299).contains(&status.code) {
         Ok(())
     } else {
-        Err(format!("GET {url}: {}", status.line))
+        Err(CheckError::HttpStatus {
+            url: url.to_string(),
+            status_line: status.line,
+        })
     }
 }
 
@@ -173,12 +277,16 @@ struct Status {
 /// responses before it. A health endpoint answers in far less.
 const MAX_HEAD: usize = 8 * 1024;
 
-async fn get_status(url: &HttpUrl) -> Result<Status, String> {
-    let failed = |what: &str, error: std::io::Error| format!("GET {url}: {what}: {error}");
+async fn get_status(url: &HttpUrl) -> Result<Status, CheckError> {
+    let failed = |what, source| CheckError::HttpIo {
+        url: url.to_string(),
+        what,
+        source,
+    };
     let address = url.connect_address();
     let mut stream = tokio::net::TcpStream::connect(&address)
         .await
-        .map_err(|error| failed(&format!("cannot connect to {address}"), error))?;
+        .map_err(|source| CheckError::Connect { address, source })?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: running-process\r\nConnection: close\r\n\r\n",
         url.path,
@@ -187,17 +295,21 @@ async fn get_status(url: &HttpUrl) -> Result<Status, String> {
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|error| failed("cannot send the request", error))?;
-    read_status(&mut stream)
-        .await
-        .map_err(|error| format!("GET {url}: {error}"))
+        .map_err(|error| failed("send the request", error))?;
+    read_status(&mut stream).await.map_err(|error| match error {
+        HeadError::Io(source) => failed("read the response", source),
+        HeadError::NotHttp(reason) => CheckError::NotHttp {
+            url: url.to_string(),
+            reason,
+        },
+    })
 }
 
 /// Read up to the end of the final status line.
-async fn read_status(reader: &mut (impl AsyncRead + Unpin)) -> Result<Status, String> {
+async fn read_status(reader: &mut (impl AsyncRead + Unpin)) -> Result<Status, HeadError> {
     let mut lines = HeadLines::new(reader);
     loop {
-        let status = parse_status_line(lines.next().await?)?;
+        let status = parse_status_line(lines.next().await?).map_err(HeadError::NotHttp)?;
         // 101 would be final, but only answers an upgrade we never ask for.
         if !(100..=199).contains(&status.code) || status.code == 101 {
             return Ok(status);
@@ -252,7 +364,7 @@ impl<'a, R: AsyncRead + Unpin> HeadLines<'a, R> {
     }
 
     /// The next line, with its line ending.
-    async fn next(&mut self) -> Result<&[u8], String> {
+    async fn next(&mut self) -> Result<&[u8], HeadError> {
         let mut searched = self.next;
         loop {
             if let Some(offset) = self.buf[searched..].iter().position(|&b| b == b'\n') {
@@ -262,13 +374,19 @@ impl<'a, R: AsyncRead + Unpin> HeadLines<'a, R> {
             }
             searched = self.buf.len();
             if self.buf.len() == MAX_HEAD {
-                return Err(format!("no status line in the first {MAX_HEAD} bytes"));
+                return Err(HeadError::NotHttp(format!(
+                    "no status line in the first {MAX_HEAD} bytes"
+                )));
             }
             let mut limited = (&mut *self.reader).take((MAX_HEAD - self.buf.len()) as u64);
             match limited.read_buf(&mut self.buf).await {
-                Ok(0) => return Err("the connection closed before a status line".to_owned()),
+                Ok(0) => {
+                    return Err(HeadError::NotHttp(
+                        "the connection closed before a status line".to_owned(),
+                    ))
+                }
                 Ok(_) => {}
-                Err(error) => return Err(format!("cannot read the response: {error}")),
+                Err(error) => return Err(HeadError::Io(error)),
             }
         }
     }
@@ -288,10 +406,13 @@ const STDERR_GRACE: Duration = Duration::from_millis(250);
 /// All of stderr is read (keeping only its end), so a chatty check never blocks on a full
 /// pipe. On Unix the check leads its own process group, and dropping the future kills
 /// that group: a shell's children go too.
-pub(crate) async fn run_check(command: &[String]) -> Result<(), String> {
-    let (program, args) = command.split_first().ok_or("the check command is empty")?;
-    let mut check = Check::spawn(program, args)
-        .map_err(|error| format!("cannot start check {program:?}: {error}"))?;
+pub(crate) async fn run_check(command: &[String]) -> Result<(), CheckError> {
+    let (program, args) = command.split_first().ok_or(CheckError::EmptyCommand)?;
+    let spawn_failed = |source| CheckError::CommandSpawn {
+        program: program.clone(),
+        source,
+    };
+    let mut check = Check::spawn(program, args).map_err(spawn_failed)?;
     let mut stderr = check.0.stderr.take().expect("stderr is piped");
     let mut tail = Tail::default();
     let mut buf = [0u8; 8192];
@@ -305,7 +426,7 @@ pub(crate) async fn run_check(command: &[String]) -> Result<(), String> {
             },
         }
     }
-    .map_err(|error| format!("cannot wait for check {program:?}: {error}"))?;
+    .map_err(spawn_failed)?;
     if status.success() {
         return Ok(());
     }
@@ -317,11 +438,11 @@ pub(crate) async fn run_check(command: &[String]) -> Result<(), String> {
         };
         let _ = tokio::time::timeout(STDERR_GRACE, drain).await;
     }
-    let status = exit_status(status);
-    match tail.text() {
-        stderr if stderr.is_empty() => Err(format!("check {program:?} failed: {status}")),
-        stderr => Err(format!("check {program:?} failed: {status}: {stderr}")),
-    }
+    Err(CheckError::CommandFailed {
+        program: program.clone(),
+        status: exit_status(status),
+        stderr: tail.text(),
+    })
 }
 
 /// A running check command. Dropped before its exit was collected, it kills the check's
@@ -485,14 +606,19 @@ mod tests {
         ];
         for (text, reason) in cases {
             let error = HttpUrl::parse(text).unwrap_err();
-            assert!(error.contains(reason), "{text:?}: {error}");
+            assert!(error.to_string().contains(reason), "{text:?}: {error}");
         }
     }
 
     #[tokio::test]
     async fn status_lines_are_parsed_and_interim_responses_skipped() {
         async fn status(mut response: &[u8]) -> Result<Status, String> {
-            read_status(&mut response).await
+            read_status(&mut response)
+                .await
+                .map_err(|error| match error {
+                    HeadError::Io(error) => error.to_string(),
+                    HeadError::NotHttp(reason) => reason,
+                })
         }
         let ok = status(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
@@ -517,7 +643,7 @@ mod tests {
             ),
         ] {
             let error = status(bad).await.unwrap_err();
-            assert!(error.contains(reason), "{error}");
+            assert!(error.to_string().contains(reason), "{error}");
         }
     }
 
@@ -563,12 +689,14 @@ mod tests {
         const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\r\n";
         let (port, _server) = serve_once(Some(UNAVAILABLE)).await;
         let target = url(&format!("http://127.0.0.1:{port}/"));
-        assert_eq!(within_deadline(http_get(&target)).await, Ok(503));
+        assert_eq!(within_deadline(http_get(&target)).await.unwrap(), 503);
         let (port, _server) = serve_once(Some(UNAVAILABLE)).await;
         let target = url(&format!("http://127.0.0.1:{port}/"));
         let error = within_deadline(http_ok(&target)).await.unwrap_err();
         assert!(
-            error.contains("HTTP/1.1 503 Service Unavailable"),
+            error
+                .to_string()
+                .contains("HTTP/1.1 503 Service Unavailable"),
             "{error}"
         );
     }
@@ -578,7 +706,10 @@ mod tests {
         let (port, server) = serve_once(None).await;
         let target = url(&format!("http://127.0.0.1:{port}/"));
         let error = within_deadline(http_get(&target)).await.unwrap_err();
-        assert!(error.contains("closed before a status line"), "{error}");
+        assert!(
+            error.to_string().contains("closed before a status line"),
+            "{error}"
+        );
         within_deadline(server).await.unwrap();
     }
 
@@ -600,7 +731,7 @@ mod tests {
                 .unwrap();
         });
         let target = url(&format!("http://[::1]:{port}/"));
-        assert_eq!(within_deadline(http_get(&target)).await, Ok(204));
+        assert_eq!(within_deadline(http_get(&target)).await.unwrap(), 204);
         within_deadline(server).await.unwrap();
     }
 
@@ -616,7 +747,7 @@ mod tests {
             std::net::SocketAddr::try_from(rustix::net::getsockname(&socket).unwrap()).unwrap();
         let target = url(&format!("http://{local}/"));
         let error = within_deadline(http_get(&target)).await.unwrap_err();
-        assert!(error.contains("cannot connect"), "{error}");
+        assert!(error.to_string().contains("cannot connect"), "{error}");
     }
 
     fn command(args: &[&str]) -> Vec<String> {
@@ -635,15 +766,15 @@ mod tests {
         let error = within_deadline(run_check(&command(&["false"])))
             .await
             .unwrap_err();
-        assert!(error.contains("exit code 1"), "{error}");
+        assert!(error.to_string().contains("exit code 1"), "{error}");
     }
 
     #[tokio::test]
     async fn a_failed_check_quotes_its_stderr() {
         let check = command(&["sh", "-c", "echo boom >&2; exit 3"]);
         let error = within_deadline(run_check(&check)).await.unwrap_err();
-        assert!(error.contains("boom"), "{error}");
-        assert!(error.contains("exit code 3"), "{error}");
+        assert!(error.to_string().contains("boom"), "{error}");
+        assert!(error.to_string().contains("exit code 3"), "{error}");
     }
 
     #[tokio::test]
@@ -653,9 +784,9 @@ mod tests {
         let error = within_deadline(run_check(&command(&["sh", "-c", script])))
             .await
             .unwrap_err();
-        assert!(error.ends_with("the-reason"), "{error}");
-        assert!(error.contains("exit code 2"), "{error}");
-        assert!(error.len() < 2 * STDERR_TAIL, "{} bytes", error.len());
+        assert!(error.to_string().ends_with("the-reason"), "{error}");
+        assert!(error.to_string().contains("exit code 2"), "{error}");
+        assert!(error.to_string().len() < 2 * STDERR_TAIL, "{error}");
     }
 
     #[tokio::test]
@@ -663,7 +794,10 @@ mod tests {
         let error = within_deadline(run_check(&command(&["/no/such/check-program"])))
             .await
             .unwrap_err();
-        assert!(error.contains("/no/such/check-program"), "{error}");
+        assert!(
+            error.to_string().contains("/no/such/check-program"),
+            "{error}"
+        );
         assert!(within_deadline(run_check(&[])).await.is_err());
     }
 

@@ -20,11 +20,24 @@ use tokio::sync::{oneshot, watch};
 
 use super::probes::{self, HttpUrl};
 use super::spec::Readiness;
+use super::spec_error::SpecError;
 use super::tree::Tree;
 use super::wait;
+use crate::blocking::blocking;
 use crate::handle::BackendHandle;
 use crate::protocol::CacheManifest;
 use crate::supervision::StartError;
+
+/// Parse a readiness URL: a bad one is an invalid spec.
+fn parse_url(url: &str) -> Result<HttpUrl, StartError> {
+    HttpUrl::parse(url).map_err(|source| {
+        SpecError::Url {
+            field: "readiness",
+            source,
+        }
+        .into()
+    })
+}
 
 const FIRST_DELAY: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_millis(200);
@@ -63,19 +76,22 @@ pub(crate) async fn watched_addresses(
 ) -> Result<Option<(String, Vec<SocketAddr>)>, StartError> {
     let address = match readiness {
         Readiness::Tcp { address } => address.clone(),
-        Readiness::Http { url } => HttpUrl::parse(url)
-            .map_err(|e| StartError::InvalidSpec(format!("readiness URL {url:?}: {e}")))?
-            .connect_address(),
+        Readiness::Http { url } => parse_url(url)?.connect_address(),
         _ => return Ok(None),
     };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address.as_str())
         .await
-        .map_err(|e| StartError::InvalidSpec(format!("readiness address {address:?}: {e}")))?
+        .map_err(|source| SpecError::Address {
+            address: address.clone(),
+            source: Some(source),
+        })?
         .collect();
     if addrs.is_empty() {
-        return Err(StartError::InvalidSpec(format!(
-            "readiness address {address:?} resolves to nothing"
-        )));
+        return Err(SpecError::Address {
+            address,
+            source: None,
+        }
+        .into());
     }
     Ok(Some((address, addrs)))
 }
@@ -96,24 +112,20 @@ pub(crate) async fn check_free(readiness: &Readiness) -> Result<(), StartError> 
             }
         };
         if let Some((address, addrs)) = watched_addresses(readiness).await? {
-            let inodes = tokio::task::spawn_blocking(move || {
+            let inodes = blocking(move || {
                 addrs
                     .iter()
                     .flat_map(|a| sockets::tcp_listeners(*a).unwrap_or_default())
                     .map(|l| l.inode)
                     .collect::<Vec<_>>()
             })
-            .await
-            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?;
+            .await;
             return held(inodes, address);
         }
         if let Readiness::UnixSocket { path } = readiness {
             let owned = path.clone();
-            let inodes = tokio::task::spawn_blocking(move || {
-                sockets::unix_listeners(&owned).unwrap_or_default()
-            })
-            .await
-            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?;
+            let inodes =
+                blocking(move || sockets::unix_listeners(&owned).unwrap_or_default()).await;
             return held(inodes, path.display().to_string());
         }
         Ok(())
@@ -143,38 +155,41 @@ pub(crate) async fn wait_ready(
             notified
                 .wait_for(|ready| *ready)
                 .await
-                .map_err(|_| StartError::Readiness("the sd_notify reader stopped".into()))?;
+                .map_err(|_| StartError::ReadinessLost("sd_notify"))?;
         }
         Readiness::Tcp { .. } => {
             let (_, addrs) = watched_addresses(readiness).await?.unwrap_or_default();
             listening_in_tree(&addrs, main, tree).await;
         }
         Readiness::Http { url } => {
-            let parsed = HttpUrl::parse(url)
-                .map_err(|e| StartError::InvalidSpec(format!("readiness URL {url:?}: {e}")))?;
+            let parsed = parse_url(url)?;
             let (_, addrs) = watched_addresses(readiness).await?.unwrap_or_default();
             listening_in_tree(&addrs, main, tree).await;
             let mut pause = Pause::new();
             while let Err(error) = probes::http_ok(&parsed).await {
-                tracing::trace!(%url, %error, "not ready yet");
+                tracing::trace!(%url, error = %crate::report::Chain(&error), "not ready yet");
                 pause.wait().await;
             }
         }
         Readiness::Exec { command, interval } => {
             if command.is_empty() {
-                return Err(StartError::InvalidSpec(
-                    "the exec readiness command is empty".into(),
-                ));
+                return Err(SpecError::EmptyCommand("exec readiness").into());
             }
             while let Err(error) = probes::run_check(command).await {
-                tracing::debug!(?command, %error, "readiness command failed; trying again");
+                tracing::debug!(?command, error = %crate::report::Chain(&error), "readiness command failed; trying again");
                 tokio::time::sleep(*interval).await;
             }
         }
         Readiness::UnixSocket { path } => unix_socket_in_tree(path, uid, main, tree).await,
-        Readiness::File { path } => wait::file_appears(path)
-            .await
-            .map_err(|e| StartError::Readiness(e.to_string()))?,
+        Readiness::File { path } => {
+            wait::file_appears(path)
+                .await
+                .map_err(|source| StartError::Prepare {
+                    what: "a watch for",
+                    path: path.clone(),
+                    source,
+                })?
+        }
         Readiness::LogLine { .. } => {
             if line.await.is_err() {
                 // The stream ended without the line. Usually the process is exiting, and the
@@ -230,7 +245,7 @@ async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Ar
             {
                 // `/proc` scans of the tree's descriptors: the blocking pool.
                 let (addr, pid, tree) = (*addr, main.pid(), tree.clone());
-                let ours = tokio::task::spawn_blocking(move || {
+                let ours = blocking(move || {
                     let listeners = crate::platform::sockets::tcp_listeners(addr)
                         .unwrap_or_default()
                         .into_iter()
@@ -238,8 +253,7 @@ async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Ar
                         .collect::<Vec<_>>();
                     all_ours(&listeners, pid, &tree)
                 })
-                .await
-                .unwrap_or(false);
+                .await;
                 if !ours {
                     continue;
                 }
@@ -248,7 +262,9 @@ async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Ar
             let _ = (main, tree);
             match tokio::net::TcpStream::connect(addr).await {
                 Ok(_) => return,
-                Err(error) => tracing::trace!(%addr, %error, "not accepting yet"),
+                Err(error) => {
+                    tracing::trace!(%addr, error = %crate::report::Chain(&error), "not accepting yet")
+                }
             }
         }
         pause.wait().await;
@@ -294,13 +310,12 @@ async fn unix_socket_ready(
         #[cfg(target_os = "linux")]
         {
             let (owned, pid, tree) = (path.to_owned(), main.pid(), tree.clone());
-            let ours = tokio::task::spawn_blocking(move || {
+            let ours = blocking(move || {
                 let listeners =
                     crate::platform::sockets::unix_listeners(&owned).unwrap_or_default();
                 all_ours(&listeners, pid, &tree)
             })
-            .await
-            .unwrap_or(false);
+            .await;
             if !ours {
                 return false;
             }
@@ -323,21 +338,38 @@ async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, 
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let owned = dir.to_owned();
-    tokio::task::spawn_blocking(move || crate::protocol::manifest::create_private_dir(&owned))
+    blocking(move || crate::protocol::manifest::create_private_dir(&owned))
         .await
-        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-        .map_err(StartError::Spawn)?;
-    let mut watcher = wait::PathWatcher::new(path).map_err(StartError::Spawn)?;
+        .map_err(|source| StartError::Prepare {
+            what: "the manifest directory",
+            path: dir.to_owned(),
+            source,
+        })?;
+    let watch_failed = |source| StartError::Prepare {
+        what: "a watch for",
+        path: path.to_owned(),
+        source,
+    };
+    let mut watcher = wait::PathWatcher::new(path).map_err(watch_failed)?;
     loop {
         match CacheManifest::read(path).await {
-            Ok(Some(manifest)) if manifest.current_daemon.as_ref().map(|d| d.pid) == Some(pid) => {
-                return BackendHandle::try_from_manifest(&manifest)
-                    .await?
-                    .ok_or_else(|| StartError::Readiness("the manifest records no daemon".into()));
-            }
+            Ok(Some(manifest)) => match &manifest.current_daemon {
+                Some(daemon) if daemon.pid == pid => {
+                    return Ok(BackendHandle::probe_with_service(
+                        &manifest.service_name,
+                        &manifest.service_version,
+                        &daemon.ipc_endpoint,
+                        daemon,
+                    )
+                    .await?);
+                }
+                _ => {}
+            },
             Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "manifest not readable yet"),
+            Err(error) => {
+                tracing::debug!(error = %crate::report::Chain(&error), "manifest not readable yet")
+            }
         }
-        watcher.changed().await.map_err(StartError::Spawn)?;
+        watcher.changed().await.map_err(watch_failed)?;
     }
 }

@@ -74,7 +74,7 @@ pub enum SharedError {
     #[error("timed out after {0:?} waiting for the lock {1:?}")]
     LockTimeout(Duration, PathBuf),
     /// The lock file could not be opened or locked.
-    #[error("cannot lock {path:?}: {source}")]
+    #[error("cannot lock {path:?}")]
     Lock {
         /// The lock file.
         path: PathBuf,
@@ -93,7 +93,7 @@ pub enum SharedError {
         actual: String,
     },
     /// Replacing an outdated daemon failed.
-    #[error("stopping the outdated daemon failed: {0}")]
+    #[error("stopping the outdated daemon failed")]
     Replace(#[source] BackendHandleError),
     /// Spawning the daemon failed.
     #[error(transparent)]
@@ -200,7 +200,7 @@ impl SharedDaemon {
             Ok(Some(manifest)) => manifest,
             Ok(None) => return Ok(None),
             Err(error) => {
-                tracing::warn!(%error, "unreadable manifest; spawning a new daemon");
+                tracing::warn!(error = %crate::report::Chain(&error), "unreadable manifest; spawning a new daemon");
                 return Ok(None);
             }
         };
@@ -208,7 +208,7 @@ impl SharedDaemon {
             Ok(Some(handle)) => handle,
             Ok(None) => return Ok(None),
             Err(error) => {
-                tracing::info!(%error, "recorded daemon not trusted; spawning a new one");
+                tracing::info!(error = %crate::report::Chain(&error), "recorded daemon not trusted; spawning a new one");
                 return Ok(None);
             }
         };

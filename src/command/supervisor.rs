@@ -6,6 +6,9 @@
 //! processes, stopped per [`KillMode`], and when its main process dies by itself, the rest
 //! of the tree is killed before the runtime starts a replacement.
 
+use super::probes::CheckError;
+use super::spec_error::SpecError;
+use crate::blocking::blocking;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,7 +106,7 @@ impl Instance {
     /// Wait (bounded) until the output pumps have read everything, then the last lines.
     async fn last_output(&mut self) -> LastOutput {
         let pumps = std::mem::take(&mut self.pumps);
-        if tokio::time::timeout(OUTPUT_DRAIN_DEADLINE, futures::future::join_all(pumps))
+        if tokio::time::timeout(OUTPUT_DRAIN_DEADLINE, futures_util::future::join_all(pumps))
             .await
             .is_err()
         {
@@ -200,15 +203,14 @@ impl CommandSupervisor {
                 return None;
             }
             let name = self.spec.name.clone();
-            let created = tokio::task::spawn_blocking(move || {
+            let created = blocking(move || {
                 platform::cgroup::supervisor_cgroup().map(|root| root.create_service(&name))
             })
-            .await
-            .ok()??;
+            .await?;
             match created {
                 Ok(cgroup) => Some(Arc::new(cgroup)),
                 Err(error) => {
-                    tracing::warn!(service = %self.spec.name, %error, "cannot create the service's cgroup; using its process group");
+                    tracing::warn!(service = %self.spec.name, error = %crate::report::Chain(&error), "cannot create the service's cgroup; using its process group");
                     None
                 }
             }
@@ -317,17 +319,15 @@ impl Supervisor for CommandSupervisor {
             HealthCheck::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
                 .await
                 .map(drop)
-                .map_err(|e| HealthError::Failed(format!("TCP connect to {address}: {e}"))),
-            HealthCheck::Http { url } => {
-                let parsed = HttpUrl::parse(url)
-                    .map_err(|e| HealthError::Failed(format!("health URL {url:?}: {e}")))?;
-                probes::http_ok(&parsed)
-                    .await
-                    .map_err(|e| HealthError::Failed(format!("GET {url}: {e}")))
-            }
-            HealthCheck::Exec { command } => probes::run_check(command)
-                .await
-                .map_err(|e| HealthError::Failed(format!("{command:?}: {e}"))),
+                .map_err(|source| {
+                    CheckError::Connect {
+                        address: address.clone(),
+                        source,
+                    }
+                    .into()
+                }),
+            HealthCheck::Http { url } => Ok(probes::http_ok(&HttpUrl::parse(url)?).await?),
+            HealthCheck::Exec { command } => Ok(probes::run_check(command).await?),
             HealthCheck::UnixSocket { path } => unix_connect(path).await,
             HealthCheck::Watchdog { timeout } => {
                 let last = {
@@ -339,13 +339,12 @@ impl Supervisor for CommandSupervisor {
                 };
                 match last {
                     Some(at) if at.elapsed() <= *timeout => Ok(()),
-                    Some(at) => Err(HealthError::Failed(format!(
-                        "no WATCHDOG=1 for {:?} (limit {timeout:?})",
-                        at.elapsed()
-                    ))),
-                    None => Err(HealthError::Failed(
-                        "no sd_notify watchdog for this backend".into(),
-                    )),
+                    Some(at) => Err(CheckError::WatchdogSilent {
+                        silent: at.elapsed(),
+                        limit: *timeout,
+                    }
+                    .into()),
+                    None => Err(CheckError::NoWatchdog.into()),
                 }
             }
         }
@@ -366,22 +365,18 @@ impl Supervisor for CommandSupervisor {
                     .await
             };
             if let Err(error) = asked {
-                tracing::warn!(service = %self.spec.name, %error, "graceful stop failed; killing");
+                tracing::warn!(service = %self.spec.name, error = %crate::report::Chain(&error), "graceful stop failed; killing");
             }
         }
-        let status = match tokio::time::timeout_at(deadline, backend.exited()).await {
-            Ok(status) => status,
-            Err(_) => {
-                tracing::warn!(service = %self.spec.name, grace = ?stop.grace, "did not stop in time; killing");
-                match (&tree, stop.kill_mode) {
-                    (Some(tree), KillMode::ControlGroup | KillMode::Mixed) => {
-                        tree.kill_all(backend)
-                    }
-                    _ => backend.force_kill()?,
+        let status = backend
+            .exit_or_kill(deadline, || match (&tree, stop.kill_mode) {
+                (Some(tree), KillMode::ControlGroup | KillMode::Mixed) => {
+                    tree.kill_all(backend);
+                    Ok(())
                 }
-                backend.exited().await
-            }
-        };
+                _ => backend.force_kill(),
+            })
+            .await?;
         if let Some(instance) = self.take_instance(backend.pid()) {
             if stop.kill_mode != KillMode::Process {
                 // The rest of the tree gets what is left of the grace period (systemd's
@@ -450,9 +445,7 @@ impl CommandSupervisor {
         }
         readiness::check_free(&spec.readiness).await?;
         let owned = spec.clone();
-        let run_as = tokio::task::spawn_blocking(move || launch::resolve_user(&owned))
-            .await
-            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
+        let run_as = blocking(move || launch::resolve_user(&owned)).await?;
         let notify = if self.needs_notify() {
             Some(notify::prepare(spec, run_as.uid.map(|uid| (uid, run_as.gid))).await?)
         } else {
@@ -475,11 +468,8 @@ impl CommandSupervisor {
 
         let owned = spec.clone();
         let for_plan = run_as.clone();
-        let launch::Launch { program, plan } = tokio::task::spawn_blocking(move || {
-            launch::plan(&owned, &for_plan, &extra_env, stdout, stderr)
-        })
-        .await
-        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))??;
+        let launch::Launch { program, plan } =
+            blocking(move || launch::plan(&owned, &for_plan, &extra_env, stdout, stderr)).await?;
         Ok(Prepared {
             program,
             plan,
@@ -640,8 +630,7 @@ impl CommandSupervisor {
         match (tree, self.spec.stop.kill_mode) {
             (Some(tree), KillMode::ControlGroup) => {
                 let backend = backend.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || tree.signal_all(&backend, signal)).await;
+                let _ = blocking(move || tree.signal_all(&backend, signal)).await;
                 Ok(())
             }
             _ => backend.signal(signal),
@@ -714,11 +703,7 @@ async fn plan_output(
         (Output::Null, false) if detached => (Stdio::Null, None),
         (Output::File { path, rotate }, false) if detached => {
             if rotate.is_some() {
-                return Err(StartError::InvalidSpec(format!(
-                    "{}: rotation needs the supervisor to read the output, and this daemon \
-                     outlives it (die_with_supervisor is false)",
-                    path.display()
-                )));
+                return Err(SpecError::RotationOfDetached(path.clone()).into());
             }
             (Stdio::File(open_append(path).await?), None)
         }
@@ -758,13 +743,12 @@ async fn open_output<T: Send + 'static>(
     open: impl FnOnce(&Path) -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, StartError> {
     let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || open(&owned))
+    blocking(move || open(&owned))
         .await
-        .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-        .map_err(|e| StartError::Setup {
-            program: path.to_owned(),
-            stage: "opening the output file",
-            source: e,
+        .map_err(|source| StartError::Prepare {
+            what: "the output file",
+            path: path.to_owned(),
+            source,
         })
 }
 
@@ -774,14 +758,18 @@ async fn unix_connect(path: &Path) -> Result<(), HealthError> {
         tokio::net::UnixStream::connect(path)
             .await
             .map(drop)
-            .map_err(|e| HealthError::Failed(format!("connect to {}: {e}", path.display())))
+            .map_err(|source| {
+                CheckError::Connect {
+                    address: path.display().to_string(),
+                    source,
+                }
+                .into()
+            })
     }
     #[cfg(not(unix))]
     {
-        Err(HealthError::Failed(format!(
-            "{}: Unix sockets need a Unix system",
-            path.display()
-        )))
+        let _ = path;
+        Err(CheckError::NeedsUnix.into())
     }
 }
 

@@ -3,6 +3,7 @@
 //! stop signals and kills, what is killed when the main process dies unexpectedly, and the
 //! only place whose sockets readiness believes.
 
+use crate::blocking::blocking;
 use std::time::Duration;
 
 use crate::handle::BackendHandle;
@@ -58,7 +59,7 @@ impl Tree {
             Tree::Cgroup(cgroup) => {
                 if let Some(signal) = rustix::process::Signal::from_named_raw(signal) {
                     if let Err(error) = cgroup.signal(signal) {
-                        tracing::debug!(%error, "cannot signal the cgroup; signalling the main process");
+                        tracing::debug!(error = %crate::report::Chain(&error), "cannot signal the cgroup; signalling the main process");
                         let _ = main.signal(signal.as_raw());
                     }
                 }
@@ -77,7 +78,7 @@ impl Tree {
             #[cfg(target_os = "linux")]
             Tree::Cgroup(cgroup) => {
                 if let Err(error) = cgroup.kill() {
-                    tracing::warn!(%error, "cannot kill the cgroup; killing the main process");
+                    tracing::warn!(error = %crate::report::Chain(&error), "cannot kill the cgroup; killing the main process");
                     let _ = main.force_kill();
                 }
             }
@@ -127,7 +128,7 @@ impl Tree {
                 #[cfg(target_os = "linux")]
                 Tree::Cgroup(cgroup) => {
                     if let Err(error) = cgroup.wait_empty().await {
-                        tracing::debug!(%error, "cannot watch the cgroup; assuming empty");
+                        tracing::debug!(error = %crate::report::Chain(&error), "cannot watch the cgroup; assuming empty");
                     }
                 }
                 Tree::Group { leader } => wait_group_empty(*leader, main).await,
@@ -141,7 +142,7 @@ impl Tree {
 /// event from its pidfd.
 async fn wait_group_empty(leader: u32, main: u32) {
     loop {
-        let members = tokio::task::spawn_blocking(move || {
+        let members = blocking(move || {
             group_members(leader)
                 .into_iter()
                 .filter(|&pid| pid != main)
@@ -150,8 +151,7 @@ async fn wait_group_empty(leader: u32, main: u32) {
                 .filter(|handle| process_group_of(handle.pid()) == Some(leader))
                 .collect::<Vec<_>>()
         })
-        .await
-        .unwrap_or_default();
+        .await;
         if members.is_empty() {
             return;
         }
@@ -161,7 +161,7 @@ async fn wait_group_empty(leader: u32, main: u32) {
                     watcher.wait().await;
                 }
                 Err(error) => {
-                    tracing::debug!(%error, "cannot watch a group member; looking again");
+                    tracing::debug!(error = %crate::report::Chain(&error), "cannot watch a group member; looking again");
                     tokio::task::yield_now().await;
                 }
             }

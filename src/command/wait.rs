@@ -45,7 +45,7 @@ impl PathWatcher {
         {
             let inotify = crate::platform::inotify::Watch::entry(dir, name)
                 .inspect_err(|error| {
-                    tracing::debug!(?path, %error, "inotify unavailable; polling for readiness");
+                    tracing::debug!(?path, error = %crate::report::Chain(&error), "inotify unavailable; polling for readiness");
                 })
                 .ok();
             Ok(PathWatcher { inotify })
@@ -147,7 +147,7 @@ mod tests {
         // Once the witness has seen "other", the reactor has also seen the watcher's fd
         // readable (same epoll turn, single-threaded runtime): a wake now would be theirs.
         within_deadline(witness.changed()).await.unwrap();
-        let woken = futures::FutureExt::now_or_never(watcher.changed());
+        let woken = futures_util::FutureExt::now_or_never(watcher.changed());
         assert!(woken.is_none(), "woken by an event about another file");
         fs::write(&target, b"").unwrap();
         within_deadline(watcher.changed()).await.unwrap();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures_util::stream::Stream;
 
 use super::connection::{Connection, PeerCheck};
 use super::error::{BackendHandleError, ProbeError, Result};
@@ -11,7 +11,7 @@ use super::liveness::{ExitStatus, Liveness, Monitor};
 use super::probe::{probe, ProbeOptions};
 use crate::identity::{DaemonProcess, Endpoint, VerifyPidError};
 use crate::platform::{OpenError, ProcessHandle};
-use crate::protocol::{CacheManifest, Frame};
+use crate::protocol::{CacheManifest, Frame, FrameKind};
 
 /// Whether a failed read of a child's facts means the child is going away (its `/proc`
 /// entries vanish); any other failure is reported.
@@ -49,7 +49,7 @@ pub enum GracefulStop {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use futures::StreamExt;
+/// use futures_util::StreamExt;
 /// use running_process::handle::BackendHandle;
 /// use running_process::protocol::CacheManifest;
 ///
@@ -91,7 +91,7 @@ impl BackendHandle {
     pub async fn probe(endpoint: &Endpoint, expected: &DaemonProcess) -> Option<Self> {
         Self::probe_with_options(endpoint, expected, None, &ProbeOptions::default())
             .await
-            .inspect_err(|error| tracing::debug!(%endpoint, %error, "probe rejected"))
+            .inspect_err(|error| tracing::debug!(%endpoint, error = %crate::report::Chain(&error), "probe rejected"))
             .ok()
     }
 
@@ -194,7 +194,7 @@ impl BackendHandle {
         let pid = handle.pid();
         let endpoint = endpoint.unwrap_or_else(|| Endpoint::new(service_name.clone(), ""));
         let for_blocking = endpoint.clone();
-        let (handle, daemon, peer) = tokio::task::spawn_blocking(move || {
+        let (handle, daemon, peer) = crate::blocking::blocking(move || {
             let daemon = match DaemonProcess::describe(pid, for_blocking.clone(), None) {
                 Ok(daemon) => daemon,
                 // It already exited, or is exiting (its memory, and so its executable link,
@@ -222,12 +222,7 @@ impl BackendHandle {
             };
             Ok::<_, VerifyPidError>((handle, daemon, peer))
         })
-        .await
-        .map_err(|join| VerifyPidError::Unreadable {
-            pid,
-            what: "identity",
-            source: std::io::Error::other(join),
-        })??;
+        .await?;
         let monitor = Monitor::for_process(handle, daemon.start_time, endpoint, Some(child))
             .map_err(|source| VerifyPidError::Unreadable {
                 pid,
@@ -276,7 +271,7 @@ impl BackendHandle {
     pub async fn probe_manifest(manifest: &CacheManifest) -> Option<Self> {
         Self::try_from_manifest(manifest)
             .await
-            .inspect_err(|error| tracing::debug!(service = %manifest.service_name, %error, "manifest rejected"))
+            .inspect_err(|error| tracing::debug!(service = %manifest.service_name, error = %crate::report::Chain(&error), "manifest rejected"))
             .ok()
             .flatten()
     }
@@ -350,35 +345,36 @@ impl BackendHandle {
     /// Ask the backend whether it responds; the round-trip time on success.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();
-        let exchange = async {
-            match self.connect().await?.request(Frame::Ping, timeout).await? {
-                Frame::Pong => Ok(started.elapsed()),
-                other => Err(ProbeError::UnexpectedFrame {
-                    kind: format!("{:?}", other.kind()),
-                }
-                .into()),
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(ProbeError::Timeout(timeout).into()))
+        self.control_request(Frame::Ping, FrameKind::Pong, timeout)
+            .await?;
+        Ok(started.elapsed())
     }
 
     /// Send a shutdown request over the socket and wait for its acknowledgement (not for
     /// the exit: see [`BackendHandle::shutdown`]).
     pub async fn request_shutdown(&self, timeout: Duration) -> Result<()> {
+        self.control_request(Frame::Shutdown, FrameKind::ShutdownAck, timeout)
+            .await
+            .map(drop)
+    }
+
+    /// One control request over a new connection, answered within `timeout` by a frame of
+    /// the kind `expected`.
+    async fn control_request(
+        &self,
+        request: Frame,
+        expected: FrameKind,
+        timeout: Duration,
+    ) -> Result<Frame> {
         let exchange = async {
-            match self
-                .connect()
-                .await?
-                .request(Frame::Shutdown, timeout)
-                .await?
-            {
-                Frame::ShutdownAck => Ok(()),
-                other => Err(ProbeError::UnexpectedFrame {
-                    kind: format!("{:?}", other.kind()),
+            let reply = self.connect().await?.request(request, timeout).await?;
+            if reply.kind() == expected {
+                Ok(reply)
+            } else {
+                Err(ProbeError::UnexpectedFrame {
+                    kind: format!("{:?}", reply.kind()),
                 }
-                .into()),
+                .into())
             }
         };
         tokio::time::timeout(timeout, exchange)
@@ -490,16 +486,28 @@ impl BackendHandle {
     /// `grace` for the exit, then kill and wait for the exit. Returns how it ended.
     pub async fn stop(&self, grace: Duration) -> Result<ExitStatus> {
         match self.shutdown(grace).await {
-            Ok(()) => {}
-            Err(BackendHandleError::ShutdownTimeout { pid }) => {
-                tracing::warn!(pid, ?grace, "backend ignored the graceful stop; killing it");
-                self.force_kill()?;
-            }
+            // Exited (then `exit_or_kill` only collects the status), or the grace is over.
+            Ok(()) | Err(BackendHandleError::ShutdownTimeout { .. }) => {}
             Err(error) => {
-                tracing::warn!(pid = self.pid(), %error, "graceful stop failed; killing");
-                self.force_kill()?;
+                tracing::warn!(pid = self.pid(), error = %crate::report::Chain(&error), "graceful stop failed; killing");
             }
         }
+        self.exit_or_kill(tokio::time::Instant::now(), || self.force_kill())
+            .await
+    }
+
+    /// The end of every stop escalation: wait for the exit until `deadline`; past it,
+    /// `kill` and wait for the exit.
+    pub(crate) async fn exit_or_kill(
+        &self,
+        deadline: tokio::time::Instant,
+        kill: impl FnOnce() -> Result<()>,
+    ) -> Result<ExitStatus> {
+        if let Ok(status) = tokio::time::timeout_at(deadline, self.exited()).await {
+            return Ok(status);
+        }
+        tracing::warn!(pid = self.pid(), "did not stop in time; killing");
+        kill()?;
         Ok(self.exited().await)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use tokio_util::codec::Framed;
 

@@ -16,16 +16,16 @@ pub type Result<T, E = BackendHandleError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum BackendHandleError {
     /// The claim does not match what was asked for or what the daemon answered.
-    #[error("identity check failed: {0}")]
+    #[error("identity check failed")]
     Identity(#[from] IdentityError),
     /// The process behind the PID is not the claimed one (dead, recycled, replaced...).
-    #[error("process check failed: {0}")]
+    #[error("process check failed")]
     VerifyPid(#[from] VerifyPidError),
     /// The socket exchange with the daemon failed.
-    #[error("probe failed: {0}")]
+    #[error("probe failed")]
     Probe(#[from] ProbeError),
     /// Connecting to the daemon's endpoint failed.
-    #[error("cannot connect to the backend: {0}")]
+    #[error("cannot connect to the backend")]
     Connect(#[source] io::Error),
     /// A manifest could not be read or written.
     #[error(transparent)]
@@ -41,7 +41,7 @@ pub enum BackendHandleError {
         pid: u32,
     },
     /// A signal could not be delivered through the process handle.
-    #[error("cannot signal backend {pid}: {source}")]
+    #[error("cannot signal backend {pid}")]
     Signal {
         /// The backend's PID.
         pid: u32,
@@ -51,7 +51,8 @@ pub enum BackendHandleError {
     },
 }
 
-/// The socket exchange of a probe (step 8 of the identity check) failed.
+/// The socket of a probe failed a check: its path (step 8 of the identity check in the
+/// README) or the exchange over it (step 9).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProbeError {
@@ -78,10 +79,10 @@ pub enum ProbeError {
     },
     /// The socket path or its directory could have been planted or replaced by another
     /// user (a symlink, a directory writable by others, another owner): not connected to.
-    #[error("the endpoint is not trusted: {0}")]
+    #[error("the endpoint is not trusted")]
     UnsafeEndpoint(#[source] UnsafePath),
     /// The peer's credentials could not be read.
-    #[error("cannot read peer credentials: {0}")]
+    #[error("cannot read peer credentials")]
     PeerCredentialsUnavailable(#[source] io::Error),
     /// The peer closed the connection without answering.
     #[error("the peer closed the connection without answering ({detail})")]
@@ -93,7 +94,7 @@ pub enum ProbeError {
     #[error("the reply carries the wrong nonce")]
     WrongNonce,
     /// The peer sent bytes that are not a valid frame.
-    #[error("malformed frame from the peer: {0}")]
+    #[error("malformed frame from the peer")]
     MalformedFrame(#[source] FrameError),
     /// The peer sent a valid frame of the wrong kind.
     #[error("unexpected {kind} frame from the peer")]

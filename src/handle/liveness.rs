@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use futures::{Stream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -154,13 +154,13 @@ impl Monitor {
         let mut state = self.state.clone();
         let initial = *state.borrow_and_update();
         let rest =
-            futures::stream::unfold(initial.is_alive().then_some(state), |state| async move {
+            futures_util::stream::unfold(initial.is_alive().then_some(state), |state| async move {
                 let mut state = state?;
                 state.changed().await.ok()?;
                 let current = *state.borrow_and_update();
                 Some((current, current.is_alive().then_some(state)))
             });
-        Box::pin(futures::stream::once(std::future::ready(initial)).chain(rest))
+        Box::pin(futures_util::stream::once(std::future::ready(initial)).chain(rest))
     }
 }
 
@@ -181,6 +181,6 @@ async fn watch_exit(
     let status = watcher.wait().await;
     tracing::debug!(pid, %status, "backend exited");
     // Clean up before publishing, so whoever sees the exit also sees the socket gone.
-    let _ = tokio::task::spawn_blocking(move || remove_stale_socket(&endpoint)).await;
+    crate::blocking::blocking(move || remove_stale_socket(&endpoint)).await;
     tx.send_replace(Liveness::Exited(status));
 }

@@ -73,8 +73,9 @@ pub(crate) struct Verified {
     pub reply: ProbeReply,
 }
 
-/// Run the identity check of `DESIGN.md` in order. Cancel-safe: dropping the future drops
-/// the process handle and the connection.
+/// Run the identity check, in the order the README's "What is checked, in order" lists
+/// (steps 1 to 10). Cancel-safe: dropping the future drops the process handle and the
+/// connection.
 pub(crate) async fn probe(
     endpoint: &Endpoint,
     claim: &DaemonProcess,
@@ -82,42 +83,18 @@ pub(crate) async fn probe(
     options: &ProbeOptions,
 ) -> Result<Verified> {
     let started = Instant::now();
-    // 1. The endpoint asked for is the one in the claim.
-    if endpoint != &claim.ipc_endpoint {
-        return Err(IdentityError::EndpointMismatch {
-            requested: endpoint.clone(),
-            recorded: claim.ipc_endpoint.clone(),
-        }
-        .into());
-    }
-
-    // The socket and its directory: no symlinks, the directory private, both owned by the
-    // daemon's user (or root), so no one could have planted what we connect to. These are
-    // real files (a network home directory can stall), so they are inspected on the
-    // blocking pool, in parallel with the process checks; their owners are held against
-    // the daemon's uid once that is known, and the process checks' verdict comes first.
+    check_endpoint(endpoint, claim)?;
+    // 2 to 7 and 8 run together; the process checks' verdict comes first.
     let socket = PathBuf::from(claim.ipc_endpoint.os_name());
-    let path_check = tokio::task::spawn_blocking(move || path_safety::inspect_socket(&socket));
-
-    // 2 to 7: handle first, facts, digest, still alive. With the digest already cached
-    // the checks only read /proc (memory, and the executable's inode is pinned by the
-    // running process, so nothing waits on a disk) and run inline; hashing goes to the
-    // blocking pool.
-    let (handle, uid) = match verify_process_cached(claim)? {
-        Some(handle) => (handle, process_owner(claim.pid)?),
-        None => {
-            let owned = claim.clone();
-            tokio::task::spawn_blocking(move || {
-                let handle = verify_process(&owned)?;
-                Ok::<_, VerifyPidError>((handle, process_owner(owned.pid)?))
-            })
-            .await
-            .map_err(|join| joined(claim.pid, join))??
-        }
-    };
-    path_check
-        .await
-        .map_err(|join| joined(claim.pid, join))?
+    // `join!` polls in order: the path inspection (real files, which a network home
+    // directory can stall) is handed to the blocking pool first, then the process checks
+    // run meanwhile.
+    let (owners, process) = tokio::join!(
+        crate::blocking::blocking(move || path_safety::inspect_socket(&socket)),
+        check_process(claim),
+    );
+    let (handle, uid) = process?;
+    owners
         .and_then(|owners| owners.require(uid))
         .map_err(ProbeError::UnsafeEndpoint)?;
     let peer = PeerCheck {
@@ -127,63 +104,10 @@ pub(crate) async fn probe(
         token: handle.process_token(),
     };
     let process_checked = started.elapsed();
-
-    // 8. The socket: peer credentials, fresh nonce, identity in the reply; one deadline.
-    let exchange = async {
-        let connection = Connection::connect(endpoint).await?;
-        connection.check_peer(&peer)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce)
-            .map_err(|e| BackendHandleError::Connect(std::io::Error::other(e)))?;
-        let reply = match connection
-            .request(Frame::ProbeRequest(ProbeRequest { nonce }), options.timeout)
-            .await?
-        {
-            Frame::ProbeReply(reply) => *reply,
-            other => {
-                return Err(ProbeError::UnexpectedFrame {
-                    kind: format!("{:?}", other.kind()),
-                }
-                .into())
-            }
-        };
-        if reply.nonce != nonce {
-            return Err(ProbeError::WrongNonce.into());
-        }
-        Ok::<_, BackendHandleError>(reply)
-    };
-    let reply = tokio::time::timeout(options.timeout, exchange)
+    let reply = tokio::time::timeout(options.timeout, exchange_nonce(endpoint, &peer, options))
         .await
         .unwrap_or(Err(ProbeError::Timeout(options.timeout).into()))?;
-
-    // The pinned process must still be alive after the exchange: a PID is only recycled
-    // after its process is gone, so a live handle means the peer PID was really ours.
-    if handle.exit_pending() {
-        return Err(VerifyPidError::ExitedDuringCheck { pid: claim.pid }.into());
-    }
-    if let Some((field, expected, actual)) = claim.first_difference(&reply.daemon) {
-        return Err(IdentityError::FieldMismatch {
-            field,
-            expected,
-            actual,
-        }
-        .into());
-    }
-    if let Some((name, version)) = service {
-        for (field, expected, actual) in [
-            ("service_name", name, reply.service_name.as_str()),
-            ("service_version", version, reply.service_version.as_str()),
-        ] {
-            if expected != actual {
-                return Err(IdentityError::FieldMismatch {
-                    field,
-                    expected: expected.to_owned(),
-                    actual: actual.to_owned(),
-                }
-                .into());
-            }
-        }
-    }
+    check_reply(&handle, claim, &reply, service)?;
     tracing::debug!(
         pid = claim.pid,
         endpoint = %endpoint,
@@ -198,6 +122,96 @@ pub(crate) async fn probe(
     })
 }
 
+/// Step 1: the endpoint asked for is the one in the claim.
+fn check_endpoint(endpoint: &Endpoint, claim: &DaemonProcess) -> Result<()> {
+    if endpoint == &claim.ipc_endpoint {
+        return Ok(());
+    }
+    Err(IdentityError::EndpointMismatch {
+        requested: endpoint.clone(),
+        recorded: claim.ipc_endpoint.clone(),
+    }
+    .into())
+}
+
+/// Steps 2 to 7: handle first, facts, digest, still alive; and the process's owner. With
+/// the digest already cached the checks only read `/proc` (memory; the executable's inode
+/// is pinned by the running process, so nothing waits on a disk) and run inline; hashing
+/// goes to the blocking pool.
+async fn check_process(claim: &DaemonProcess) -> Result<(ProcessHandle, Option<u32>)> {
+    if let Some(handle) = verify_process_cached(claim)? {
+        return Ok((handle, process_owner(claim.pid)?));
+    }
+    let owned = claim.clone();
+    let checked = crate::blocking::blocking(move || {
+        let handle = verify_process(&owned)?;
+        Ok::<_, VerifyPidError>((handle, process_owner(owned.pid)?))
+    });
+    Ok(checked.await?)
+}
+
+/// Step 9: connect, check the peer's credentials against `peer`, send a fresh nonce and
+/// require it echoed in a probe reply. The caller applies the deadline.
+async fn exchange_nonce(
+    endpoint: &Endpoint,
+    peer: &PeerCheck,
+    options: &ProbeOptions,
+) -> Result<ProbeReply> {
+    let connection = Connection::connect(endpoint).await?;
+    connection.check_peer(peer)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| BackendHandleError::Connect(std::io::Error::other(e)))?;
+    let request = Frame::ProbeRequest(ProbeRequest { nonce });
+    let reply = match connection.request(request, options.timeout).await? {
+        Frame::ProbeReply(reply) => *reply,
+        other => {
+            return Err(ProbeError::UnexpectedFrame {
+                kind: format!("{:?}", other.kind()),
+            }
+            .into())
+        }
+    };
+    if reply.nonce != nonce {
+        return Err(ProbeError::WrongNonce.into());
+    }
+    Ok(reply)
+}
+
+/// Step 10: the pinned process is still alive after the exchange (a PID is only recycled
+/// after its process is gone, so a live handle means the peer PID was really ours), and
+/// the reply's identity, and service when asked, are the claim's.
+fn check_reply(
+    handle: &ProcessHandle,
+    claim: &DaemonProcess,
+    reply: &ProbeReply,
+    service: Option<(&str, &str)>,
+) -> Result<()> {
+    if handle.exit_pending() {
+        return Err(VerifyPidError::ExitedDuringCheck { pid: claim.pid }.into());
+    }
+    let mismatch = |(field, expected, actual)| IdentityError::FieldMismatch {
+        field,
+        expected,
+        actual,
+    };
+    if let Some(difference) = claim.first_difference(&reply.daemon) {
+        return Err(mismatch(difference).into());
+    }
+    let Some((name, version)) = service else {
+        return Ok(());
+    };
+    for (field, expected, actual) in [
+        ("service_name", name, reply.service_name.as_str()),
+        ("service_version", version, reply.service_version.as_str()),
+    ] {
+        if expected != actual {
+            return Err(mismatch((field, expected.to_owned(), actual.to_owned())).into());
+        }
+    }
+    Ok(())
+}
+
 /// The uid that owns process `pid` (`None` where the OS has no uids).
 fn process_owner(pid: u32) -> Result<Option<u32>, VerifyPidError> {
     platform::process_uid(pid).map_err(|source| VerifyPidError::Unreadable {
@@ -205,13 +219,4 @@ fn process_owner(pid: u32) -> Result<Option<u32>, VerifyPidError> {
         what: "owner",
         source,
     })
-}
-
-/// A blocking-pool task that did not finish (panicked, or its runtime shut down).
-fn joined(pid: u32, join: tokio::task::JoinError) -> VerifyPidError {
-    VerifyPidError::Unreadable {
-        pid,
-        what: "identity",
-        source: std::io::Error::other(join),
-    }
 }

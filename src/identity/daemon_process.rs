@@ -101,15 +101,9 @@ impl DaemonProcess {
         idle_timeout_secs: Option<u32>,
     ) -> Result<DaemonProcess, VerifyPidError> {
         let pid = std::process::id();
-        tokio::task::spawn_blocking(move || Self::current_process(ipc_endpoint, idle_timeout_secs))
+        let _ = pid;
+        crate::blocking::blocking(move || Self::current_process(ipc_endpoint, idle_timeout_secs))
             .await
-            .unwrap_or_else(|join| {
-                Err(VerifyPidError::Unreadable {
-                    pid,
-                    what: "identity",
-                    source: std::io::Error::other(join),
-                })
-            })
     }
 
     /// The executable digest as lower-case hex.

@@ -19,7 +19,7 @@ pub enum VerifyPidError {
     },
     /// The OS refused to open a process handle (old kernel or a seccomp profile without
     /// `pidfd_open`), so identity cannot be checked race-free.
-    #[error("cannot open a process handle for {pid}: {source}")]
+    #[error("cannot open a process handle for {pid}")]
     HandleUnsupported {
         /// The PID from the claim.
         pid: u32,
@@ -87,7 +87,7 @@ pub enum VerifyPidError {
         pid: u32,
     },
     /// A fact about the process could not be read (permissions, `/proc` unavailable).
-    #[error("cannot read the {what} of process {pid}: {source}")]
+    #[error("cannot read the {what} of process {pid}")]
     Unreadable {
         /// The PID being checked.
         pid: u32,
@@ -99,7 +99,8 @@ pub enum VerifyPidError {
     },
 }
 
-/// The claim itself does not match what was asked for or what the daemon answered.
+/// The claim itself does not match what was asked for (step 1 of the identity check in the
+/// README) or what the daemon answered (step 10).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {

@@ -32,6 +32,9 @@ pub(crate) fn verify_process_cached(
 }
 
 /// The checks, with step 6's digest from `digest` (`None`: unknown, stop there).
+///
+/// One straight checklist (steps 2 to 7, each refusing with its own error), kept in one
+/// function so that it reads in the order the README lists it.
 fn verify_process_with(
     claim: &DaemonProcess,
     digest: impl FnOnce(u32) -> std::io::Result<Option<[u8; 32]>>,

@@ -7,7 +7,7 @@ use tokio_util::bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
 use super::frame::{ErrorReply, Frame, FrameCodec, ProbeReply, MAGIC};
-use super::responder::Responder;
+use crate::identity::DaemonProcess;
 
 /// Where a new connection goes, decided by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl ControlSession {
 
     /// The next thing to do, answering as `responder`; `None` when the session needs more
     /// bytes (or has closed).
-    pub fn next_action(&mut self, responder: &Responder) -> Option<ControlAction> {
+    pub fn next_action(&mut self, responder: &Presented) -> Option<ControlAction> {
         let decoded = match self.state {
             State::Closed => return None,
             State::Closing => {
@@ -143,8 +143,19 @@ impl ControlSession {
     }
 }
 
+/// What a daemon presents in its answer to an identity probe, besides the nonce.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// The service it provides.
+    pub service_name: String,
+    /// The version of that service.
+    pub service_version: String,
+    /// Its own identity.
+    pub daemon: DaemonProcess,
+}
+
 /// The answer to one well-formed request.
-fn answer(responder: &Responder, frame: Frame) -> ControlAction {
+fn answer(responder: &Presented, frame: Frame) -> ControlAction {
     match frame {
         Frame::ProbeRequest(request) => {
             tracing::trace!("identity probe");

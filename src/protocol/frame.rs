@@ -157,7 +157,7 @@ pub enum FrameError {
         max: usize,
     },
     /// The payload is not the JSON this kind requires.
-    #[error("malformed {kind:?} payload: {source}")]
+    #[error("malformed {kind:?} payload")]
     Payload {
         /// The frame kind.
         kind: FrameKind,
@@ -172,7 +172,7 @@ pub enum FrameError {
         buffered: usize,
     },
     /// The transport failed.
-    #[error("i/o error on the frame stream: {0}")]
+    #[error("i/o error on the frame stream")]
     Io(#[from] std::io::Error),
 }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
-pub use super::control::{peek_wanted, route, ControlAction, ControlSession, Route};
+pub use super::control::{peek_wanted, route, ControlAction, ControlSession, Presented, Route};
 use super::frame::{Frame, FrameCodec, FrameError, HEADER_LEN, MAGIC, MAX_PAYLOAD};
 use super::manifest::{CacheManifest, ManifestError, MAX_MANIFEST_BYTES, SCHEMA_VERSION};
 use super::responder::Responder;
@@ -264,7 +264,7 @@ pub fn check_responder(responder: &Responder, data: &[u8], lengths: &[usize]) ->
     let mut session = ControlSession::new(&transcript.prefix);
     let mut ended = false;
     'session: loop {
-        while let Some(action) = session.next_action(responder) {
+        while let Some(action) = session.next_action(&responder.presented) {
             transcript.actions.push(action.clone());
             assert!(
                 transcript.actions.len() <= action_bound,
@@ -288,7 +288,7 @@ pub fn check_responder(responder: &Responder, data: &[u8], lengths: &[usize]) ->
         }
     }
     assert_eq!(
-        session.next_action(responder),
+        session.next_action(&responder.presented),
         None,
         "an action after the close"
     );
@@ -307,9 +307,9 @@ fn assert_answers(responder: &Responder, data: &[u8], actions: &[ControlAction])
         match (request, answer) {
             (Frame::ProbeRequest(probe), ControlAction::Reply(Frame::ProbeReply(reply))) => {
                 assert_eq!(reply.nonce, probe.nonce, "probe reply with another nonce");
-                assert_eq!(reply.service_name, responder.service_name);
-                assert_eq!(reply.service_version, responder.service_version);
-                assert_eq!(reply.daemon, responder.daemon);
+                assert_eq!(reply.service_name, responder.presented.service_name);
+                assert_eq!(reply.service_version, responder.presented.service_version);
+                assert_eq!(reply.daemon, responder.presented.daemon);
             }
             (Frame::Ping, ControlAction::Reply(Frame::Pong))
             | (Frame::Shutdown, ControlAction::AckShutdown) => {}

@@ -35,7 +35,7 @@ pub enum BindError {
         path: PathBuf,
     },
     /// The OS refused.
-    #[error("cannot bind {path:?}: {source}")]
+    #[error("cannot bind {path:?}")]
     Io {
         /// The socket path.
         path: PathBuf,
@@ -65,17 +65,10 @@ impl DaemonListener {
     pub async fn bind(endpoint: &Endpoint) -> Result<DaemonListener, BindError> {
         let endpoint = endpoint.clone();
         let path = PathBuf::from(endpoint.os_name());
-        let for_join = path.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::blocking(move || {
             bind_blocking(&path).map(|listener| DaemonListener { listener, endpoint })
         })
         .await
-        .unwrap_or_else(|join| {
-            Err(BindError::Io {
-                path: for_join,
-                source: io::Error::other(join),
-            })
-        })
     }
 
     /// The endpoint this listener serves.
@@ -242,24 +235,13 @@ fn prepare_unix_dir(path: &Path) -> Result<(), BindError> {
 /// After a daemon's confirmed exit, remove the socket file it left at `endpoint`, if that
 /// file is a socket (never a directory or a regular file) and nobody accepts on it.
 pub(crate) fn remove_stale_socket(endpoint: &Endpoint) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let path = Path::new(&endpoint.path);
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return;
-        };
-        if !meta.file_type().is_socket() {
-            return;
-        }
-        if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
-            if e.kind() == io::ErrorKind::ConnectionRefused && std::fs::remove_file(path).is_ok() {
-                tracing::debug!(path = %path.display(), "removed stale socket of exited daemon");
-            }
-        }
+    let path = Path::new(&endpoint.path);
+    if path.as_os_str().is_empty() || !path.exists() {
+        return;
     }
-    #[cfg(not(unix))]
-    let _ = endpoint;
+    if let Err(error) = remove_if_stale(path) {
+        tracing::debug!(path = %path.display(), %error, "left the socket file in place");
+    }
 }
 
 /// Connect to an endpoint (no identity check: see `BackendHandle::connect` for that).

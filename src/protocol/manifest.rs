@@ -54,7 +54,7 @@ pub enum ManifestError {
         path: PathBuf,
     },
     /// The JSON ends early: the file was cut short.
-    #[error("manifest {path:?} is truncated: {source}")]
+    #[error("manifest {path:?} is truncated")]
     Truncated {
         /// The manifest path.
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum ManifestError {
         source: serde_json::Error,
     },
     /// The file is not JSON at all.
-    #[error("manifest {path:?} is not JSON: {source}")]
+    #[error("manifest {path:?} is not JSON")]
     NotJson {
         /// The manifest path.
         path: PathBuf,
@@ -97,10 +97,10 @@ pub enum ManifestError {
     },
     /// The manifest or its directory could have been written by someone else (a symlink,
     /// another user's file, a directory writable by others): not read, not written.
-    #[error("manifest path not trusted: {0}")]
+    #[error("manifest path not trusted")]
     Unsafe(#[from] UnsafePath),
     /// The file system refused (permissions, disk full, read-only, ...).
-    #[error("manifest {path:?}: {source}")]
+    #[error("cannot access manifest {path:?}")]
     Io {
         /// The manifest path.
         path: PathBuf,
@@ -393,14 +393,8 @@ async fn run_blocking<T: Send + 'static>(
     path: PathBuf,
     work: impl FnOnce() -> Result<T, ManifestError> + Send + 'static,
 ) -> Result<T, ManifestError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|join| {
-            Err(ManifestError::Io {
-                path,
-                source: io::Error::other(join),
-            })
-        })
+    let _ = path;
+    crate::blocking::blocking(work).await
 }
 
 #[cfg(test)]

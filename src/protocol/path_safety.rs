@@ -49,7 +49,7 @@ pub enum UnsafePath {
         expected: &'static str,
     },
     /// The path could not be inspected.
-    #[error("cannot inspect {path:?}: {source}")]
+    #[error("cannot inspect {path:?}")]
     Unreadable {
         /// The path.
         path: PathBuf,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream as FuturesStream;
+use futures_util::stream::Stream as FuturesStream;
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::control::{self, ControlAction, ControlSession, Route};
+use super::control::{self, ControlAction, ControlSession, Presented, Route};
 use super::frame::{Frame, FrameCodec, FrameError, MAGIC};
 use super::idle::{IdleClock, IdleGuard};
 use super::listener::DaemonListener;
@@ -59,7 +59,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use futures::StreamExt;
+/// use futures_util::StreamExt;
 /// use running_process::protocol::{DaemonListener, Responder};
 /// use running_process::identity::Endpoint;
 /// use running_process::DaemonProcess;
@@ -80,9 +80,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Responder {
-    pub(super) service_name: String,
-    pub(super) service_version: String,
-    pub(super) daemon: DaemonProcess,
+    pub(super) presented: Presented,
     shutdown: CancellationToken,
     first_bytes_timeout: Duration,
     control_idle_timeout: Duration,
@@ -99,9 +97,11 @@ impl Responder {
         daemon: DaemonProcess,
     ) -> Self {
         Responder {
-            service_name: service_name.into(),
-            service_version: service_version.into(),
-            daemon,
+            presented: Presented {
+                service_name: service_name.into(),
+                service_version: service_version.into(),
+                daemon,
+            },
             shutdown: CancellationToken::new(),
             first_bytes_timeout: DEFAULT_FIRST_BYTES_TIMEOUT,
             control_idle_timeout: DEFAULT_CONTROL_IDLE_TIMEOUT,
@@ -136,8 +136,9 @@ impl Responder {
     /// timeout, starts now.
     pub fn serve(self, listener: DaemonListener) -> Incoming {
         let (tx, rx) = mpsc::channel(64);
-        let span = tracing::info_span!("responder", service = %self.service_name, endpoint = %listener.endpoint());
+        let span = tracing::info_span!("responder", service = %self.presented.service_name, endpoint = %listener.endpoint());
         let idle = self
+            .presented
             .daemon
             .idle_timeout_secs
             .map(|secs| IdleClock::new(Duration::from_secs(secs.into())));
@@ -184,7 +185,7 @@ async fn accept_loop(
             Err(error) => {
                 // A peer that vanished mid-accept is transient; running out of descriptors
                 // is not, and retrying at once would spin. Time passing is the point here.
-                tracing::warn!(%error, "accept failed");
+                tracing::warn!(error = %crate::report::Chain(&error), "accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
@@ -225,7 +226,7 @@ async fn route(
         io::Result::Ok(())
     };
     if let Ok(Err(error)) = tokio::time::timeout(shared.first_bytes_timeout, peek).await {
-        tracing::debug!(%error, "connection failed before its first bytes");
+        tracing::debug!(error = %crate::report::Chain(&error), "connection failed before its first bytes");
         return;
     }
     match control::route(&prefix, peer_closed) {
@@ -255,7 +256,7 @@ async fn serve_control(shared: &Shared, mut stream: Stream, prefix: &[u8]) {
     let mut session = ControlSession::new(prefix);
     let mut chunk = [0u8; 4096];
     loop {
-        while let Some(action) = session.next_action(shared) {
+        while let Some(action) = session.next_action(&shared.presented) {
             let sent = match action {
                 ControlAction::Reply(frame) => send(shared, &mut stream, frame).await,
                 ControlAction::AckShutdown => {
@@ -268,14 +269,14 @@ async fn serve_control(shared: &Shared, mut stream: Stream, prefix: &[u8]) {
                 ControlAction::Close => return,
             };
             if let Err(error) = sent {
-                tracing::debug!(%error, "control reply not sent; closing");
+                tracing::debug!(error = %crate::report::Chain(&error), "control reply not sent; closing");
                 return;
             }
         }
         match tokio::time::timeout(shared.control_idle_timeout, stream.read(&mut chunk)).await {
             Err(_) => return, // idle control connection: close it
             Ok(Err(error)) => {
-                tracing::debug!(%error, "control connection failed");
+                tracing::debug!(error = %crate::report::Chain(&error), "control connection failed");
                 return;
             }
             Ok(Ok(0)) => session.receive_eof(),

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures::Stream;
+use futures_util::stream::Stream;
 use tokio::sync::broadcast;
 use tokio_util::sync::ReusableBoxFuture;
 
+use super::error::{HealthError, LastOutput, StartError};
 use super::policy::IntensityExceeded;
-use super::supervisor::{HealthError, LastOutput, StartError};
 use crate::handle::BackendHandleError;
 use crate::handle::ExitStatus;
 
@@ -95,7 +95,7 @@ impl std::fmt::Display for EventKind {
                 write!(
                     f,
                     "recorded backend not trusted: {}",
-                    one_line(&error.to_string())
+                    one_line(&crate::report::Chain(&**error).to_string())
                 )
             }
             EventKind::Spawned { pid } => write!(f, "spawned (pid {pid})"),
@@ -106,7 +106,11 @@ impl std::fmt::Display for EventKind {
             EventKind::Ready { pid: None, took } => write!(f, "ready: every member ({took:.1?})"),
             EventKind::Status { status } => write!(f, "status: {}", one_line(status)),
             EventKind::StartFailed { error } => {
-                write!(f, "start failed: {}", one_line(&error.to_string()))
+                write!(
+                    f,
+                    "start failed: {}",
+                    one_line(&crate::report::Chain(&**error).to_string())
+                )
             }
             EventKind::HealthCheckFailed {
                 pid,
@@ -115,7 +119,7 @@ impl std::fmt::Display for EventKind {
             } => write!(
                 f,
                 "health check failed (pid {pid}, {consecutive} in a row): {}",
-                one_line(&error.to_string())
+                one_line(&crate::report::Chain(&**error).to_string())
             ),
             EventKind::Unhealthy { pid } => write!(f, "unhealthy (pid {pid}): replacing it"),
             EventKind::Exited {
@@ -271,17 +275,21 @@ fn trace(service: &str, kind: &EventKind) {
     match kind {
         EventKind::Starting => info!("starting"),
         EventKind::AdoptedExisting { pid } => info!(pid, "adopted running backend"),
-        EventKind::ProbeRejected { error } => warn!(%error, "recorded backend not trusted"),
+        EventKind::ProbeRejected { error } => {
+            warn!(error = %crate::report::Chain(&error), "recorded backend not trusted")
+        }
         EventKind::Spawned { pid } => info!(pid, "spawned"),
         EventKind::Ready { pid, took } => info!(?pid, ?took, "ready"),
         EventKind::Status { status } => info!(%status, "status"),
-        EventKind::StartFailed { error } => warn!(%error, "start failed"),
+        EventKind::StartFailed { error } => {
+            warn!(error = %crate::report::Chain(&error), "start failed")
+        }
         EventKind::HealthCheckFailed {
             pid,
             consecutive,
             error,
         } => {
-            warn!(pid, consecutive, %error, "health check failed")
+            warn!(pid, consecutive, error = %crate::report::Chain(&error), "health check failed")
         }
         EventKind::Unhealthy { pid } => warn!(pid, "unhealthy"),
         EventKind::Exited {
@@ -317,7 +325,7 @@ pub struct Lagged(pub u64);
 /// `Lagged`):
 ///
 /// ```no_run
-/// use futures::StreamExt;
+/// use futures_util::StreamExt;
 /// # async fn demo(service: running_process::supervision::ServiceHandle) {
 /// let mut events = service.events();
 /// while let Some(item) = events.next().await {
@@ -358,7 +366,7 @@ impl Stream for EventStream {
     type Item = Result<Event, Lagged>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let (item, rx) = futures::ready!(self.inner.poll(cx));
+        let (item, rx) = futures_util::ready!(self.inner.poll(cx));
         self.inner.set(next(rx));
         Poll::Ready(item)
     }

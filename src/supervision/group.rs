@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{Intensity, IntensityExceeded, RestartKind, RestartPolicy};
-use super::supervisor::{StartError, Supervisor};
+pub use super::error::Outcome;
+use super::policy::{Intensity, RestartKind, RestartPolicy};
+use super::supervisor::Supervisor;
 
 /// Which children are restarted when one of them ends and is to be restarted (OTP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -35,49 +36,6 @@ pub enum AutoShutdown {
     /// When every significant child has ended without being restarted.
     AllSignificant,
 }
-
-/// How supervision of a service or group ended.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// `stop()` was called (or the handle was dropped) and everything stopped.
-    Stopped,
-    /// It ended by itself and its policy does not restart it (a temporary service, a
-    /// transient one that exited cleanly, a group whose significant children ended).
-    Completed,
-    /// The restart intensity was exceeded; everything was stopped.
-    GaveUp(IntensityExceeded),
-    /// A member failed to start in a way retrying cannot fix
-    /// ([`StartError::is_permanent`]: a program that cannot be executed, an invalid spec);
-    /// everything already started was stopped in reverse order.
-    StartFailed {
-        /// The member (`group/child` inside groups).
-        member: String,
-        /// Why.
-        error: Arc<StartError>,
-    },
-}
-
-/// Outcomes compare by kind and content; two start failures are equal when they name the
-/// same member and read the same.
-impl PartialEq for Outcome {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Outcome::Stopped, Outcome::Stopped) | (Outcome::Completed, Outcome::Completed) => true,
-            (Outcome::GaveUp(a), Outcome::GaveUp(b)) => a == b,
-            (
-                Outcome::StartFailed { member, error },
-                Outcome::StartFailed {
-                    member: other_member,
-                    error: other_error,
-                },
-            ) => member == other_member && error.to_string() == other_error.to_string(),
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Outcome {}
 
 /// The description of a group: its children in start order, its strategy and intensity.
 ///

@@ -31,6 +31,7 @@
 //! | adopting a running process | no | **addition**: [`Supervisor::probe`] adopts a verified running backend instead of spawning |
 //! | `simple_one_for_one` / dynamic children | yes | no: a group's members are fixed when it is built |
 
+pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod group;
 pub(crate) mod health;
@@ -38,6 +39,7 @@ pub(crate) mod policy;
 mod runtime;
 pub(crate) mod supervisor;
 
+pub use error::{ExecFailure, HealthError, LastOutput, StartError};
 pub use event::{Event, EventKind, EventStream, Lagged};
 pub use group::{AutoShutdown, GroupSpec, GroupSpecError, Outcome, Strategy};
 pub use health::HealthPolicy;
@@ -46,6 +48,6 @@ pub use policy::{
 };
 pub use runtime::{supervise, supervise_group, MemberState, MemberStatus, ServiceHandle};
 pub use supervisor::{
-    ExecFailure, HealthError, LastOutput, SharedSupervisor, SpawnContext, StartError, Supervisor,
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
+    SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_TIMEOUT,
+    DEFAULT_STOP_GRACE,
 };

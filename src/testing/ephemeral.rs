@@ -1,5 +1,6 @@
 //! [`EphemeralBackend`]: a real daemon started for one test, gone when the test is.
 
+use crate::blocking::blocking;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,10 +42,13 @@ impl EphemeralBackend {
     /// start it and wait until it is ready. Its stdout and stderr go to a log file in `dir`;
     /// it dies with the test process.
     pub async fn start(make_spec: impl FnOnce(&Path) -> CommandSpec) -> Result<Self, StartError> {
-        let dir = tokio::task::spawn_blocking(|| PrivateDir::create("test"))
+        let dir = blocking(|| PrivateDir::create("test"))
             .await
-            .map_err(|e| StartError::Spawn(std::io::Error::other(e)))?
-            .map_err(StartError::Spawn)?;
+            .map_err(|source| StartError::Prepare {
+                what: "a private directory in",
+                path: std::env::temp_dir(),
+                source,
+            })?;
         let log = dir.path().join("backend.log");
         let spec = make_spec(dir.path())
             .stdout(Output::file(log.clone()))

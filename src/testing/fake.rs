@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use futures::StreamExt;
+//! use futures_util::StreamExt;
 //! use running_process::supervision::{supervise, EventKind, RestartPolicy};
 //! use running_process::testing::fake::FakeSupervisor;
 //!

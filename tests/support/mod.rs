@@ -389,3 +389,16 @@ pub fn with_fast_hang_detection(
         ..StopSpec::default()
     })
 }
+
+/// An error and each of its causes, joined by `": "` (the crate's errors print only their
+/// own message; the cause is their `source()`).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}

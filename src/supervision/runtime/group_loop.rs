@@ -17,14 +17,13 @@ use tokio::time::Instant;
 use super::child::{Active, Child, ChildState, Running};
 use super::{start, Command, Registry};
 use crate::handle::BackendHandle;
+use crate::supervision::error::{HealthError, LastOutput, StartError};
 use crate::supervision::event::{EventKind, EventSink};
 use crate::supervision::group::{
     AutoShutdown, GroupSpec, MemberKind, MemberSpec, Outcome, Strategy,
 };
 use crate::supervision::policy::{Intensity, IntensityWindow, RestartKind, Termination};
-use crate::supervision::supervisor::{
-    HealthError, LastOutput, SpawnContext, StartError, Supervisor,
-};
+use crate::supervision::supervisor::{SpawnContext, Supervisor};
 
 /// How long the runtime waits for the exit of a process whose start it abandoned (the
 /// supervisor's spawn kills it when dropped), to report that exit.
@@ -442,7 +441,9 @@ impl Group {
                             output: LastOutput::default(),
                         })
                     }
-                    Err(error) => tracing::warn!(service = %sink.service(), %error, "stop failed"),
+                    Err(error) => {
+                        tracing::warn!(service = %sink.service(), error = %crate::report::Chain(&error), "stop failed")
+                    }
                 }
                 self.children[j].enter(ChildState::Idle, &self.registry);
                 sink.emit(EventKind::Stopped);
@@ -501,10 +502,10 @@ async fn start_member(
                 Err(Outcome::StartFailed { member, error }) => {
                     Err(StartError::Group { member, error })
                 }
-                Err(outcome) => Err(StartError::Readiness(format!(
-                    "group {} ended before it was ready: {outcome:?}",
-                    handle.name()
-                ))),
+                Err(outcome) => Err(StartError::GroupEnded {
+                    group: handle.name().to_owned(),
+                    outcome,
+                }),
             }
         }
     }
@@ -578,7 +579,7 @@ async fn watch_backend(
                                 registry.board.update(name, |row| row.last_exit = Some(status));
                                 sink.emit(EventKind::Exited { pid, status, output: LastOutput::default() })
                             }
-                            Err(error) => tracing::warn!(pid, %error, "stopping an unhealthy backend failed"),
+                            Err(error) => tracing::warn!(pid, error = %crate::report::Chain(&error), "stopping an unhealthy backend failed"),
                         }
                         return Termination::Unhealthy;
                     }

@@ -1,0 +1,64 @@
+//! Why a [`CommandSpec`](super::CommandSpec) cannot work as written: the source of
+//! [`StartError::InvalidSpec`](crate::supervision::StartError::InvalidSpec).
+
+use super::probes::CheckError;
+
+/// A [`CommandSpec`](super::CommandSpec) that cannot work as written. Reported as the
+/// source of [`StartError::InvalidSpec`](crate::supervision::StartError::InvalidSpec),
+/// which is permanent: retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// The program is empty.
+    #[error("the program is empty")]
+    EmptyProgram,
+    /// A check command (readiness or health `exec`) is empty.
+    #[error("the {0} command is empty")]
+    EmptyCommand(&'static str),
+    /// No user has this name.
+    #[error("no such user: {0:?}")]
+    UnknownUser(String),
+    /// No group has this name.
+    #[error("no such group: {0:?}")]
+    UnknownGroup(String),
+    /// The user or group database could not be read.
+    #[error("cannot look up {what}")]
+    Lookup {
+        /// What was looked up (`user "www-data"`, `uid 33`, `group "adm"`).
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A URL of the spec is not one this crate can request.
+    #[error("bad {field} URL")]
+    Url {
+        /// `"readiness"` or `"health"`.
+        field: &'static str,
+        /// What is wrong with it.
+        #[source]
+        source: CheckError,
+    },
+    /// A readiness address does not resolve, or resolves to nothing.
+    #[error("readiness address {address:?} does not resolve")]
+    Address {
+        /// The address as written.
+        address: String,
+        /// The resolver's error; `None` when it resolved to no address.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// Output rotation of a daemon that outlives the supervisor (nobody would read its
+    /// output to rotate it).
+    #[error("{0:?}: rotation needs the supervisor to read the output, and this daemon outlives it (die_with_supervisor is false)")]
+    RotationOfDetached(std::path::PathBuf),
+    /// The feature needs another operating system.
+    #[error("{0} needs a Unix system")]
+    NeedsUnix(&'static str),
+}
+
+impl From<SpecError> for crate::supervision::StartError {
+    fn from(error: SpecError) -> Self {
+        crate::supervision::StartError::InvalidSpec(Box::new(error))
+    }
+}
