@@ -16,6 +16,33 @@
 //! | Windows | the main process | nothing more | nothing: kill on drop only |
 //!
 //! Stops follow [`KillMode`]; readiness believes only the tree's own listeners (Linux).
+//!
+//! # Example
+//!
+//! A spec can be written in code or read from a file (every type here is serde, and an
+//! unknown key is an error rather than a silent default):
+//!
+//! ```
+//! use running_process::command::{CommandSpec, HealthCheck, Readiness};
+//!
+//! let spec: CommandSpec = serde_json::from_str(r#"{
+//!     "name": "cache",
+//!     "program": "redis-server",
+//!     "args": ["--port", "6400", "--save", ""],
+//!     "readiness": { "kind": "tcp", "address": "127.0.0.1:6400" },
+//!     "health": { "check": { "kind": "tcp", "address": "127.0.0.1:6400" }, "interval_ms": 5000 },
+//!     "restart": { "kind": "permanent" }
+//! }"#)?;
+//! assert_eq!(spec.readiness, Readiness::tcp("127.0.0.1:6400"));
+//! assert!(matches!(spec.health.unwrap().check, HealthCheck::Tcp { .. }));
+//!
+//! let typo = serde_json::from_str::<CommandSpec>(r#"{ "name": "x", "program": "x", "argz": [] }"#);
+//! assert!(typo.unwrap_err().to_string().contains("unknown field `argz`"));
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+//!
+//! Supervising it is one call, [`supervise`](crate::supervision::supervise) with a
+//! [`CommandSupervisor`] (see the crate's front page).
 
 mod launch;
 mod notify;

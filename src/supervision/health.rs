@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 /// Between checks the supervisor sleeps; with no policy it never wakes for a healthy
 /// backend at all (exit is reported by the kernel).
 ///
+/// In a config file every field is optional (a missing one takes the default).
+///
 /// [`Supervisor::health_check`]: super::Supervisor::health_check
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HealthPolicy {
     /// Time between checks (the first check runs one interval after ready).
     #[serde(rename = "interval_ms", with = "crate::serde_util::duration_ms")]
