@@ -2,11 +2,12 @@
 //! user, and believed only from the service's own processes.
 
 #[cfg(unix)]
-#[cfg(unix)]
-use crate::blocking::blocking;
 use tokio::sync::watch;
 #[cfg(unix)]
 use tokio::time::Instant;
+
+#[cfg(unix)]
+use crate::blocking::blocking;
 
 use super::private_dir::PrivateDir;
 use super::spec::{CommandSpec, HealthCheck};
