@@ -291,6 +291,8 @@ pub(crate) fn start_error(program: &Path, error: SpawnError) -> StartError {
 mod tests {
     use super::*;
 
+    /// Unix paths and `PATH` syntax (the lookup is the same on Windows, its spelling not).
+    #[cfg(unix)]
     #[test]
     fn programs_are_found_on_the_childs_path_or_named_clearly() {
         let env = vec![(

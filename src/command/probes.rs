@@ -754,16 +754,23 @@ mod tests {
         args.iter().map(|arg| arg.to_string()).collect()
     }
 
+    /// A check that runs `script` with the platform's shell.
+    fn shell(script: &str) -> Vec<String> {
+        if cfg!(windows) {
+            command(&["cmd", "/c", script])
+        } else {
+            command(&["sh", "-c", script])
+        }
+    }
+
     #[tokio::test]
     async fn a_check_exiting_0_is_ok() {
-        within_deadline(run_check(&command(&["true"])))
-            .await
-            .unwrap();
+        within_deadline(run_check(&shell("exit 0"))).await.unwrap();
     }
 
     #[tokio::test]
     async fn a_failed_check_names_its_exit_code() {
-        let error = within_deadline(run_check(&command(&["false"])))
+        let error = within_deadline(run_check(&shell("exit 1")))
             .await
             .unwrap_err();
         assert!(error.to_string().contains("exit code 1"), "{error}");
@@ -771,12 +778,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_check_quotes_its_stderr() {
-        let check = command(&["sh", "-c", "echo boom >&2; exit 3"]);
-        let error = within_deadline(run_check(&check)).await.unwrap_err();
+        let script = if cfg!(windows) {
+            "echo boom 1>&2 & exit 3"
+        } else {
+            "echo boom >&2; exit 3"
+        };
+        let error = within_deadline(run_check(&shell(script))).await.unwrap_err();
         assert!(error.to_string().contains("boom"), "{error}");
         assert!(error.to_string().contains("exit code 3"), "{error}");
     }
 
+    /// Unix only: `head` and `tr` make the megabyte.
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_chatty_check_is_drained_and_only_its_end_quoted() {
         // 1 MiB of stderr, far more than a pipe holds, then the reason.

@@ -400,7 +400,7 @@ impl BackendHandle {
         let use_request = match how {
             GracefulStop::Request => true,
             GracefulStop::Signal => false,
-            GracefulStop::Auto => cfg!(windows),
+            GracefulStop::Auto => !self.monitor.control().can_terminate(),
         };
         tracing::info!(pid = self.pid(), ?how, "stopping backend gracefully");
         if use_request {

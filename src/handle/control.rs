@@ -13,6 +13,13 @@ pub(crate) trait ProcessControl: Send + Sync + Debug + 'static {
     fn kill(&self) -> io::Result<()>;
     /// Ask the process to stop (SIGTERM).
     fn terminate(&self) -> io::Result<()>;
+    /// Whether [`terminate`](ProcessControl::terminate) can ask the process to stop: the
+    /// graceful stop [`GracefulStop::Auto`](super::GracefulStop::Auto) uses it where it can,
+    /// and sends the shutdown request over the socket where it cannot (a real process on
+    /// Windows, which has no graceful signal).
+    fn can_terminate(&self) -> bool {
+        cfg!(unix)
+    }
     /// Send an arbitrary signal number (Unix).
     #[cfg(unix)]
     fn signal(&self, signal: i32) -> io::Result<()>;

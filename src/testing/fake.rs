@@ -337,7 +337,9 @@ impl Supervisor for FakeSupervisor {
 /// clone; clones are the same process.
 ///
 /// It answers like a real one: [`crash`](FakeProcess::crash) ends it as the kernel would
-/// report an exit; a graceful stop ends it with `Signal(15)`, a kill with `Signal(9)`.
+/// report an exit; a graceful stop ends it with `Signal(15)`, a kill with `Signal(9)` (on
+/// every platform, Windows included: the graceful stop of a fake is its scripted terminate,
+/// not the socket request a real Windows backend gets).
 #[derive(Debug, Clone)]
 pub struct FakeProcess {
     inner: Arc<ProcessState>,
@@ -480,11 +482,17 @@ impl ProcessControl for ProcessState {
 
     fn terminate(&self) -> std::io::Result<()> {
         if self.is_hung() {
-            tracing::debug!(pid = self.daemon.pid, "hung fake backend ignores SIGTERM");
+            tracing::debug!(pid = self.daemon.pid, "hung fake backend ignores the graceful stop");
         } else {
             self.exit(ExitStatus::Signal(SIGTERM));
         }
         Ok(())
+    }
+
+    /// A fake has no socket, but its graceful stop is scripted on every platform: on Windows
+    /// too, `GracefulStop::Auto` terminates it (and a hung one waits out the grace).
+    fn can_terminate(&self) -> bool {
+        true
     }
 
     #[cfg(unix)]

@@ -26,9 +26,14 @@ pub fn demo_daemon_path() -> PathBuf {
     PATH.get_or_init(|| example_path("demo_daemon")).clone()
 }
 
+/// Set (by `.ci/wine-tests`) when cargo has already built the examples for this test's
+/// target: a test run by Wine cannot run cargo, so it takes the binary as it finds it.
+pub const EXAMPLES_BUILT: &str = "RP_TEST_EXAMPLES_BUILT";
+
 /// Path of an example binary of this crate, built (or found up to date) by cargo once per
 /// test process: `cargo test --test X` does not build the examples, and a binary left by
-/// an earlier build may be stale. Cargo makes this a no-op when nothing changed.
+/// an earlier build may be stale. Cargo makes this a no-op when nothing changed (and is not
+/// run at all with [`EXAMPLES_BUILT`] set).
 pub fn example_path(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test exe");
@@ -40,6 +45,10 @@ pub fn example_path(name: &str) -> PathBuf {
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if std::env::var_os(EXAMPLES_BUILT).is_some() {
+        assert!(path.is_file(), "{EXAMPLES_BUILT} is set but {} is missing", path.display());
+        return path;
+    }
     if !built.iter().any(|n| n == name) {
         let mut build = std::process::Command::new(env!("CARGO"));
         build.args(["build", "--quiet", "--example", name]);
