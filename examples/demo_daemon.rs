@@ -4,8 +4,8 @@
 //! ```text
 //! demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS]
 //!             [--service NAME] [--version VER] [--ready-delay-ms N]
-//!             [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm] [--notify]
-//!             [--idle-timeout-secs N]
+//!             [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm]
+//!             [--ignore-shutdown-request] [--notify] [--idle-timeout-secs N]
 //! ```
 //!
 //! It binds its socket, answers identity probes, serves a line-echo protocol on the same
@@ -15,7 +15,9 @@
 //! `<manifest>.lock` and the directory, if that leaves it empty) and exits 0.
 //! `--crash-after-ms` makes it exit with code 3 after that delay (leaving its socket
 //! behind, as a crash would); `--hang-after-ms` makes it hang after that delay (alive, but
-//! answering nothing, not even SIGTERM); `--ignore-sigterm` makes it ignore SIGTERM.
+//! answering nothing, not even SIGTERM); `--ignore-sigterm` makes it ignore SIGTERM (on
+//! Windows, Ctrl-Break); `--ignore-shutdown-request` makes it acknowledge a shutdown request
+//! and keep running (the graceful stop on Windows, which has no SIGTERM).
 //! `--notify` makes it announce readiness over systemd's sd_notify protocol (`READY=1`,
 //! `STATUS=`) and, when `WATCHDOG_USEC` is set, send `WATCHDOG=1` at half that interval.
 //! `--idle-timeout-secs` records an idle timeout in its identity (and so in its manifest);
@@ -42,6 +44,7 @@ struct Args {
     crash_after: Option<Duration>,
     hang_after: Option<Duration>,
     ignore_sigterm: bool,
+    ignore_shutdown_request: bool,
     notify: bool,
     idle_timeout_secs: Option<u32>,
 }
@@ -49,7 +52,7 @@ struct Args {
 const USAGE: &str =
     "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
 [--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--hang-after-ms N] \
-[--ignore-sigterm] [--notify] [--idle-timeout-secs N]";
+[--ignore-sigterm] [--ignore-shutdown-request] [--notify] [--idle-timeout-secs N]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -65,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         crash_after: None,
         hang_after: None,
         ignore_sigterm: false,
+        ignore_shutdown_request: false,
         notify: false,
         idle_timeout_secs: None,
     };
@@ -86,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
             "--crash-after-ms" => parsed.crash_after = Some(ms(args.next(), "--crash-after-ms")?),
             "--hang-after-ms" => parsed.hang_after = Some(ms(args.next(), "--hang-after-ms")?),
             "--ignore-sigterm" => parsed.ignore_sigterm = true,
+            "--ignore-shutdown-request" => parsed.ignore_shutdown_request = true,
             "--notify" => parsed.notify = true,
             "--idle-timeout-secs" => {
                 let value = args.next().ok_or("--idle-timeout-secs needs a value")?;
@@ -151,9 +156,17 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let crash = after(args.crash_after);
     let hang = after(args.hang_after);
     tokio::pin!(crash, hang);
+    let mut shutdown_ignored = false;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled(), if !shutdown_ignored => {
+                if args.ignore_shutdown_request {
+                    eprintln!("demo_daemon: ignoring the shutdown request");
+                    shutdown_ignored = true;
+                    continue;
+                }
+                break;
+            }
             _ = terminate.recv() => {
                 if args.ignore_sigterm {
                     eprintln!("demo_daemon: ignoring SIGTERM");

@@ -1,8 +1,6 @@
 //! A warm probe does not hash the executable again. Own test binary, so no other test
 //! moves the process-wide counters.
 
-#![cfg(unix)]
-
 mod support;
 
 use running_process::identity::DigestCache;

@@ -1,8 +1,6 @@
 //! The examples, run as a user runs them, checked by what they print. Every wait is for an
 //! output line, with the shared generous deadline; nothing here measures time.
 
-#![cfg(unix)]
-
 mod support;
 
 use std::process::{ExitStatus, Stdio};
@@ -82,6 +80,7 @@ impl ExampleRun {
 
 /// The delay, in seconds, of a `restart #N in D` line (`D` as `Duration`'s `Debug`
 /// prints it: `261.7ms`, `1.3s`).
+#[cfg(unix)]
 fn backoff_of(line: &str) -> f64 {
     let delay = line
         .split(" in ")
@@ -102,6 +101,8 @@ fn backoff_of(line: &str) -> f64 {
         * scale
 }
 
+/// Unix: the run is ended with SIGTERM (Windows would need a console for Ctrl-C).
+#[cfg(unix)]
 #[tokio::test]
 async fn auto_restart_restarts_after_crashes_and_an_unhealthy_verdict_then_stops_cleanly() {
     // `--seconds` is only a backstop: the test ends the run with SIGTERM once it has seen

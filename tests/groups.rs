@@ -1,8 +1,6 @@
 //! Groups with real demo daemons: start order, reverse stop order, strategies, significant
 //! children and escalation.
 
-#![cfg(unix)]
-
 mod support;
 
 use std::sync::Arc;
@@ -23,6 +21,21 @@ fn member(
 ) -> Arc<CommandSupervisor> {
     Arc::new(CommandSupervisor::new(
         demo_spec(name, dir, extra).restart(support::no_backoff(kind)),
+    ))
+}
+
+/// A member that crashes `after_ms` after its start; ready once started, so the crash
+/// never races the identity handshake (a first start that fails is not restarted).
+fn crashing_member(
+    name: &str,
+    dir: &std::path::Path,
+    after_ms: &str,
+    kind: RestartKind,
+) -> Arc<CommandSupervisor> {
+    Arc::new(CommandSupervisor::new(
+        demo_spec(name, dir, &["--crash-after-ms", after_ms])
+            .readiness(running_process::command::Readiness::Started)
+            .restart(support::no_backoff(kind)),
     ))
 }
 
@@ -178,10 +191,10 @@ async fn a_significant_child_ending_stops_the_group() {
     let spec = GroupSpec::new("g")
         .auto_shutdown(AutoShutdown::AnySignificant)
         .service(member("helper", dir.path(), &[], RestartKind::Permanent))
-        .significant_service(member(
+        .significant_service(crashing_member(
             "main",
             dir.path(),
-            &["--crash-after-ms", "300"],
+            "300",
             RestartKind::Temporary,
         ));
     let service = supervise_group(spec).expect("a valid group spec");
@@ -205,10 +218,10 @@ async fn a_nested_group_that_gives_up_escalates_to_its_parent() {
     let dir = tempfile::tempdir().unwrap();
     let inner = GroupSpec::new("inner")
         .intensity(Intensity::new(1, Duration::from_secs(600)))
-        .service(member(
+        .service(crashing_member(
             "crashy",
             dir.path(),
-            &["--crash-after-ms", "50"],
+            "50",
             RestartKind::Permanent,
         ));
     let outer = GroupSpec::new("outer")

@@ -1,7 +1,5 @@
 //! Probing real demo daemons: what is accepted, and each way a claim is refused.
 
-#![cfg(unix)]
-
 mod support;
 
 use running_process::handle::{BackendHandle, BackendHandleError};
@@ -183,6 +181,8 @@ async fn each_forged_field_is_refused_by_its_own_check() {
     assert!(handle.is_ok());
 }
 
+/// Unix: a socket file another process can bind once the daemon's is removed.
+#[cfg(unix)]
 #[tokio::test]
 async fn a_squatter_on_the_endpoint_is_refused_by_peer_credentials() {
     // The daemon is alive and genuine, but its socket path now belongs to another process

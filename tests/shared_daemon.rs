@@ -2,7 +2,7 @@
 //! is spawned and all sixteen get a verified handle to it. Then the daemon is killed and the
 //! race is run again over the stale manifest.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))]
 
 mod support;
 
@@ -20,27 +20,30 @@ const CALLERS: usize = 16;
 /// until the last one had its handle).
 async fn race(dir: &Path) -> (BTreeSet<u32>, usize, Duration) {
     let binary = support::example_path("shared_daemon");
+    // Each caller writes to files, not pipes: on Windows the daemon a caller spawns inherits
+    // every inheritable handle of that caller (its standard output too), so a pipe would
+    // stay open, and its reader waiting, until the daemon exits.
+    let outputs = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let runs: Vec<_> = (0..CALLERS)
-        .map(|_| {
-            tokio::process::Command::new(&binary)
-                .arg("--dir")
-                .arg(dir)
-                .output()
+        .map(|n| {
+            let out = std::fs::File::create(outputs.path().join(format!("{n}.out"))).unwrap();
+            let err = std::fs::File::create(outputs.path().join(format!("{n}.err"))).unwrap();
+            let mut caller = tokio::process::Command::new(&binary);
+            caller.arg("--dir").arg(dir).stdout(out).stderr(err);
+            async move { caller.status().await }
         })
         .collect();
-    let outputs = within("all callers finish", futures::future::join_all(runs)).await;
+    let statuses = within("all callers finish", futures::future::join_all(runs)).await;
     let took = started.elapsed();
     let mut pids = BTreeSet::new();
     let mut spawned = 0;
-    for output in outputs {
-        let output = output.expect("caller ran");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "caller failed: {text} {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    for (n, status) in statuses.into_iter().enumerate() {
+        let status = status.expect("caller ran");
+        let read =
+            |ext: &str| std::fs::read_to_string(outputs.path().join(format!("{n}.{ext}"))).unwrap();
+        let text = read("out");
+        assert!(status.success(), "caller failed: {text} {}", read("err"));
         let mut words = text.split_whitespace();
         assert_eq!(words.next(), Some("pid"), "{text}");
         pids.insert(words.next().unwrap().parse::<u32>().unwrap());

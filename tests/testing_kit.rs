@@ -1,16 +1,20 @@
 //! The testing kit, tested with the kit: a test as a user writes it, and the leak checks
 //! (after a drop, a panicking test, a SIGKILLed test process).
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))]
 
 mod support;
 
+#[cfg(unix)]
 use std::path::PathBuf;
+#[cfg(target_os = "linux")]
 use std::process::Stdio;
 
 use running_process::command::{CommandSpec, Readiness};
 use running_process::testing::EphemeralBackend;
-use support::{wait_gone, within};
+#[cfg(unix)]
+use support::wait_gone;
+use support::within;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 async fn demo_backend() -> EphemeralBackend {
@@ -45,16 +49,24 @@ async fn a_test_written_with_the_kit() {
     assert_eq!(line, "ping the echo\n");
 }
 
+/// Unix only for now: on Windows (Wine 8) the directory outlives the drop, its
+/// `backend.log` still open in this process (see the README's platform section).
+#[cfg(unix)]
 #[tokio::test]
 async fn dropping_kills_the_backend_and_removes_its_directory() {
     let backend = demo_backend().await;
     let (pid, dir) = (backend.handle().pid(), backend.dir().to_owned());
+    #[cfg(unix)]
     assert!(dir.join("d.sock").exists());
+    assert!(dir.join("d.json").exists());
     drop(backend);
     assert!(!dir.exists(), "directory removed");
     wait_gone(pid).await;
 }
 
+/// Unix only for now: on Windows (Wine 8) the directory outlives the drop, its
+/// `backend.log` still open in this process (see the README's platform section).
+#[cfg(unix)]
 #[tokio::test]
 async fn a_panicking_test_leaves_nothing_running() {
     let (tx, rx) = tokio::sync::oneshot::channel::<(u32, PathBuf, PathBuf)>();
@@ -78,6 +90,9 @@ async fn a_panicking_test_leaves_nothing_running() {
     std::fs::remove_file(&kept).unwrap();
 }
 
+/// Linux: the backend dies with the killed test process by `PR_SET_PDEATHSIG`, which
+/// Windows has no counterpart of here (a job object would be).
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_sigkilled_test_process_leaves_nothing_running() {
     let mut test_process = tokio::process::Command::new(support::example_path("ephemeral_backend"))
@@ -92,7 +107,7 @@ async fn a_sigkilled_test_process_leaves_nothing_running() {
         .unwrap()
         .unwrap();
     let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    test_process.kill().await.unwrap(); // SIGKILL: no destructor runs
+    test_process.kill().await.unwrap(); // SIGKILL (TerminateProcess): no destructor runs
     wait_gone(pid).await;
     // A killed process cannot remove its directory; the next process to use the kit
     // sweeps the directories whose creator is dead.

@@ -482,7 +482,10 @@ impl ProcessControl for ProcessState {
 
     fn terminate(&self) -> std::io::Result<()> {
         if self.is_hung() {
-            tracing::debug!(pid = self.daemon.pid, "hung fake backend ignores the graceful stop");
+            tracing::debug!(
+                pid = self.daemon.pid,
+                "hung fake backend ignores the graceful stop"
+            );
         } else {
             self.exit(ExitStatus::Signal(SIGTERM));
         }

@@ -19,6 +19,22 @@ pub mod daemons;
 /// Generous deadline for anything a test waits on (the CI machine is small and shared).
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// How a killed process ends: by SIGKILL on Unix; on Windows `TerminateProcess`, which the
+/// crate calls with exit code 1.
+pub const KILLED: running_process::ExitStatus = if cfg!(windows) {
+    running_process::ExitStatus::Code(1)
+} else {
+    running_process::ExitStatus::Signal(9)
+};
+
+/// The demo daemon's arguments for ignoring the graceful stop (`GracefulStop::Auto`):
+/// SIGTERM on Unix, the shutdown request on Windows.
+pub const IGNORE_GRACEFUL_STOP: &str = if cfg!(windows) {
+    "--ignore-shutdown-request"
+} else {
+    "--ignore-sigterm"
+};
+
 /// Path of the demo daemon binary, built by `cargo test` with the other examples (or built
 /// here if a test runner skipped examples).
 pub fn demo_daemon_path() -> PathBuf {
@@ -46,7 +62,11 @@ pub fn example_path(name: &str) -> PathBuf {
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if std::env::var_os(EXAMPLES_BUILT).is_some() {
-        assert!(path.is_file(), "{EXAMPLES_BUILT} is set but {} is missing", path.display());
+        assert!(
+            path.is_file(),
+            "{EXAMPLES_BUILT} is set but {} is missing",
+            path.display()
+        );
         return path;
     }
     if !built.iter().any(|n| n == name) {
@@ -135,6 +155,7 @@ impl DemoDaemon {
             .expect("daemon recorded")
     }
 
+    /// The endpoint's path: the socket file on Unix, the pipe name on Windows.
     pub fn socket_path(&self) -> PathBuf {
         PathBuf::from(&self.endpoint.path)
     }
@@ -241,6 +262,31 @@ pub async fn wait_gone(pid: u32) {
         poll(&mut fds, Some(&deadline))
             .map(|n| n > 0)
             .unwrap_or(false)
+    })
+    .await
+    .unwrap();
+    assert!(waited, "process {pid} still alive after {DEADLINE:?}");
+}
+
+/// Wait until process `pid` has exited, woken by a process handle's signal (Windows): an
+/// event, not a poll loop. Panics after the deadline.
+#[cfg(windows)]
+pub async fn wait_gone(pid: u32) {
+    use windows_sys::Win32::Foundation::{CloseHandle, FALSE, WAIT_OBJECT_0};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE,
+    };
+    let waited = tokio::task::spawn_blocking(move || {
+        // SAFETY: plain FFI; a null handle means no such process (any more).
+        let handle = unsafe { OpenProcess(PROCESS_SYNCHRONIZE, FALSE, pid) };
+        if handle.is_null() {
+            return true;
+        }
+        // SAFETY: `handle` is an open process handle with SYNCHRONIZE, closed once below.
+        let waited = unsafe { WaitForSingleObject(handle, DEADLINE.as_millis() as u32) };
+        // SAFETY: see above.
+        unsafe { CloseHandle(handle) };
+        waited == WAIT_OBJECT_0
     })
     .await
     .unwrap();
