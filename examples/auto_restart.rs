@@ -74,7 +74,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         outcome = service.outcome() => format!("supervision ended: {outcome:?}"),
     };
     println!("--- {why}: stopping ---");
-    // SIGTERM to the daemon's whole tree, up to the grace period, then SIGKILL.
+    // SIGTERM to the daemon's whole tree, up to the grace period, then SIGKILL (on Windows:
+    // the shutdown request over its endpoint, then TerminateProcess).
     let outcome = service.stop().await;
     drop(service);
     let tally = printer.await?;
@@ -132,8 +133,9 @@ fn daemon_spec(run_dir: &Path, fault: &[&str]) -> Result<CommandSpec, Box<dyn Er
     Ok(common::demo_spec("cache", run_dir, fault)?
         .restart(restart)
         .health(health)
-        // The daemon exits within milliseconds of SIGTERM; a hung one never does, and
-        // waiting for it is downtime. SIGKILL follows after one second.
+        // The daemon exits within milliseconds of the graceful stop (SIGTERM; on Windows the
+        // shutdown request); a hung one never does, and waiting for it is downtime. The
+        // kill follows after one second.
         .stop(StopSpec {
             grace: Duration::from_secs(1),
             ..StopSpec::default()

@@ -169,7 +169,10 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             _ = terminate.recv() => {
                 if args.ignore_sigterm {
-                    eprintln!("demo_daemon: ignoring SIGTERM");
+                    eprintln!(
+                        "demo_daemon: ignoring {}",
+                        if cfg!(windows) { "Ctrl-Break" } else { "SIGTERM" }
+                    );
                     continue;
                 }
                 break;

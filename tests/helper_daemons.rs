@@ -2,7 +2,7 @@
 //! run spawns the shared daemon and the other adopts the same one; both start their private
 //! helpers in order, stop them in reverse order and exit 0.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))]
 
 mod support;
 
@@ -61,15 +61,30 @@ async fn two_runs_at_once_share_one_daemon_and_stop_their_helpers_in_reverse_ord
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("shared");
     let binary = support::example_path("helper_daemons");
-    let run = || {
-        tokio::process::Command::new(&binary)
+    // Output to files, not pipes: on Windows the shared daemon a run spawns inherits that
+    // run's handles, and would keep a pipe open (and its reader waiting) until it exits.
+    let outputs = tempfile::tempdir().unwrap();
+    let run = |n: u32| {
+        let path = |ext: &str| outputs.path().join(format!("{n}.{ext}"));
+        let (out, err) = (path("out"), path("err"));
+        let mut command = tokio::process::Command::new(&binary);
+        command
             .args(["--seconds", "1", "--dir"])
             .arg(&dir)
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .kill_on_drop(true);
+        async move {
+            let status = command.status().await?;
+            Ok::<_, std::io::Error>(Output {
+                status,
+                stdout: std::fs::read(out)?,
+                stderr: std::fs::read(err)?,
+            })
+        }
     };
-    let (first, second) = within("both runs finish", futures::future::join(run(), run())).await;
+    let (first, second) = within("both runs finish", futures::future::join(run(1), run(2))).await;
     let mut runs = [
         check_run(&first.expect("first run")),
         check_run(&second.expect("second run")),

@@ -661,7 +661,7 @@ fn retire(instance: Instance) {
 async fn kill_rest(tree: &Tree, main: &BackendHandle) {
     tree.kill_all(main);
     if !tree.wait_empty(main.pid(), TREE_KILL_DEADLINE).await {
-        tracing::warn!(tree = %tree.describe(), "processes survived SIGKILL of their tree within {TREE_KILL_DEADLINE:?}");
+        tracing::warn!(tree = %tree.describe(), "processes survived the kill of their tree within {TREE_KILL_DEADLINE:?}");
     }
 }
 
