@@ -305,13 +305,40 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         file.write_all(b"\n")?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, path)?;
+        rename_over(&tmp, path)?;
         sync_dir(&dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `rename(from, to)`, replacing `to`. On Windows the replace fails with `PermissionDenied`
+/// while another process has `to` open (a reader of the manifest; always under Wine 8, and
+/// on Windows wherever the POSIX rename semantics are unavailable): readers hold it for one
+/// read, so the replace is retried for up to 2 s, pausing 1 ms doubling to 50 ms.
+#[cfg(windows)]
+fn rename_over(from: &Path, to: &Path) -> io::Result<()> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match fs::rename(from, to) {
+            Err(error)
+                if error.kind() == io::ErrorKind::PermissionDenied && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(not(windows))]
+fn rename_over(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)
 }
 
 /// Remove the temp files of earlier writers of `<dir>/<file_name>` that died between
