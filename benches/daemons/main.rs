@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench daemons                      # everything (a few minutes)
-//! cargo bench --bench daemons -- exit restart      # only some: exit restart spawn probe scale contention
+//! cargo bench --bench daemons -- exit restart      # only some: exit restart spawn probe scale contention peers
 //! cargo bench --bench daemons -- --quick           # small n, for a smoke test
 //! ```
 //!
@@ -18,6 +18,8 @@ mod common;
 mod contention;
 #[cfg(target_os = "linux")]
 mod exit;
+#[cfg(target_os = "linux")]
+mod peers;
 #[cfg(target_os = "linux")]
 mod probe;
 #[cfg(target_os = "linux")]
@@ -43,8 +45,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.first().map(String::as_str) == Some(scale::CHILD_FLAG) {
         return scale::child(&args[1..]);
     }
+    // The peers benchmark runs the crate's supervisor under test in a process of its own.
+    if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
+        return peers::child(&args[1..]);
+    }
     let quick = args.iter().any(|a| a == "--quick");
-    let all = ["scale", "exit", "restart", "spawn", "probe", "contention"];
+    let all = [
+        "scale",
+        "exit",
+        "restart",
+        "spawn",
+        "probe",
+        "contention",
+        "peers",
+    ];
     let mut chosen: Vec<&str> = all
         .iter()
         .copied()
@@ -69,6 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "spawn" => spawn_path::run(quick, &mut metrics).await?,
                 "probe" => probe::run(&daemon, quick, &mut metrics).await?,
                 "contention" => contention::run(&daemon, quick, &mut metrics).await?,
+                "peers" => peers::run(quick, &mut metrics).await?,
                 _ => unreachable!(),
             }
             for metric in &metrics[before..] {
