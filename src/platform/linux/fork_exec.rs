@@ -7,6 +7,16 @@
 //! right after it (the child cannot be reaped by anyone else before that, so the PID is
 //! still ours), and the child moves itself into the cgroup before exec.
 //!
+//! On x86_64 the child shares the supervisor's memory until it execs (`CLONE_VM |
+//! CLONE_VFORK`, as `posix_spawn` does) and runs on a stack of its own: no page tables are
+//! copied, the supervisor's other threads take no copy-on-write faults and no TLB
+//! shootdowns afterwards, and the kernel has no copied address space to tear down at exec.
+//! The spawner thread is suspended until the child has exec'd or exited. Such a child may
+//! write nothing of the parent's memory but its own stack: it reads the prepared
+//! arguments, resets every caught signal to its default before unblocking signals (a
+//! handler would run on the parent's data), and reports failures through the pipe. Other
+//! architectures fork (`clone3` without `CLONE_VM`).
+//!
 //! Between fork and exec the child may only make async-signal-safe system calls: the
 //! parent is multi-threaded, and another thread may have held the allocator's lock at the
 //! moment of the fork. Everything the child needs (C strings, pointer arrays, descriptors)
@@ -30,6 +40,12 @@ use crate::platform::spawn::{LimitResource, SpawnError, SpawnPlan, SpawnStage, S
 
 /// `clone3` flag: return a pidfd for the child.
 const CLONE_PIDFD: u64 = 0x1000;
+/// `clone3` flag: the child shares our memory (until it execs).
+#[cfg(target_arch = "x86_64")]
+const CLONE_VM: u64 = 0x100;
+/// `clone3` flag: the calling thread is suspended until the child execs or exits.
+#[cfg(target_arch = "x86_64")]
+const CLONE_VFORK: u64 = 0x4000;
 /// `clone3` flag: start the child in the cgroup given by a directory descriptor (5.7+).
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
@@ -310,6 +326,7 @@ fn read_report(pipe: &OwnedFd) -> Option<(SpawnStage, io::Error)> {
 
 fn clone3(args: &ExecArgs<'_>, report: &OwnedFd, into_cgroup: bool) -> Result<Forked, Errno> {
     let mut pidfd: libc::c_int = -1;
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut clone_args = CloneArgs {
         flags: CLONE_PIDFD,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
@@ -322,6 +339,9 @@ fn clone3(args: &ExecArgs<'_>, report: &OwnedFd, into_cgroup: bool) -> Result<Fo
             clone_args.cgroup = cgroup.dir().as_raw_fd() as u64;
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    let ret = shared::clone3_vfork(&mut clone_args, args, report.as_fd())?;
+    #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: `clone_args` is a valid `struct clone_args` of the size passed, `pidfd`
     // outlives the call (the kernel writes the new descriptor there), no stack is given,
     // so the child continues on a copy of this thread's stack exactly like `fork`. In the
@@ -334,13 +354,16 @@ fn clone3(args: &ExecArgs<'_>, report: &OwnedFd, into_cgroup: bool) -> Result<Fo
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    if ret < 0 {
-        return Err(Errno::from_raw_os_error(
-            io::Error::last_os_error().raw_os_error().unwrap_or(0),
-        ));
-    }
-    if ret == 0 {
-        child_main(args, report.as_fd());
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if ret < 0 {
+            return Err(Errno::from_raw_os_error(
+                io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
+        }
+        if ret == 0 {
+            child_main(args, report.as_fd());
+        }
     }
     // SAFETY: the kernel returned `pidfd` as a new descriptor owned by nobody else.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -348,6 +371,124 @@ fn clone3(args: &ExecArgs<'_>, report: &OwnedFd, into_cgroup: bool) -> Result<Fo
         pid: ret as u32,
         pidfd,
     })
+}
+
+/// The child that shares our memory until exec (x86_64): its stack and the entry point.
+#[cfg(target_arch = "x86_64")]
+mod shared {
+    use std::cell::Cell;
+    use std::io;
+    use std::os::fd::BorrowedFd;
+
+    use rustix::io::Errno;
+
+    use super::{child_main, CloneArgs, ExecArgs, CLONE_VFORK, CLONE_VM};
+
+    /// The child's stack: plenty for `child_main`, which only makes system calls.
+    const STACK: usize = 64 * 1024;
+    /// An inaccessible page below it, so an overflow faults instead of writing into
+    /// whatever mapping lies below.
+    const GUARD: usize = 4096;
+
+    thread_local! {
+        /// The child stack of this thread (the spawner thread: one spawn at a time, the
+        /// thread suspended while the child uses it), mapped on first use and kept.
+        static CHILD_STACK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The lowest usable address of this thread's child stack.
+    fn child_stack() -> io::Result<usize> {
+        CHILD_STACK.with(|stack| {
+            if stack.get() == 0 {
+                // SAFETY: a fresh anonymous private mapping nobody else refers to; its first
+                // page is left inaccessible as the guard, the rest made read-write.
+                let base = unsafe {
+                    let base = libc::mmap(
+                        std::ptr::null_mut(),
+                        STACK + GUARD,
+                        libc::PROT_NONE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                        -1,
+                        0,
+                    );
+                    if base == libc::MAP_FAILED {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let usable = base.cast::<u8>().add(GUARD).cast();
+                    if libc::mprotect(usable, STACK, libc::PROT_READ | libc::PROT_WRITE) != 0 {
+                        let error = io::Error::last_os_error();
+                        libc::munmap(base, STACK + GUARD);
+                        return Err(error);
+                    }
+                    base as usize
+                };
+                stack.set(base + GUARD);
+            }
+            Ok(stack.get())
+        })
+    }
+
+    /// What the child's entry point gets: a pointer to this, on the parent's stack (the
+    /// parent thread is suspended until the child execs or exits, so it stays valid).
+    struct Start<'a, 'b> {
+        args: &'a ExecArgs<'b>,
+        report: BorrowedFd<'a>,
+    }
+
+    extern "C" fn entry(start: *const libc::c_void) -> ! {
+        // SAFETY: `start` is the `Start` that `clone3_vfork` passed, alive on the
+        // suspended parent thread's stack.
+        let start = unsafe { &*start.cast::<Start<'_, '_>>() };
+        child_main(start.args, start.report)
+    }
+
+    /// `clone3` with `CLONE_VM | CLONE_VFORK` added to `clone_args`, the child running
+    /// `child_main` on its own stack. Returns the child's PID once it has exec'd or exited.
+    pub(super) fn clone3_vfork(
+        clone_args: &mut CloneArgs,
+        args: &ExecArgs<'_>,
+        report: BorrowedFd<'_>,
+    ) -> Result<libc::c_long, Errno> {
+        let stack = child_stack().map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::NOMEM))?;
+        clone_args.flags |= CLONE_VM | CLONE_VFORK;
+        clone_args.stack = stack as u64;
+        clone_args.stack_size = STACK as u64;
+        let start = Start { args, report };
+        let ret: libc::c_long;
+        // SAFETY: `clone_args` is a valid `struct clone_args` of the size passed, and what
+        // it points to (the pidfd slot, the stack) outlives the call. The parent only gets
+        // the return value (rax; the kernel clobbers rcx and r11). The child starts on its
+        // own stack, whose top (`stack + STACK`, 16-byte aligned since the mapping is
+        // page-aligned) is the ABI's alignment for a `call`; it never returns from the
+        // asm: it calls `entry`, which never returns, with the `Start` above, which the
+        // suspended parent keeps alive. `child_main` writes only to its own stack and
+        // makes async-signal-safe system calls (see the module documentation).
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                // The child, on its own stack.
+                "xor ebp, ebp",
+                "mov rdi, r12",
+                "call r13",
+                "ud2",
+                "2:",
+                inlateout("rax") libc::SYS_clone3 => ret,
+                in("rdi") clone_args as *mut CloneArgs,
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") &start as *const Start<'_, '_>,
+                in("r13") entry as extern "C" fn(*const libc::c_void) -> !,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if ret < 0 {
+            return Err(Errno::from_raw_os_error(-(ret as i32)));
+        }
+        Ok(ret)
+    }
 }
 
 fn fork_then_open(args: &ExecArgs<'_>, report: &OwnedFd) -> Result<Forked, SpawnError> {
@@ -387,10 +528,25 @@ fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
         unsafe { libc::_exit(127) }
     };
 
-    // Signals: the spawner thread blocks them all; the program starts with none blocked
-    // and SIGPIPE at its default (Rust ignores it in the supervisor).
-    // SAFETY: `sigprocmask` and `signal` are async-signal-safe; the set is a local.
+    // Signals: the spawner thread blocks them all, and so does the child until here. A
+    // handler of the supervisor must not run in the child (sharing its memory, it would
+    // act on the supervisor's data): every caught signal goes back to its default first,
+    // as `posix_spawn` does. The program starts with none blocked and SIGPIPE at its
+    // default (Rust ignores it in the supervisor).
+    // SAFETY: `sigaction`, `sigprocmask` and `signal` are async-signal-safe; the actions
+    // and the set are locals. `sigaction` of a signal libc reserves fails harmlessly.
     unsafe {
+        for signal in 1..=libc::SIGRTMAX() {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction != libc::SIG_DFL
+                && current.sa_sigaction != libc::SIG_IGN
+            {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
