@@ -12,6 +12,12 @@
 //! starts them inside (or, on older kernels, the child writes itself into `cgroup.procs`
 //! before exec), so a daemon that forks at once cannot leave a grandchild outside.
 //!
+//! An instance's directory is not removed when it ends: once empty, it is kept as the
+//! *spare* of its service and the service's next instance starts in it, so a restart
+//! neither creates nor removes a directory (each costs the kernel tens of microseconds
+//! and, on the restart path, a wait). A service keeps at most one spare, the process at
+//! most [`MAX_SPARES`]; the keeper removes them with the rest when the supervisor exits.
+//!
 //! A *keeper* process (forked once, before any service starts) holds the read end of a
 //! pipe whose write end only the supervisor holds. When the supervisor exits, even by
 //! SIGKILL, the keeper reads EOF and writes `cgroup.kill` of the supervisor's directory
@@ -26,7 +32,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::process::Signal;
@@ -39,6 +45,12 @@ const PREFIX: &str = "running-process-";
 /// Set when a spawn into a cgroup failed for lack of permission: from then on this
 /// process uses process groups.
 static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// At most this many empty instance directories are kept for reuse (one per service).
+const MAX_SPARES: usize = 64;
+
+/// The empty directories of ended instances, each the spare of its service.
+static SPARES: Mutex<Vec<ServiceCgroup>> = Mutex::new(Vec::new());
 
 /// This supervisor's cgroup directory, with the keeper watching over it.
 #[derive(Debug)]
@@ -156,19 +168,23 @@ impl SupervisorCgroup {
         })
     }
 
-    /// A new, empty cgroup for one instance of `service`.
+    /// An empty cgroup for one instance of `service`: its spare (the directory of an
+    /// instance that ended) when it has one, else a new one.
     pub(crate) fn create_service(&self, service: &str) -> io::Result<ServiceCgroup> {
-        let clean: String = service
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(48)
-            .collect();
+        let clean = clean_name(service);
+        let spare = {
+            let mut spares = SPARES.lock().unwrap_or_else(|p| p.into_inner());
+            let found = spares.iter().position(|spare| spare.service == clean);
+            found.map(|i| spares.swap_remove(i))
+        };
+        if let Some(mut spare) = spare {
+            // Emptied before it was kept (its instance's tree was awaited); checked again,
+            // since a process could only be in it now if someone put it there.
+            if spare.is_populated().ok() == Some(false) {
+                return Ok(spare);
+            }
+            spare.service = String::new(); // not kept again: removed (if it can be) on drop
+        }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{clean}-{n}");
         let path = self.path.join(&name);
@@ -182,16 +198,42 @@ impl SupervisorCgroup {
             relative: format!("{}/{name}", self.relative),
             path,
             dir,
+            service: clean,
+            killed: AtomicBool::new(false),
         })
     }
 }
 
-/// The cgroup of one service instance. Dropping it removes the directory if it is empty.
+/// The part of an instance's directory name taken from the service name.
+fn clean_name(service: &str) -> String {
+    service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect()
+}
+
+/// The cgroup of one service instance. Dropping it keeps the directory as its service's
+/// spare if it is empty and the service has none (see the module documentation), else
+/// removes it if it is empty.
 #[derive(Debug)]
 pub(crate) struct ServiceCgroup {
     path: PathBuf,
     relative: String,
     dir: OwnedFd,
+    /// The service part of the name, which a spare is found by (empty: never kept).
+    service: String,
+    /// `cgroup.kill` was written. Such a directory is never reused: on this machine's
+    /// kernel (6.18) a process later started in it with `CLONE_INTO_CGROUP` was SIGKILLed
+    /// at once (the kill sequence number of the target cgroup, compared with the one the
+    /// fork saw, no longer matches).
+    killed: AtomicBool,
 }
 
 impl ServiceCgroup {
@@ -230,8 +272,14 @@ impl ServiceCgroup {
     }
 
     /// SIGKILL every process of the tree at once (`cgroup.kill`, Linux 5.14+; before that,
-    /// each process through a pidfd, repeated until none is left unsignalled).
+    /// each process through a pidfd, repeated until none is left unsignalled). An empty
+    /// tree (the usual case: its main process was all of it) is left alone, which keeps
+    /// its directory fit to be a spare (see [`ServiceCgroup::killed`]).
     pub(crate) fn kill(&self) -> io::Result<()> {
+        if self.is_populated().ok() == Some(false) {
+            return Ok(());
+        }
+        self.killed.store(true, Ordering::Relaxed);
         match std::fs::write(self.path.join("cgroup.kill"), b"1") {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => self.signal(Signal::KILL),
@@ -297,6 +345,24 @@ impl ServiceCgroup {
 
 impl Drop for ServiceCgroup {
     fn drop(&mut self) {
+        if !self.service.is_empty()
+            && !self.killed.load(Ordering::Relaxed)
+            && self.is_populated().ok() == Some(false)
+        {
+            let mut spares = SPARES.lock().unwrap_or_else(|p| p.into_inner());
+            if spares.len() < MAX_SPARES && !spares.iter().any(|s| s.service == self.service) {
+                if let Ok(dir) = rustix::io::fcntl_dupfd_cloexec(&self.dir, 0) {
+                    spares.push(ServiceCgroup {
+                        path: std::mem::take(&mut self.path),
+                        relative: std::mem::take(&mut self.relative),
+                        dir,
+                        service: std::mem::take(&mut self.service),
+                        killed: AtomicBool::new(false),
+                    });
+                    return;
+                }
+            }
+        }
         if let Err(error) = std::fs::remove_dir(&self.path) {
             tracing::debug!(path = %self.path.display(), %error, "cgroup not removed (processes left?)");
         }
