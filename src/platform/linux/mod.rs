@@ -291,10 +291,17 @@ fn parse_stat(raw: &[u8]) -> Option<Stat> {
     Some(Stat { state, start_time })
 }
 
+/// The boot id, read once: it cannot change while this process runs (every verified
+/// spawn asks for it).
 pub(crate) fn boot_id() -> io::Result<String> {
-    Ok(fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(id) = BOOT_ID.get() {
+        return Ok(id.clone());
+    }
+    let id = fs::read_to_string("/proc/sys/kernel/random/boot_id")?
         .trim()
-        .to_owned())
+        .to_owned();
+    Ok(BOOT_ID.get_or_init(|| id).clone())
 }
 
 pub(crate) fn start_time(pid: u32) -> io::Result<u64> {
