@@ -18,6 +18,10 @@
 //! 3. **Crash storm**: 100 daemons that exit at once, restarted in a loop for `STORM`:
 //!    restarts per second (counted by the daemons themselves: each appends a byte to a
 //!    file) and supervisor CPU per restart.
+//!
+//! `PEERS_OURS_ALSO="before=/path/to/another/daemons-HASH"` adds the crate's supervisor
+//! from another build of this benchmark (an older commit, say) to both, for an A/B of a
+//! change in the same run.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -84,11 +88,27 @@ fn run_blocking(quick: bool) -> Result<Vec<Metric>, BoxError> {
     Ok(metrics)
 }
 
+/// Other builds of this benchmark to run as the crate's supervisor next to this one (an
+/// A/B of a change in the same run): `PEERS_OURS_ALSO="label=/path/to/daemons-HASH,..."`.
+fn other_builds() -> &'static [(String, PathBuf)] {
+    static BUILDS: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
+    BUILDS.get_or_init(|| {
+        std::env::var("PEERS_OURS_ALSO")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|item| item.split_once('='))
+            .map(|(label, path)| (label.trim().to_owned(), PathBuf::from(path.trim())))
+            .collect()
+    })
+}
+
 /// The supervisors under test.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     ShellLoop,
     Ours,
+    /// The crate's supervisor from another build ([`other_builds`]).
+    OtherBuild(usize),
     Runsv,
     Supervise,
     S6,
@@ -96,30 +116,37 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
-        Kind::ShellLoop,
-        Kind::Ours,
-        Kind::Runsv,
-        Kind::Supervise,
-        Kind::S6,
-        Kind::Supervisord,
-    ];
+    fn all() -> Vec<Kind> {
+        let mut all = vec![Kind::ShellLoop, Kind::Ours];
+        all.extend((0..other_builds().len()).map(Kind::OtherBuild));
+        all.extend([Kind::Runsv, Kind::Supervise, Kind::S6, Kind::Supervisord]);
+        all
+    }
 
-    fn label(self) -> &'static str {
+    fn label(self) -> String {
         match self {
-            Kind::ShellLoop => "floor: sh -c 'while :; do daemon; done'",
-            Kind::Ours => "running-process CommandSupervisor (Started, Backoff::none())",
-            Kind::Runsv => "runit runsv",
-            Kind::Supervise => "daemontools supervise",
-            Kind::S6 => "s6-supervise",
-            Kind::Supervisord => "supervisord",
+            Kind::ShellLoop => "floor: sh -c 'while :; do daemon; done'".into(),
+            Kind::Ours => "running-process CommandSupervisor (Started, Backoff::none())".into(),
+            Kind::OtherBuild(i) => format!(
+                "running-process CommandSupervisor, build {:?}",
+                other_builds()[i].0
+            ),
+            Kind::Runsv => "runit runsv".into(),
+            Kind::Supervise => "daemontools supervise".into(),
+            Kind::S6 => "s6-supervise".into(),
+            Kind::Supervisord => "supervisord".into(),
         }
+    }
+
+    /// The crate's supervisor, this build or another.
+    fn is_ours(self) -> bool {
+        matches!(self, Kind::Ours | Kind::OtherBuild(_))
     }
 
     /// The program it needs on `PATH` (`None`: always there).
     fn program(self) -> Option<&'static str> {
         match self {
-            Kind::ShellLoop | Kind::Ours => None,
+            Kind::ShellLoop | Kind::Ours | Kind::OtherBuild(_) => None,
             Kind::Runsv => Some("runsv"),
             Kind::Supervise => Some("supervise"),
             Kind::S6 => Some("s6-supervise"),
@@ -155,8 +182,12 @@ impl Kind {
                     children.push(command.spawn()?);
                 }
             }
-            Kind::Ours => {
-                let mut command = Command::new(std::env::current_exe()?);
+            Kind::Ours | Kind::OtherBuild(_) => {
+                let exe = match self {
+                    Kind::OtherBuild(i) => other_builds()[i].1.clone(),
+                    _ => std::env::current_exe()?,
+                };
+                let mut command = Command::new(exe);
                 command.arg(CHILD_FLAG).arg(daemon).args(dirs);
                 quiet(&mut command);
                 command.stdin(Stdio::piped());
@@ -205,7 +236,7 @@ impl Kind {
     /// by the caller).
     fn stop(self, children: Vec<Child>) {
         for mut child in children {
-            if self == Kind::Ours {
+            if self.is_ours() {
                 drop(child.stdin.take());
             } else {
                 let _ = child.kill();
@@ -235,7 +266,7 @@ fn restarts(
 ) -> Result<(), BoxError> {
     let mut contestants = Vec::new();
     let mut skipped = Vec::new();
-    for kind in Kind::ALL {
+    for kind in Kind::all() {
         if !kind.installed() {
             skipped.push(kind);
             continue;
@@ -287,7 +318,7 @@ fn restarts(
         let served = read_pid(&c.dir);
         c.kind.stop(std::mem::take(&mut c.children));
         // Ours stops its daemon; the others leave it to us.
-        if let (Some(pid), false) = (served, c.kind == Kind::Ours) {
+        if let (Some(pid), false) = (served, c.kind.is_ours()) {
             kill_and_reap(pid);
         }
         let n = c.samples.len();
@@ -316,7 +347,7 @@ fn restarts(
             note.push_str(&format!("; {:.2}× the floor's p50", p50 / floor));
         }
         metric = metric.note(note);
-        if c.kind == Kind::Ours {
+        if c.kind.is_ours() {
             metric = metric.aim("≤ 1.15× the floor, below runsv and supervise");
         }
         metrics.push(metric);
@@ -332,7 +363,7 @@ fn restarts(
             "all threads of the supervising process over {n} restarts {} s apart (idle time included)",
             SPACING.as_secs_f64()
         ));
-        if c.kind == Kind::Ours {
+        if c.kind.is_ours() {
             metric = metric.aim("below runsv and supervise");
         }
         metrics.push(metric);
@@ -460,7 +491,10 @@ fn crash_storm(
     window: Duration,
     metrics: &mut Vec<Metric>,
 ) -> Result<(), BoxError> {
-    for kind in [Kind::ShellLoop, Kind::Ours, Kind::Runsv, Kind::Supervise] {
+    let mut kinds = vec![Kind::ShellLoop, Kind::Ours];
+    kinds.extend((0..other_builds().len()).map(Kind::OtherBuild));
+    kinds.extend([Kind::Runsv, Kind::Supervise]);
+    for kind in kinds {
         let name = format!(
             "peers, crash storm ({STORM_DAEMONS} daemons exiting at once): {}",
             kind.label()

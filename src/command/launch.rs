@@ -27,9 +27,20 @@ pub(crate) struct RunAs {
     pub login_env: Vec<(String, String)>,
 }
 
-/// Look up the spec's user and groups. Blocking (user database): the blocking pool.
+/// Whether [`resolve_user`] must read the user database (else it blocks on nothing and
+/// needs no trip to the blocking pool).
+#[allow(
+    dead_code,
+    reason = "for the supervisor's start: one blocking-pool hop, not three"
+)]
+pub(crate) fn needs_user_lookup(spec: &CommandSpec) -> bool {
+    spec.user.is_some() || spec.group.is_some() || spec.supplementary_groups.is_some()
+}
+
+/// Look up the spec's user and groups. Blocking (user database): the blocking pool, unless
+/// [`needs_user_lookup`] says there is nothing to look up.
 pub(crate) fn resolve_user(spec: &CommandSpec) -> Result<RunAs, StartError> {
-    if spec.user.is_none() && spec.group.is_none() && spec.supplementary_groups.is_none() {
+    if !needs_user_lookup(spec) {
         return Ok(RunAs {
             uid: crate::platform::current_uid(),
             ..RunAs::default()
@@ -253,6 +264,45 @@ pub(crate) fn plan(
         cgroup: None,
     };
     Ok(Launch { program, plan })
+}
+
+/// [`plan`] and, where `cgroup` asks for one, the instance's cgroup (Linux: its service's
+/// spare or a new directory; `None` where the supervisor can make none): everything of a
+/// start that touches the file system, for one trip to the blocking pool.
+#[allow(
+    dead_code,
+    reason = "for the supervisor's start: one blocking-pool hop, not three"
+)]
+pub(crate) fn plan_with_cgroup(
+    spec: &CommandSpec,
+    run_as: &RunAs,
+    extra_env: &[(String, String)],
+    stdout: Stdio,
+    stderr: Stdio,
+    cgroup: bool,
+) -> Result<(Launch, Option<super::tree::InstanceCgroup>), StartError> {
+    let launch = plan(spec, run_as, extra_env, stdout, stderr)?;
+    #[cfg(target_os = "linux")]
+    let cgroup = if cgroup {
+        match crate::platform::cgroup::supervisor_cgroup()
+            .map(|root| root.create_service(&spec.name))
+        {
+            Some(Ok(cgroup)) => Some(std::sync::Arc::new(cgroup)),
+            Some(Err(error)) => {
+                tracing::warn!(service = %spec.name, %error, "cannot create the service's cgroup; using its process group");
+                None
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    #[cfg(not(target_os = "linux"))]
+    let cgroup = {
+        let _ = cgroup;
+        None
+    };
+    Ok((launch, cgroup))
 }
 
 /// The [`StartError`] for a failed spawn of `program`: execution failures and failures
