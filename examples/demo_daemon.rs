@@ -6,6 +6,7 @@
 //!             [--service NAME] [--version VER] [--ready-delay-ms N]
 //!             [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm]
 //!             [--ignore-shutdown-request] [--notify] [--idle-timeout-secs N]
+//!             [--manifest-unsynced]
 //! ```
 //!
 //! It binds its socket, answers identity probes, serves a line-echo protocol on the same
@@ -22,6 +23,9 @@
 //! `STATUS=`) and, when `WATCHDOG_USEC` is set, send `WATCHDOG=1` at half that interval.
 //! `--idle-timeout-secs` records an idle timeout in its identity (and so in its manifest);
 //! its `Responder` then stops it, exit code 0, once no connection has been open that long.
+//! `--manifest-unsynced` writes the manifest without its two fsyncs
+//! (`CacheManifest::write_unsynced`: atomic, not durable across a crash, which leaves the
+//! manifest stale anyway; `docs/PROTOCOL.md`, section 8.2).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,12 +51,14 @@ struct Args {
     ignore_shutdown_request: bool,
     notify: bool,
     idle_timeout_secs: Option<u32>,
+    manifest_unsynced: bool,
 }
 
 const USAGE: &str =
     "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
 [--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--hang-after-ms N] \
-[--ignore-sigterm] [--ignore-shutdown-request] [--notify] [--idle-timeout-secs N]";
+[--ignore-sigterm] [--ignore-shutdown-request] [--notify] [--idle-timeout-secs N] \
+[--manifest-unsynced]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -71,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
         ignore_shutdown_request: false,
         notify: false,
         idle_timeout_secs: None,
+        manifest_unsynced: false,
     };
     let ms = |value: Option<String>, flag: &str| -> Result<Duration, String> {
         let value = value.ok_or(format!("{flag} needs a value"))?;
@@ -92,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
             "--ignore-sigterm" => parsed.ignore_sigterm = true,
             "--ignore-shutdown-request" => parsed.ignore_shutdown_request = true,
             "--notify" => parsed.notify = true,
+            "--manifest-unsynced" => parsed.manifest_unsynced = true,
             "--idle-timeout-secs" => {
                 let value = args.next().ok_or("--idle-timeout-secs needs a value")?;
                 let secs = value.parse().map_err(|_| {
@@ -141,9 +149,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     // The point of this delay is time passing: it simulates a slow start.
     tokio::time::sleep(args.ready_delay).await;
-    CacheManifest::new(args.service, args.version, Some(me.clone()))
-        .write(&args.manifest)
-        .await?;
+    let manifest = CacheManifest::new(args.service, args.version, Some(me.clone()));
+    if args.manifest_unsynced {
+        manifest.write_unsynced(&args.manifest).await?;
+    } else {
+        manifest.write(&args.manifest).await?;
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready pid={}", std::process::id())?;

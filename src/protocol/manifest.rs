@@ -148,6 +148,27 @@ impl CacheManifest {
         run_blocking(path.clone(), move || manifest.write_blocking(&path)).await
     }
 
+    /// [`CacheManifest::write`] without its two `fsync`s: still atomic (temp file, rename),
+    /// so a reader never sees a partial file while the machine runs, but not durable: after
+    /// a power loss or kernel crash the file may be the previous manifest, empty, or
+    /// missing (each a class [`CacheManifest::read`] already reports). A manifest is stale
+    /// after such a crash anyway (its daemon, and its boot, are gone), so a daemon that
+    /// rewrites it at every start can skip the fsyncs (about 0.6-0.7 ms each on a quiet
+    /// disk, far more on a busy one). See `docs/PROTOCOL.md`, section 8.2.
+    pub async fn write_unsynced(&self, path: impl AsRef<Path>) -> Result<(), ManifestError> {
+        let path = path.as_ref().to_owned();
+        let manifest = self.clone();
+        run_blocking(path.clone(), move || {
+            manifest.write_blocking_with(&path, Durability::Unsynced)
+        })
+        .await
+    }
+
+    /// [`CacheManifest::write_unsynced`] for synchronous callers (blocks).
+    pub fn write_unsynced_blocking(&self, path: &Path) -> Result<(), ManifestError> {
+        self.write_blocking_with(path, Durability::Unsynced)
+    }
+
     /// [`CacheManifest::read`] for synchronous callers (blocks).
     pub fn read_blocking(path: &Path) -> Result<Option<CacheManifest>, ManifestError> {
         let io_err = |source| ManifestError::Io {
@@ -260,6 +281,14 @@ impl CacheManifest {
 
     /// [`CacheManifest::write`] for synchronous callers (blocks).
     pub fn write_blocking(&self, path: &Path) -> Result<(), ManifestError> {
+        self.write_blocking_with(path, Durability::Synced)
+    }
+
+    fn write_blocking_with(
+        &self,
+        path: &Path,
+        durability: Durability,
+    ) -> Result<(), ManifestError> {
         let io_err = |source| ManifestError::Io {
             path: path.to_owned(),
             source,
@@ -272,12 +301,22 @@ impl CacheManifest {
         let dir = path_safety::parent_dir(path);
         create_private_dir(&dir).map_err(io_err)?;
         path_safety::check(&dir, Kind::Directory, crate::platform::current_uid())?;
-        write_atomic(path, &json).map_err(io_err)
+        write_atomic_with(path, &json, durability).map_err(io_err)
     }
 }
 
-/// Atomic replace of `path` with `contents` (see [`CacheManifest::write`]).
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// Whether an atomic replace also makes itself durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// `fsync` the file before the rename and the directory after it.
+    Synced,
+    /// No `fsync`: atomic while the machine runs, not across a crash.
+    Unsynced,
+}
+
+/// Atomic replace of `path` with `contents` (see [`CacheManifest::write`] and
+/// [`CacheManifest::write_unsynced`]).
+fn write_atomic_with(path: &Path, contents: &[u8], durability: Durability) -> io::Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -303,10 +342,15 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         let mut file = options.open(&tmp)?;
         file.write_all(contents)?;
         file.write_all(b"\n")?;
-        file.sync_all()?;
+        if durability == Durability::Synced {
+            file.sync_all()?;
+        }
         drop(file);
         rename_over(&tmp, path)?;
-        sync_dir(&dir)
+        match durability {
+            Durability::Synced => sync_dir(&dir),
+            Durability::Unsynced => Ok(()),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
