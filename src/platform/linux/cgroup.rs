@@ -194,10 +194,17 @@ impl SupervisorCgroup {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let events = rustix::fs::openat(
+            &dir,
+            c"cgroup.events",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(ServiceCgroup {
             relative: format!("{}/{name}", self.relative),
             path,
             dir,
+            events,
             service: clean,
             killed: AtomicBool::new(false),
         })
@@ -229,6 +236,8 @@ pub(crate) struct ServiceCgroup {
     dir: OwnedFd,
     /// The service part of the name, which a spare is found by (empty: never kept).
     service: String,
+    /// `cgroup.events`, open for the life of the directory (read with `pread`).
+    events: OwnedFd,
     /// `cgroup.kill` was written. Such a directory is never reused: on this machine's
     /// kernel (6.18) a process later started in it with `CLONE_INTO_CGROUP` was SIGKILLed
     /// at once (the kill sequence number of the target cgroup, compared with the one the
@@ -265,10 +274,14 @@ impl ServiceCgroup {
         Ok(pids)
     }
 
-    /// Whether any process is left (`populated 1` in `cgroup.events`).
+    /// Whether any process is left (`populated 1` in `cgroup.events`): one `pread` of the
+    /// descriptor held since the directory was created, no path lookup, no allocation.
     pub(crate) fn is_populated(&self) -> io::Result<bool> {
-        let events = std::fs::read_to_string(self.path.join("cgroup.events"))?;
-        Ok(events.lines().any(|line| line.trim() == "populated 1"))
+        let mut text = [0u8; 256];
+        let n = rustix::io::pread(&self.events, &mut text, 0)?;
+        Ok(text[..n]
+            .split(|&b| b == b'\n')
+            .any(|line| line.trim_ascii() == b"populated 1"))
     }
 
     /// SIGKILL every process of the tree at once (`cgroup.kill`, Linux 5.14+; before that,
@@ -280,10 +293,16 @@ impl ServiceCgroup {
             return Ok(());
         }
         self.killed.store(true, Ordering::Relaxed);
-        match std::fs::write(self.path.join("cgroup.kill"), b"1") {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.signal(Signal::KILL),
-            Err(e) => Err(e),
+        let kill = rustix::fs::openat(
+            &self.dir,
+            c"cgroup.kill",
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        match kill.and_then(|fd| rustix::io::write(&fd, b"1")) {
+            Ok(_) => Ok(()),
+            Err(rustix::io::Errno::NOENT) => self.signal(Signal::KILL),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -351,11 +370,14 @@ impl Drop for ServiceCgroup {
         {
             let mut spares = SPARES.lock().unwrap_or_else(|p| p.into_inner());
             if spares.len() < MAX_SPARES && !spares.iter().any(|s| s.service == self.service) {
-                if let Ok(dir) = rustix::io::fcntl_dupfd_cloexec(&self.dir, 0) {
+                let dir = rustix::io::fcntl_dupfd_cloexec(&self.dir, 0);
+                let events = rustix::io::fcntl_dupfd_cloexec(&self.events, 0);
+                if let (Ok(dir), Ok(events)) = (dir, events) {
                     spares.push(ServiceCgroup {
                         path: std::mem::take(&mut self.path),
                         relative: std::mem::take(&mut self.relative),
                         dir,
+                        events,
                         service: std::mem::take(&mut self.service),
                         killed: AtomicBool::new(false),
                     });

@@ -192,8 +192,18 @@ fn send(pidfd: &OwnedFd, signal: Signal) -> io::Result<()> {
 /// Has the pidfd's process exited? Reaped processes are seen through fdinfo (`Pid: -1`),
 /// zombies through the state letter in `/proc/PID/stat`. A reaped and recycled PID is
 /// caught by fdinfo before the stat file is read.
+///
+/// For our own child one `waitid(WNOWAIT)` answers (and leaves the zombie in place): no
+/// `/proc` file is opened on the exit path of the processes a supervisor spawned.
 fn pidfd_has_exited(pidfd: &OwnedFd, pid: u32) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+    match process::waitid(WaitId::PidFd(pidfd.as_fd()), options) {
+        Ok(Some(_)) => return Ok(true),
+        Ok(None) => return Ok(false),
+        // ECHILD: not our child (or already reaped): ask /proc.
+        Err(_) => {}
+    }
     let fdinfo = fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;
     let reaped = fdinfo
         .lines()
