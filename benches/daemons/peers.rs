@@ -574,9 +574,17 @@ pub fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let [daemon, dirs @ ..] = args else {
         return Err(format!("usage: {CHILD_FLAG} <daemon> <dir>...").into());
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // `PEERS_RUNTIME=current_thread`: the supervisor on a current-thread runtime (fewer
+    // threads to wake per restart) instead of the default multi-thread one.
+    let runtime = if std::env::var("PEERS_RUNTIME").as_deref() == Ok("current_thread") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async {
         let services: Vec<_> = dirs
             .iter()
