@@ -852,3 +852,61 @@ async fn a_sigkilled_supervisor_leaves_neither_processes_nor_cgroups() {
         supervisor_dir.display()
     );
 }
+
+/// A signal mask field of `/proc/PID/status` (`SigBlk`, `SigIgn`, `SigCgt`), as a bit set.
+fn signal_mask(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+/// The child shares the supervisor's memory until exec (x86_64) and is started from a
+/// thread that blocks every signal, while the supervisor catches some (SIGUSR1 here) and
+/// ignores SIGPIPE: the program must still start with no signal blocked, SIGPIPE at its
+/// default and nothing caught, and die of a SIGUSR1 as a program that catches nothing does.
+#[tokio::test]
+async fn a_child_starts_with_default_signals_whatever_the_supervisor_catches() {
+    let _usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .expect("a SIGUSR1 handler in the supervisor");
+    let service = CommandSpec::new("signals", "sleep")
+        .args(["3600"])
+        .restart(no_backoff(RestartKind::Temporary))
+        .supervise();
+    let mut events = service.events();
+    within("ready", service.ready()).await.unwrap();
+    let child = service.backend().unwrap();
+    let pid = child.pid();
+    assert_eq!(
+        signal_mask(pid, "SigBlk"),
+        0,
+        "signals blocked in the child"
+    );
+    let sigpipe = 1u64 << (libc_sigpipe() - 1);
+    assert_eq!(
+        signal_mask(pid, "SigIgn") & sigpipe,
+        0,
+        "SIGPIPE ignored in the child"
+    );
+    assert_eq!(signal_mask(pid, "SigCgt"), 0, "`sleep` catches nothing");
+    child.signal(libc_sigusr1()).unwrap();
+    let exited = next_matching(&mut events, "exited", |e| {
+        matches!(e.kind, EventKind::Exited { .. })
+    })
+    .await;
+    assert!(
+        exited.to_string().contains("signal 10") || exited.to_string().contains("SIGUSR1"),
+        "the child did not die of SIGUSR1: {exited}"
+    );
+    service.stop().await;
+}
+
+fn libc_sigpipe() -> u32 {
+    rustix::process::Signal::PIPE.as_raw() as u32
+}
+
+fn libc_sigusr1() -> i32 {
+    rustix::process::Signal::USR1.as_raw()
+}

@@ -505,10 +505,23 @@ mod tests {
 
     #[test]
     fn write_then_read_round_trips_with_private_modes() {
+        for unsynced in [false, true] {
+            write_then_read_round_trips(unsynced);
+        }
+    }
+
+    /// The same checks for both durabilities: the unsynced write differs only in its fsyncs.
+    fn write_then_read_round_trips(unsynced: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("new-dir/manifest.json");
         let manifest = CacheManifest::new("svc", "1.0", None);
-        manifest.write_blocking(&path).unwrap();
+        if unsynced {
+            manifest.write_unsynced_blocking(&path).unwrap();
+            // A second write replaces the first, atomically, as the synced one does.
+            manifest.write_unsynced_blocking(&path).unwrap();
+        } else {
+            manifest.write_blocking(&path).unwrap();
+        }
         assert_eq!(CacheManifest::read_blocking(&path).unwrap(), Some(manifest));
         #[cfg(unix)]
         {
