@@ -70,6 +70,12 @@ struct CloneArgs {
 static NO_CLONE3: AtomicBool = AtomicBool::new(false);
 /// Set once `CLONE_INTO_CGROUP` was refused as unknown (EINVAL, 5.3 to 5.6).
 static NO_CLONE_INTO_CGROUP: AtomicBool = AtomicBool::new(false);
+/// `clone3` flag: the child's caught signals start at their defaults (5.5+).
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+/// Set once `CLONE_CLEAR_SIGHAND` was refused (EINVAL): the child resets them itself. (An
+/// EINVAL is blamed on it first, so a 5.5 or 5.6 kernel, which knows it but not
+/// `CLONE_INTO_CGROUP`, ends up without either: only slower.)
+static NO_CLEAR_SIGHAND: AtomicBool = AtomicBool::new(false);
 
 /// What the child needs, owned, prepared before the fork (`Send`, so it can travel to the
 /// spawner thread).
@@ -213,6 +219,8 @@ struct ExecArgs<'a> {
     /// `cgroup.procs` of the target cgroup, when the child must move itself there.
     cgroup_procs: Option<OwnedFd>,
     groups: Vec<rustix::process::Gid>,
+    /// The kernel resets the child's caught signals (`CLONE_CLEAR_SIGHAND`).
+    clear_sighand: bool,
 }
 
 /// Fork and exec. Blocks until the child has exec'd or failed; meant for the spawner
@@ -249,6 +257,7 @@ fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError>
     let use_clone3 = !NO_CLONE3.load(Ordering::Relaxed);
     let into_cgroup =
         prepared.cgroup.is_some() && use_clone3 && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed);
+    let clear_sighand = use_clone3 && !NO_CLEAR_SIGHAND.load(Ordering::Relaxed);
     let mut args = ExecArgs {
         argv: null_terminated(&prepared.argv),
         envp: null_terminated(&prepared.envp),
@@ -262,6 +271,7 @@ fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError>
             .flatten()
             .map(|&g| rustix::process::Gid::from_raw(g))
             .collect(),
+        clear_sighand,
     };
     if let (Some(cgroup), false) = (&prepared.cgroup, into_cgroup) {
         args.cgroup_procs = Some(
@@ -278,6 +288,11 @@ fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError>
             Err(Errno::NOSYS) | Err(Errno::PERM) => {
                 tracing::debug!("clone3 unavailable; forking and opening the pidfd afterwards");
                 NO_CLONE3.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(Errno::INVAL) if clear_sighand => {
+                tracing::debug!("CLONE_CLEAR_SIGHAND unavailable; the child resets its signals");
+                NO_CLEAR_SIGHAND.store(true, Ordering::Relaxed);
                 return Ok(None);
             }
             Err(Errno::INVAL) if into_cgroup => {
@@ -333,6 +348,9 @@ fn clone3(args: &ExecArgs<'_>, report: &OwnedFd, into_cgroup: bool) -> Result<Fo
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
+    if args.clear_sighand {
+        clone_args.flags |= CLONE_CLEAR_SIGHAND;
+    }
     if into_cgroup {
         if let Some(cgroup) = &args.prepared.cgroup {
             clone_args.flags |= CLONE_INTO_CGROUP;
@@ -531,12 +549,18 @@ fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
     // Signals: the spawner thread blocks them all, and so does the child until here. A
     // handler of the supervisor must not run in the child (sharing its memory, it would
     // act on the supervisor's data): every caught signal goes back to its default first,
-    // as `posix_spawn` does. The program starts with none blocked and SIGPIPE at its
-    // default (Rust ignores it in the supervisor).
+    // done by the kernel with `CLONE_CLEAR_SIGHAND`, else here, as `posix_spawn` does. The
+    // program starts with none blocked and SIGPIPE at its default (Rust ignores it in the
+    // supervisor).
     // SAFETY: `sigaction`, `sigprocmask` and `signal` are async-signal-safe; the actions
     // and the set are locals. `sigaction` of a signal libc reserves fails harmlessly.
     unsafe {
-        for signal in 1..=libc::SIGRTMAX() {
+        let reset = if args.clear_sighand {
+            0
+        } else {
+            libc::SIGRTMAX()
+        };
+        for signal in 1..=reset {
             let mut current: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
                 && current.sa_sigaction != libc::SIG_DFL
