@@ -238,10 +238,12 @@ pub(crate) struct ServiceCgroup {
     service: String,
     /// `cgroup.events`, open for the life of the directory (read with `pread`).
     events: OwnedFd,
-    /// `cgroup.kill` was written. Such a directory is never reused: on this machine's
-    /// kernel (6.18) a process later started in it with `CLONE_INTO_CGROUP` was SIGKILLed
-    /// at once (the kill sequence number of the target cgroup, compared with the one the
-    /// fork saw, no longer matches).
+    /// `cgroup.kill` was written. Such a directory is never reused: on Linux 6.18 a
+    /// process started with `CLONE_INTO_CGROUP` in a cgroup that was ever killed, even
+    /// while empty, is SIGKILLed at once (checked with a small C program: `cgroup.kill` on
+    /// an empty cgroup, then `clone3(CLONE_INTO_CGROUP)` of `sleep`: killed by signal 9;
+    /// without the `cgroup.kill`: exits 0). Presumably the kill sequence number of the
+    /// target cgroup is compared with that of the cgroup the fork started from.
     killed: AtomicBool,
 }
 
