@@ -91,7 +91,8 @@ pub(crate) struct Prepared {
     umask: Option<u32>,
     limits: Vec<(Resource, Rlimit)>,
     die_with_parent: bool,
-    cgroup: Option<std::sync::Arc<super::cgroup::ServiceCgroup>>,
+    /// The directory of the cgroup the child starts in (a duplicate of the instance's).
+    cgroup: Option<OwnedFd>,
 }
 
 /// The parent's ends of the pipes of a prepared spawn.
@@ -183,6 +184,11 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
             )
         })
         .collect();
+    let cgroup = plan
+        .cgroup
+        .map(|cgroup| rustix::io::fcntl_dupfd_cloexec(cgroup.dir(), 0))
+        .transpose()
+        .map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?;
     Ok((
         Prepared {
             program,
@@ -195,7 +201,7 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
             umask: plan.umask,
             limits,
             die_with_parent: plan.die_with_parent,
-            cgroup: plan.cgroup,
+            cgroup,
         },
         ParentPipes {
             stdout: parent_stdout,
@@ -274,11 +280,13 @@ fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError>
         clear_sighand,
     };
     if let (Some(cgroup), false) = (&prepared.cgroup, into_cgroup) {
-        args.cgroup_procs = Some(
-            cgroup
-                .open_procs()
-                .map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?,
+        let procs = rustix::fs::openat(
+            cgroup,
+            c"cgroup.procs",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
         );
+        args.cgroup_procs = Some(procs.map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?);
     }
     let (report_read, report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SpawnError::new(SpawnStage::Prepare, e))?;
@@ -354,7 +362,7 @@ fn clone3(args: &ExecArgs<'_>, report: &OwnedFd, into_cgroup: bool) -> Result<Fo
     if into_cgroup {
         if let Some(cgroup) = &args.prepared.cgroup {
             clone_args.flags |= CLONE_INTO_CGROUP;
-            clone_args.cgroup = cgroup.dir().as_raw_fd() as u64;
+            clone_args.cgroup = cgroup.as_raw_fd() as u64;
         }
     }
     #[cfg(target_arch = "x86_64")]
@@ -674,122 +682,4 @@ pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> bool {
         // ECHILD: already reaped (or not our child): nothing left to do.
         Err(_) => true,
     }
-}
-
-/// What the cgroup keeper holds: the pipe it waits on, and the supervisor's cgroup
-/// (its `cgroup.kill`, the directory, and the parent directory with the name, to remove it).
-pub(crate) struct KeeperFds {
-    pub read: OwnedFd,
-    pub kill: OwnedFd,
-    pub dir: OwnedFd,
-    pub parent: OwnedFd,
-    pub name: std::ffi::CString,
-}
-
-/// Fork the cgroup keeper: a process that blocks reading `fds.read` and, once every write
-/// end is closed (the supervisor exited, however), kills every tree in the supervisor's
-/// cgroup (`cgroup.kill`), waits until it is empty, removes the service directories and
-/// the supervisor's own, and exits: nothing is left behind. It keeps no other descriptor,
-/// so it holds none of the supervisor's sockets or pipes open. Its pidfd goes to the
-/// spawner thread's reaper, in case it dies first.
-pub(crate) fn fork_keeper(fds: KeeperFds) -> io::Result<u32> {
-    // SAFETY: the child only runs `keeper_main`, which makes async-signal-safe system
-    // calls on descriptors and memory prepared before the fork, and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        keeper_main(&fds);
-    }
-    drop(fds);
-    let raw = Pid::from_raw(pid).expect("fork returned a positive pid");
-    if let Ok(pidfd) = rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
-        super::spawner::reap_later(pidfd);
-    }
-    Ok(pid as u32)
-}
-
-/// How long the keeper waits for the killed trees to be gone before it removes what it
-/// can anyway (a process stuck in uninterruptible sleep), in 100 ms rounds.
-const KEEPER_ROUNDS: u32 = 200;
-
-fn keeper_main(fds: &KeeperFds) -> ! {
-    let _ = rustix::thread::set_name(c"rp-keeper");
-    let mut keep = [
-        fds.read.as_raw_fd(),
-        fds.kill.as_raw_fd(),
-        fds.dir.as_raw_fd(),
-        fds.parent.as_raw_fd(),
-    ];
-    keep.sort_unstable();
-    close_all_but(&keep);
-    let mut buf = [0u8; 64];
-    loop {
-        match rustix::io::read(&fds.read, &mut buf) {
-            Ok(0) => break,
-            Ok(_) | Err(Errno::INTR) => continue,
-            Err(_) => break,
-        }
-    }
-    let _ = rustix::io::write(&fds.kill, b"1");
-    // Wait for `populated 0`: the kernel raises POLLPRI on `cgroup.events` when it changes.
-    if let Ok(events) = rustix::fs::openat(
-        &fds.dir,
-        c"cgroup.events",
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    ) {
-        for _ in 0..KEEPER_ROUNDS {
-            let mut text = [0u8; 256];
-            let n = rustix::io::pread(&events, &mut text, 0).unwrap_or(0);
-            if text[..n].windows(11).any(|w| w == b"populated 0") {
-                break;
-            }
-            let mut poll = [rustix::event::PollFd::new(
-                &events,
-                rustix::event::PollFlags::PRI,
-            )];
-            let tick = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 100_000_000,
-            };
-            let _ = rustix::event::poll(&mut poll, Some(&tick));
-        }
-    }
-    // The service directories, then the supervisor's own (a directory of a cgroup can go
-    // once it has no process and no child cgroup).
-    let mut entries = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-    let mut dir = rustix::fs::RawDir::new(&fds.dir, &mut entries);
-    while let Some(Ok(entry)) = dir.next() {
-        let name = entry.file_name();
-        if entry.file_type() == rustix::fs::FileType::Directory
-            && name.to_bytes() != b"."
-            && name.to_bytes() != b".."
-        {
-            let _ = rustix::fs::unlinkat(&fds.dir, name, rustix::fs::AtFlags::REMOVEDIR);
-        }
-    }
-    let _ = rustix::fs::unlinkat(
-        &fds.parent,
-        fds.name.as_c_str(),
-        rustix::fs::AtFlags::REMOVEDIR,
-    );
-    // SAFETY: `_exit` ends the forked process without running any user-space cleanup.
-    unsafe { libc::_exit(0) }
-}
-
-/// Close every descriptor but `keep` (sorted), with `close_range` over the gaps.
-fn close_all_but(keep: &[RawFd]) {
-    let mut first: libc::c_uint = 0;
-    for &fd in keep {
-        let fd = fd as libc::c_uint;
-        if fd > first {
-            // SAFETY: `close_range` only closes descriptors of this (forked) process.
-            unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0) };
-        }
-        first = fd + 1;
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
 }
