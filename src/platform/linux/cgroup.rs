@@ -12,11 +12,15 @@
 //! starts them inside (or, on older kernels, the child writes itself into `cgroup.procs`
 //! before exec), so a daemon that forks at once cannot leave a grandchild outside.
 //!
-//! An instance's directory is not removed when it ends: once empty, it is kept as the
-//! *spare* of its service and the service's next instance starts in it, so a restart
-//! neither creates nor removes a directory (each costs the kernel tens of microseconds
-//! and, on the restart path, a wait). A service keeps at most one spare, the process at
-//! most [`MAX_SPARES`]; the keeper removes them with the rest when the supervisor exits.
+//! Every instance gets a directory of its own, never used before. Creating one costs the
+//! kernel tens of microseconds and the restart a wait, so it is done ahead: when an
+//! instance's directory is removed (after its tree is gone, on the blocking pool, while
+//! the replacement is being prepared), a fresh *spare* is created for the service's next
+//! instance. A service keeps at most one spare, the process at most [`MAX_SPARES`]; the
+//! keeper removes them with the rest when the supervisor exits. (A used directory is never
+//! reused: besides the path naming one instance, on Linux 6.18 a process started with
+//! `CLONE_INTO_CGROUP` in a cgroup that was ever `cgroup.kill`ed, even while empty, is
+//! SIGKILLed at once, as a small C program showed.)
 //!
 //! A *keeper* process (forked once, before any service starts) holds the read end of a
 //! pipe whose write end only the supervisor holds. When the supervisor exits, even by
@@ -47,10 +51,10 @@ const PREFIX: &str = "running-process-";
 /// process uses process groups.
 static DISABLED: AtomicBool = AtomicBool::new(false);
 
-/// At most this many empty instance directories are kept for reuse (one per service).
+/// At most this many spare directories are kept (one per service).
 const MAX_SPARES: usize = 64;
 
-/// The empty directories of ended instances, each the spare of its service.
+/// Fresh directories made ahead, each for the next instance of its service.
 static SPARES: Mutex<Vec<ServiceCgroup>> = Mutex::new(Vec::new());
 
 /// This supervisor's cgroup directory, with the keeper watching over it.
@@ -169,8 +173,8 @@ impl SupervisorCgroup {
         })
     }
 
-    /// An empty cgroup for one instance of `service`: its spare (the directory of an
-    /// instance that ended) when it has one, else a new one.
+    /// A new, empty cgroup for one instance of `service`: the spare made ahead for it if
+    /// there is one, else a directory created now.
     pub(crate) fn create_service(&self, service: &str) -> io::Result<ServiceCgroup> {
         let clean = clean_name(service);
         let spare = {
@@ -178,14 +182,14 @@ impl SupervisorCgroup {
             let found = spares.iter().position(|spare| spare.service == clean);
             found.map(|i| spares.swap_remove(i))
         };
-        if let Some(mut spare) = spare {
-            // Emptied before it was kept (its instance's tree was awaited); checked again,
-            // since a process could only be in it now if someone put it there.
-            if spare.is_populated().ok() == Some(false) {
-                return Ok(spare);
-            }
-            spare.service = String::new(); // not kept again: removed (if it can be) on drop
+        match spare {
+            Some(spare) => Ok(spare),
+            None => self.create_dir(clean),
         }
+    }
+
+    /// A fresh directory for an instance of the service named `clean`.
+    fn create_dir(&self, clean: String) -> io::Result<ServiceCgroup> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("{clean}-{n}");
         let path = self.path.join(&name);
@@ -207,7 +211,6 @@ impl SupervisorCgroup {
             dir,
             events,
             service: clean,
-            killed: AtomicBool::new(false),
         })
     }
 }
@@ -227,25 +230,17 @@ fn clean_name(service: &str) -> String {
         .collect()
 }
 
-/// The cgroup of one service instance. Dropping it keeps the directory as its service's
-/// spare if it is empty and the service has none (see the module documentation), else
-/// removes it if it is empty.
+/// The cgroup of one service instance. Dropping it removes the directory if it is empty,
+/// and makes the service's spare if it has none (see the module documentation).
 #[derive(Debug)]
 pub(crate) struct ServiceCgroup {
     path: PathBuf,
     relative: String,
     dir: OwnedFd,
-    /// The service part of the name, which a spare is found by (empty: never kept).
+    /// The service part of the name, which a spare is found by.
     service: String,
     /// `cgroup.events`, open for the life of the directory (read with `pread`).
     events: OwnedFd,
-    /// `cgroup.kill` was written. Such a directory is never reused: on Linux 6.18 a
-    /// process started with `CLONE_INTO_CGROUP` in a cgroup that was ever killed, even
-    /// while empty, is SIGKILLed at once (checked with a small C program: `cgroup.kill` on
-    /// an empty cgroup, then `clone3(CLONE_INTO_CGROUP)` of `sleep`: killed by signal 9;
-    /// without the `cgroup.kill`: exits 0). Presumably the kill sequence number of the
-    /// target cgroup is compared with that of the cgroup the fork started from.
-    killed: AtomicBool,
 }
 
 impl ServiceCgroup {
@@ -279,13 +274,11 @@ impl ServiceCgroup {
 
     /// SIGKILL every process of the tree at once (`cgroup.kill`, Linux 5.14+; before that,
     /// each process through a pidfd, repeated until none is left unsignalled). An empty
-    /// tree (the usual case: its main process was all of it) is left alone, which keeps
-    /// its directory fit to be a spare (see [`ServiceCgroup::killed`]).
+    /// tree (the usual case: its main process was all of it) is left alone.
     pub(crate) fn kill(&self) -> io::Result<()> {
         if self.is_populated().ok() == Some(false) {
             return Ok(());
         }
-        self.killed.store(true, Ordering::Relaxed);
         let kill = rustix::fs::openat(
             &self.dir,
             c"cgroup.kill",
@@ -357,29 +350,35 @@ impl ServiceCgroup {
 
 impl Drop for ServiceCgroup {
     fn drop(&mut self) {
-        if !self.service.is_empty()
-            && !self.killed.load(Ordering::Relaxed)
-            && self.is_populated().ok() == Some(false)
-        {
-            let mut spares = SPARES.lock().unwrap_or_else(|p| p.into_inner());
-            if spares.len() < MAX_SPARES && !spares.iter().any(|s| s.service == self.service) {
-                let dir = rustix::io::fcntl_dupfd_cloexec(&self.dir, 0);
-                let events = rustix::io::fcntl_dupfd_cloexec(&self.events, 0);
-                if let (Ok(dir), Ok(events)) = (dir, events) {
-                    spares.push(ServiceCgroup {
-                        path: std::mem::take(&mut self.path),
-                        relative: std::mem::take(&mut self.relative),
-                        dir,
-                        events,
-                        service: std::mem::take(&mut self.service),
-                        killed: AtomicBool::new(false),
-                    });
-                    return;
-                }
-            }
-        }
         if let Err(error) = std::fs::remove_dir(&self.path) {
             tracing::debug!(path = %self.path.display(), %error, "cgroup not removed (processes left?)");
+        }
+        // The spare for the service's next instance, made now rather than when it starts.
+        let wanted = {
+            let spares = SPARES.lock().unwrap_or_else(|p| p.into_inner());
+            spares.len() < MAX_SPARES && !spares.iter().any(|s| s.service == self.service)
+        };
+        if !wanted {
+            return;
+        }
+        let Some(root) = supervisor_cgroup() else {
+            return;
+        };
+        match root.create_dir(self.service.clone()) {
+            Ok(spare) => {
+                let mut spares = SPARES.lock().unwrap_or_else(|p| p.into_inner());
+                if spares.len() < MAX_SPARES && !spares.iter().any(|s| s.service == spare.service) {
+                    spares.push(spare);
+                    return;
+                }
+                // Another drop made one meanwhile: this one goes (its own drop, below,
+                // removes it and finds the spare there).
+                drop(spares);
+                drop(spare);
+            }
+            Err(error) => {
+                tracing::debug!(service = %self.service, %error, "no spare cgroup made");
+            }
         }
     }
 }
