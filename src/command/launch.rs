@@ -29,10 +29,6 @@ pub(crate) struct RunAs {
 
 /// Whether [`resolve_user`] must read the user database (else it blocks on nothing and
 /// needs no trip to the blocking pool).
-#[allow(
-    dead_code,
-    reason = "for the supervisor's start: one blocking-pool hop, not three"
-)]
 pub(crate) fn needs_user_lookup(spec: &CommandSpec) -> bool {
     spec.user.is_some() || spec.group.is_some() || spec.supplementary_groups.is_some()
 }
@@ -269,10 +265,6 @@ pub(crate) fn plan(
 /// [`plan`] and, where `cgroup` asks for one, the instance's cgroup (Linux: its service's
 /// spare or a new directory; `None` where the supervisor can make none): everything of a
 /// start that touches the file system, for one trip to the blocking pool.
-#[allow(
-    dead_code,
-    reason = "for the supervisor's start: one blocking-pool hop, not three"
-)]
 pub(crate) fn plan_with_cgroup(
     spec: &CommandSpec,
     run_as: &RunAs,
@@ -289,7 +281,7 @@ pub(crate) fn plan_with_cgroup(
         {
             Some(Ok(cgroup)) => Some(std::sync::Arc::new(cgroup)),
             Some(Err(error)) => {
-                tracing::warn!(service = %spec.name, %error, "cannot create the service's cgroup; using its process group");
+                tracing::warn!(service = %spec.name, error = %crate::report::Chain(&error), "cannot create the service's cgroup; using its process group");
                 None
             }
             None => None,

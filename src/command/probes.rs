@@ -783,7 +783,9 @@ mod tests {
         } else {
             "echo boom >&2; exit 3"
         };
-        let error = within_deadline(run_check(&shell(script))).await.unwrap_err();
+        let error = within_deadline(run_check(&shell(script)))
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("boom"), "{error}");
         assert!(error.to_string().contains("exit code 3"), "{error}");
     }

@@ -192,32 +192,6 @@ impl CommandSupervisor {
         retire(instance);
         output
     }
-
-    /// A cgroup for the next instance, where the supervisor can make one. Services that
-    /// outlive the supervisor get none: the keeper kills every tree under the supervisor's
-    /// cgroup when the supervisor exits.
-    async fn cgroup(&self) -> Option<InstanceCgroup> {
-        #[cfg(target_os = "linux")]
-        {
-            if !self.spec.die_with_supervisor || !self.spec.cgroup {
-                return None;
-            }
-            let name = self.spec.name.clone();
-            let created = blocking(move || {
-                platform::cgroup::supervisor_cgroup().map(|root| root.create_service(&name))
-            })
-            .await?;
-            match created {
-                Ok(cgroup) => Some(Arc::new(cgroup)),
-                Err(error) => {
-                    tracing::warn!(service = %self.spec.name, error = %crate::report::Chain(&error), "cannot create the service's cgroup; using its process group");
-                    None
-                }
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        None
-    }
 }
 
 #[async_trait]
@@ -444,8 +418,12 @@ impl CommandSupervisor {
             self.clean_up(previous).await;
         }
         readiness::check_free(&spec.readiness).await?;
-        let owned = spec.clone();
-        let run_as = blocking(move || launch::resolve_user(&owned)).await?;
+        let run_as = if launch::needs_user_lookup(spec) {
+            let owned = spec.clone();
+            blocking(move || launch::resolve_user(&owned)).await?
+        } else {
+            launch::resolve_user(spec)?
+        };
         let notify = if self.needs_notify() {
             Some(notify::prepare(spec, run_as.uid.map(|uid| (uid, run_as.gid))).await?)
         } else {
@@ -466,10 +444,16 @@ impl CommandSupervisor {
             plan_output(&spec.stderr, watched == Some(StreamName::Stderr), detached).await?;
         let tail = (stdout_sink.is_some() || stderr_sink.is_some()).then(OutputTail::default);
 
+        // Everything else that touches the file system, in one trip to the blocking pool.
+        // Services that outlive the supervisor get no cgroup: the keeper kills every tree
+        // under the supervisor's cgroup when the supervisor exits.
+        let want_cgroup = spec.die_with_supervisor && spec.cgroup;
         let owned = spec.clone();
         let for_plan = run_as.clone();
-        let launch::Launch { program, plan } =
-            blocking(move || launch::plan(&owned, &for_plan, &extra_env, stdout, stderr)).await?;
+        let (launch::Launch { program, plan }, cgroup) = blocking(move || {
+            launch::plan_with_cgroup(&owned, &for_plan, &extra_env, stdout, stderr, want_cgroup)
+        })
+        .await?;
         Ok(Prepared {
             program,
             plan,
@@ -477,7 +461,7 @@ impl CommandSupervisor {
             notify,
             sinks: [stdout_sink, stderr_sink],
             tail,
-            cgroup: self.cgroup().await,
+            cgroup,
         })
     }
 

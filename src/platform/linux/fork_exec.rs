@@ -540,34 +540,17 @@ fn fork_then_open(args: &ExecArgs<'_>, report: &OwnedFd) -> Result<Forked, Spawn
     })
 }
 
-/// The child between fork and exec. Only async-signal-safe system calls; no allocation,
-/// no locks, no panics.
-fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
-    let p = args.prepared;
-    let fail = |stage: SpawnStage, errno: Errno| -> ! {
-        let mut message = [0u8; 8];
-        message[..4].copy_from_slice(&stage.code().to_ne_bytes());
-        message[4..].copy_from_slice(&errno.raw_os_error().to_ne_bytes());
-        let _ = rustix::io::write(report, &message);
-        // SAFETY: `_exit` ends the process without running any user-space cleanup, which
-        // is what a forked child that failed must do.
-        unsafe { libc::_exit(127) }
-    };
-
-    // Signals: the spawner thread blocks them all, and so does the child until here. A
-    // handler of the supervisor must not run in the child (sharing its memory, it would
-    // act on the supervisor's data): every caught signal goes back to its default first,
-    // done by the kernel with `CLONE_CLEAR_SIGHAND`, else here, as `posix_spawn` does. The
-    // program starts with none blocked and SIGPIPE at its default (Rust ignores it in the
-    // supervisor).
+/// The child's first step. Signals: the spawner thread blocks them all, and so does the
+/// child until here. A handler of the supervisor must not run in the child (sharing its
+/// memory, it would act on the supervisor's data): every caught signal goes back to its
+/// default first, done by the kernel with `CLONE_CLEAR_SIGHAND` (`clear_sighand`), else
+/// here, as `posix_spawn` does. The program starts with none blocked and SIGPIPE at its
+/// default (Rust ignores it in the supervisor). Async-signal-safe.
+fn reset_signals(clear_sighand: bool) {
     // SAFETY: `sigaction`, `sigprocmask` and `signal` are async-signal-safe; the actions
     // and the set are locals. `sigaction` of a signal libc reserves fails harmlessly.
     unsafe {
-        let reset = if args.clear_sighand {
-            0
-        } else {
-            libc::SIGRTMAX()
-        };
+        let reset = if clear_sighand { 0 } else { libc::SIGRTMAX() };
         for signal in 1..=reset {
             let mut current: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
@@ -584,6 +567,26 @@ fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// The child between fork and exec. Only async-signal-safe system calls; no allocation,
+/// no locks, no panics. One straight checklist in the order the kernel needs it (cgroup,
+/// process group, standard streams, limits, umask, groups before group before user, the
+/// directory, the parent-death signal after the user switch, exec), each step reporting
+/// its own stage on failure.
+fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
+    let p = args.prepared;
+    let fail = |stage: SpawnStage, errno: Errno| -> ! {
+        let mut message = [0u8; 8];
+        message[..4].copy_from_slice(&stage.code().to_ne_bytes());
+        message[4..].copy_from_slice(&errno.raw_os_error().to_ne_bytes());
+        let _ = rustix::io::write(report, &message);
+        // SAFETY: `_exit` ends the process without running any user-space cleanup, which
+        // is what a forked child that failed must do.
+        unsafe { libc::_exit(127) }
+    };
+
+    reset_signals(args.clear_sighand);
 
     if let Some(procs) = &args.cgroup_procs {
         // Writing "0" moves the writing process.
