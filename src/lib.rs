@@ -139,8 +139,8 @@
 //!   ```
 //! - An integration test finds a binary of its own package with
 //!   `env!("CARGO_BIN_EXE_<name>")`; [`testing::free_tcp_port`] gives it a port.
-//! - Linux is tested (cgroup v2 where writable, else process groups); the macOS and
-//!   Windows implementations are type-checked. What differs: the `command` module docs.
+//! - Linux is tested natively (cgroup v2 where writable, else process groups), Windows
+//!   under Wine in CI; macOS type-checks. What differs: the `command` module docs.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
