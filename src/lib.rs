@@ -158,6 +158,8 @@ pub mod protocol;
 mod report;
 mod serde_util;
 pub mod supervision;
+#[cfg(test)]
+mod test_util;
 pub mod testing;
 
 #[doc(no_inline)]

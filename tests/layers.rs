@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const LAYERS: &[&[&str]] = &[
-    &["hex", "serde_util", "blocking", "report"],
+    &["hex", "serde_util", "blocking", "report", "test_util"],
     &["platform"],
     &["identity"],
     &["protocol"],

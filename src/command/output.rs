@@ -398,10 +398,9 @@ impl Lines {
 mod tests {
     use super::*;
     use std::io::Cursor;
-    use std::time::Duration;
     use tokio::io::AsyncWriteExt;
 
-    const DEADLINE: Duration = Duration::from_secs(30);
+    use crate::test_util::DEADLINE;
 
     async fn finish(task: JoinHandle<()>) {
         tokio::time::timeout(DEADLINE, task)

@@ -521,13 +521,7 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    const DEADLINE: Duration = Duration::from_secs(30);
-
-    async fn within_deadline<T>(future: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(DEADLINE, future)
-            .await
-            .expect("not resolved within the deadline")
-    }
+    use crate::test_util::within_deadline;
 
     fn url(text: &str) -> HttpUrl {
         HttpUrl::parse(text).unwrap()

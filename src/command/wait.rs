@@ -95,13 +95,7 @@ mod tests {
     use super::*;
     use std::fs;
 
-    const DEADLINE: Duration = Duration::from_secs(30);
-
-    async fn within_deadline<T>(future: impl std::future::Future<Output = T>) -> T {
-        tokio::time::timeout(DEADLINE, future)
-            .await
-            .expect("not resolved within the deadline")
-    }
+    use crate::test_util::within_deadline;
 
     /// Wait until `condition` holds, woken by `watcher` (the documented usage).
     async fn wait_until(watcher: &mut PathWatcher, condition: impl Fn() -> bool) {

@@ -100,8 +100,6 @@ impl DaemonProcess {
         ipc_endpoint: Endpoint,
         idle_timeout_secs: Option<u32>,
     ) -> Result<DaemonProcess, VerifyPidError> {
-        let pid = std::process::id();
-        let _ = pid;
         crate::blocking::blocking(move || Self::current_process(ipc_endpoint, idle_timeout_secs))
             .await
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::path_safety::{self, Kind, UnsafePath};
+use crate::blocking::blocking;
 use crate::identity::DaemonProcess;
 
 /// The manifest schema this crate writes and the newest it reads.
@@ -136,7 +137,7 @@ impl CacheManifest {
     /// Read a manifest on the blocking pool. `Ok(None)` when the file does not exist.
     pub async fn read(path: impl AsRef<Path>) -> Result<Option<CacheManifest>, ManifestError> {
         let path = path.as_ref().to_owned();
-        run_blocking(path.clone(), move || Self::read_blocking(&path)).await
+        blocking(move || Self::read_blocking(&path)).await
     }
 
     /// Write the manifest atomically on the blocking pool: a temp file in the same
@@ -145,7 +146,7 @@ impl CacheManifest {
     pub async fn write(&self, path: impl AsRef<Path>) -> Result<(), ManifestError> {
         let path = path.as_ref().to_owned();
         let manifest = self.clone();
-        run_blocking(path.clone(), move || manifest.write_blocking(&path)).await
+        blocking(move || manifest.write_blocking(&path)).await
     }
 
     /// [`CacheManifest::write`] without its two `fsync`s: still atomic (temp file, rename),
@@ -158,10 +159,7 @@ impl CacheManifest {
     pub async fn write_unsynced(&self, path: impl AsRef<Path>) -> Result<(), ManifestError> {
         let path = path.as_ref().to_owned();
         let manifest = self.clone();
-        run_blocking(path.clone(), move || {
-            manifest.write_blocking_with(&path, Durability::Unsynced)
-        })
-        .await
+        blocking(move || manifest.write_blocking_with(&path, Durability::Unsynced)).await
     }
 
     /// [`CacheManifest::write_unsynced`] for synchronous callers (blocks).
@@ -458,14 +456,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
         let _ = dir;
         Ok(())
     }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    path: PathBuf,
-    work: impl FnOnce() -> Result<T, ManifestError> + Send + 'static,
-) -> Result<T, ManifestError> {
-    let _ = path;
-    crate::blocking::blocking(work).await
 }
 
 #[cfg(test)]

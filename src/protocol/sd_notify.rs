@@ -278,7 +278,7 @@ fn watchdog_interval_from(
 mod tests {
     use super::*;
 
-    const DEADLINE: Duration = Duration::from_secs(30);
+    use crate::test_util::DEADLINE;
 
     async fn recv(socket: &NotifySocket) -> NotifyMessage {
         tokio::time::timeout(DEADLINE, socket.recv())
