@@ -446,6 +446,19 @@ fn kill_and_reap(pid: i32) {
     }
 }
 
+/// Whether `done` became true within `deadline`, checked every 10 ms (the daemons count
+/// their starts in files; no event tells when a count changes).
+fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + deadline;
+    while !done() {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 /// Reap whatever orphans are left (crashing daemons whose supervisor was killed mid-way).
 fn reap_orphans() {
     let until = Instant::now() + Duration::from_millis(500);
@@ -524,8 +537,13 @@ fn crash_storm(
                 .sum()
         };
         let cpu = || -> u64 { pids.iter().map(|&pid| cpu_ns(pid)).sum() };
-        // Warm-up: every supervisor started and in its loop.
-        std::thread::sleep(Duration::from_secs(1));
+        // Warm-up: every daemon has started at least once (its supervisor is in its loop).
+        let counted = |d: &PathBuf| std::fs::metadata(d.join("count")).is_ok_and(|m| m.len() > 0);
+        if !wait_until(Duration::from_secs(30), || dirs.iter().all(counted)) {
+            kind.stop(children);
+            reap_orphans();
+            return Err(format!("{name}: not every daemon started within 30 s").into());
+        }
         let (count_before, cpu_before, started) = (count(), cpu(), Instant::now());
         std::thread::sleep(window);
         let (count_after, cpu_after, took) = (count(), cpu(), started.elapsed());
