@@ -55,8 +55,8 @@ pub(crate) async fn prepare(
         let dir = blocking(move || PrivateDir::create(&name))
             .await
             .map_err(|source| StartError::Prepare {
-                what: "the sd_notify directory for",
-                path: spec.name.clone().into(),
+                what: "the sd_notify directory in",
+                path: std::env::temp_dir(),
                 source,
             })?;
         let path = dir.path().join("notify.sock");
