@@ -21,10 +21,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use running_process::command::{CommandSpec, Output, Readiness, StopSignal, StopSpec, StreamName};
+use running_process::command::{
+    CommandSpec, HealthCheck, HealthSpec, Output, Readiness, StopSignal, StopSpec, StreamName,
+};
 use running_process::supervision::{
-    Backoff, Event, EventKind, EventStream, Intensity, Outcome, RestartKind, RestartPolicy,
-    ServiceHandle, StartError,
+    Backoff, Event, EventKind, EventStream, HealthPolicy, Intensity, Outcome, RestartKind,
+    RestartPolicy, ServiceHandle, StartError,
 };
 use running_process::{BackendHandle, ExitStatus};
 use support::daemons::{self, skip};
@@ -645,6 +647,60 @@ async fn nginx_master_sigkill_in_a_cgroup() {
 #[tokio::test]
 async fn nginx_master_sigkill_in_a_process_group() {
     nginx_master_sigkill(false).await;
+}
+
+/// An HTTP health check of nginx that gets 404: each failure arrives as an event naming the
+/// status line (the typed `CheckError` under `HealthError::Check`, printed as a chain), and
+/// after two in a row nginx is replaced by a new master that serves again.
+#[tokio::test]
+async fn nginx_failing_its_http_health_check_is_replaced() {
+    let Some(nginx) = daemons::find("nginx") else {
+        return skip("nginx is not installed");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = daemons::free_port();
+    let health = HealthSpec {
+        policy: HealthPolicy {
+            interval: Duration::from_millis(100),
+            timeout: DEADLINE,
+            failures_before_unhealthy: 2,
+        },
+        check: HealthCheck::Http {
+            url: format!("http://127.0.0.1:{port}/no-such-page"),
+        },
+    };
+    let service = nginx_spec(&nginx, dir.path(), port, 1)
+        .health(health)
+        .restart(no_backoff(RestartKind::Permanent))
+        .supervise();
+    let mut events = service.events();
+    let (first, _) = next_ready(&service, &mut events, "nginx ready", None).await;
+
+    let failed = next_matching(
+        &mut events,
+        "a failed health check",
+        |e| matches!(e.kind, EventKind::HealthCheckFailed { pid, .. } if pid == first.pid()),
+    )
+    .await;
+    let line = failed.to_string();
+    assert!(
+        line.contains("404"),
+        "the status line is in the event: {line}"
+    );
+    assert!(
+        line.contains("/no-such-page"),
+        "the URL is in the event: {line}"
+    );
+    next_matching(
+        &mut events,
+        "nginx unhealthy",
+        |e| matches!(e.kind, EventKind::Unhealthy { pid } if pid == first.pid()),
+    )
+    .await;
+    let (second, _) = next_ready(&service, &mut events, "nginx replaced", Some(first.pid())).await;
+    assert_ne!(second.pid(), first.pid());
+    assert!(within("GET / from the replacement", daemons::nginx_get_index(port)).await);
+    assert_eq!(within("stop", service.stop()).await, Outcome::Stopped);
 }
 
 /// A bad configuration: nginx exits 1 before it is ready, and its `[emerg]` line comes with
