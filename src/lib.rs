@@ -120,6 +120,7 @@
 //! | [`handle`] | [`BackendHandle`]: probe, liveness, connect, stop |
 //! | [`supervision`] | the [`Supervisor`](supervision::Supervisor) trait and the runtime: restarts, groups, events |
 //! | [`command`] | [`CommandSupervisor`](command::CommandSupervisor) for OS programs, [`SharedDaemon`](command::SharedDaemon) |
+//! | [`compose`] | a [`ServiceFile`](compose::ServiceFile) of services with dependencies, run as a [`Stack`](compose::Stack) (the `running-process` command line) |
 //! | [`testing`] | [`EphemeralBackend`](testing::EphemeralBackend), fake backends (feature `test-util`) |
 //!
 //! Every item has one path, in its layer. The root re-exports the headline types of the
@@ -150,6 +151,7 @@ mod blocking;
 #[doc(hidden)]
 pub mod broker;
 pub mod command;
+pub mod compose;
 pub mod handle;
 mod hex;
 pub mod identity;

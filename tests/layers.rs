@@ -3,7 +3,7 @@
 //!
 //! Layers, bottom up (the front page of the crate docs has the same table):
 //! utilities (`hex`, `serde_util`, `blocking`, `report`), `platform`, `identity`, `protocol`,
-//! `handle`, `supervision`, `command`, `testing`; `broker` (the compatibility paths) and
+//! `handle`, `supervision`, `command`, `compose`, `testing`; `broker` (the compatibility paths) and
 //! `lib.rs` may use everything.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["handle"],
     &["supervision"],
     &["command"],
+    &["compose"],
     &["testing"],
     &["broker"],
 ];

@@ -54,7 +54,7 @@ impl std::fmt::Display for Event {
 }
 
 /// `HH:MM:SS.mmm` in UTC (no time zone database needed, nothing ambiguous).
-struct TimeOfDay(SystemTime);
+pub(crate) struct TimeOfDay(pub(crate) SystemTime);
 
 impl std::fmt::Display for TimeOfDay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +75,7 @@ impl std::fmt::Display for TimeOfDay {
 }
 
 /// `text` on one line: line breaks become ` | `.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())

@@ -1,0 +1,298 @@
+//! The service file's model: [`ServiceFile`], its [`Service`]s and their [`Dependency`]s, as
+//! plain serde data. Reading it from TOML with locations is `load.rs`; checking it is
+//! `check.rs`.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::command::CommandSpec;
+use crate::supervision::{Intensity, Strategy};
+
+/// The file name `running-process` looks for in the current directory.
+pub const DEFAULT_FILE_NAME: &str = "running-process.toml";
+
+/// A set of services run together: the `[group]` table and one `[services.NAME]` table per
+/// service, in file order.
+///
+/// Every key a [`CommandSpec`] has is a key of a service's table (except `name`: the table
+/// key is the name), plus `depends_on`. An unknown key anywhere is an error.
+///
+/// ```
+/// # #[cfg(feature = "toml")] {
+/// use running_process::compose::{Condition, ServiceFile};
+///
+/// let file = ServiceFile::from_toml_str(r#"
+///     [group]
+///     strategy = "rest_for_one"
+///
+///     [services.store]
+///     program = "redis-server"
+///     args = ["--port", "6400", "--save", ""]
+///     readiness = { kind = "tcp", address = "127.0.0.1:6400" }
+///
+///     [services.web]
+///     program = "python3"
+///     args = ["-m", "http.server", "8000", "--bind", "127.0.0.1"]
+///     depends_on = { store = "ready" }
+/// "#, "running-process.toml")?;
+/// assert_eq!(file.services[1].depends_on[0].service, "store");
+/// assert_eq!(file.services[1].depends_on[0].condition, Condition::Ready);
+/// # }
+/// # Ok::<(), running_process::compose::FileError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFile {
+    /// How the services are run together.
+    #[serde(default)]
+    pub group: GroupSettings,
+    /// The services, in file order.
+    #[serde(with = "services_map")]
+    pub services: Vec<Service>,
+}
+
+/// The `[group]` table: the set's name, restart strategy, restart intensity and start order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupSettings {
+    /// The set's name (events, the detached supervisor's manifest). Default: `services`.
+    pub name: String,
+    /// Which services restart with a service that restarts (see [`Strategy`]): with
+    /// `rest_for_one` the ones that depend on it, directly or not; with `one_for_all`
+    /// every other one. They restart once it is ready again.
+    pub strategy: Strategy,
+    /// More than `max_restarts` restarts of services within `period_ms`, counted over the
+    /// whole set, stop every service: the set gives up.
+    pub intensity: Intensity,
+    /// Whether services start in parallel where `depends_on` allows, or one by one.
+    pub order: StartOrder,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            name: "services".into(),
+            strategy: Strategy::default(),
+            intensity: Intensity::default(),
+            order: StartOrder::default(),
+        }
+    }
+}
+
+/// How services without a dependency between them start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartOrder {
+    /// Together: a service waits only for what it `depends_on`.
+    #[default]
+    Parallel,
+    /// In file order, each once the one before it is ready (OTP's order), on top of
+    /// `depends_on`.
+    Sequential,
+}
+
+/// One service: the command and what it waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// What to run (its `name` is the service's name).
+    pub spec: CommandSpec,
+    /// The services it starts after, and when.
+    pub depends_on: Vec<Dependency>,
+}
+
+impl Service {
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// A service another one waits for, and what it waits for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependency {
+    /// The service waited for.
+    pub service: String,
+    /// What it must have reached.
+    pub condition: Condition,
+}
+
+/// What a dependency must have reached before its dependant starts (the names of
+/// Docker Compose's conditions, without the `service_` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Its process has been spawned (or adopted).
+    Started,
+    /// It passed its readiness check. The default, and the default of the list form
+    /// `depends_on = ["a", "b"]`: unlike Compose, whose list form waits only for the start,
+    /// which is the most reported surprise with its `depends_on`.
+    #[default]
+    Ready,
+    /// It is ready and passed one health check (it must have `health`).
+    Healthy,
+    /// It ran to completion with exit status 0 (a one-shot task: its restart kind must be
+    /// `transient` or `temporary`).
+    CompletedSuccessfully,
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Condition::Started => "started",
+            Condition::Ready => "ready",
+            Condition::Healthy => "healthy",
+            Condition::CompletedSuccessfully => "completed_successfully",
+        })
+    }
+}
+
+/// `depends_on = ["a", "b"]` (each [`Condition::Ready`]) or `depends_on = { a = "healthy" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Table(std::collections::BTreeMap<String, Condition>),
+}
+
+/// Read a `depends_on` value (both forms) into dependencies, in a stable order.
+pub(crate) fn deserialize_depends_on<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Dependency>, D::Error> {
+    let parsed = DependsOn::deserialize(deserializer).map_err(|_| {
+        D::Error::custom(
+            "depends_on must be a list of service names or a table of name = condition \
+             (started, ready, healthy, completed_successfully)",
+        )
+    })?;
+    Ok(match parsed {
+        DependsOn::List(names) => names
+            .into_iter()
+            .map(|service| Dependency {
+                service,
+                condition: Condition::default(),
+            })
+            .collect(),
+        DependsOn::Table(table) => table
+            .into_iter()
+            .map(|(service, condition)| Dependency { service, condition })
+            .collect(),
+    })
+}
+
+impl ServiceFile {
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name() == name)
+    }
+
+    /// Resolve relative paths against `base` (the file's directory), as Compose does: a
+    /// service's `cwd` (default: `base` itself), a `program` written with a `/`, and output
+    /// files (relative to the service's `cwd`).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for service in &mut self.services {
+            let spec = &mut service.spec;
+            let cwd = match spec.cwd.take() {
+                Some(dir) if dir.is_relative() => base.join(dir),
+                Some(dir) => dir,
+                None => base.to_path_buf(),
+            };
+            if spec.program.is_relative() && spec.program.components().count() > 1 {
+                spec.program = cwd.join(&spec.program);
+            }
+            for output in [&mut spec.stdout, &mut spec.stderr] {
+                if let crate::command::Output::File { path, .. } = output {
+                    if path.is_relative() {
+                        *path = cwd.join(&*path);
+                    }
+                }
+            }
+            spec.cwd = Some(cwd);
+        }
+    }
+}
+
+/// `services` as a table of name -> service table, kept in file order (serde formats that
+/// keep map order, as JSON, keep it; TOML is read by `load.rs`, which sorts by position).
+mod services_map {
+    use super::*;
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde_json::{Map, Value};
+
+    pub fn serialize<S: Serializer>(
+        services: &[Service],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(services.len()))?;
+        for service in services {
+            let mut body = match serde_json::to_value(&service.spec) {
+                Ok(Value::Object(body)) => body,
+                Ok(_) => return Err(serde::ser::Error::custom("a spec is a table")),
+                Err(error) => return Err(serde::ser::Error::custom(error)),
+            };
+            body.remove("name");
+            if !service.depends_on.is_empty() {
+                let deps: Map<String, Value> = service
+                    .depends_on
+                    .iter()
+                    .map(|d| (d.service.clone(), Value::String(d.condition.to_string())))
+                    .collect();
+                body.insert("depends_on".into(), Value::Object(deps));
+            }
+            map.serialize_entry(service.name(), &body)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Service>, D::Error> {
+        struct Services;
+        impl<'de> Visitor<'de> for Services {
+            type Value = Vec<Service>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of services")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Service>, A::Error> {
+                let mut services: Vec<Service> = Vec::new();
+                while let Some((name, body)) = map.next_entry::<String, Map<String, Value>>()? {
+                    if services.iter().any(|s| s.name() == name) {
+                        return Err(A::Error::custom(format!(
+                            "two services are called `{name}`"
+                        )));
+                    }
+                    services.push(service_from(name, body).map_err(A::Error::custom)?);
+                }
+                Ok(services)
+            }
+        }
+        deserializer.deserialize_map(Services)
+    }
+
+    fn service_from(name: String, mut body: Map<String, Value>) -> Result<Service, String> {
+        if body.contains_key("name") {
+            return Err(format!(
+                "services.{name}: `name` is not a key here: the table's key is the name"
+            ));
+        }
+        let depends_on = match body.remove("depends_on") {
+            Some(value) => deserialize_depends_on(value)
+                .map_err(|e| format!("services.{name}.depends_on: {e}"))?,
+            None => Vec::new(),
+        };
+        body.insert("name".into(), Value::String(name.clone()));
+        let spec: CommandSpec = serde_json::from_value(Value::Object(body))
+            .map_err(|e| format!("services.{name}: {e}"))?;
+        Ok(Service { spec, depends_on })
+    }
+}
+
+/// Where the services of a file run from: the file's directory.
+pub(crate) fn base_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

@@ -1,0 +1,252 @@
+//! Reading a [`ServiceFile`] from TOML (feature `toml`), with the line, column and key of
+//! every problem. The document is parsed once into a tree that keeps every key's and
+//! value's position; each service table is then read into a [`CommandSpec`] from that
+//! tree, so serde's own errors (an unknown key, a wrong type) keep their positions too.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::check::{check_dependencies, check_programs, KeyedProblem, Problem};
+use super::error::FileError;
+use super::file::{base_dir, deserialize_depends_on, GroupSettings, Service, ServiceFile};
+use crate::command::CommandSpec;
+
+impl ServiceFile {
+    /// Read a service file from TOML text: its types, its keys (an unknown one is an error)
+    /// and its dependencies (they exist, no cycle, reachable conditions). `file` is only
+    /// for the messages. Programs are not looked up: [`ServiceFile::load`] does that.
+    pub fn from_toml_str(text: &str, file: impl Into<PathBuf>) -> Result<ServiceFile, FileError> {
+        let source = Source {
+            text,
+            file: file.into(),
+        };
+        let root = DeTable::parse(text).map_err(|e| source.toml_error(e, None, Problem::Syntax))?;
+        let parsed = read_root(&source, root.get_ref())?;
+        check_dependencies(&parsed).map_err(|p| source.keyed(root.get_ref(), p))?;
+        Ok(parsed)
+    }
+
+    /// Read and check the file at `path`, as `running-process check` does: everything
+    /// [`ServiceFile::from_toml_str`] checks, then relative paths resolved against the
+    /// file's directory ([`ServiceFile::resolve_paths`]) and every program looked up. On
+    /// the blocking pool.
+    pub async fn load(path: impl Into<PathBuf>) -> Result<ServiceFile, FileError> {
+        let path = path.into();
+        crate::blocking::blocking(move || load_blocking(&path)).await
+    }
+}
+
+fn load_blocking(path: &Path) -> Result<ServiceFile, FileError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FileError::unlocated(path.to_path_buf(), Vec::new(), Problem::Read(e)))?;
+    let mut file = ServiceFile::from_toml_str(&text, path)?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    file.resolve_paths(&base_dir(&absolute));
+    if let Err(problem) = check_programs(&file) {
+        let source = Source {
+            text: &text,
+            file: path.to_path_buf(),
+        };
+        // Parsed once already: this cannot fail now.
+        let root =
+            DeTable::parse(&text).map_err(|e| source.toml_error(e, None, Problem::Syntax))?;
+        return Err(source.keyed(root.get_ref(), problem));
+    }
+    Ok(file)
+}
+
+/// The text being read, for turning positions into lines and columns.
+struct Source<'a> {
+    text: &'a str,
+    file: PathBuf,
+}
+
+impl Source<'_> {
+    fn at(&self, span: Option<Range<usize>>, key: Vec<String>, problem: Problem) -> FileError {
+        let mut error = FileError::unlocated(self.file.clone(), key, problem);
+        if let Some(span) = span {
+            let start = span.start.min(self.text.len());
+            let before = &self.text[..start];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = self.text[line_start..start].chars().count() + 1;
+            error.position = Some((line, column));
+            error.line_text = self.text[line_start..].lines().next().map(str::to_owned);
+        }
+        error
+    }
+
+    /// A TOML or serde error: its own position, and the key found there in `root`.
+    fn toml_error(
+        &self,
+        error: toml::de::Error,
+        root: Option<&DeTable<'_>>,
+        problem: fn(String) -> Problem,
+    ) -> FileError {
+        let span = error.span();
+        let key = match (root, &span) {
+            (Some(root), Some(span)) => key_at(root, span.start),
+            _ => Vec::new(),
+        };
+        // The service's name is its table key: do not offer `name` among the keys.
+        let message = error.message().replace("`name`, ", "");
+        self.at(span, key, problem(message))
+    }
+
+    /// A problem found by a check, at the position of its key.
+    fn keyed(&self, root: &DeTable<'_>, problem: KeyedProblem) -> FileError {
+        let span = span_of(root, &problem.key);
+        self.at(span, problem.key, problem.problem)
+    }
+}
+
+fn read_root(source: &Source<'_>, root: &DeTable<'_>) -> Result<ServiceFile, FileError> {
+    let mut file = ServiceFile {
+        group: GroupSettings::default(),
+        services: Vec::new(),
+    };
+    for (key, value) in root.iter() {
+        match key.get_ref().as_ref() {
+            "group" => {
+                file.group = GroupSettings::deserialize_spanned(value.clone())
+                    .map_err(|e| source.toml_error(e, Some(root), Problem::Invalid))?;
+            }
+            "services" => file.services = read_services(source, root, value)?,
+            other => {
+                return Err(source.at(
+                    Some(key.span()),
+                    vec![other.to_owned()],
+                    Problem::Invalid(format!(
+                        "unknown key `{other}`, expected `group` or `services`"
+                    )),
+                ))
+            }
+        }
+    }
+    Ok(file)
+}
+
+trait DeserializeSpanned: Sized {
+    fn deserialize_spanned(value: Spanned<DeValue<'_>>) -> Result<Self, toml::de::Error>;
+}
+
+impl<T: serde::de::DeserializeOwned> DeserializeSpanned for T {
+    fn deserialize_spanned(value: Spanned<DeValue<'_>>) -> Result<Self, toml::de::Error> {
+        T::deserialize(ValueDeserializer::from(value))
+    }
+}
+
+fn read_services(
+    source: &Source<'_>,
+    root: &DeTable<'_>,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<Vec<Service>, FileError> {
+    let DeValue::Table(table) = value.get_ref() else {
+        return Err(source.at(
+            Some(value.span()),
+            vec!["services".into()],
+            Problem::Invalid("`services` must be a table of service tables".into()),
+        ));
+    };
+    // File order: the tree's map may be sorted by key.
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    let mut services = Vec::with_capacity(entries.len());
+    for (key, body) in entries {
+        let name = key.get_ref().to_string();
+        let service_key = || vec!["services".to_owned(), name.clone()];
+        let DeValue::Table(fields) = body.get_ref() else {
+            return Err(source.at(
+                Some(body.span()),
+                service_key(),
+                Problem::Invalid(format!("`services.{name}` must be a table")),
+            ));
+        };
+        let mut fields = fields.clone();
+        if let Some((name_key, _)) = fields.get_key_value("name") {
+            let mut key = service_key();
+            key.push("name".into());
+            return Err(source.at(Some(name_key.span()), key, Problem::NameKey));
+        }
+        let depends_on = match fields.remove("depends_on") {
+            Some(value) => deserialize_depends_on(ValueDeserializer::from(value))
+                .map_err(|e| source.toml_error(e, Some(root), Problem::Invalid))?,
+            None => Vec::new(),
+        };
+        fields.insert(
+            Spanned::new(key.span(), "name".into()),
+            Spanned::new(key.span(), DeValue::String(name.clone().into())),
+        );
+        let spec =
+            CommandSpec::deserialize_spanned(Spanned::new(body.span(), DeValue::Table(fields)))
+                .map_err(|e| {
+                    let mut error = source.toml_error(e, Some(root), Problem::Invalid);
+                    if let Problem::Invalid(message) = &mut error.problem {
+                        if message.starts_with("unknown field") {
+                            message.push_str(", `depends_on`");
+                        }
+                    }
+                    error
+                })?;
+        services.push(Service { spec, depends_on });
+    }
+    Ok(services)
+}
+
+/// The dotted key at `offset`, as deep as the tree goes: the entry whose key or value
+/// contains it, else the table whose header comes last before it (a `[services.web]`
+/// header's table does not span the lines below it).
+fn key_at(table: &DeTable<'_>, offset: usize) -> Vec<String> {
+    let inside = |span: Range<usize>| span.start <= offset && offset < span.end.max(span.start + 1);
+    let mut path = Vec::new();
+    let mut current = table;
+    loop {
+        let hit = current
+            .iter()
+            .find(|(key, value)| inside(key.span()) || inside(value.span()))
+            .or_else(|| {
+                current
+                    .iter()
+                    .filter(|(key, value)| key.span().start <= offset && value.get_ref().is_table())
+                    .max_by_key(|(key, _)| key.span().start)
+            });
+        let Some((key, value)) = hit else { break };
+        path.push(key.get_ref().to_string());
+        match value.get_ref() {
+            DeValue::Table(inner) => current = inner,
+            _ => break,
+        }
+    }
+    path
+}
+
+/// The position of a dotted key (its deepest part found): the key itself, or for a name
+/// in a list (`depends_on = ["db"]`) that element.
+fn span_of(table: &DeTable<'_>, key: &[String]) -> Option<Range<usize>> {
+    let mut current = table;
+    let mut found = None;
+    for (depth, part) in key.iter().enumerate() {
+        let Some((k, value)) = current.get_key_value(part.as_str()) else {
+            return found;
+        };
+        found = Some(k.span());
+        match value.get_ref() {
+            DeValue::Table(inner) => current = inner,
+            DeValue::Array(items) => {
+                let Some(next) = key.get(depth + 1) else {
+                    return found;
+                };
+                return items
+                    .iter()
+                    .find(|item| item.get_ref().as_str() == Some(next.as_str()))
+                    .map(|item| item.span())
+                    .or(found);
+            }
+            _ => return found,
+        }
+    }
+    found
+}

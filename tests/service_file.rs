@@ -1,0 +1,237 @@
+//! Service files (`compose::ServiceFile::load`): every kind of bad file gives one message
+//! with the file, line, column and key at fault; a good one resolves its paths.
+
+use std::path::Path;
+
+use running_process::compose::{Condition, Problem, ServiceFile, StartOrder};
+
+async fn load(dir: &Path, text: &str) -> Result<ServiceFile, running_process::compose::FileError> {
+    let path = dir.join("running-process.toml");
+    std::fs::write(&path, text).unwrap();
+    ServiceFile::load(&path).await
+}
+
+/// Load `text`, expect an error at `line:column` on `key`, and return its message.
+async fn bad(text: &str, line: usize, column: usize, key: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let error = load(dir.path(), text)
+        .await
+        .expect_err("a bad file must be refused");
+    let message = error.to_string();
+    println!("{message}\n{}", error.pointer().unwrap_or_default());
+    assert_eq!(error.position, Some((line, column)), "{message}");
+    assert_eq!(error.key, key, "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "{}:{line}:{column}: ",
+            dir.path().join("running-process.toml").display()
+        )),
+        "{message}"
+    );
+    message
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_named_with_its_line_and_column() {
+    let message = bad(
+        "[services.store]\nprogram = \"/bin/sh\"\nargz = [\"-c\", \"true\"]\n",
+        3,
+        1,
+        "services.store.argz",
+    )
+    .await;
+    assert!(message.contains("unknown field `argz`"), "{message}");
+    assert!(
+        message.contains("`depends_on`"),
+        "the list offers depends_on: {message}"
+    );
+    assert!(
+        !message.contains("`name`"),
+        "name is the table key, not offered: {message}"
+    );
+
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\n[groop]\nname = \"x\"\n",
+        3,
+        2,
+        "groop",
+    )
+    .await;
+    assert!(message.contains("unknown key `groop`"), "{message}");
+}
+
+#[tokio::test]
+async fn a_wrong_type_is_named_at_its_value() {
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\nargs = \"-c\"\n",
+        3,
+        8,
+        "services.a.args",
+    )
+    .await;
+    assert!(message.contains("expected a sequence"), "{message}");
+    let message = bad(
+        "[group]\nstrategy = \"one_for_some\"\n[services.a]\nprogram = \"/bin/sh\"\n",
+        2,
+        12,
+        "group.strategy",
+    )
+    .await;
+    assert!(message.contains("one_for_some"), "{message}");
+}
+
+#[tokio::test]
+async fn a_dependency_cycle_is_refused_with_the_cycle() {
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\ndepends_on = [\"b\"]\n\n[services.b]\nprogram = \"/bin/sh\"\ndepends_on = { a = \"ready\" }\n",
+        3,
+        15,
+        "services.a.depends_on.b",
+    )
+    .await;
+    assert!(
+        message.contains("dependency cycle: a -> b -> a"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_dependency_is_refused() {
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\ndepends_on = { zz = \"started\" }\n",
+        3,
+        16,
+        "services.a.depends_on.zz",
+    )
+    .await;
+    assert!(message.contains("unknown service `zz`"), "{message}");
+}
+
+#[tokio::test]
+async fn a_duplicate_service_is_refused() {
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\n[services.a]\nprogram = \"/bin/true\"\n",
+        3,
+        11,
+        "",
+    )
+    .await;
+    assert!(message.contains("duplicate key"), "{message}");
+}
+
+#[tokio::test]
+async fn a_missing_program_is_refused_with_the_path_searched() {
+    let message = bad(
+        "[services.a]\nprogram = \"no-such-program-rp\"\nenv = { PATH = \"/nonexistent-bin\" }\n",
+        2,
+        1,
+        "services.a.program",
+    )
+    .await;
+    assert!(
+        message.contains("not found in PATH (/nonexistent-bin)"),
+        "{message}"
+    );
+    let message = bad(
+        "[services.a]\nprogram = \"./bin/nothing\"\n",
+        2,
+        1,
+        "services.a.program",
+    )
+    .await;
+    assert!(message.contains("does not exist"), "{message}");
+}
+
+#[tokio::test]
+async fn conditions_a_dependency_cannot_reach_are_refused() {
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\n[services.b]\nprogram = \"/bin/sh\"\ndepends_on = { a = \"healthy\" }\n",
+        5,
+        16,
+        "services.b.depends_on.a",
+    )
+    .await;
+    assert!(message.contains("no `health` check"), "{message}");
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\n[services.b]\nprogram = \"/bin/sh\"\ndepends_on = { a = \"completed_successfully\" }\n",
+        5,
+        16,
+        "services.b.depends_on.a",
+    )
+    .await;
+    assert!(message.contains("never completes"), "{message}");
+}
+
+#[tokio::test]
+async fn a_name_key_is_refused() {
+    let message = bad(
+        "[services.a]\nname = \"b\"\nprogram = \"/bin/sh\"\n",
+        2,
+        1,
+        "services.a.name",
+    )
+    .await;
+    assert!(message.contains("the table's key is its name"), "{message}");
+}
+
+#[tokio::test]
+async fn an_unreadable_file_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = ServiceFile::load(dir.path().join("absent.toml"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error.problem, Problem::Read(_)), "{error}");
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the I/O error is the cause"
+    );
+}
+
+#[tokio::test]
+async fn a_good_file_keeps_file_order_and_resolves_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let file = load(
+        dir.path(),
+        "[group]\norder = \"sequential\"\n\n[services.zeta]\nprogram = \"sh\"\ncwd = \"data\"\nstdout = { kind = \"file\", path = \"zeta.log\" }\n\n[services.alpha]\nprogram = \"/bin/sh\"\ndepends_on = [\"zeta\"]\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(file.group.order, StartOrder::Sequential);
+    let names: Vec<&str> = file.services.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["zeta", "alpha"], "file order, not key order");
+    let zeta = &file.services[0].spec;
+    let base = std::path::absolute(dir.path()).unwrap();
+    assert_eq!(zeta.cwd.as_deref(), Some(base.join("data").as_path()));
+    assert_eq!(
+        zeta.stdout,
+        running_process::command::Output::file(base.join("data/zeta.log"))
+    );
+    assert_eq!(
+        file.services[1].spec.cwd.as_deref(),
+        Some(base.as_path()),
+        "default cwd: the file's directory"
+    );
+    assert_eq!(
+        file.services[1].depends_on[0].condition,
+        Condition::Ready,
+        "the list form waits for ready"
+    );
+}
+
+#[test]
+fn the_serde_model_reads_the_same_file_as_json() {
+    let json = r#"{ "services": { "b": { "program": "/bin/sh" }, "a": { "program": "/bin/sh", "depends_on": ["b"] } } }"#;
+    let file: ServiceFile = serde_json::from_str(json).unwrap();
+    assert_eq!(file.services[0].name(), "b");
+    assert_eq!(file.services[1].depends_on[0].service, "b");
+    file.check("inline.json").unwrap();
+    let back: ServiceFile = serde_json::from_str(&serde_json::to_string(&file).unwrap()).unwrap();
+    assert_eq!(back, file);
+    let typo = serde_json::from_str::<ServiceFile>(r#"{ "services": { "a": { "progam": "x" } } }"#)
+        .unwrap_err();
+    assert!(
+        typo.to_string().contains("unknown field `progam`"),
+        "{typo}"
+    );
+}
