@@ -3,6 +3,10 @@
 //! value's position; each service table is then read into a [`CommandSpec`] from that
 //! tree, so serde's own errors (an unknown key, a wrong type) keep their positions too.
 
+// A `FileError` is 144 bytes (file, position, key, line, problem): returned once per file
+// read, it is not worth a box in every signature.
+#![allow(clippy::result_large_err)]
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 

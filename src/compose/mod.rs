@@ -61,6 +61,7 @@ impl ServiceFile {
     /// [`ServiceFile::load`] (which runs them): dependencies exist, no cycle, reachable
     /// conditions, programs found. The error names the key, without a position. Reads the
     /// file system (the programs).
+    #[allow(clippy::result_large_err)] // see `load.rs`
     pub fn check(&self, file: impl Into<std::path::PathBuf>) -> Result<(), FileError> {
         let file = file.into();
         check::check_dependencies(self)

@@ -54,6 +54,9 @@ struct Inner {
     file: ServiceFile,
     slots: Vec<Slot>,
     events: broadcast::Sender<StackEvent>,
+    /// Subscribed before anything ran: the first [`Stack::events`] call gets it, so it
+    /// misses nothing since the start.
+    first_events: Mutex<Option<broadcast::Receiver<StackEvent>>>,
     window: Mutex<IntensityWindow>,
     /// Set once the whole set is stopping: nothing starts any more.
     stopping: watch::Sender<bool>,
@@ -153,11 +156,13 @@ impl Stack {
                 handle: Mutex::new(None),
             })
             .collect();
+        let events = broadcast::Sender::new(EVENT_BUFFER);
         let stack = Stack {
             inner: Arc::new(Inner {
                 file,
                 slots,
-                events: broadcast::Sender::new(EVENT_BUFFER),
+                first_events: Mutex::new(Some(events.subscribe())),
+                events,
                 window: Mutex::new(IntensityWindow::new()),
                 stopping: watch::Sender::new(false),
                 started_up: watch::Sender::new(false),
@@ -180,10 +185,13 @@ impl Stack {
         &self.inner.file
     }
 
-    /// Every event from now on: each service's and the set's own. A receiver that falls
-    /// more than 1024 events behind gets `Lagged` and continues.
+    /// The events: each service's and the set's own. The first call gets every event
+    /// since [`Stack::start`]; later calls get those from the moment of the call on. A
+    /// receiver that falls more than 1024 events behind gets `Lagged` and continues.
     pub fn events(&self) -> broadcast::Receiver<StackEvent> {
-        self.inner.events.subscribe()
+        lock(&self.inner.first_events)
+            .take()
+            .unwrap_or_else(|| self.inner.events.subscribe())
     }
 
     /// Wait until every service has been ready (or completed successfully) at once; `Err`
@@ -310,9 +318,9 @@ impl Inner {
         let mut found = vec![false; self.slots.len()];
         let mut queue = vec![i];
         while let Some(j) = queue.pop() {
-            for k in 0..self.slots.len() {
-                if !found[k] && k != i && self.dependencies_of(k).iter().any(|(d, _)| *d == j) {
-                    found[k] = true;
+            for (k, seen) in found.iter_mut().enumerate() {
+                if !*seen && k != i && self.dependencies_of(k).iter().any(|(d, _)| *d == j) {
+                    *seen = true;
                     queue.push(k);
                 }
             }
@@ -425,7 +433,13 @@ impl Inner {
         for level in (0..=deepest).rev() {
             let stops = (0..n).filter(|&i| depth[i] == level).filter_map(|i| {
                 let handle = lock(&self.slots[i].handle).clone();
-                handle.map(|h| async move { h.stop().await })
+                let mut progress = self.slots[i].progress.subscribe();
+                handle.map(|h| async move {
+                    h.stop().await;
+                    // Its last events are forwarded before the next level stops: the
+                    // stream shows the order in which things happened.
+                    let _ = progress.wait_for(|p| p.phase != Phase::Launched).await;
+                })
             });
             futures_util::future::join_all(stops).await;
         }

@@ -1,1 +1,154 @@
-fn main() {}
+//! `running-process`: run, inspect and control the services of a service file
+//! (`running-process.toml`), in the foreground or as a detached supervisor, and export the
+//! file to systemd units or Kubernetes manifests. Built on the library's public API only
+//! (`running_process::compose` and below).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod client;
+mod control;
+mod detached;
+mod file;
+mod foreground;
+mod output;
+mod printer;
+mod state;
+mod table;
+
+/// Run, inspect and control the daemons of a service file.
+#[derive(Parser)]
+#[command(name = "running-process", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a service file: types, keys, dependencies, programs. Starts nothing.
+    Check {
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// Start the services, show their output and events; Ctrl-C stops them.
+    Up {
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        /// Run under a detached supervisor (one per file) and return once every service is
+        /// ready; `status`, `logs`, `restart` and `stop` talk to it.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Show the services of the detached supervisor: state, pid, uptime, restarts, last
+    /// exit, readiness and health.
+    Status {
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        /// Print JSON (the supervisor's pid and every service's status) for programs.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a service of the detached supervisor (a stopped one starts again).
+    Restart {
+        /// The service.
+        name: String,
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// Stop a service of the detached supervisor, or, without a name, every service and the
+    /// supervisor itself.
+    Stop {
+        /// The service (default: all of them, and the supervisor).
+        name: Option<String>,
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// Show the last lines a service of the detached supervisor wrote.
+    Logs {
+        /// The service.
+        name: String,
+        /// Keep showing new lines.
+        #[arg(short = 'F', long)]
+        follow: bool,
+        /// How many of the last lines.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// Show the detached supervisor's events as they happen.
+    Events {
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// The detached supervisor itself (started by `up --detach`).
+    #[command(hide = true, name = "__supervise")]
+    Supervise {
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("running-process: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Check { file } => match file::load(file).await {
+            Ok(loaded) => {
+                println!(
+                    "{}: {} services, ok",
+                    loaded.path.display(),
+                    loaded.file.services.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Up {
+            file,
+            detach: false,
+        } => match file::load(file).await {
+            Ok(loaded) => foreground::up(loaded).await,
+            Err(code) => code,
+        },
+        Command::Up { file, detach: true } => match file::load(file).await {
+            Ok(loaded) => client::up_detached(loaded).await,
+            Err(code) => code,
+        },
+        Command::Status { file, json } => client::status(file, json).await,
+        Command::Restart { name, file } => client::restart(file, name).await,
+        Command::Stop { name, file } => client::stop(file, name).await,
+        Command::Logs {
+            name,
+            follow,
+            lines,
+            file,
+        } => client::logs(file, name, lines, follow).await,
+        Command::Events { file } => client::events(file).await,
+        Command::Supervise { file } => detached::supervise(file).await,
+    }
+}

@@ -1,0 +1,267 @@
+//! The commands that talk to a detached supervisor: find it through its manifest, verify
+//! its identity like any backend (`BackendHandle::try_from_manifest`: same boot, start
+//! time, executable and digest, a fresh nonce answered by a peer with our credentials),
+//! then send one request of `control.rs`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use running_process::command::{CommandSpec, Output, Readiness, SharedDaemon};
+use running_process::handle::BackendHandle;
+use running_process::protocol::CacheManifest;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::control::{Reply, Request};
+use crate::file::{self, Loaded};
+use crate::output::{time_of_day, Style};
+use crate::state::StateDir;
+use crate::table;
+
+/// How long `up --detach` waits for the supervisor to answer (its own start, not the
+/// services': those are waited for without a deadline of ours, with their own).
+const SUPERVISOR_START: Duration = Duration::from_secs(60);
+
+/// Exit code when no supervisor runs for the file.
+const NOT_RUNNING: u8 = 3;
+
+/// `up --detach`: adopt the file's verified supervisor or start one (under the shared
+/// daemon lock, so two at once end with one), then wait until every service is ready.
+pub async fn up_detached(loaded: Loaded) -> ExitCode {
+    let state = StateDir::of(&loaded.path);
+    if let Err(error) = state.create() {
+        return fail(format!("cannot create {}: {error}", state.dir.display()));
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(error) => return fail(format!("cannot find this program's path: {error}")),
+    };
+    let spec = CommandSpec::new("running-process-supervisor", exe)
+        .args([
+            "__supervise".into(),
+            "--file".into(),
+            loaded.path.display().to_string(),
+        ])
+        .readiness(Readiness::Manifest {
+            path: state.manifest(),
+        })
+        .ready_timeout(SUPERVISOR_START)
+        .stdout(Output::file(state.log()))
+        .stderr(Output::file(state.log()));
+    let shared = match SharedDaemon::new(spec) {
+        Ok(shared) => shared.lock_timeout(SUPERVISOR_START * 2),
+        Err(error) => return fail(chain(&error)),
+    };
+    let acquired = match shared.acquire().await {
+        Ok(acquired) => acquired,
+        Err(error) => {
+            return fail(format!(
+                "{}\n(the supervisor's log: {})",
+                chain(&error),
+                state.log().display()
+            ))
+        }
+    };
+    let handle = acquired.handle().clone();
+    if acquired.was_spawned() {
+        println!(
+            "started the supervisor (pid {}) for {}",
+            handle.pid(),
+            loaded.path.display()
+        );
+    } else {
+        println!(
+            "the supervisor (pid {}) for {} is already running: adopted it",
+            handle.pid(),
+            loaded.path.display()
+        );
+    }
+    let code = match request(&handle, &Request::WaitReady).await {
+        Ok(replies) => print_replies(replies).await,
+        Err(error) => fail(format!("the supervisor did not answer: {error}")),
+    };
+    if let Ok(replies) = request(&handle, &Request::Status).await {
+        print_replies(replies).await;
+    }
+    code
+}
+
+pub async fn status(file: Option<PathBuf>, json: bool) -> ExitCode {
+    if !json {
+        return simple(file, Request::Status).await;
+    }
+    let handle = match find(file).await {
+        Ok(handle) => handle,
+        Err(code) => return code,
+    };
+    let mut replies = match request(&handle, &Request::Status).await {
+        Ok(replies) => replies,
+        Err(error) => return fail(format!("the supervisor did not answer: {error}")),
+    };
+    match replies.recv().await {
+        Some(Ok(Reply::Status { services })) => {
+            let report =
+                serde_json::json!({ "supervisor": { "pid": handle.pid() }, "services": services });
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        other => fail(format!("unexpected reply: {other:?}")),
+    }
+}
+
+pub async fn restart(file: Option<PathBuf>, service: String) -> ExitCode {
+    simple(file, Request::Restart { service }).await
+}
+
+pub async fn stop(file: Option<PathBuf>, service: Option<String>) -> ExitCode {
+    let all = service.is_none();
+    let handle = match find(file).await {
+        Ok(handle) => handle,
+        Err(code) => return code,
+    };
+    let code = match request(&handle, &Request::Stop { service }).await {
+        Ok(replies) => print_replies(replies).await,
+        Err(error) => return fail(format!("the supervisor did not answer: {error}")),
+    };
+    if all {
+        // Its exit, from the kernel (the handle pins the process).
+        match handle.exited().await {
+            running_process::ExitStatus::Unknown => {
+                println!("the supervisor (pid {}) has exited", handle.pid())
+            }
+            status => println!("the supervisor (pid {}) exited: {status}", handle.pid()),
+        }
+    }
+    code
+}
+
+pub async fn logs(file: Option<PathBuf>, service: String, lines: usize, follow: bool) -> ExitCode {
+    simple(
+        file,
+        Request::Logs {
+            service,
+            lines,
+            follow,
+        },
+    )
+    .await
+}
+
+pub async fn events(file: Option<PathBuf>) -> ExitCode {
+    simple(file, Request::Events).await
+}
+
+async fn simple(file: Option<PathBuf>, request_: Request) -> ExitCode {
+    let handle = match find(file).await {
+        Ok(handle) => handle,
+        Err(code) => return code,
+    };
+    match request(&handle, &request_).await {
+        Ok(replies) => print_replies(replies).await,
+        Err(error) => fail(format!("the supervisor did not answer: {error}")),
+    }
+}
+
+/// The verified supervisor of the file, or a message and an exit code.
+async fn find(file: Option<PathBuf>) -> Result<BackendHandle, ExitCode> {
+    let path = file::path_of(file);
+    let state = StateDir::of(&path);
+    let not_running = || {
+        eprintln!(
+            "no supervisor is running for {} (start one with `running-process up --detach`)",
+            path.display()
+        );
+        ExitCode::from(NOT_RUNNING)
+    };
+    let manifest = match CacheManifest::read(state.manifest()).await {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => return Err(not_running()),
+        Err(error) => return Err(fail(chain(&error))),
+    };
+    match BackendHandle::try_from_manifest(&manifest).await {
+        Ok(Some(handle)) => Ok(handle),
+        Ok(None) => Err(not_running()),
+        Err(error) => {
+            eprintln!("the recorded supervisor is not trusted: {}", chain(&error));
+            Err(not_running())
+        }
+    }
+}
+
+/// The replies to one request, as they arrive.
+type Replies = tokio::sync::mpsc::Receiver<Result<Reply, String>>;
+
+async fn request(handle: &BackendHandle, request: &Request) -> std::io::Result<Replies> {
+    let connection = handle.connect().await.map_err(std::io::Error::other)?;
+    let (read, mut write) = tokio::io::split(connection.into_inner());
+    let mut line = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    write.flush().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        // Keep the write half open: closing it tells a follower that we left.
+        let _write = write;
+        let mut lines = BufReader::new(read).lines();
+        loop {
+            let item = match lines.next_line().await {
+                Ok(Some(line)) => {
+                    serde_json::from_str::<Reply>(&line).map_err(|e| format!("bad reply: {e}"))
+                }
+                Ok(None) => return,
+                Err(error) => Err(error.to_string()),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Print the replies; the exit code is a failure if any reply was an error.
+async fn print_replies(mut replies: Replies) -> ExitCode {
+    let style = Style::stdout();
+    let mut code = ExitCode::SUCCESS;
+    while let Some(reply) = replies.recv().await {
+        match reply {
+            Ok(Reply::Ok { message }) => println!("{message}"),
+            Ok(Reply::Status { services }) => {
+                for line in table::render(&services, style) {
+                    println!("{line}");
+                }
+            }
+            Ok(Reply::Line { line }) => {
+                println!("{} {}", style.dim(&time_of_day(line.at_ms)), line.text)
+            }
+            Ok(Reply::Event { text }) => println!("{text}"),
+            Ok(Reply::Error { message }) => {
+                eprintln!("{}: {message}", Style::stderr().error("error"));
+                code = ExitCode::FAILURE;
+            }
+            Err(message) => {
+                eprintln!("{}: {message}", Style::stderr().error("error"));
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("{}: {message}", Style::stderr().error("error"));
+    ExitCode::FAILURE
+}
+
+/// An error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

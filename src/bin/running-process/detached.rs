@@ -1,0 +1,329 @@
+//! The detached supervisor (`running-process __supervise --file F`, started by
+//! `up --detach` through the library's `SharedDaemon`): a daemon built from the crate's own
+//! pieces. It binds its socket in the file's state directory, answers the crate's identity
+//! handshake with a `Responder`, writes its manifest, runs the file's `Stack`, keeps the
+//! last lines of every service for `logs`, and serves the requests of `control.rs`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use running_process::compose::{ServiceFile, Stack};
+use running_process::identity::DaemonProcess;
+use running_process::protocol::{AppConnection, CacheManifest, DaemonListener, Responder};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{broadcast, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::control::{Reply, Request};
+use crate::output::{capture_inherited_output, catch_lines, Line};
+use crate::state::{StateDir, NAMESPACE};
+
+/// Lines kept per service for `logs`.
+const KEPT_LINES: usize = 1000;
+
+/// How long a client may take to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the supervisor waits, when it ends, for replies still being written.
+const REPLY_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn supervise(path: PathBuf) -> ExitCode {
+    match run(path).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("running-process supervisor: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let mut file = ServiceFile::load(&path).await?;
+    capture_inherited_output(&mut file);
+    let state = StateDir::of(&path);
+    let endpoint = state.endpoint();
+    let listener = DaemonListener::bind(&endpoint).await?;
+    let me = DaemonProcess::current_process_async(endpoint, None).await?;
+    let responder = Responder::new(NAMESPACE, env!("CARGO_PKG_VERSION"), me.clone());
+    let shutdown = responder.shutdown_token();
+    let mut incoming = responder.serve(listener);
+
+    let logs = Arc::new(LogBook::new(&file));
+    {
+        let logs = logs.clone();
+        catch_lines(move |line| logs.push(line));
+    }
+    let stack = Stack::start(file);
+    let mut events = stack.events();
+    tokio::spawn(async move {
+        // The supervisor's own log (its stderr is the state directory's supervisor.log).
+        while let Ok(event) = events.recv().await {
+            eprintln!("{event}");
+        }
+    });
+    CacheManifest::new(NAMESPACE, env!("CARGO_PKG_VERSION"), Some(me.clone()))
+        .write(state.manifest())
+        .await?;
+    eprintln!(
+        "supervisor {} serving {}",
+        std::process::id(),
+        path.display()
+    );
+
+    let ending = Arc::new(Notify::new());
+    let followers = CancellationToken::new();
+    let mut clients = tokio::task::JoinSet::new();
+    let mut terminate = termination()?;
+    loop {
+        tokio::select! {
+            Some(connection) = incoming.next() => {
+                let client = Client { stack: stack.clone(), logs: logs.clone(), ending: ending.clone(), followers: followers.clone() };
+                clients.spawn(client.serve(connection));
+            }
+            _ = shutdown.cancelled() => { stack.stop().await; break; }
+            _ = terminate.recv() => { stack.stop().await; break; }
+            _ = ending.notified() => break,
+            outcome = stack.outcome() => {
+                eprintln!("every service ended: {outcome}");
+                break;
+            }
+            Some(_) = clients.join_next(), if !clients.is_empty() => {}
+        }
+    }
+    // No new clients; followers end; replies being written get a moment.
+    drop(incoming);
+    followers.cancel();
+    let _ = tokio::time::timeout(REPLY_GRACE, async {
+        while clients.join_next().await.is_some() {}
+    })
+    .await;
+    remove_own_manifest(&state, &me).await;
+    Ok(())
+}
+
+/// Remove the manifest if it still names this process (a successor may have replaced it).
+async fn remove_own_manifest(state: &StateDir, me: &DaemonProcess) {
+    let path = state.manifest();
+    if let Ok(Some(manifest)) = CacheManifest::read(&path).await {
+        if manifest.current_daemon.as_ref() == Some(me) {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+    }
+}
+
+#[cfg(unix)]
+fn termination() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+}
+
+#[cfg(windows)]
+fn termination() -> std::io::Result<tokio::signal::windows::CtrlBreak> {
+    tokio::signal::windows::ctrl_break()
+}
+
+/// The last lines of every service, and the new ones as they come.
+struct LogBook {
+    kept: Mutex<HashMap<String, VecDeque<Line>>>,
+    new: broadcast::Sender<Line>,
+}
+
+impl LogBook {
+    fn new(file: &ServiceFile) -> LogBook {
+        let kept = file
+            .services
+            .iter()
+            .map(|s| (s.name().to_owned(), VecDeque::new()))
+            .collect();
+        LogBook {
+            kept: Mutex::new(kept),
+            new: broadcast::Sender::new(1024),
+        }
+    }
+
+    fn push(&self, line: Line) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lines) = kept.get_mut(&line.service) {
+            if lines.len() == KEPT_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line.clone());
+        }
+        drop(kept);
+        let _ = self.new.send(line);
+    }
+
+    fn last(&self, service: &str, n: usize) -> Option<Vec<Line>> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let lines = kept.get(service)?;
+        Some(
+            lines
+                .iter()
+                .skip(lines.len().saturating_sub(n))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// One client connection: one request, its replies.
+struct Client {
+    stack: Stack,
+    logs: Arc<LogBook>,
+    ending: Arc<Notify>,
+    followers: CancellationToken,
+}
+
+impl Client {
+    async fn serve(self, connection: AppConnection) {
+        let (read, mut write) = tokio::io::split(connection);
+        let mut read = BufReader::new(read);
+        let mut first = String::new();
+        let request = match tokio::time::timeout(REQUEST_TIMEOUT, read.read_line(&mut first)).await
+        {
+            Ok(Ok(n)) if n > 0 => serde_json::from_str::<Request>(&first),
+            _ => return,
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                let _ = send(
+                    &mut write,
+                    &Reply::Error {
+                        message: format!("bad request: {error}"),
+                    },
+                )
+                .await;
+                return;
+            }
+        };
+        // A follower ends when the client goes away: watch for the end of its input.
+        let gone = async move {
+            let mut rest = String::new();
+            let _ = read.read_line(&mut rest).await;
+        };
+        let _ = self.answer(request, &mut write, gone).await;
+        let _ = write.shutdown().await;
+    }
+
+    async fn answer<W: AsyncWriteExt + Unpin>(
+        &self,
+        request: Request,
+        write: &mut W,
+        gone: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let ok = |message: String| Reply::Ok { message };
+        let unknown = |name: &str| Reply::Error {
+            message: format!("no service called `{name}` in this file"),
+        };
+        match request {
+            Request::Status => {
+                send(
+                    write,
+                    &Reply::Status {
+                        services: self.stack.status(),
+                    },
+                )
+                .await
+            }
+            Request::WaitReady => {
+                let reply = match self.stack.ready().await {
+                    Ok(()) => ok("every service is ready".into()),
+                    Err(outcome) => Reply::Error {
+                        message: outcome.to_string(),
+                    },
+                };
+                send(write, &reply).await
+            }
+            Request::Restart { service } => {
+                let reply = if self.stack.restart_service(&service) {
+                    ok(format!("restarting {service}"))
+                } else {
+                    unknown(&service)
+                };
+                send(write, &reply).await
+            }
+            Request::Stop {
+                service: Some(service),
+            } => {
+                let reply = if self.stack.stop_service(&service).await {
+                    ok(format!("stopped {service}"))
+                } else {
+                    unknown(&service)
+                };
+                send(write, &reply).await
+            }
+            Request::Stop { service: None } => {
+                let outcome = self.stack.stop().await;
+                let result = send(
+                    write,
+                    &ok(format!(
+                        "every service stopped ({outcome}); the supervisor exits"
+                    )),
+                )
+                .await;
+                self.ending.notify_one();
+                result
+            }
+            Request::Logs {
+                service,
+                lines,
+                follow,
+            } => {
+                let mut new = self.logs.new.subscribe();
+                let Some(last) = self.logs.last(&service, lines) else {
+                    return send(write, &unknown(&service)).await;
+                };
+                for line in last {
+                    send(write, &Reply::Line { line }).await?;
+                }
+                if !follow {
+                    return Ok(());
+                }
+                tokio::pin!(gone);
+                loop {
+                    tokio::select! {
+                        line = new.recv() => match line {
+                            Ok(line) if line.service == service => send(write, &Reply::Line { line }).await?,
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        },
+                        _ = &mut gone => return Ok(()),
+                        _ = self.followers.cancelled() => return Ok(()),
+                    }
+                }
+            }
+            Request::Events => {
+                let mut events = self.stack.events();
+                tokio::pin!(gone);
+                send(write, &ok("following events".into())).await?;
+                loop {
+                    tokio::select! {
+                        event = events.recv() => match event {
+                            Ok(event) => send(write, &Reply::Event { text: event.to_string() }).await?,
+                            Err(broadcast::error::RecvError::Lagged(n)) => send(write, &Reply::Event { text: format!("({n} events not shown)") }).await?,
+                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        },
+                        _ = &mut gone => return Ok(()),
+                        _ = self.followers.cancelled() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send<W: AsyncWriteExt + Unpin>(write: &mut W, reply: &Reply) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    write.flush().await
+}

@@ -1,0 +1,88 @@
+//! The status table: name, state, pid, uptime, restarts, last exit, readiness and health.
+
+use std::time::SystemTime;
+
+use running_process::compose::{HealthView, ServiceStatus};
+use running_process::ExitStatus;
+
+use crate::output::Style;
+
+const HEADERS: [&str; 8] = [
+    "NAME",
+    "STATE",
+    "PID",
+    "UPTIME",
+    "RESTARTS",
+    "LAST EXIT",
+    "READY",
+    "HEALTH",
+];
+
+/// The table's lines, header first, columns aligned.
+pub fn render(rows: &[ServiceStatus], style: Style) -> Vec<String> {
+    let now = SystemTime::now();
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|row| {
+            let running = row.pid.is_some();
+            [
+                row.name.clone(),
+                match &row.detail {
+                    Some(detail) => format!("{} ({detail})", row.state),
+                    None => row.state.to_string(),
+                },
+                row.pid.map_or("-".into(), |p| p.to_string()),
+                if running {
+                    uptime(now.duration_since(row.since).unwrap_or_default().as_secs())
+                } else {
+                    "-".into()
+                },
+                row.restarts.to_string(),
+                row.last_exit.map_or("-".into(), exit),
+                if row.ready { "yes".into() } else { "no".into() },
+                match &row.health {
+                    HealthView::Unknown => "-".into(),
+                    HealthView::Healthy => "healthy".into(),
+                    HealthView::Unhealthy { reason } => format!("unhealthy: {reason}"),
+                    _ => "?".into(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    let mut lines = vec![style.bold(&line(&HEADERS.map(String::from)))];
+    lines.extend(cells.iter().map(|row| line(row)));
+    lines
+}
+
+fn uptime(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+    }
+}
+
+fn exit(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Code(code) => format!("exit {code}"),
+        ExitStatus::Signal(signal) => format!("signal {signal}"),
+        _ => "unknown".into(),
+    }
+}

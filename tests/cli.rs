@@ -1,0 +1,625 @@
+//! The `running-process` command line against real processes: a service file's start order
+//! and parallelism, Ctrl-C, a detached supervisor (status, restart, stop, logs, events,
+//! adoption, a SIGKILLed supervisor), bad files, and real Debian daemons (redis, memcached).
+//!
+//! Every wait is for something the program prints or the kernel reports, with a generous
+//! deadline; nothing sleeps to let time pass.
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use support::daemons;
+use support::DEADLINE;
+
+const BIN: &str = env!("CARGO_BIN_EXE_running-process");
+
+/// A service file in a private directory, and the detached supervisor it may have: stopped
+/// when the test ends, also on failure.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(text: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("running-process.toml"), text).unwrap();
+        Project { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run a command to its end (with the deadline) and return what it printed.
+    fn run(&self, args: &[&str]) -> Output {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = wait_output(child);
+        println!(
+            "$ running-process {}\n{}{}(exit {:?})",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            output.status.code()
+        );
+        output
+    }
+
+    /// `status --json`: the supervisor's pid and every service's row.
+    fn status(&self) -> serde_json::Value {
+        let output = self.run(&["status", "--json"]);
+        assert!(output.status.success(), "status failed");
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn service<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no row for {name} in {status}"))
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        // Stop a detached supervisor, if one runs (exit 3 when none does).
+        let _ = self
+            .command(&["stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Wait for a child with the deadline; kill it past the deadline and fail.
+fn wait_output(mut child: Child) -> Output {
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        if let Some(mut s) = stdout {
+            let _ = std::io::Read::read_to_end(&mut s, &mut out);
+        }
+        if let Some(mut s) = stderr {
+            let _ = std::io::Read::read_to_end(&mut s, &mut err);
+        }
+        let status = child.wait().unwrap();
+        let _ = tx.send(Output {
+            status,
+            stdout: out,
+            stderr: err,
+        });
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(output) => output,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("running-process (pid {pid}) did not finish within {DEADLINE:?}");
+        }
+    }
+}
+
+/// The lines a running child prints on stdout, as they come.
+struct Lines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    fn of(child: &mut Child) -> Lines {
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("| {line}");
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a line containing `text`; the index of that line among those seen.
+    fn wait_for(&mut self, text: &str) -> usize {
+        if let Some(i) = self.seen.iter().position(|l| l.contains(text)) {
+            return i;
+        }
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line);
+                    if self.seen.last().unwrap().contains(text) {
+                        return self.seen.len() - 1;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {text:?} within {DEADLINE:?}; seen: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Every line until the program closes its output.
+    fn rest(&mut self) -> &[String] {
+        let end = Instant::now() + DEADLINE;
+        while let Ok(line) = self
+            .rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    fn has(&self, text: &str) -> bool {
+        self.seen.iter().any(|l| l.contains(text))
+    }
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn kill9(pid: u64) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+/// Wait until process `pid` has exited (a zombie counts), from the kernel: a pidfd becomes
+/// readable when its process exits. Python's `os.pidfd_open`, since the test has no
+/// pidfd binding of its own. `None` when python3 is missing.
+fn wait_exited(pid: u64) -> Option<()> {
+    let script = format!(
+        "import os, select, sys\n\
+         try:\n    fd = os.pidfd_open({pid})\n\
+         except ProcessLookupError:\n    sys.exit(0)\n\
+         r, _, _ = select.select([fd], [], [], {})\n\
+         sys.exit(0 if r else 1)\n",
+        DEADLINE.as_secs()
+    );
+    let status = Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .ok()?;
+    assert!(
+        status.success(),
+        "pid {pid} did not exit within {DEADLINE:?}"
+    );
+    Some(())
+}
+
+/// Two services that become ready only when the test creates `go-a` and `go-b`, and one
+/// that depends on both: the order is decided by the test, not by timing.
+const GATED: &str = r#"
+[services.a]
+program = "sh"
+args = ["-c", "echo a is up; exec sleep 1000"]
+readiness = { kind = "exec", command = ["test", "-e", "go-a"] }
+
+[services.b]
+program = "sh"
+args = ["-c", "echo b is up; exec sleep 1000"]
+readiness = { kind = "exec", command = ["test", "-e", "go-b"] }
+
+[services.c]
+program = "sh"
+args = ["-c", "echo c is up; exec sleep 1000"]
+depends_on = { a = "ready", b = "ready" }
+"#;
+
+#[test]
+fn services_start_in_dependency_order_in_parallel_where_allowed_and_ctrl_c_stops_them_in_reverse() {
+    let project = Project::new(GATED);
+    let mut up = project
+        .command(&["up"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut up);
+
+    // a and b are both spawned while neither is ready: they start in parallel.
+    lines.wait_for("c: waiting for a ready, b ready");
+    lines.wait_for("a: spawned");
+    lines.wait_for("b: spawned");
+    assert!(!lines.has("a: ready") && !lines.has("b: ready"));
+    lines.wait_for("a | a is up");
+
+    std::fs::write(project.path("go-a"), "").unwrap();
+    let a_ready = lines.wait_for("a: ready");
+    assert!(!lines.has("c: spawned"), "c must wait for b too");
+    std::fs::write(project.path("go-b"), "").unwrap();
+    let b_ready = lines.wait_for("b: ready");
+    let c_spawned = lines.wait_for("c: spawned");
+    assert!(c_spawned > a_ready && c_spawned > b_ready);
+    lines.wait_for("c | c is up");
+    lines.wait_for("c: ready");
+
+    interrupt(&up);
+    let seen = lines.rest().to_vec();
+    let status = wait_output(up).status;
+    let at = |text: &str| {
+        seen.iter()
+            .position(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no {text:?}"))
+    };
+    assert!(
+        at("c: stopped") < at("a: stopping"),
+        "dependants stop first"
+    );
+    assert!(
+        at("c: stopped") < at("b: stopping"),
+        "dependants stop first"
+    );
+    assert!(seen.iter().any(|l| l.starts_with("summary: stopped")));
+    assert!(
+        seen.iter().all(|l| !l.contains('\x1b')),
+        "no colors when not a terminal"
+    );
+    assert_eq!(status.code(), Some(0), "everything stopped cleanly");
+}
+
+#[test]
+fn a_detached_run_restarts_a_crash_shows_it_and_restarts_and_stops_one_service() {
+    let project = Project::new(
+        r#"
+[group]
+name = "detached"
+
+[services.steady]
+program = "sh"
+args = ["-c", "echo steady line; exec sleep 1000"]
+
+[services.crashy]
+program = "sh"
+args = ["-c", "echo crashy started; exec sleep 1000"]
+restart = { kind = "permanent", backoff = { initial_ms = 10 } }
+"#,
+    );
+    let up = project.run(&["up", "--detach"]);
+    assert!(up.status.success());
+    assert!(String::from_utf8_lossy(&up.stdout).contains("started the supervisor"));
+
+    let before = project.status();
+    let crashy = Project::service(&before, "crashy");
+    assert_eq!(crashy["state"], "running");
+    let old_pid = crashy["pid"].as_u64().unwrap();
+
+    // Follow the events, then crash it.
+    let mut follow = project
+        .command(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = Lines::of(&mut follow);
+    events.wait_for("following events");
+    kill9(old_pid);
+    events.wait_for("crashy: exited");
+    events.wait_for("crashy: restart #1");
+    events.wait_for("crashy: ready");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    let after = project.status();
+    let crashy = Project::service(&after, "crashy");
+    assert_eq!(crashy["state"], "running");
+    assert_eq!(crashy["restarts"], 1);
+    assert_eq!(crashy["last_exit"], serde_json::json!({ "Signal": 9 }));
+    assert_ne!(crashy["pid"].as_u64().unwrap(), old_pid);
+    let table = String::from_utf8_lossy(&project.run(&["status"]).stdout).into_owned();
+    assert!(table.lines().next().unwrap().starts_with("NAME"), "{table}");
+    assert!(table.contains("signal 9"), "{table}");
+
+    // stop NAME: that one only; restart NAME brings it back with a new process.
+    let steady_pid = Project::service(&after, "steady")["pid"].as_u64().unwrap();
+    assert!(project.run(&["stop", "steady"]).status.success());
+    let stopped = project.status();
+    assert_eq!(Project::service(&stopped, "steady")["state"], "stopped");
+    assert!(Project::service(&stopped, "steady")["pid"].is_null());
+    assert_eq!(Project::service(&stopped, "crashy")["state"], "running");
+    wait_exited(steady_pid);
+    assert!(project.run(&["restart", "steady"]).status.success());
+    let mut events = Lines::of(
+        &mut project
+            .command(&["events"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    events.wait_for("following events");
+    // It may be ready already: status decides, the events only wake us.
+    if Project::service(&project.status(), "steady")["state"] != "running" {
+        events.wait_for("steady: ready");
+    }
+    let restarted = project.status();
+    assert_eq!(Project::service(&restarted, "steady")["state"], "running");
+    assert_ne!(
+        Project::service(&restarted, "steady")["pid"]
+            .as_u64()
+            .unwrap(),
+        steady_pid
+    );
+
+    // logs: the lines it wrote, with times.
+    let logs = project.run(&["logs", "steady", "-n", "5"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("steady line"));
+    let unknown = project.run(&["restart", "nosuch"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no service called `nosuch`"));
+
+    // stop: everything, and the supervisor exits (the kernel says so through its handle).
+    let supervisor = restarted["supervisor"]["pid"].as_u64().unwrap();
+    let stop = project.run(&["stop"]);
+    assert!(stop.status.success());
+    assert!(String::from_utf8_lossy(&stop.stdout)
+        .contains(&format!("the supervisor (pid {supervisor})")));
+    let gone = project.run(&["status"]);
+    assert_eq!(gone.status.code(), Some(3), "no supervisor any more");
+}
+
+#[test]
+fn two_up_detach_at_once_start_one_supervisor_and_the_other_adopts_it() {
+    let project =
+        Project::new("[services.one]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n");
+    let spawn = || {
+        project
+            .command(&["up", "--detach"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [wait_output(first), wait_output(second)];
+    let texts: Vec<String> = outputs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .collect();
+    println!("{texts:#?}");
+    assert!(outputs.iter().all(|o| o.status.success()));
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("started the supervisor"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("already running: adopted it"))
+            .count(),
+        1
+    );
+    let pid = |t: &str| {
+        t.split("(pid ")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .map(str::to_owned)
+    };
+    assert_eq!(pid(&texts[0]), pid(&texts[1]), "one supervisor");
+    // And a third, later, adopts too.
+    let third = project.run(&["up", "--detach"]);
+    assert!(String::from_utf8_lossy(&third.stdout).contains("already running: adopted it"));
+}
+
+#[test]
+fn a_sigkilled_supervisor_takes_its_services_with_it_and_the_next_up_starts_cleanly() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: python3 (for a pidfd wait) is missing");
+        return;
+    }
+    let project = Project::new(
+        "[services.one]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n\n[services.two]\nprogram = \"sh\"\nargs = [\"-c\", \"sleep 1000 & wait\"]\ndepends_on = [\"one\"]\n",
+    );
+    assert!(project.run(&["up", "--detach"]).status.success());
+    let status = project.status();
+    let supervisor = status["supervisor"]["pid"].as_u64().unwrap();
+    let services: Vec<u64> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap())
+        .collect();
+    kill9(supervisor);
+    wait_exited(supervisor).unwrap();
+    for pid in &services {
+        wait_exited(*pid).unwrap();
+    }
+    // two's child `sleep` is in its tree too: no process of the test's sleep 1000 family
+    // is left with two's process as an ancestor; the cgroup (or process group) kill took it.
+    let up = project.run(&["up", "--detach"]);
+    assert!(up.status.success());
+    let text = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        text.contains("started the supervisor"),
+        "a new one, not the dead one: {text}"
+    );
+    let again = project.status();
+    assert_ne!(again["supervisor"]["pid"].as_u64().unwrap(), supervisor);
+    for name in ["one", "two"] {
+        assert_eq!(Project::service(&again, name)["state"], "running");
+    }
+}
+
+/// Each kind of bad file: one message with file:line:column, exit code 2, nothing started
+/// (the service would create `started`; no supervisor is left).
+#[test]
+fn bad_files_give_one_located_message_and_start_nothing() {
+    let service = "program = \"sh\"\nargs = [\"-c\", \"touch started; exec sleep 1000\"]\n";
+    let cases: [(&str, String, &str); 6] = [
+        ("unknown key", format!("[services.a]\n{service}restrat = {{ kind = \"permanent\" }}\n"), ":4:1: services.a.restrat: unknown field `restrat`"),
+        ("wrong type", format!("[services.a]\n{service}ready_timeout_ms = \"soon\"\n"), ":4:20: services.a.ready_timeout_ms: invalid type"),
+        ("cycle", format!("[services.a]\n{service}depends_on = [\"b\"]\n[services.b]\n{service}depends_on = [\"a\"]\n"), ":4:15: services.a.depends_on.b: dependency cycle: a -> b -> a"),
+        ("unknown dependency", format!("[services.a]\n{service}depends_on = [\"db\"]\n"), ":4:15: services.a.depends_on.db: unknown service `db`"),
+        ("duplicate name", format!("[services.a]\n{service}[services.a]\n{service}"), ":4:11: duplicate key"),
+        ("missing program", "[services.a]\nprogram = \"no-such-daemon-rp\"\n".to_owned(), ":2:1: services.a.program: program `no-such-daemon-rp` not found in PATH"),
+    ];
+    for (what, text, expected) in cases {
+        let project = Project::new(&text);
+        for args in [&["check"][..], &["up"], &["up", "--detach"]] {
+            let output = project.run(args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{what}: {args:?}");
+            assert!(stderr.contains(expected), "{what}: {args:?}: {stderr}");
+            assert_eq!(
+                stderr.matches("error:").count(),
+                1,
+                "{what}: one message: {stderr}"
+            );
+            assert!(stderr.contains("nothing was started"), "{what}: {stderr}");
+        }
+        assert!(!project.path("started").exists(), "{what}: a service ran");
+        assert_eq!(
+            project.run(&["status"]).status.code(),
+            Some(3),
+            "{what}: no supervisor"
+        );
+    }
+}
+
+#[test]
+fn without_a_file_up_says_how_to_write_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .arg("up")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr.contains("running-process.toml does not exist"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[services.web]"),
+        "an example file: {stderr}"
+    );
+}
+
+/// Real Debian daemons under a detached supervisor: memcached waits for redis to be ready
+/// (TCP readiness: a listener of the service's own tree), a crash of redis is restarted,
+/// and with `rest_for_one` memcached restarts after it.
+#[test]
+fn redis_and_memcached_from_a_service_file() {
+    let (Some(redis), Some(memcached)) =
+        (daemons::find("redis-server"), daemons::find("memcached"))
+    else {
+        println!("SKIPPED: redis-server or memcached is not installed (.ci/run installs them)");
+        return;
+    };
+    let (redis_port, memcached_port) = (daemons::free_port(), daemons::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let quoted = |args: Vec<String>| {
+        args.iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        r#"
+[group]
+strategy = "rest_for_one"
+
+[services.redis]
+program = "{redis}"
+args = [{redis_args}]
+readiness = {{ kind = "tcp", address = "127.0.0.1:{redis_port}" }}
+restart = {{ kind = "permanent", backoff = {{ initial_ms = 10 }} }}
+
+[services.memcached]
+program = "{memcached}"
+args = [{memcached_args}]
+readiness = {{ kind = "tcp", address = "127.0.0.1:{memcached_port}" }}
+depends_on = {{ redis = "ready" }}
+"#,
+        redis = redis.display(),
+        memcached = memcached.display(),
+        redis_args = quoted(daemons::redis_args(redis_port, dir.path())),
+        memcached_args = quoted(daemons::memcached_args(memcached_port)),
+    );
+    let project = Project::new(&text);
+    assert!(project.run(&["up", "--detach"]).status.success());
+    let status = project.status();
+    let redis_pid = Project::service(&status, "redis")["pid"].as_u64().unwrap();
+    let memcached_pid = Project::service(&status, "memcached")["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_ok());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", memcached_port)).is_ok());
+
+    let mut follow = project
+        .command(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = Lines::of(&mut follow);
+    events.wait_for("following events");
+    kill9(redis_pid);
+    events.wait_for("redis: restart #1");
+    events.wait_for("redis: restarted, so restarting memcached");
+    events.wait_for("memcached: ready");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let after = project.status();
+    assert_ne!(
+        Project::service(&after, "redis")["pid"].as_u64().unwrap(),
+        redis_pid
+    );
+    assert_ne!(
+        Project::service(&after, "memcached")["pid"]
+            .as_u64()
+            .unwrap(),
+        memcached_pid
+    );
+    let logs =
+        String::from_utf8_lossy(&project.run(&["logs", "redis", "-n", "50"]).stdout).into_owned();
+    assert!(
+        logs.contains("Ready to accept connections"),
+        "redis's own log lines: {logs}"
+    );
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
+    client.write_all(b"PING\r\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(client).read_line(&mut reply).unwrap();
+    assert_eq!(reply, "+PONG\r\n");
+}
