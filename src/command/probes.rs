@@ -406,13 +406,16 @@ const STDERR_GRACE: Duration = Duration::from_millis(250);
 /// All of stderr is read (keeping only its end), so a chatty check never blocks on a full
 /// pipe. On Unix the check leads its own process group, and dropping the future kills
 /// that group: a shell's children go too.
-pub(crate) async fn run_check(command: &[String]) -> Result<(), CheckError> {
+pub(crate) async fn run_check(
+    command: &[String],
+    cwd: Option<&std::path::Path>,
+) -> Result<(), CheckError> {
     let (program, args) = command.split_first().ok_or(CheckError::EmptyCommand)?;
     let spawn_failed = |source| CheckError::CommandSpawn {
         program: program.clone(),
         source,
     };
-    let mut check = Check::spawn(program, args).map_err(spawn_failed)?;
+    let mut check = Check::spawn(program, args, cwd).map_err(spawn_failed)?;
     let mut stderr = check.0.stderr.take().expect("stderr is piped");
     let mut tail = Tail::default();
     let mut buf = [0u8; 8192];
@@ -450,8 +453,15 @@ pub(crate) async fn run_check(command: &[String]) -> Result<(), CheckError> {
 struct Check(tokio::process::Child);
 
 impl Check {
-    fn spawn(program: &str, args: &[String]) -> std::io::Result<Check> {
+    fn spawn(
+        program: &str,
+        args: &[String],
+        cwd: Option<&std::path::Path>,
+    ) -> std::io::Result<Check> {
         let mut command = tokio::process::Command::new(program);
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
         command
             .args(args)
             .stdin(Stdio::null())
@@ -759,12 +769,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_exiting_0_is_ok() {
-        within_deadline(run_check(&shell("exit 0"))).await.unwrap();
+        within_deadline(run_check(&shell("exit 0"), None))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn a_failed_check_names_its_exit_code() {
-        let error = within_deadline(run_check(&shell("exit 1")))
+        let error = within_deadline(run_check(&shell("exit 1"), None))
             .await
             .unwrap_err();
         assert!(error.to_string().contains("exit code 1"), "{error}");
@@ -777,7 +789,7 @@ mod tests {
         } else {
             "echo boom >&2; exit 3"
         };
-        let error = within_deadline(run_check(&shell(script)))
+        let error = within_deadline(run_check(&shell(script), None))
             .await
             .unwrap_err();
         assert!(error.to_string().contains("boom"), "{error}");
@@ -790,7 +802,7 @@ mod tests {
     async fn a_chatty_check_is_drained_and_only_its_end_quoted() {
         // 1 MiB of stderr, far more than a pipe holds, then the reason.
         let script = "head -c 1048576 /dev/zero | tr '\\0' x >&2; echo the-reason >&2; exit 2";
-        let error = within_deadline(run_check(&command(&["sh", "-c", script])))
+        let error = within_deadline(run_check(&command(&["sh", "-c", script]), None))
             .await
             .unwrap_err();
         assert!(error.to_string().ends_with("the-reason"), "{error}");
@@ -800,14 +812,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_that_cannot_start_is_an_error_naming_it() {
-        let error = within_deadline(run_check(&command(&["/no/such/check-program"])))
+        let error = within_deadline(run_check(&command(&["/no/such/check-program"]), None))
             .await
             .unwrap_err();
         assert!(
             error.to_string().contains("/no/such/check-program"),
             "{error}"
         );
-        assert!(within_deadline(run_check(&[])).await.is_err());
+        assert!(within_deadline(run_check(&[], None)).await.is_err());
     }
 
     /// Dropping a running check kills it and what it started: here a shell and the `sleep`
@@ -823,7 +835,8 @@ mod tests {
             "sleep 1000 & echo $$ $! > {0}.tmp && mv {0}.tmp {0}; wait",
             pids.display()
         );
-        let check = tokio::spawn(async move { run_check(&command(&["sh", "-c", &script])).await });
+        let check =
+            tokio::spawn(async move { run_check(&command(&["sh", "-c", &script]), None).await });
         within_deadline(crate::command::wait::file_appears(&pids))
             .await
             .unwrap();

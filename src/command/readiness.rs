@@ -68,6 +68,8 @@ pub(crate) struct ReadyWait<'a> {
     pub notified: watch::Receiver<bool>,
     /// The first line matching a log-line pattern.
     pub line: oneshot::Receiver<String>,
+    /// The service's working directory, where an exec check runs.
+    pub cwd: Option<&'a std::path::Path>,
 }
 
 /// The addresses a TCP or HTTP readiness watches, resolved (`Ok(None)` for other kinds).
@@ -147,6 +149,7 @@ pub(crate) async fn wait_ready(
         uid,
         mut notified,
         line,
+        cwd,
     } = wait;
     match readiness {
         Readiness::Started => {}
@@ -175,7 +178,7 @@ pub(crate) async fn wait_ready(
             if command.is_empty() {
                 return Err(SpecError::EmptyCommand("exec readiness").into());
             }
-            while let Err(error) = probes::run_check(command).await {
+            while let Err(error) = probes::run_check(command, cwd).await {
                 tracing::debug!(?command, error = %crate::report::Chain(&error), "readiness command failed; trying again");
                 tokio::time::sleep(*interval).await;
             }

@@ -262,6 +262,7 @@ impl Supervisor for CommandSupervisor {
                 uid,
                 notified: waits.notified,
                 line: waits.line,
+                cwd: self.spec.cwd.as_deref(),
             },
         );
         let handle = tokio::select! {
@@ -301,7 +302,9 @@ impl Supervisor for CommandSupervisor {
                     .into()
                 }),
             HealthCheck::Http { url } => Ok(probes::http_ok(&HttpUrl::parse(url)?).await?),
-            HealthCheck::Exec { command } => Ok(probes::run_check(command).await?),
+            HealthCheck::Exec { command } => {
+                Ok(probes::run_check(command, self.spec.cwd.as_deref()).await?)
+            }
             HealthCheck::UnixSocket { path } => unix_connect(path).await,
             HealthCheck::Watchdog { timeout } => {
                 let last = {

@@ -63,6 +63,9 @@ struct Inner {
     /// Every service reached ready (or completed) once.
     started_up: watch::Sender<bool>,
     outcome: watch::Sender<Option<Outcome>>,
+    /// Why the set is stopping (the first reason given): published as the outcome once
+    /// everything has stopped.
+    ending: Mutex<Option<Outcome>>,
 }
 
 /// One service and what the stack knows of it.
@@ -99,7 +102,7 @@ enum Phase {
     /// Its supervision ended by itself.
     Ended(Outcome),
     /// A dependency ended before reaching its condition.
-    Blocked(String),
+    Blocked(Dependency),
 }
 
 impl Progress {
@@ -167,6 +170,7 @@ impl Stack {
                 stopping: watch::Sender::new(false),
                 started_up: watch::Sender::new(false),
                 outcome: watch::Sender::new(None),
+                ending: Mutex::new(None),
             }),
         };
         for i in 0..stack.inner.slots.len() {
@@ -341,7 +345,10 @@ impl Inner {
             Phase::Held => (ServiceState::Stopped, None),
             Phase::Blocked(dependency) => (
                 ServiceState::Failed,
-                Some(format!("{dependency} ended before it was ready")),
+                Some(format!(
+                    "{} ended without becoming {}",
+                    dependency.service, dependency.condition
+                )),
             ),
             Phase::Ended(Outcome::Completed) => (ServiceState::Completed, None),
             Phase::Ended(Outcome::Stopped) => (ServiceState::Stopped, None),
@@ -393,6 +400,10 @@ impl Inner {
 
     /// A service's supervision ended: end the set if nothing is left to run.
     fn check_all_ended(&self) {
+        if *self.stopping.borrow() {
+            // `stop_all` publishes the outcome once everything has stopped.
+            return;
+        }
         let mut held = false;
         for slot in &self.slots {
             match slot.progress.borrow().phase {
@@ -402,22 +413,23 @@ impl Inner {
             }
         }
         if !held {
-            let outcome = if *self.stopping.borrow() {
-                Outcome::Stopped
-            } else {
-                Outcome::Completed
-            };
-            self.outcome.send_if_modified(|o| {
-                let first = o.is_none();
-                if first {
-                    *o = Some(outcome);
-                }
-                first
-            });
+            self.publish(Outcome::Completed);
         }
     }
 
+    /// The set's outcome, unless one was published already.
+    fn publish(&self, outcome: Outcome) {
+        self.outcome.send_if_modified(|o| {
+            let first = o.is_none();
+            if first {
+                *o = Some(outcome);
+            }
+            first
+        });
+    }
+
     async fn stop_all(self: &Arc<Self>, outcome: Outcome) -> Outcome {
+        lock(&self.ending).get_or_insert(outcome);
         self.stopping.send_replace(true);
         // Dependants first: a service's depth is one more than its deepest dependency's.
         let n = self.slots.len();
@@ -443,13 +455,8 @@ impl Inner {
             });
             futures_util::future::join_all(stops).await;
         }
-        self.outcome.send_if_modified(|o| {
-            let first = o.is_none();
-            if first {
-                *o = Some(outcome);
-            }
-            first
-        });
+        let ending = lock(&self.ending).clone().unwrap_or(Outcome::Stopped);
+        self.publish(ending);
         self.outcome.borrow().clone().unwrap_or(Outcome::Stopped)
     }
 
@@ -614,9 +621,11 @@ async fn run_service(inner: Arc<Inner>, i: usize) {
     inner.check_all_ended();
 }
 
+/// Pass a service's event on, then act on it: what the stack does because of it (a
+/// strategy restart, giving up) comes after it in the stream.
 fn forward(inner: &Arc<Inner>, i: usize, event: Event) {
+    inner.emit(StackEvent::Service(event.clone()));
     inner.on_event(i, &event);
-    inner.emit(StackEvent::Service(event));
 }
 
 /// Wait until every dependency of service `i` reached its condition. `false` (and the
@@ -659,10 +668,10 @@ async fn wait_for_dependencies(inner: &Arc<Inner>, i: usize) -> bool {
         };
         if !reached {
             slot.progress
-                .send_modify(|p| p.phase = Phase::Blocked(dependency.service.clone()));
+                .send_modify(|p| p.phase = Phase::Blocked(dependency.clone()));
             inner.emit(StackEvent::DependencyFailed {
                 service: inner.name(i).to_owned(),
-                dependency: dependency.service.clone(),
+                dependency: dependency.clone(),
                 at: SystemTime::now(),
             });
             return false;

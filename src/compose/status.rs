@@ -29,8 +29,8 @@ pub enum StackEvent {
     DependencyFailed {
         /// The service.
         service: String,
-        /// The dependency.
-        dependency: String,
+        /// The dependency, and the condition it did not reach.
+        dependency: Dependency,
         /// When.
         at: SystemTime,
     },
@@ -90,8 +90,10 @@ impl std::fmt::Display for StackEvent {
                 at,
             } => write!(
                 f,
-                "{} {service}: not started: {dependency} ended before it was ready",
-                TimeOfDay(*at)
+                "{} {service}: not started: {} ended without becoming {}",
+                TimeOfDay(*at),
+                dependency.service,
+                dependency.condition
             ),
             StackEvent::StrategyRestart {
                 cause,

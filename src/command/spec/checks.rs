@@ -42,7 +42,8 @@ pub enum Readiness {
         url: String,
     },
     /// A command exits with status 0 (run again every `interval` until it does), as
-    /// Kubernetes' and process-compose's `exec` probes.
+    /// Kubernetes' and process-compose's `exec` probes. It runs in the service's working
+    /// directory (`cwd`), as the supervisor's user, with the supervisor's environment.
     Exec {
         /// The program and its arguments (no shell: use `["sh", "-c", "..."]` for one).
         command: Vec<String>,
@@ -140,7 +141,7 @@ pub enum HealthCheck {
         /// `http://host:port/path`.
         url: String,
     },
-    /// A command exits with status 0.
+    /// A command exits with status 0, run in the service's working directory.
     Exec {
         /// The program and its arguments (no shell).
         command: Vec<String>,
