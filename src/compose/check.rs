@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::file::{Condition, ServiceFile};
+use crate::command::CommandSpec;
 use crate::supervision::RestartKind;
 
 /// What is wrong with a service file.
@@ -160,39 +161,43 @@ fn find_cycle(file: &ServiceFile) -> Option<Vec<String>> {
 pub(crate) fn check_programs(file: &ServiceFile) -> Result<(), KeyedProblem> {
     for service in &file.services {
         let spec = &service.spec;
-        let key = ["services", service.name(), "program"];
-        let problem = |reason: String| {
-            at(
-                &key,
+        if let Err(reason) = find_program(spec) {
+            return Err(at(
+                &["services", service.name(), "program"],
                 Problem::Program {
                     program: spec.program.clone(),
                     reason,
                 },
-            )
-        };
-        if spec.program.components().count() > 1 || spec.program.is_absolute() {
-            if let Err(reason) = executable(&spec.program) {
-                return Err(problem(reason));
-            }
-            continue;
+            ));
         }
-        let path = match spec.env.get("PATH") {
-            Some(path) => path.into(),
-            None if spec.env_clear => std::ffi::OsString::new(),
-            None => std::env::var_os("PATH").unwrap_or_default(),
-        };
-        let found =
-            std::env::split_paths(&path).any(|dir| executable(&dir.join(&spec.program)).is_ok());
-        if !found {
-            return Err(problem(format!(
+    }
+    Ok(())
+}
+
+/// The file a service's program names, as the service would find it: a path (absolute, or
+/// with a `/`) as it is, a bare name in the service's `PATH` (its own `env.PATH`, else the
+/// supervisor's; none with `env_clear`). `Err` says why it cannot be executed. Reads the
+/// file system.
+pub(crate) fn find_program(spec: &CommandSpec) -> Result<PathBuf, String> {
+    if spec.program.components().count() > 1 || spec.program.is_absolute() {
+        return executable(&spec.program).map(|()| spec.program.clone());
+    }
+    let path = match spec.env.get("PATH") {
+        Some(path) => path.into(),
+        None if spec.env_clear => std::ffi::OsString::new(),
+        None => std::env::var_os("PATH").unwrap_or_default(),
+    };
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(&spec.program))
+        .find(|candidate| executable(candidate).is_ok())
+        .ok_or_else(|| {
+            format!(
                 "not found in PATH ({})",
                 std::env::join_paths(std::env::split_paths(&path))
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default()
-            )));
-        }
-    }
-    Ok(())
+            )
+        })
 }
 
 fn executable(path: &Path) -> Result<(), String> {

@@ -42,6 +42,7 @@
 
 mod check;
 mod error;
+pub mod export;
 mod file;
 #[cfg(feature = "toml")]
 mod load;

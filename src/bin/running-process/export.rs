@@ -1,0 +1,94 @@
+//! `running-process export systemd|kubernetes [-f FILE] [-o DIR] [--image [SERVICE=]IMAGE]`:
+//! the service file as systemd units or Kubernetes manifests
+//! ([`running_process::compose::export`]), written into a directory or printed.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use running_process::compose::export::{ExportOptions, ExportedFile, Target};
+use running_process::compose::ServiceFile;
+
+/// The export options from `--image` values: `IMAGE` for every service, `SERVICE=IMAGE`
+/// for one (image references never contain `=`).
+pub fn options<S: AsRef<str>>(images: &[S]) -> ExportOptions {
+    images
+        .iter()
+        .fold(ExportOptions::default(), |options, value| {
+            match value.as_ref().split_once('=') {
+                Some((service, image)) => options.service_image(service, image),
+                None => options.image(value.as_ref()),
+            }
+        })
+}
+
+/// Export `file` (read with `ServiceFile::load`, so its paths are absolute) to `target`.
+/// With `out_dir`, each file is written there (the directory is created; a file is
+/// replaced atomically) and its path printed; without, every file is printed to standard
+/// output after a `# ---- NAME ----` line. Errors go to standard error, with a failing exit
+/// code. Blocking (program lookup, file writes): call it outside the async runtime.
+pub fn run(
+    file: &ServiceFile,
+    target: Target,
+    options: &ExportOptions,
+    out_dir: Option<&Path>,
+) -> ExitCode {
+    let files = match file.export(target, options) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("running-process export {target}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match out_dir {
+        Some(dir) => write_all(dir, &files),
+        None => print_all(&files).map_err(|e| format!("cannot print: {e}")),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("running-process export {target}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_all(files: &[ExportedFile]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for (i, file) in files.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(out, "# ---- {} ----", file.name)?;
+        out.write_all(file.contents.as_bytes())?;
+    }
+    out.flush()
+}
+
+fn write_all(dir: &Path, files: &[ExportedFile]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for file in files {
+        let path = dir.join(&file.name);
+        write_atomic(&path, file.contents.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// Write a temporary file next to `path`, sync it, rename it over `path`: a reader sees
+/// the old file or the new one, never half of one.
+fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut out = std::fs::File::create(&tmp)?;
+        out.write_all(contents)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

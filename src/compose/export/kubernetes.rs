@@ -1,0 +1,717 @@
+//! A service file as Kubernetes manifests: one Pod (or a one-replica Deployment) per group,
+//! one container per service, written as YAML with `#` comments by a small emitter.
+
+use std::collections::BTreeMap;
+
+use crate::command::{CommandSpec, GroupRef, HealthCheck, KillMode, Output, Readiness, StopSignal, UserRef};
+use crate::compose::{Condition, Service, ServiceFile, StartOrder};
+use crate::supervision::{RestartKind, Strategy};
+
+use super::{
+    awaited_completion, describe_health, describe_readiness, signal_name, human_duration, path_text, seconds_up, ExportError,
+    ExportOptions, ExportedFile, Target,
+};
+
+/// The image written when [`ExportOptions`] names none, with a comment to replace it.
+pub const PLACEHOLDER_IMAGE: &str = "example.invalid/replace-me:latest";
+
+/// The set as one Kubernetes object in `<group>.yaml`: a Pod with one container per
+/// service, so the services share `localhost` (and `127.0.0.1:port` addresses keep
+/// working) as they do under the supervisor on one machine. When the Pod's restart policy
+/// is `Always` the Pod is the template of a Deployment with one replica and the `Recreate`
+/// strategy (rescheduled if its node goes away); otherwise a bare Pod, because a
+/// Deployment only allows `Always`. For one Deployment per service, split the containers
+/// and give each a `Service`; the addresses in the file then change. The output passes
+/// `kubernetes-validate --strict` (the published OpenAPI schemas) in CI. Pure: no I/O.
+///
+/// | service file | manifest |
+/// |---|---|
+/// | a service | a container, named after the service (lowercase, other characters as `-`) |
+/// | target of a `completed_successfully` dependency | an init container: it runs to exit 0 before the other containers start (all of them, not only its dependants) |
+/// | `program`, `args` | `command: [program]`, `args` (a `program` path is the exporting machine's: a comment says the image must have it) |
+/// | (none) | `image`: [`ExportOptions::image`], [`ExportOptions::images`], else [`PLACEHOLDER_IMAGE`] with a comment |
+/// | `env` | `env` (name, value) |
+/// | `cwd` | `workingDir` |
+/// | `restart.kind` | the Pod's `restartPolicy`: `Always` if a container is permanent, else `OnFailure` if one is transient, else `Never`; a container whose kind differs gets a comment |
+/// | `readiness` tcp, http, exec | `startupProbe` (fails after `ready_timeout_ms`: the container restarts, as a start that timed out) and `readinessProbe`: `tcpSocket`, `httpGet`, `exec`; `periodSeconds` from the exec interval, else 1 |
+/// | `health` tcp, http, exec | `livenessProbe`: `periodSeconds` the interval, `timeoutSeconds` the timeout, `failureThreshold` the failures before unhealthy |
+/// | `user`, `group` as ids | `securityContext.runAsUser`, `runAsGroup` (names: comment, Kubernetes wants ids) |
+/// | `stop.grace` | the Pod's `terminationGracePeriodSeconds` (the longest of its services) |
+/// | everything else (the identity handshake, sd_notify, Unix socket, log line, file and delay readiness, ping, Unix socket and watchdog health, `depends_on` started/ready/healthy, strategy, intensity, backoff, order, umask, limits, supplementary groups, output files, stop signal and request, kill mode) | a comment where it applies |
+pub fn kubernetes_manifests(
+    file: &ServiceFile,
+    options: &ExportOptions,
+) -> Result<Vec<ExportedFile>, ExportError> {
+    let group_name = dns_label(&file.group.name)?;
+    let names = container_names(file)?;
+    let init: Vec<&Service> = file
+        .services
+        .iter()
+        .filter(|s| awaited_completion(file, s.name()))
+        .collect();
+    let main: Vec<&Service> = file
+        .services
+        .iter()
+        .filter(|s| !awaited_completion(file, s.name()))
+        .collect();
+    let policy = if main.iter().any(|s| s.spec.restart.kind == RestartKind::Permanent) {
+        "Always"
+    } else if main.iter().any(|s| s.spec.restart.kind == RestartKind::Transient) {
+        "OnFailure"
+    } else {
+        "Never"
+    };
+
+    let mut pod = Vec::new();
+    group_notes(&mut pod, file);
+    pod.push(field("restartPolicy", Yaml::str(policy)));
+    let grace = file
+        .services
+        .iter()
+        .map(|s| s.spec.stop.grace)
+        .max()
+        .unwrap_or_default();
+    pod.push(comment(
+        "The longest stop grace of the services (Kubernetes has one per Pod).",
+    ));
+    pod.push(field(
+        "terminationGracePeriodSeconds",
+        Yaml::Int(seconds_up(grace)),
+    ));
+    let build = |services: &[&Service], init: bool| -> Result<Yaml, ExportError> {
+        services
+            .iter()
+            .map(|s| container(file, s, &names[s.name()], options, policy, init).map(Yaml::Map))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Yaml::Seq)
+    };
+    if !init.is_empty() {
+        pod.push(field("initContainers", build(&init, true)?));
+    }
+    pod.push(field("containers", build(&main, false)?));
+
+    let labels = || {
+        Yaml::Map(vec![field(
+            "app.kubernetes.io/name",
+            Yaml::str(group_name.clone()),
+        )])
+    };
+    let metadata = || {
+        Yaml::Map(vec![
+            field("name", Yaml::str(group_name.clone())),
+            field("labels", labels()),
+        ])
+    };
+    let mut object = vec![
+        comment(format!(
+            "The running-process group `{}`, exported by `running-process export kubernetes`: one container per service, sharing localhost.",
+            file.group.name
+        )),
+        comment("Lines starting with # say what Kubernetes cannot express of the service file."),
+    ];
+    if policy == "Always" {
+        object.extend([
+            field("apiVersion", Yaml::str("apps/v1")),
+            field("kind", Yaml::str("Deployment")),
+            field("metadata", metadata()),
+            field(
+                "spec",
+                Yaml::Map(vec![
+                    field("replicas", Yaml::Int(1)),
+                    comment("One instance at a time, as under the supervisor."),
+                    field(
+                        "strategy",
+                        Yaml::Map(vec![field("type", Yaml::str("Recreate"))]),
+                    ),
+                    field(
+                        "selector",
+                        Yaml::Map(vec![field("matchLabels", labels())]),
+                    ),
+                    field(
+                        "template",
+                        Yaml::Map(vec![field("metadata", metadata()), field("spec", Yaml::Map(pod))]),
+                    ),
+                ]),
+            ),
+        ]);
+    } else {
+        object.extend([
+            comment(format!(
+                "A bare Pod: a Deployment allows only restartPolicy Always, and this set's is {policy}."
+            )),
+            field("apiVersion", Yaml::str("v1")),
+            field("kind", Yaml::str("Pod")),
+            field("metadata", metadata()),
+            field("spec", Yaml::Map(pod)),
+        ]);
+    }
+    let mut contents = String::new();
+    render_map(&object, 0, &mut contents);
+    Ok(vec![ExportedFile {
+        name: format!("{group_name}.yaml"),
+        contents,
+    }])
+}
+
+/// A name as a DNS-1123 label (what container and object names must be): lowercase, any
+/// other character as `-`, at most 63 characters.
+fn dns_label(name: &str) -> Result<String, ExportError> {
+    let mapped: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .collect();
+    let label: String = mapped.trim_matches('-').chars().take(63).collect();
+    let label = label.trim_end_matches('-').to_owned();
+    if label.is_empty() {
+        return Err(ExportError::Name {
+            name: name.to_owned(),
+            target: Target::Kubernetes,
+            reason: "it has no letter or digit".into(),
+        });
+    }
+    Ok(label)
+}
+
+/// Every service's container name; two services may not share one.
+fn container_names(file: &ServiceFile) -> Result<BTreeMap<&str, String>, ExportError> {
+    let mut names: BTreeMap<&str, String> = BTreeMap::new();
+    for service in &file.services {
+        let label = dns_label(service.name())?;
+        if let Some((first, _)) = names.iter().find(|(_, l)| **l == label) {
+            return Err(ExportError::NameClash {
+                first: (*first).to_owned(),
+                second: service.name().to_owned(),
+                container: label,
+            });
+        }
+        names.insert(service.name(), label);
+    }
+    Ok(names)
+}
+
+/// The group's settings that have no Kubernetes field, as comments of the Pod spec.
+fn group_notes(pod: &mut Vec<Entry>, file: &ServiceFile) {
+    let group = &file.group;
+    match group.strategy {
+        Strategy::OneForOne => {}
+        Strategy::RestForOne | Strategy::OneForAll => pod.push(comment(format!(
+            "strategy {}: the kubelet restarts a container alone; a container that needs another must retry it.",
+            if group.strategy == Strategy::RestForOne { "rest_for_one" } else { "one_for_all" }
+        ))),
+    }
+    if group.intensity.max_restarts != u32::MAX {
+        pod.push(comment(format!(
+            "intensity: more than {} restarts within {} stop the set under running-process; the kubelet restarts forever (CrashLoopBackOff).",
+            group.intensity.max_restarts,
+            human_duration(group.intensity.period)
+        )));
+    }
+    if group.order == StartOrder::Sequential {
+        pod.push(comment(
+            "order sequential: containers start in order but none waits for the one before to be ready.",
+        ));
+    }
+}
+
+fn container(
+    file: &ServiceFile,
+    service: &Service,
+    name: &str,
+    options: &ExportOptions,
+    pod_policy: &str,
+    init: bool,
+) -> Result<Vec<Entry>, ExportError> {
+    let spec = &service.spec;
+    let mut c = Vec::new();
+    if name != service.name() {
+        c.push(comment(format!("Service `{}`.", service.name())));
+    }
+    if init {
+        c.push(comment(
+            "An init container: a dependant waits for it to complete successfully, so every container starts after it exited 0.",
+        ));
+    }
+    c.push(field("name", Yaml::str(name)));
+    let image = options.images.get(service.name()).or(options.image.as_ref());
+    if image.is_none() {
+        c.push(comment(format!(
+            "Replace with an image that has `{}` (or export with --image).",
+            spec.program.display()
+        )));
+    }
+    c.push(field(
+        "image",
+        Yaml::str(image.map_or(PLACEHOLDER_IMAGE, String::as_str)),
+    ));
+    let program = path_text(&spec.program, service.name(), "program")?;
+    if spec.program.is_absolute() {
+        c.push(comment(
+            "A path on the exporting machine: the image must have the program there.",
+        ));
+    }
+    c.push(field("command", Yaml::Seq(vec![Yaml::str(program)])));
+    if !spec.args.is_empty() {
+        c.push(field(
+            "args",
+            Yaml::Seq(spec.args.iter().map(Yaml::str).collect()),
+        ));
+    }
+    if let Some(cwd) = &spec.cwd {
+        let cwd = path_text(cwd, service.name(), "cwd")?;
+        c.push(comment(
+            "A directory of the exporting machine (by default the service file's): the image must have it.",
+        ));
+        c.push(field("workingDir", Yaml::str(cwd)));
+    }
+    if !spec.env_clear {
+        c.push(comment(
+            "running-process passes its own environment on; a container gets the image's and these.",
+        ));
+    }
+    if !spec.env.is_empty() {
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| {
+                Yaml::Map(vec![
+                    field("name", Yaml::str(k)),
+                    field("value", Yaml::str(v)),
+                ])
+            })
+            .collect();
+        c.push(field("env", Yaml::Seq(env)));
+    }
+    security(&mut c, spec);
+    restart_notes(&mut c, spec, pod_policy, init);
+    dependency_notes(&mut c, file, service);
+    readiness(&mut c, spec, init);
+    if let Some(health) = &spec.health {
+        match probe_handler(&mut c, &describe_health(&health.check), health_target(&health.check)) {
+            Some(handler) if !init => {
+                let mut probe = handler;
+                probe.push(field(
+                    "periodSeconds",
+                    Yaml::Int(seconds_up(health.policy.interval).max(1)),
+                ));
+                probe.push(field(
+                    "timeoutSeconds",
+                    Yaml::Int(seconds_up(health.policy.timeout).max(1)),
+                ));
+                probe.push(field(
+                    "failureThreshold",
+                    Yaml::Int(u64::from(health.policy.failures_before_unhealthy.max(1))),
+                ));
+                c.push(field("livenessProbe", Yaml::Map(probe)));
+            }
+            Some(_) => c.push(comment(
+                "health: init containers have no liveness probe.",
+            )),
+            None => {}
+        }
+    }
+    output_notes(&mut c, spec);
+    stop_notes(&mut c, spec);
+    Ok(c)
+}
+
+/// `securityContext` from numeric ids; names, umask and limits as comments.
+fn security(c: &mut Vec<Entry>, spec: &CommandSpec) {
+    let mut context = Vec::new();
+    match &spec.user {
+        Some(UserRef::Id(id)) => context.push(field("runAsUser", Yaml::Int(u64::from(*id)))),
+        Some(UserRef::Name(user)) => c.push(comment(format!(
+            "user {user:?}: Kubernetes wants a numeric runAsUser (or set USER in the image)."
+        ))),
+        None => {}
+    }
+    match &spec.group {
+        Some(GroupRef::Id(id)) => context.push(field("runAsGroup", Yaml::Int(u64::from(*id)))),
+        Some(GroupRef::Name(group)) => c.push(comment(format!(
+            "group {group:?}: Kubernetes wants a numeric runAsGroup."
+        ))),
+        None => {}
+    }
+    if let Some(groups) = &spec.supplementary_groups {
+        c.push(comment(format!(
+            "supplementary_groups [{}]: Kubernetes sets them per Pod (securityContext.supplementalGroups, numeric).",
+            groups.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    if let Some(mask) = spec.umask {
+        c.push(comment(format!(
+            "umask {:04o}: Kubernetes has none; set it in the image's entry point.",
+            mask.0
+        )));
+    }
+    if !spec.limits.is_empty() {
+        c.push(comment(
+            "limits (open files, processes, core size): Kubernetes has no rlimits; the container runtime's defaults apply.",
+        ));
+    }
+    if !context.is_empty() {
+        c.push(field("securityContext", Yaml::Map(context)));
+    }
+}
+
+fn restart_notes(c: &mut Vec<Entry>, spec: &CommandSpec, pod_policy: &str, init: bool) {
+    let kind = spec.restart.kind;
+    let differs = match (kind, pod_policy) {
+        (RestartKind::Permanent, "Always")
+        | (RestartKind::Transient, "OnFailure")
+        | (RestartKind::Temporary, "Never") => false,
+        // Init containers are retried on failure unless the Pod's policy is Never.
+        (RestartKind::Transient, "Always") => !init,
+        _ => true,
+    };
+    if differs {
+        c.push(comment(format!(
+            "restart {}: the Pod's restartPolicy {pod_policy} applies to every container.",
+            match kind {
+                RestartKind::Permanent => "permanent",
+                RestartKind::Transient => "transient",
+                RestartKind::Temporary => "temporary",
+            }
+        )));
+    }
+    if kind != RestartKind::Temporary {
+        let backoff = &spec.restart.backoff;
+        c.push(comment(format!(
+            "backoff {} x{} up to {}: the kubelet's is its own (10s doubling up to 5min).",
+            human_duration(backoff.initial),
+            backoff.multiplier,
+            human_duration(backoff.max)
+        )));
+    }
+}
+
+fn dependency_notes(c: &mut Vec<Entry>, file: &ServiceFile, service: &Service) {
+    for dependency in &service.depends_on {
+        let init = awaited_completion(file, &dependency.service);
+        if dependency.condition == Condition::CompletedSuccessfully || init {
+            continue; // an init container: every container starts after it
+        }
+        c.push(comment(format!(
+            "depends_on {} = \"{}\": containers of a Pod start without waiting for each other; the program must retry until it answers (or make it a sidecar init container with a startupProbe).",
+            dependency.service, dependency.condition
+        )));
+    }
+}
+
+/// `startupProbe` and `readinessProbe` from the readiness check.
+fn readiness(c: &mut Vec<Entry>, spec: &CommandSpec, init: bool) {
+    let (target, period) = match &spec.readiness {
+        Readiness::Started => return,
+        Readiness::Tcp { address } => (ProbeTarget::Tcp(address), 1),
+        Readiness::Http { url } => (ProbeTarget::Http(url), 1),
+        Readiness::Exec { command, interval } => {
+            (ProbeTarget::Exec(command), seconds_up(*interval).max(1))
+        }
+        _ => (ProbeTarget::None, 1),
+    };
+    let described = describe_readiness(&spec.readiness);
+    let Some(handler) = probe_handler(c, &described, target) else {
+        return;
+    };
+    if init {
+        c.push(comment(format!(
+            "readiness {described}: an init container has no probes; its exit counts."
+        )));
+        return;
+    }
+    let attempts = seconds_up(spec.ready_timeout).div_ceil(period).max(1);
+    let mut startup = handler.clone();
+    startup.push(field("periodSeconds", Yaml::Int(period)));
+    startup.push(field("failureThreshold", Yaml::Int(attempts)));
+    c.push(comment(format!(
+        "Not ready within {} (ready_timeout_ms): restarted.",
+        human_duration(spec.ready_timeout)
+    )));
+    c.push(field("startupProbe", Yaml::Map(startup)));
+    let mut ready = handler;
+    ready.push(field("periodSeconds", Yaml::Int(period)));
+    c.push(field("readinessProbe", Yaml::Map(ready)));
+}
+
+/// What a probe checks.
+enum ProbeTarget<'a> {
+    Tcp(&'a str),
+    Http(&'a str),
+    Exec(&'a [String]),
+    /// Nothing a probe can do.
+    None,
+}
+
+fn health_target(check: &HealthCheck) -> ProbeTarget<'_> {
+    match check {
+        HealthCheck::Tcp { address } => ProbeTarget::Tcp(address),
+        HealthCheck::Http { url } => ProbeTarget::Http(url),
+        HealthCheck::Exec { command } => ProbeTarget::Exec(command),
+        HealthCheck::Ping | HealthCheck::UnixSocket { .. } | HealthCheck::Watchdog { .. } => {
+            ProbeTarget::None
+        }
+    }
+}
+
+/// The handler fields of a probe (`tcpSocket`, `httpGet`, `exec`), or `None` with a
+/// comment saying why there is none.
+fn probe_handler(c: &mut Vec<Entry>, described: &str, target: ProbeTarget<'_>) -> Option<Vec<Entry>> {
+    let (host, handler) = match target {
+        ProbeTarget::None => {
+            c.push(comment(format!("{described}: Kubernetes has no such probe.")));
+            return None;
+        }
+        ProbeTarget::Exec(command) => {
+            return Some(vec![field(
+                "exec",
+                Yaml::Map(vec![field(
+                    "command",
+                    Yaml::Seq(command.iter().map(Yaml::str).collect()),
+                )]),
+            )]);
+        }
+        ProbeTarget::Tcp(address) => {
+            let Some((host, port)) = host_port(address, None) else {
+                c.push(comment(format!("{described}: not a host:port address.")));
+                return None;
+            };
+            (host, field("tcpSocket", Yaml::Map(vec![field("port", Yaml::Int(port))])))
+        }
+        ProbeTarget::Http(url) => {
+            let Some(rest) = url.strip_prefix("http://") else {
+                c.push(comment(format!("{described}: not an http:// URL.")));
+                return None;
+            };
+            let (authority, path) = match rest.find('/') {
+                Some(at) => rest.split_at(at),
+                None => (rest, "/"),
+            };
+            let Some((host, port)) = host_port(authority, Some(80)) else {
+                c.push(comment(format!("{described}: no host:port in the URL.")));
+                return None;
+            };
+            (
+                host,
+                field(
+                    "httpGet",
+                    Yaml::Map(vec![
+                        field("path", Yaml::str(path)),
+                        field("port", Yaml::Int(port)),
+                    ]),
+                ),
+            )
+        }
+    };
+    let note = comment(format!(
+        "{described}: the kubelet probes the Pod's IP, so the service must listen on it (0.0.0.0), not only on {host}."
+    ));
+    // Said once when readiness and health check the same address.
+    if !matches!(host.as_str(), "" | "0.0.0.0" | "::" | "*") && !c.contains(&note) {
+        c.push(note);
+    }
+    Some(vec![handler])
+}
+
+/// `host:port` (`[v6]:port`), the port defaulting to `default`.
+fn host_port(text: &str, default: Option<u64>) -> Option<(String, u64)> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') || host.starts_with('[') => {
+            (host, port.parse().ok().filter(|p| (1..=65535).contains(p))?)
+        }
+        _ => (text, default?),
+    };
+    Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+}
+
+fn output_notes(c: &mut Vec<Entry>, spec: &CommandSpec) {
+    for (stream, output) in [("stdout", &spec.stdout), ("stderr", &spec.stderr)] {
+        match output {
+            Output::Inherit => {}
+            Output::Tracing => c.push(comment(format!(
+                "{stream} as tracing events: Kubernetes keeps it in the container log."
+            ))),
+            Output::Null => c.push(comment(format!(
+                "{stream} discarded: Kubernetes keeps it in the container log."
+            ))),
+            Output::File { path, rotate } => c.push(comment(format!(
+                "{stream} to {}{}: Kubernetes keeps it in the container log; mount a volume and redirect in the image to keep a file.",
+                path.display(),
+                if rotate.is_some() { ", rotated" } else { "" }
+            ))),
+        }
+    }
+}
+
+fn stop_notes(c: &mut Vec<Entry>, spec: &CommandSpec) {
+    let stop = &spec.stop;
+    if stop.signal != StopSignal::Sigterm {
+        c.push(comment(format!(
+            "stop signal {}: Kubernetes sends the image's STOPSIGNAL (SIGTERM by default).",
+            signal_name(stop.signal)
+        )));
+    }
+    if stop.request {
+        c.push(comment(
+            "stop.request (shutdown over the daemon's socket): use a lifecycle.preStop exec hook with a client command.",
+        ));
+    }
+    if stop.kill_mode == KillMode::Process {
+        c.push(comment(
+            "kill_mode process: Kubernetes stops every process of the container.",
+        ));
+    }
+    if !spec.die_with_supervisor {
+        c.push(comment(
+            "die_with_supervisor = false: a container never outlives its Pod.",
+        ));
+    }
+    if !spec.cgroup {
+        c.push(comment("cgroup = false: a container is always its own cgroup."));
+    }
+}
+
+/// A YAML value: enough of YAML for manifests, with comments.
+#[derive(Debug, Clone, PartialEq)]
+enum Yaml {
+    /// A string, always double-quoted (JSON's escapes, which YAML reads).
+    Str(String),
+    Int(u64),
+    Map(Vec<Entry>),
+    Seq(Vec<Yaml>),
+}
+
+impl Yaml {
+    fn str(text: impl Into<String>) -> Yaml {
+        Yaml::Str(text.into())
+    }
+}
+
+/// A mapping's entry, or a comment line among them.
+#[derive(Debug, Clone, PartialEq)]
+enum Entry {
+    Field(&'static str, Yaml),
+    Comment(String),
+}
+
+fn field(key: &'static str, value: Yaml) -> Entry {
+    Entry::Field(key, value)
+}
+
+fn comment(text: impl Into<String>) -> Entry {
+    Entry::Comment(text.into())
+}
+
+/// A scalar's text, or `None` for a mapping or sequence with entries.
+fn inline(value: &Yaml) -> Option<String> {
+    match value {
+        Yaml::Str(text) => Some(serde_json::Value::from(text.as_str()).to_string()),
+        Yaml::Int(n) => Some(n.to_string()),
+        Yaml::Map(entries) if entries.is_empty() => Some("{}".into()),
+        Yaml::Seq(items) if items.is_empty() => Some("[]".into()),
+        _ => None,
+    }
+}
+
+fn render_map(entries: &[Entry], indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    for entry in entries {
+        match entry {
+            Entry::Comment(text) => {
+                for line in text.lines() {
+                    out.push_str(&format!("{pad}# {line}\n"));
+                }
+            }
+            Entry::Field(key, value) => match inline(value) {
+                Some(scalar) => out.push_str(&format!("{pad}{key}: {scalar}\n")),
+                None => {
+                    out.push_str(&format!("{pad}{key}:\n"));
+                    render_block(value, indent + 2, out);
+                }
+            },
+        }
+    }
+}
+
+/// A mapping or sequence with entries, at `indent`.
+fn render_block(value: &Yaml, indent: usize, out: &mut String) {
+    match value {
+        Yaml::Map(entries) => render_map(entries, indent, out),
+        Yaml::Seq(items) => {
+            let pad = " ".repeat(indent);
+            for item in items {
+                match inline(item) {
+                    Some(scalar) => out.push_str(&format!("{pad}- {scalar}\n")),
+                    None => {
+                        // Rendered two deeper, then the first key line takes the dash.
+                        let mut block = String::new();
+                        render_block(item, indent + 2, &mut block);
+                        let deeper = format!("{pad}  ");
+                        let mut dashed = false;
+                        for line in block.lines() {
+                            match line.strip_prefix(&deeper) {
+                                Some(rest) if !dashed && !rest.starts_with('#') => {
+                                    out.push_str(&format!("{pad}- {rest}\n"));
+                                    dashed = true;
+                                }
+                                _ => {
+                                    out.push_str(line);
+                                    out.push('\n');
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        scalar => out.push_str(&inline(scalar).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_nests_maps_in_sequences_with_comments() {
+        let doc = vec![
+            comment("top"),
+            field(
+                "items",
+                Yaml::Seq(vec![
+                    Yaml::Map(vec![
+                        comment("first"),
+                        field("name", Yaml::str("a \"b\"")),
+                        field("n", Yaml::Int(3)),
+                    ]),
+                    Yaml::str("plain"),
+                ]),
+            ),
+            field("empty", Yaml::Map(vec![])),
+        ];
+        let mut out = String::new();
+        render_map(&doc, 0, &mut out);
+        assert_eq!(
+            out,
+            "# top\nitems:\n    # first\n  - name: \"a \\\"b\\\"\"\n    n: 3\n  - \"plain\"\nempty: {}\n"
+        );
+    }
+
+    #[test]
+    fn names_become_dns_labels() {
+        assert_eq!(dns_label("Web_API").unwrap(), "web-api");
+        assert_eq!(dns_label("--x--").unwrap(), "x");
+        assert!(dns_label("__").is_err());
+        assert_eq!(dns_label(&"a".repeat(70)).unwrap().len(), 63);
+    }
+
+    #[test]
+    fn addresses_split_into_host_and_port() {
+        assert_eq!(host_port("127.0.0.1:6400", None), Some(("127.0.0.1".into(), 6400)));
+        assert_eq!(host_port("[::1]:80", None), Some(("::1".into(), 80)));
+        assert_eq!(host_port("localhost", Some(80)), Some(("localhost".into(), 80)));
+        assert_eq!(host_port("localhost", None), None);
+        assert_eq!(host_port("h:0", None), None);
+    }
+}

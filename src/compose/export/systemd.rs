@@ -1,0 +1,635 @@
+//! A service file as systemd units: one `.service` per service and a `.target` for the set.
+
+use crate::command::{
+    GroupRef, HealthCheck, KillMode, Limit, Output, Readiness, UserRef,
+};
+use crate::compose::{Condition, Service, ServiceFile};
+use crate::supervision::{Jitter, RestartKind, Strategy};
+
+use super::{
+    awaited_completion, describe_health, describe_readiness, signal_name, human_duration, path_text, seconds_up, ExportError,
+    ExportedFile, Target,
+};
+
+/// The set as systemd units: `<group>-<service>.service` for each service, in file order,
+/// then `<group>.target`, which `Wants=` every service (each one is `PartOf=` it), so
+/// `systemctl start <group>.target` starts the set and `systemctl stop <group>.target`
+/// stops it. Install them with `cp *.service *.target /etc/systemd/system/ && systemctl
+/// daemon-reload`. The units are checked with `systemd-analyze verify` in CI (systemd 252,
+/// Debian 12): only directives that version knows are written.
+///
+/// Looks bare program names up in the service's `PATH` (its `env.PATH`, else the caller's)
+/// as the service would, because `ExecStart=` wants an absolute path: this reads the file
+/// system, so call it from a blocking context. A name that is not found stays bare, with a
+/// comment (systemd then searches its own fixed path). Call it on a file read with
+/// [`ServiceFile::load`](crate::compose::ServiceFile::load) (or after
+/// [`resolve_paths`](ServiceFile::resolve_paths)), so working directories are absolute.
+///
+/// | service file | unit |
+/// |---|---|
+/// | `program`, `args` | `ExecStart=` (absolute program; arguments quoted, `%` and `$` escaped) |
+/// | `cwd` | `WorkingDirectory=` |
+/// | `env` | `Environment=` (systemd starts from its own small environment: `env_clear` is how it always runs; without it, a comment says the supervisor's environment is not inherited) |
+/// | `readiness` `notify` | `Type=notify`, `NotifyAccess=all` (readiness from any process of the service, as the supervisor accepts it) |
+/// | `readiness` `started` | `Type=exec` (started once the program was executed, which is when the supervisor reports it started) |
+/// | other `readiness` | `Type=exec` and a comment: systemd has no TCP, HTTP, exec, Unix socket, log line, file or delay readiness, nor the identity handshake; dependants ordered `After=` it start once it runs |
+/// | target of a `completed_successfully` dependency | `Type=oneshot`, `RemainAfterExit=yes`, `TimeoutStartSec=infinity`: dependants start after it exited 0 |
+/// | `ready_timeout_ms` | `TimeoutStartSec=` |
+/// | `restart.kind` | `Restart=`: permanent `always`, transient `on-failure` (plus `RestartForceExitStatus=` for the signals systemd calls clean, since only exit 0 is normal here), temporary `no` |
+/// | `restart.backoff` | `RestartSec=` its initial delay; multiplier, cap, jitter and reset as a comment (`RestartSteps=` and `RestartMaxDelaySec=` need systemd 254) |
+/// | `group.intensity` | `StartLimitBurst=` (`max_restarts` + 1: the first start counts) and `StartLimitIntervalSec=` in `[Unit]`, counted per unit (a comment says so) |
+/// | `health` `watchdog` | `WatchdogSec=` |
+/// | other `health` | comment |
+/// | `user`, `group`, `supplementary_groups`, `umask` | `User=`, `Group=`, `SupplementaryGroups=`, `UMask=` (an empty list of supplementary groups: comment) |
+/// | `limits` | `LimitNOFILE=`, `LimitNPROC=`, `LimitCORE=` (`soft:hard`) |
+/// | `stdout`, `stderr` | `file`: `StandardOutput=append:` (rotation: comment); `null`: `null`; `inherit`, `tracing`: the journal |
+/// | `stop` | `KillSignal=`, `TimeoutStopSec=` (the grace), `KillMode=`; `request` (shutdown over the socket): comment |
+/// | `depends_on` | `After=` and `Requires=` on the dependency's unit; `healthy`, and `ready` on a dependency whose readiness systemd cannot see, add a comment |
+/// | `group.strategy`, `group.order` | comments in the `.target` |
+/// | `cgroup = false`, `die_with_supervisor = false` | comments (systemd always tracks a unit by its cgroup and is the supervisor) |
+pub fn systemd_units(file: &ServiceFile) -> Result<Vec<ExportedFile>, ExportError> {
+    let group = unit_name(&file.group.name)?;
+    let mut files = Vec::with_capacity(file.services.len() + 1);
+    for service in &file.services {
+        files.push(ExportedFile {
+            name: format!("{group}-{}.service", unit_name(service.name())?),
+            contents: service_unit(file, &group, service)?.render(),
+        });
+    }
+    files.push(ExportedFile {
+        name: format!("{group}.target"),
+        contents: target_unit(file, &group).render(),
+    });
+    Ok(files)
+}
+
+/// The characters systemd allows in a unit name, besides `\` escapes (not used here).
+fn unit_name(name: &str) -> Result<String, ExportError> {
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.')));
+    let reason = match bad {
+        _ if name.is_empty() => "it is empty".to_owned(),
+        Some(c) => format!("systemd unit names allow only A-Z a-z 0-9 : - _ . (not {c:?})"),
+        None if name.len() > 200 => "it is longer than 200 characters".to_owned(),
+        None => return Ok(name.to_owned()),
+    };
+    Err(ExportError::Name {
+        name: name.to_owned(),
+        target: Target::Systemd,
+        reason,
+    })
+}
+
+/// A unit file being written: its sections, in order, each a list of lines.
+#[derive(Default)]
+struct Unit {
+    sections: Vec<(&'static str, Vec<String>)>,
+}
+
+impl Unit {
+    fn section(&mut self, name: &'static str) -> &mut Vec<String> {
+        self.sections.push((name, Vec::new()));
+        &mut self.sections.last_mut().expect("just pushed").1
+    }
+
+    fn render(&self) -> String {
+        let mut text = String::new();
+        for (i, (name, lines)) in self.sections.iter().enumerate() {
+            if i > 0 {
+                text.push('\n');
+            }
+            if !name.is_empty() {
+                text.push_str(&format!("[{name}]\n"));
+            }
+            for line in lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+}
+
+/// Add `# text` to `lines`.
+fn note(lines: &mut Vec<String>, text: impl AsRef<str>) {
+    lines.push(format!("# {}", text.as_ref()));
+}
+
+fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Unit, ExportError> {
+    let spec = &service.spec;
+    let name = service.name();
+    let oneshot = awaited_completion(file, name);
+    let mut unit = Unit::default();
+
+    let header = unit.section("");
+    note(
+        header,
+        format!(
+            "Service `{name}` of the running-process group `{}`, exported by `running-process export systemd`.",
+            file.group.name
+        ),
+    );
+    note(
+        header,
+        "Lines starting with # say what systemd cannot express of the service file.",
+    );
+
+    let lines = unit.section("Unit");
+    lines.push(format!("Description={name} ({} group)", file.group.name));
+    lines.push(format!("PartOf={group}.target"));
+    for dependency in &service.depends_on {
+        let other = format!("{group}-{}.service", unit_name(&dependency.service)?);
+        let target = file.service(&dependency.service);
+        let visible = target.is_some_and(|t| {
+            matches!(t.spec.readiness, Readiness::Started | Readiness::Notify)
+                || awaited_completion(file, t.name())
+        });
+        match dependency.condition {
+            Condition::Healthy => note(
+                lines,
+                format!(
+                    "depends_on {} = \"healthy\": systemd has no health state; this waits only until it is started{}.",
+                    dependency.service,
+                    if visible { " (ready)" } else { "" }
+                ),
+            ),
+            Condition::Ready if !visible => note(
+                lines,
+                format!(
+                    "depends_on {} = \"ready\": systemd cannot see its readiness ({}); this waits only until it runs.",
+                    dependency.service,
+                    target.map_or_else(String::new, |t| describe_readiness(&t.spec.readiness))
+                ),
+            ),
+            _ => {}
+        }
+        lines.push(format!("After={other}"));
+        lines.push(format!("Requires={other}"));
+    }
+    intensity(lines, file);
+
+    let lines = unit.section("Service");
+    service_type(lines, spec, oneshot);
+    exec_start(lines, service)?;
+    working_directory(lines, service)?;
+    environment(lines, spec);
+    identity(lines, spec);
+    for (stream, output) in [("StandardOutput", &spec.stdout), ("StandardError", &spec.stderr)] {
+        standard_stream(lines, name, stream, output)?;
+    }
+    restart(lines, spec, oneshot);
+    health(lines, spec);
+    stop(lines, spec);
+    if !spec.cgroup {
+        note(
+            lines,
+            "cgroup = false: systemd always tracks a unit by its own cgroup.",
+        );
+    }
+    if !spec.die_with_supervisor {
+        note(
+            lines,
+            "die_with_supervisor = false: under systemd the service stops with its unit, never outlives it.",
+        );
+    }
+    Ok(unit)
+}
+
+/// `Type=` and `TimeoutStartSec=`, with what the readiness becomes.
+fn service_type(lines: &mut Vec<String>, spec: &crate::command::CommandSpec, oneshot: bool) {
+    if oneshot {
+        note(
+            lines,
+            "A dependant waits for it to complete successfully: a oneshot whose success starts them.",
+        );
+        if spec.readiness != Readiness::Started {
+            note(
+                lines,
+                format!(
+                    "readiness {} is not used: its completion is what counts.",
+                    describe_readiness(&spec.readiness)
+                ),
+            );
+        }
+        lines.push("Type=oneshot".into());
+        lines.push("RemainAfterExit=yes".into());
+        lines.push("TimeoutStartSec=infinity".into());
+        return;
+    }
+    match &spec.readiness {
+        Readiness::Notify => {
+            lines.push("Type=notify".into());
+            // The supervisor believes READY=1 from any process of the service's tree.
+            lines.push("NotifyAccess=all".into());
+        }
+        Readiness::Started => lines.push("Type=exec".into()),
+        other => {
+            note(
+                lines,
+                format!(
+                    "readiness {}: systemd has no such check (only sd_notify); it counts the service as started once its program runs.",
+                    describe_readiness(other)
+                ),
+            );
+            match other {
+                Readiness::Manifest { .. } => note(
+                    lines,
+                    "Adopting an already running daemon after verifying its identity has no systemd equivalent either.",
+                ),
+                _ => note(
+                    lines,
+                    "To make dependants wait for it, add an ExecStartPost= that waits for the check, or make the program use sd_notify.",
+                ),
+            }
+            lines.push("Type=exec".into());
+        }
+    }
+    lines.push(format!(
+        "TimeoutStartSec={}",
+        human_duration(spec.ready_timeout)
+    ));
+}
+
+/// `ExecStart=` with the program found as the service would find it.
+fn exec_start(lines: &mut Vec<String>, service: &Service) -> Result<(), ExportError> {
+    let spec = &service.spec;
+    let program = match super::super::check::find_program(spec) {
+        Ok(found) => found,
+        Err(reason) => {
+            note(
+                lines,
+                format!(
+                    "program `{}` {reason} when exported: systemd will look for it in its own fixed PATH.",
+                    spec.program.display()
+                ),
+            );
+            spec.program.clone()
+        }
+    };
+    let program = path_text(&program, service.name(), "program")?;
+    let mut line = format!("ExecStart={}", exec_word(program));
+    for arg in &spec.args {
+        line.push(' ');
+        line.push_str(&exec_word(arg));
+    }
+    lines.push(line);
+    Ok(())
+}
+
+/// One word of a command line (systemd.service "Command lines", systemd.syntax): `%` and
+/// `$` doubled (specifiers and variables), quoted with C escapes when it is empty or has
+/// anything but plain characters, and a lone `;` escaped (it separates commands).
+fn exec_word(word: &str) -> String {
+    let word = word.replace('%', "%%").replace('$', "$$");
+    if word == ";" {
+        return "\\;".into();
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_$".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word;
+    }
+    quoted(&word)
+}
+
+/// `"text"` with systemd's C escapes.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn working_directory(lines: &mut Vec<String>, service: &Service) -> Result<(), ExportError> {
+    let Some(cwd) = &service.spec.cwd else {
+        note(
+            lines,
+            "No cwd: systemd runs it in / (running-process in the service file's directory).",
+        );
+        return Ok(());
+    };
+    if !cwd.is_absolute() {
+        return Err(ExportError::Value {
+            service: service.name().to_owned(),
+            key: "cwd".into(),
+            reason: format!(
+                "`{}` is relative: read the file with ServiceFile::load (or resolve_paths) first",
+                cwd.display()
+            ),
+        });
+    }
+    let cwd = path_text(cwd, service.name(), "cwd")?;
+    lines.push(format!("WorkingDirectory={}", cwd.replace('%', "%%")));
+    Ok(())
+}
+
+fn environment(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
+    if !spec.env_clear {
+        note(
+            lines,
+            "running-process passes its own environment on; systemd gives only its own (PATH, LANG, ...) and what follows: add EnvironmentFile= for more.",
+        );
+    }
+    for (key, value) in &spec.env {
+        lines.push(format!(
+            "Environment={}",
+            quoted(&format!("{key}={value}").replace('%', "%%"))
+        ));
+    }
+}
+
+/// `User=`, `Group=`, `SupplementaryGroups=`, `UMask=`, `Limit*=`.
+fn identity(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
+    let group = |g: &GroupRef| match g {
+        GroupRef::Id(id) => id.to_string(),
+        GroupRef::Name(name) => name.clone(),
+    };
+    match &spec.user {
+        Some(UserRef::Id(id)) => lines.push(format!("User={id}")),
+        Some(UserRef::Name(name)) => lines.push(format!("User={name}")),
+        None => {}
+    }
+    if let Some(g) = &spec.group {
+        lines.push(format!("Group={}", group(g)));
+    }
+    match &spec.supplementary_groups {
+        Some(groups) if groups.is_empty() => note(
+            lines,
+            "supplementary_groups = []: systemd cannot drop the user's supplementary groups.",
+        ),
+        Some(groups) => lines.push(format!(
+            "SupplementaryGroups={}",
+            groups.iter().map(group).collect::<Vec<_>>().join(" ")
+        )),
+        None => {}
+    }
+    if let Some(mask) = spec.umask {
+        lines.push(format!("UMask={:04o}", mask.0));
+    }
+    let limits = [
+        ("LimitNOFILE", spec.limits.open_files),
+        ("LimitNPROC", spec.limits.processes),
+        ("LimitCORE", spec.limits.core_size),
+    ];
+    for (key, limit) in limits {
+        if let Some(limit) = limit {
+            lines.push(format!("{key}={}", limit_value(limit)));
+        }
+    }
+}
+
+fn limit_value(limit: Limit) -> String {
+    let one = |v: Option<u64>| v.map_or_else(|| "infinity".to_owned(), |v| v.to_string());
+    if limit.soft == limit.hard {
+        one(limit.soft)
+    } else {
+        format!("{}:{}", one(limit.soft), one(limit.hard))
+    }
+}
+
+fn standard_stream(
+    lines: &mut Vec<String>,
+    service: &str,
+    key: &str,
+    output: &Output,
+) -> Result<(), ExportError> {
+    match output {
+        Output::Inherit => {}
+        Output::Null => lines.push(format!("{key}=null")),
+        Output::Tracing => {
+            note(
+                lines,
+                "output tracing: each line is a tracing event under running-process; the journal here.",
+            );
+            lines.push(format!("{key}=journal"));
+        }
+        Output::File { path, rotate } => {
+            if let Some(rotation) = rotate {
+                note(
+                    lines,
+                    format!(
+                        "rotation (max {} bytes, keep {}) is not done by systemd: use logrotate with copytruncate.",
+                        rotation.max_bytes, rotation.keep
+                    ),
+                );
+            }
+            let path = path_text(path, service, &key.to_ascii_lowercase())?;
+            lines.push(format!("{key}=append:{}", path.replace('%', "%%")));
+        }
+    }
+    Ok(())
+}
+
+/// `Restart=` and `RestartSec=`, the rest of the backoff as a comment.
+fn restart(lines: &mut Vec<String>, spec: &crate::command::CommandSpec, oneshot: bool) {
+    let policy = &spec.restart;
+    match policy.kind {
+        RestartKind::Permanent => lines.push("Restart=always".into()),
+        RestartKind::Transient => {
+            lines.push("Restart=on-failure".into());
+            // systemd counts these signals as a clean end; running-process only exit 0.
+            // (systemd refuses RestartForceExitStatus= in a oneshot unit.)
+            if !oneshot {
+                lines.push("RestartForceExitStatus=SIGHUP SIGINT SIGTERM SIGPIPE".into());
+            }
+        }
+        RestartKind::Temporary => {
+            lines.push("Restart=no".into());
+            return;
+        }
+    }
+    let backoff = &policy.backoff;
+    lines.push(format!("RestartSec={}", human_duration(backoff.initial)));
+    if backoff.multiplier > 1.0 && backoff.max > backoff.initial {
+        let steps = if backoff.initial.is_zero() {
+            1
+        } else {
+            let ratio = backoff.max.as_secs_f64() / backoff.initial.as_secs_f64();
+            (ratio.ln() / backoff.multiplier.ln()).ceil().max(1.0) as u64
+        };
+        note(
+            lines,
+            format!(
+                "backoff: x{} per restart up to {}; systemd 254+ can approximate it: RestartSteps={steps} RestartMaxDelaySec={}s.",
+                backoff.multiplier,
+                human_duration(backoff.max),
+                seconds_up(backoff.max)
+            ),
+        );
+    }
+    if backoff.jitter != Jitter::None {
+        note(lines, "backoff jitter: systemd waits exactly RestartSec=.");
+    }
+    note(
+        lines,
+        format!(
+            "backoff reset after {} of uptime: systemd has none.",
+            human_duration(backoff.reset_after)
+        ),
+    );
+    if !policy.retry_start_up {
+        note(
+            lines,
+            "retry_start_up = false: running-process fails the set's start when a first start fails; systemd applies Restart= to it too.",
+        );
+    }
+}
+
+/// `StartLimitBurst=` and `StartLimitIntervalSec=` from the group's intensity.
+fn intensity(lines: &mut Vec<String>, file: &ServiceFile) {
+    let intensity = file.group.intensity;
+    if intensity.max_restarts == u32::MAX {
+        lines.push("StartLimitIntervalSec=0".into());
+        return;
+    }
+    note(
+        lines,
+        format!(
+            "intensity: more than {} restarts within {} stop the whole set under running-process; systemd counts starts per unit and fails only this one.",
+            intensity.max_restarts,
+            human_duration(intensity.period)
+        ),
+    );
+    lines.push(format!(
+        "StartLimitBurst={}",
+        u64::from(intensity.max_restarts) + 1
+    ));
+    lines.push(format!(
+        "StartLimitIntervalSec={}",
+        human_duration(intensity.period)
+    ));
+}
+
+fn health(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
+    let Some(health) = &spec.health else { return };
+    match &health.check {
+        HealthCheck::Watchdog { timeout } => {
+            lines.push(format!("WatchdogSec={}", human_duration(*timeout)));
+        }
+        check => note(
+            lines,
+            format!(
+                "health: {} every {} (timeout {}, unhealthy after {} failures) then a restart; systemd has only the sd_notify watchdog (WatchdogSec=).",
+                describe_health(check),
+                human_duration(health.policy.interval),
+                human_duration(health.policy.timeout),
+                health.policy.failures_before_unhealthy
+            ),
+        ),
+    }
+}
+
+fn stop(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
+    let stop = &spec.stop;
+    if stop.request {
+        note(
+            lines,
+            "stop.request: running-process first asks over the daemon's socket; systemd sends KillSignal=. Add ExecStop= with a client command for that.",
+        );
+    }
+    lines.push(format!("KillSignal={}", signal_name(stop.signal)));
+    lines.push(format!("TimeoutStopSec={}", human_duration(stop.grace)));
+    lines.push(format!(
+        "KillMode={}",
+        match stop.kill_mode {
+            KillMode::ControlGroup => "control-group",
+            KillMode::Mixed => "mixed",
+            KillMode::Process => "process",
+        }
+    ));
+}
+
+/// `<group>.target`: wants every service, says what the group's settings become.
+fn target_unit(file: &ServiceFile, group: &str) -> Unit {
+    let mut unit = Unit::default();
+    let header = unit.section("");
+    note(
+        header,
+        format!(
+            "The running-process group `{}`: `systemctl start {group}.target` starts every service, `systemctl stop {group}.target` stops them (each is PartOf= it).",
+            file.group.name
+        ),
+    );
+    let lines = unit.section("Unit");
+    let names: Vec<&str> = file.services.iter().map(Service::name).collect();
+    lines.push(format!(
+        "Description=running-process group {}: {}",
+        file.group.name,
+        names.join(", ")
+    ));
+    match file.group.strategy {
+        Strategy::OneForOne => {}
+        Strategy::RestForOne => note(
+            lines,
+            "strategy rest_for_one: systemd restarts a crashed unit alone; Requires= restarts its dependants only on an explicit `systemctl restart`.",
+        ),
+        Strategy::OneForAll => note(
+            lines,
+            format!(
+                "strategy one_for_all: systemd restarts a crashed unit alone; `systemctl restart {group}.target` restarts them all."
+            ),
+        ),
+    }
+    if file.group.order == crate::compose::StartOrder::Sequential {
+        note(
+            lines,
+            "order sequential: systemd starts units in parallel where After= allows; add After= between services to keep the file order.",
+        );
+    }
+    for service in &file.services {
+        // Names were checked when the service units were written.
+        lines.push(format!("Wants={group}-{}.service", service.name()));
+    }
+    let lines = unit.section("Install");
+    lines.push("WantedBy=multi-user.target".into());
+    unit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_words_are_quoted_and_escaped() {
+        assert_eq!(exec_word("--port"), "--port");
+        assert_eq!(exec_word(""), "\"\"");
+        assert_eq!(exec_word("a b"), "\"a b\"");
+        assert_eq!(exec_word("say \"hi\"\\"), "\"say \\\"hi\\\"\\\\\"");
+        assert_eq!(exec_word("100%"), "100%%");
+        assert_eq!(exec_word("$HOME"), "$$HOME");
+        assert_eq!(exec_word(";"), "\\;");
+        assert_eq!(exec_word("it's"), "\"it's\"");
+    }
+
+    #[test]
+    fn unit_names_refuse_what_systemd_refuses() {
+        assert_eq!(unit_name("web-1.api").unwrap(), "web-1.api");
+        assert!(unit_name("web server").is_err());
+        assert!(unit_name("").is_err());
+        assert!(unit_name("a/b").is_err());
+    }
+
+    #[test]
+    fn limits_are_soft_colon_hard() {
+        assert_eq!(limit_value(Limit::both(4096)), "4096");
+        assert_eq!(limit_value(Limit::unlimited()), "infinity");
+        assert_eq!(
+            limit_value(Limit {
+                soft: Some(1024),
+                hard: None
+            }),
+            "1024:infinity"
+        );
+    }
+}

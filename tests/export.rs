@@ -1,0 +1,482 @@
+//! `running-process export`: a realistic service file as systemd units and Kubernetes
+//! manifests, checked by the tools those projects publish: `systemd-analyze verify`
+//! (Debian's systemd) and `kubernetes-validate --strict` (the published OpenAPI schemas,
+//! from PyPI). `.ci/run` installs both; a test whose tool is missing says SKIPPED. Each
+//! validator is also shown a broken file, which it must reject, so these tests can fail.
+
+#[allow(dead_code)]
+#[path = "../src/bin/running-process/export.rs"]
+mod export_cli;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use running_process::compose::export::{ExportOptions, Target};
+use running_process::compose::ServiceFile;
+
+/// A set as a small web application would have it: a one-shot migration, a redis store
+/// (TCP readiness and health, limits, a user), a Python web server (HTTP readiness and
+/// health, an output file, depends on both), a notify daemon with a watchdog and a worker
+/// with exec checks.
+const FILE: &str = r#"
+[group]
+name = "shop"
+strategy = "rest_for_one"
+intensity = { max_restarts = 5, period_ms = 60000 }
+
+[services.migrate]
+program = "sh"
+args = ["-c", "echo migrating; exit 0"]
+restart = { kind = "temporary" }
+
+[services.store]
+program = "redis-server"
+args = ["--port", "6400", "--save", "", "--appendonly", "no"]
+readiness = { kind = "tcp", address = "127.0.0.1:6400" }
+ready_timeout_ms = 10000
+health = { interval_ms = 5000, timeout_ms = 1000, failures_before_unhealthy = 3, check = { kind = "tcp", address = "127.0.0.1:6400" } }
+user = 1000
+group = 1000
+umask = "027"
+limits = { open_files = 4096, core_size = 0, processes = { soft = 512, hard = "infinity" } }
+stop = { signal = "SIGTERM", grace_ms = 10000, kill_mode = "mixed" }
+depends_on = { migrate = "completed_successfully" }
+
+[services.web]
+program = "python3"
+args = ["-m", "http.server", "8000", "--bind", "127.0.0.1"]
+env = { PYTHONUNBUFFERED = "1", GREETING = "hello \"world\" at 100% of $HOME" }
+readiness = { kind = "http", url = "http://127.0.0.1:8000/" }
+health = { interval_ms = 10000, timeout_ms = 2000, failures_before_unhealthy = 3, check = { kind = "http", url = "http://127.0.0.1:8000/" } }
+stdout = { kind = "file", path = "logs/web.log", rotate = { max_bytes = 1048576, keep = 3 } }
+restart = { kind = "permanent", backoff = { initial_ms = 500, multiplier = 2.0, max_ms = 30000 } }
+depends_on = { store = "healthy", migrate = "completed_successfully" }
+
+[services.notifier]
+program = "sh"
+args = ["-c", "systemd-notify --ready; while true; do systemd-notify WATCHDOG=1; sleep 5; done"]
+readiness = { kind = "notify" }
+health = { check = { kind = "watchdog", timeout_ms = 30000 } }
+stop = { signal = "SIGINT", grace_ms = 3000 }
+restart = { kind = "transient" }
+supplementary_groups = ["adm"]
+depends_on = ["store"]
+
+[services.worker]
+program = "sh"
+args = ["-c", "touch ready.flag; exec sleep infinity"]
+readiness = { kind = "exec", command = ["test", "-e", "ready.flag"], interval_ms = 500 }
+health = { check = { kind = "exec", command = ["test", "-e", "ready.flag"] } }
+stderr = { kind = "null" }
+depends_on = { store = "ready", web = "started" }
+"#;
+
+/// The file, loaded as `running-process` loads it (paths resolved, programs found), in a
+/// temporary directory; `None` (with SKIPPED) when one of its programs is not installed.
+async fn service_file() -> Option<(tempfile::TempDir, ServiceFile)> {
+    for program in ["sh", "redis-server", "python3"] {
+        if find(program).is_none() {
+            println!("SKIPPED: `{program}` is not installed (the service file runs it)");
+            return None;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("running-process.toml");
+    std::fs::write(&path, FILE).unwrap();
+    let file = ServiceFile::load(&path).await.expect("the file loads");
+    Some((dir, file))
+}
+
+/// `program` in `PATH`.
+fn find(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+/// Export with the command line's own function into `out`; the files written.
+fn export_into(file: &ServiceFile, target: Target, options: &ExportOptions, out: &Path) -> Vec<PathBuf> {
+    assert_eq!(
+        export_cli::run(file, target, options, Some(out)),
+        ExitCode::SUCCESS
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// `systemd-analyze verify` on `units`: `Err` with its output unless it exits 0 **and**
+/// prints nothing. Verify exits 0 for an unknown directive or a value it cannot parse (it
+/// warns and ignores the line, as systemd does when loading), so silence is the criterion.
+fn systemd_verify(units: &[PathBuf]) -> Option<Result<(), String>> {
+    let Some(tool) = find("systemd-analyze") else {
+        println!("SKIPPED: systemd-analyze is not installed (Debian package `systemd`)");
+        return None;
+    };
+    // --man=no: units name no man pages and a container may have none installed;
+    // --generators=no: nothing of this machine's fstab or units is generated into the check.
+    let output = Command::new(tool)
+        .args(["verify", "--man=no", "--generators=no"])
+        .args(units)
+        .output()
+        .expect("systemd-analyze runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("systemd-analyze verify: {}\n{text}", output.status);
+    Some(if output.status.success() && text.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(text)
+    })
+}
+
+/// `kubernetes-validate --strict` (unknown fields are errors) on `manifest`: `Err` with its
+/// output unless it exits 0.
+fn kubernetes_validate(manifest: &Path) -> Option<Result<(), String>> {
+    let Some(tool) = find("kubernetes-validate") else {
+        println!("SKIPPED: kubernetes-validate is not installed (`pip install kubernetes-validate`)");
+        return None;
+    };
+    let output = Command::new(tool)
+        .arg("--strict")
+        .arg(manifest)
+        .output()
+        .expect("kubernetes-validate runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("kubernetes-validate --strict: {}\n{text}", output.status);
+    Some(if output.status.success() && !text.contains("ERROR") {
+        Ok(())
+    } else {
+        Err(text)
+    })
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[tokio::test]
+async fn systemd_units_pass_systemd_analyze_verify() {
+    let Some((dir, file)) = service_file().await else { return };
+    let out = dir.path().join("units");
+    let units = export_into(&file, Target::Systemd, &ExportOptions::default(), &out);
+    let names: Vec<String> = units
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "shop-migrate.service",
+            "shop-notifier.service",
+            "shop-store.service",
+            "shop-web.service",
+            "shop-worker.service",
+            "shop.target"
+        ]
+    );
+    let unit = |name: &str| read(&out.join(name));
+
+    let migrate = unit("shop-migrate.service");
+    for line in ["Type=oneshot", "RemainAfterExit=yes", "Restart=no"] {
+        assert!(migrate.lines().any(|l| l == line), "{line} in\n{migrate}");
+    }
+    let store = unit("shop-store.service");
+    let redis = find("redis-server").unwrap();
+    for line in [
+        format!("ExecStart={} --port 6400 --save \"\" --appendonly no", redis.display()),
+        "Type=exec".into(),
+        "After=shop-migrate.service".into(),
+        "Requires=shop-migrate.service".into(),
+        "PartOf=shop.target".into(),
+        "StartLimitBurst=6".into(),
+        "StartLimitIntervalSec=60s".into(),
+        "User=1000".into(),
+        "Group=1000".into(),
+        "UMask=0027".into(),
+        "LimitNOFILE=4096".into(),
+        "LimitNPROC=512:infinity".into(),
+        "LimitCORE=0".into(),
+        "KillMode=mixed".into(),
+        "TimeoutStopSec=10s".into(),
+        "Restart=always".into(),
+        "RestartSec=100ms".into(),
+        format!("WorkingDirectory={}", dir.path().display()),
+    ] {
+        assert!(store.lines().any(|l| l == line), "{line} in\n{store}");
+    }
+    // What systemd cannot do is said, not dropped.
+    assert!(store.contains("# readiness tcp 127.0.0.1:6400"), "{store}");
+    assert!(store.contains("# health: tcp 127.0.0.1:6400 every 5s"), "{store}");
+
+    let web = unit("shop-web.service");
+    assert!(web.contains("Environment=\"GREETING=hello \\\"world\\\" at 100%% of $HOME\""), "{web}");
+    assert!(
+        web.contains(&format!("StandardOutput=append:{}", dir.path().join("logs/web.log").display())),
+        "{web}"
+    );
+    assert!(web.contains("# rotation (max 1048576 bytes, keep 3)"), "{web}");
+    assert!(web.contains("# depends_on store = \"healthy\""), "{web}");
+    assert!(web.contains("RestartSteps=6 RestartMaxDelaySec=30s"), "{web}");
+    assert!(!web.lines().any(|l| l.starts_with("RestartSteps=")), "systemd 252 has no RestartSteps=");
+
+    let notifier = unit("shop-notifier.service");
+    for line in [
+        "Type=notify",
+        "NotifyAccess=all",
+        "WatchdogSec=30s",
+        "KillSignal=SIGINT",
+        "Restart=on-failure",
+        "SupplementaryGroups=adm",
+        "After=shop-store.service",
+    ] {
+        assert!(notifier.lines().any(|l| l == line), "{line} in\n{notifier}");
+    }
+    let target = unit("shop.target");
+    assert!(target.contains("Wants=shop-worker.service"), "{target}");
+    assert!(target.contains("# strategy rest_for_one"), "{target}");
+
+    if let Some(result) = systemd_verify(&units) {
+        result.expect("systemd-analyze verify accepts the exported units");
+    }
+}
+
+#[tokio::test]
+async fn systemd_analyze_rejects_a_broken_unit() {
+    let Some((dir, file)) = service_file().await else { return };
+    let out = dir.path().join("units");
+    let units = export_into(&file, Target::Systemd, &ExportOptions::default(), &out);
+    let store = out.join("shop-store.service");
+    let good = read(&store);
+    for (broken, what) in [
+        (good.replace("Restart=always", "Restart=sometimes"), "a value it cannot parse"),
+        (good.replace("KillMode=", "KillModes="), "an unknown directive"),
+        (
+            good.replace("ExecStart=/", "ExecStart=/nonexistent/"),
+            "a program that does not exist",
+        ),
+        (
+            good.replace("Requires=shop-migrate.service", "Requires=shop-nothing.service"),
+            "a dependency on a unit that does not exist",
+        ),
+    ] {
+        assert_ne!(broken, good);
+        std::fs::write(&store, &broken).unwrap();
+        let Some(result) = systemd_verify(&units) else { return };
+        assert!(result.is_err(), "systemd-analyze verify must reject {what}");
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_manifests_pass_kubernetes_validate_strict() {
+    let Some((dir, file)) = service_file().await else { return };
+    let out = dir.path().join("k8s");
+    let options = export_cli::options(&["debian:12-slim", "store=redis:7", "web=python:3.12-slim"]);
+    let manifests = export_into(&file, Target::Kubernetes, &options, &out);
+    assert_eq!(manifests, [out.join("shop.yaml")]);
+    let yaml = read(&manifests[0]);
+    println!("{yaml}");
+    let init = yaml.find("initContainers:").expect("an init container");
+    let migrate = yaml.find("- name: \"migrate\"").expect("migrate");
+    let containers = yaml.find("containers:\n        - name: \"store\"").expect("containers");
+    assert!(init < migrate && migrate < containers, "migrate is the init container:\n{yaml}");
+    for text in [
+        "kind: \"Deployment\"",
+        "image: \"redis:7\"",
+        "image: \"python:3.12-slim\"",
+        "image: \"debian:12-slim\"",
+        "command:\n            - \"redis-server\"",
+        "tcpSocket:\n              port: 6400",
+        "httpGet:\n              path: \"/\"\n              port: 8000",
+        "exec:\n              command:\n                - \"test\"",
+        "runAsUser: 1000",
+        "restartPolicy: \"Always\"",
+        "terminationGracePeriodSeconds: 10",
+        "failureThreshold: 10",
+        "value: \"hello \\\"world\\\" at 100% of $HOME\"",
+        // Comments for what does not map.
+        "# sd_notify READY=1: Kubernetes has no such probe.",
+        "# sd_notify WATCHDOG=1 within 30s: Kubernetes has no such probe.",
+        "# strategy rest_for_one",
+        "# umask 0027",
+        "# restart transient: the Pod's restartPolicy Always",
+        "the kubelet probes the Pod's IP",
+    ] {
+        assert!(yaml.contains(text), "{text:?} in\n{yaml}");
+    }
+    if let Some(result) = kubernetes_validate(&manifests[0]) {
+        result.expect("kubernetes-validate --strict accepts the exported manifest");
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_validate_rejects_a_broken_manifest() {
+    let Some((dir, file)) = service_file().await else { return };
+    let out = dir.path().join("k8s");
+    let manifests = export_into(&file, Target::Kubernetes, &ExportOptions::default(), &out);
+    let good = read(&manifests[0]);
+    for (broken, what) in [
+        (good.replace("periodSeconds:", "periodSecondz:"), "an unknown field"),
+        (good.replace("replicas: 1", "replicas: \"one\""), "a wrong type"),
+        (good.replace("    containers:", "    containerz:"), "a missing required field"),
+    ] {
+        assert_ne!(broken, good);
+        std::fs::write(&manifests[0], &broken).unwrap();
+        let Some(result) = kubernetes_validate(&manifests[0]) else { return };
+        assert!(result.is_err(), "kubernetes-validate --strict must reject {what}");
+    }
+}
+
+/// Settings neither target can express, each of them once.
+const ODD: &str = r#"
+[group]
+name = "odd"
+order = "sequential"
+strategy = "one_for_all"
+intensity = { max_restarts = 4294967295 }
+
+[services.init]
+program = "sh"
+args = ["-c", "exit 0"]
+restart = { kind = "transient" }
+user = "daemon"
+supplementary_groups = []
+stdout = { kind = "tracing" }
+stderr = { kind = "file", path = "err 100%.log" }
+stop = { request = true, signal = "SIGKILL", kill_mode = "process" }
+cgroup = false
+die_with_supervisor = false
+readiness = { kind = "manifest", path = "m.json" }
+health = { check = { kind = "ping" } }
+
+[services.web]
+program = "python3"
+args = ["-m", "http.server", "it's a \"test\"", ";", ""]
+readiness = { kind = "log_line", pattern = "Serving" }
+health = { check = { kind = "unix_socket", path = "web.sock" } }
+depends_on = { init = "completed_successfully" }
+env_clear = true
+env = { PATH = "/usr/bin:/bin" }
+"#;
+
+#[tokio::test]
+async fn what_does_not_map_is_a_comment_and_the_output_stays_valid() {
+    if find("python3").is_none() {
+        println!("SKIPPED: python3 is not installed (the service file runs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("running-process.toml");
+    std::fs::write(&path, ODD).unwrap();
+    let file = ServiceFile::load(&path).await.expect("the file loads");
+
+    let out = dir.path().join("units");
+    let units = export_into(&file, Target::Systemd, &ExportOptions::default(), &out);
+    let init = read(&out.join("odd-init.service"));
+    for text in [
+        "Type=oneshot",
+        "Restart=on-failure",
+        "StartLimitIntervalSec=0",
+        "User=daemon",
+        "StandardOutput=journal",
+        "StandardError=append:",
+        "err 100%%.log",
+        "KillSignal=SIGKILL",
+        "KillMode=process",
+        "# readiness the identity handshake (manifest",
+        "# supplementary_groups = []",
+        "# health: a ping frame",
+        "# stop.request",
+        "# cgroup = false",
+        "# die_with_supervisor = false",
+    ] {
+        assert!(init.contains(text), "{text:?} in\n{init}");
+    }
+    assert!(!init.contains("RestartForceExitStatus"), "refused in a oneshot:\n{init}");
+    let web = read(&out.join("odd-web.service"));
+    assert!(web.contains(" -m http.server \"it's a \\\"test\\\"\" \\; \"\"\n"), "{web}");
+    assert!(web.contains("# readiness a line containing \"Serving\""), "{web}");
+    assert!(web.contains("# health: unix socket"), "{web}");
+    assert!(!web.contains("# running-process passes its own environment"), "{web}");
+    let target = read(&out.join("odd.target"));
+    assert!(target.contains("# strategy one_for_all"), "{target}");
+    assert!(target.contains("# order sequential"), "{target}");
+    if let Some(result) = systemd_verify(&units) {
+        result.expect("systemd-analyze verify accepts the exported units");
+    }
+
+    let out = dir.path().join("k8s");
+    let manifests = export_into(&file, Target::Kubernetes, &ExportOptions::default(), &out);
+    let yaml = read(&manifests[0]);
+    for text in [
+        "# user \"daemon\": Kubernetes wants a numeric runAsUser",
+        "# the identity handshake (manifest",
+        "# a ping frame over the daemon's socket: Kubernetes has no such probe.",
+        "# stdout as tracing events",
+        "# stderr to ",
+        "# stop signal SIGKILL",
+        "# kill_mode process",
+        "# a line containing \"Serving\" on stdout: Kubernetes has no such probe.",
+        "# unix socket ",
+        "# order sequential",
+        "# Replace with an image that has `python3`",
+        "image: \"example.invalid/replace-me:latest\"",
+    ] {
+        assert!(yaml.contains(text), "{text:?} in\n{yaml}");
+    }
+    if let Some(result) = kubernetes_validate(&manifests[0]) {
+        result.expect("kubernetes-validate --strict accepts the exported manifest");
+    }
+}
+
+#[tokio::test]
+async fn a_set_without_permanent_services_is_a_pod() {
+    let file = ServiceFile::from_toml_str(
+        "[services.job]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"true\"]\nrestart = { kind = \"transient\" }\n",
+        "running-process.toml",
+    )
+    .unwrap();
+    let files = file
+        .export(Target::Kubernetes, &ExportOptions::default())
+        .unwrap();
+    let yaml = &files[0].contents;
+    assert!(yaml.contains("kind: \"Pod\""), "{yaml}");
+    assert!(yaml.contains("restartPolicy: \"OnFailure\""), "{yaml}");
+    assert!(yaml.contains("# Replace with an image that has `/bin/sh`"), "{yaml}");
+}
+
+#[test]
+fn names_that_cannot_be_exported_are_errors() {
+    let file = ServiceFile::from_toml_str(
+        "[services.\"web server\"]\nprogram = \"/bin/sh\"\n",
+        "running-process.toml",
+    )
+    .unwrap();
+    let error = file.export(Target::Systemd, &ExportOptions::default()).unwrap_err();
+    assert!(error.to_string().contains("`web server` cannot be a systemd name"), "{error}");
+    // Kubernetes makes it a label.
+    let yaml = &file.export(Target::Kubernetes, &ExportOptions::default()).unwrap()[0].contents;
+    assert!(yaml.contains("name: \"web-server\""), "{yaml}");
+
+    let clash = ServiceFile::from_toml_str(
+        "[services.a_b]\nprogram = \"/bin/sh\"\n[services.a-b]\nprogram = \"/bin/sh\"\n",
+        "running-process.toml",
+    )
+    .unwrap();
+    let error = clash.export(Target::Kubernetes, &ExportOptions::default()).unwrap_err();
+    assert!(error.to_string().contains("would both be the container `a-b`"), "{error}");
+    assert_eq!(
+        export_cli::run(&clash, Target::Kubernetes, &ExportOptions::default(), None),
+        ExitCode::FAILURE
+    );
+}
