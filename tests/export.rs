@@ -95,7 +95,12 @@ fn find(program: &str) -> Option<PathBuf> {
 }
 
 /// Export with the command line's own function into `out`; the files written.
-fn export_into(file: &ServiceFile, target: Target, options: &ExportOptions, out: &Path) -> Vec<PathBuf> {
+fn export_into(
+    file: &ServiceFile,
+    target: Target,
+    options: &ExportOptions,
+    out: &Path,
+) -> Vec<PathBuf> {
     assert_eq!(
         export_cli::run(file, target, options, Some(out)),
         ExitCode::SUCCESS
@@ -108,28 +113,39 @@ fn export_into(file: &ServiceFile, target: Target, options: &ExportOptions, out:
     files
 }
 
-/// `systemd-analyze verify` on `units`: `Err` with its output unless it exits 0 **and**
-/// prints nothing. Verify exits 0 for an unknown directive or a value it cannot parse (it
-/// warns and ignores the line, as systemd does when loading), so silence is the criterion.
-fn systemd_verify(units: &[PathBuf]) -> Option<Result<(), String>> {
-    let Some(tool) = find("systemd-analyze") else {
-        println!("SKIPPED: systemd-analyze is not installed (Debian package `systemd`)");
+/// Run a validator, print and return its exit status and output (stdout then stderr);
+/// `None` (with SKIPPED) when it is not installed.
+fn run_validator(tool: &str, install: &str, args: &[&std::ffi::OsStr]) -> Option<(bool, String)> {
+    let Some(path) = find(tool) else {
+        println!("SKIPPED: {tool} is not installed ({install})");
         return None;
     };
-    // --man=no: units name no man pages and a container may have none installed;
-    // --generators=no: nothing of this machine's fstab or units is generated into the check.
-    let output = Command::new(tool)
-        .args(["verify", "--man=no", "--generators=no"])
-        .args(units)
+    let output = Command::new(path)
+        .args(args)
         .output()
-        .expect("systemd-analyze runs");
+        .expect("the validator runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    println!("systemd-analyze verify: {}\n{text}", output.status);
-    Some(if output.status.success() && text.trim().is_empty() {
+    println!("{tool}: {}\n{text}", output.status);
+    Some((output.status.success(), text))
+}
+
+/// `systemd-analyze verify` on `units`: `Err` with its output unless it exits 0 **and**
+/// prints nothing. Verify exits 0 for an unknown directive or a value it cannot parse (it
+/// warns and ignores the line, as systemd does when loading), so silence is the criterion.
+/// `--man=no`: a container may have no man pages; `--generators=no`: nothing of this
+/// machine (its fstab) is generated into the check.
+fn systemd_verify(units: &[PathBuf]) -> Option<Result<(), String>> {
+    let mut args: Vec<&std::ffi::OsStr> = ["verify", "--man=no", "--generators=no"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    args.extend(units.iter().map(|p| p.as_os_str()));
+    let (success, text) = run_validator("systemd-analyze", "Debian package `systemd`", &args)?;
+    Some(if success && text.trim().is_empty() {
         Ok(())
     } else {
         Err(text)
@@ -137,28 +153,66 @@ fn systemd_verify(units: &[PathBuf]) -> Option<Result<(), String>> {
 }
 
 /// `kubernetes-validate --strict` (unknown fields are errors) on `manifest`: `Err` with its
-/// output unless it exits 0.
+/// output unless it exits 0 without an `ERROR` line.
 fn kubernetes_validate(manifest: &Path) -> Option<Result<(), String>> {
-    let Some(tool) = find("kubernetes-validate") else {
-        println!("SKIPPED: kubernetes-validate is not installed (`pip install kubernetes-validate`)");
-        return None;
-    };
-    let output = Command::new(tool)
-        .arg("--strict")
-        .arg(manifest)
-        .output()
-        .expect("kubernetes-validate runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("kubernetes-validate --strict: {}\n{text}", output.status);
-    Some(if output.status.success() && !text.contains("ERROR") {
+    let args = ["--strict".as_ref(), manifest.as_os_str()];
+    let (success, text) = run_validator(
+        "kubernetes-validate",
+        "`pip install kubernetes-validate`",
+        &args,
+    )?;
+    Some(if success && !text.contains("ERROR") {
         Ok(())
     } else {
         Err(text)
     })
+}
+
+/// The validators accept `units` (or are not installed).
+fn assert_verified(units: &[PathBuf]) {
+    if let Some(result) = systemd_verify(units) {
+        result.expect("systemd-analyze verify accepts the exported units");
+    }
+}
+
+/// kubernetes-validate accepts `manifest` (or is not installed).
+fn assert_validated(manifest: &Path) {
+    if let Some(result) = kubernetes_validate(manifest) {
+        result.expect("kubernetes-validate --strict accepts the exported manifest");
+    }
+}
+
+/// Every one of `texts` is in `file`.
+fn assert_contains<S: AsRef<str>>(file: &str, texts: impl IntoIterator<Item = S>) {
+    for text in texts {
+        let text = text.as_ref();
+        assert!(file.contains(text), "{text:?} in\n{file}");
+    }
+}
+
+/// Every one of `lines` is a whole line of `unit`.
+fn assert_lines<S: AsRef<str>>(unit: &str, lines: impl IntoIterator<Item = S>) {
+    for line in lines {
+        let line = line.as_ref();
+        assert!(unit.lines().any(|l| l == line), "{line:?} in\n{unit}");
+    }
+}
+
+/// Each broken copy of `file` (`from` replaced by `to`, written over it) is rejected by
+/// `validate`: the negative control of a validator.
+fn assert_rejects(
+    file: &Path,
+    breaks: &[(&str, &str, &str)],
+    validate: impl Fn() -> Option<Result<(), String>>,
+) {
+    let good = read(file);
+    for (from, to, what) in breaks {
+        let broken = good.replace(from, to);
+        assert_ne!(broken, good, "{from:?} is in\n{good}");
+        std::fs::write(file, &broken).unwrap();
+        let Some(result) = validate() else { return };
+        assert!(result.is_err(), "the validator must reject {what}");
+    }
 }
 
 fn read(path: &Path) -> String {
@@ -167,7 +221,9 @@ fn read(path: &Path) -> String {
 
 #[tokio::test]
 async fn systemd_units_pass_systemd_analyze_verify() {
-    let Some((dir, file)) = service_file().await else { return };
+    let Some((dir, file)) = service_file().await else {
+        return;
+    };
     let out = dir.path().join("units");
     let units = export_into(&file, Target::Systemd, &ExportOptions::default(), &out);
     let names: Vec<String> = units
@@ -188,98 +244,123 @@ async fn systemd_units_pass_systemd_analyze_verify() {
     let unit = |name: &str| read(&out.join(name));
 
     let migrate = unit("shop-migrate.service");
-    for line in ["Type=oneshot", "RemainAfterExit=yes", "Restart=no"] {
-        assert!(migrate.lines().any(|l| l == line), "{line} in\n{migrate}");
-    }
+    assert_lines(
+        &migrate,
+        ["Type=oneshot", "RemainAfterExit=yes", "Restart=no"],
+    );
     let store = unit("shop-store.service");
     let redis = find("redis-server").unwrap();
-    for line in [
-        format!("ExecStart={} --port 6400 --save \"\" --appendonly no", redis.display()),
-        "Type=exec".into(),
-        "After=shop-migrate.service".into(),
-        "Requires=shop-migrate.service".into(),
-        "PartOf=shop.target".into(),
-        "StartLimitBurst=6".into(),
-        "StartLimitIntervalSec=60s".into(),
-        "User=1000".into(),
-        "Group=1000".into(),
-        "UMask=0027".into(),
-        "LimitNOFILE=4096".into(),
-        "LimitNPROC=512:infinity".into(),
-        "LimitCORE=0".into(),
-        "KillMode=mixed".into(),
-        "TimeoutStopSec=10s".into(),
-        "Restart=always".into(),
-        "RestartSec=100ms".into(),
-        format!("WorkingDirectory={}", dir.path().display()),
-    ] {
-        assert!(store.lines().any(|l| l == line), "{line} in\n{store}");
-    }
+    assert_lines(
+        &store,
+        [
+            format!(
+                "ExecStart={} --port 6400 --save \"\" --appendonly no",
+                redis.display()
+            ),
+            "Type=exec".into(),
+            "After=shop-migrate.service".into(),
+            "Requires=shop-migrate.service".into(),
+            "PartOf=shop.target".into(),
+            "StartLimitBurst=6".into(),
+            "StartLimitIntervalSec=60s".into(),
+            "User=1000".into(),
+            "Group=1000".into(),
+            "UMask=0027".into(),
+            "LimitNOFILE=4096".into(),
+            "LimitNPROC=512:infinity".into(),
+            "LimitCORE=0".into(),
+            "KillMode=mixed".into(),
+            "TimeoutStopSec=10s".into(),
+            "Restart=always".into(),
+            "RestartSec=100ms".into(),
+            format!("WorkingDirectory={}", dir.path().display()),
+        ],
+    );
     // What systemd cannot do is said, not dropped.
-    assert!(store.contains("# readiness tcp 127.0.0.1:6400"), "{store}");
-    assert!(store.contains("# health: tcp 127.0.0.1:6400 every 5s"), "{store}");
+    assert_contains(
+        &store,
+        [
+            "# readiness tcp 127.0.0.1:6400",
+            "# health: tcp 127.0.0.1:6400 every 5s",
+        ],
+    );
 
     let web = unit("shop-web.service");
-    assert!(web.contains("Environment=\"GREETING=hello \\\"world\\\" at 100%% of $HOME\""), "{web}");
-    assert!(
-        web.contains(&format!("StandardOutput=append:{}", dir.path().join("logs/web.log").display())),
-        "{web}"
+    assert_contains(
+        &web,
+        [
+            "Environment=\"GREETING=hello \\\"world\\\" at 100%% of $HOME\"",
+            &format!(
+                "StandardOutput=append:{}",
+                dir.path().join("logs/web.log").display()
+            ),
+            "# rotation (max 1048576 bytes, keep 3)",
+            "# depends_on store = \"healthy\"",
+            "RestartSteps=6 RestartMaxDelaySec=30s",
+        ],
     );
-    assert!(web.contains("# rotation (max 1048576 bytes, keep 3)"), "{web}");
-    assert!(web.contains("# depends_on store = \"healthy\""), "{web}");
-    assert!(web.contains("RestartSteps=6 RestartMaxDelaySec=30s"), "{web}");
-    assert!(!web.lines().any(|l| l.starts_with("RestartSteps=")), "systemd 252 has no RestartSteps=");
+    assert!(
+        !web.lines().any(|l| l.starts_with("RestartSteps=")),
+        "systemd 252 has no RestartSteps="
+    );
 
     let notifier = unit("shop-notifier.service");
-    for line in [
-        "Type=notify",
-        "NotifyAccess=all",
-        "WatchdogSec=30s",
-        "KillSignal=SIGINT",
-        "Restart=on-failure",
-        "SupplementaryGroups=adm",
-        "After=shop-store.service",
-    ] {
-        assert!(notifier.lines().any(|l| l == line), "{line} in\n{notifier}");
-    }
+    assert_lines(
+        &notifier,
+        [
+            "Type=notify",
+            "NotifyAccess=all",
+            "WatchdogSec=30s",
+            "KillSignal=SIGINT",
+            "Restart=on-failure",
+            "SupplementaryGroups=adm",
+            "After=shop-store.service",
+        ],
+    );
     let target = unit("shop.target");
-    assert!(target.contains("Wants=shop-worker.service"), "{target}");
-    assert!(target.contains("# strategy rest_for_one"), "{target}");
+    assert_contains(
+        &target,
+        ["Wants=shop-worker.service", "# strategy rest_for_one"],
+    );
 
-    if let Some(result) = systemd_verify(&units) {
-        result.expect("systemd-analyze verify accepts the exported units");
-    }
+    assert_verified(&units);
 }
 
 #[tokio::test]
 async fn systemd_analyze_rejects_a_broken_unit() {
-    let Some((dir, file)) = service_file().await else { return };
+    let Some((dir, file)) = service_file().await else {
+        return;
+    };
     let out = dir.path().join("units");
     let units = export_into(&file, Target::Systemd, &ExportOptions::default(), &out);
-    let store = out.join("shop-store.service");
-    let good = read(&store);
-    for (broken, what) in [
-        (good.replace("Restart=always", "Restart=sometimes"), "a value it cannot parse"),
-        (good.replace("KillMode=", "KillModes="), "an unknown directive"),
+    let breaks = [
         (
-            good.replace("ExecStart=/", "ExecStart=/nonexistent/"),
+            "Restart=always",
+            "Restart=sometimes",
+            "a value it cannot parse",
+        ),
+        ("KillMode=", "KillModes=", "an unknown directive"),
+        (
+            "ExecStart=/",
+            "ExecStart=/nonexistent/",
             "a program that does not exist",
         ),
         (
-            good.replace("Requires=shop-migrate.service", "Requires=shop-nothing.service"),
+            "Requires=shop-migrate.service",
+            "Requires=shop-nothing.service",
             "a dependency on a unit that does not exist",
         ),
-    ] {
-        assert_ne!(broken, good);
-        std::fs::write(&store, &broken).unwrap();
-        let Some(result) = systemd_verify(&units) else { return };
-        assert!(result.is_err(), "systemd-analyze verify must reject {what}");
-    }
+    ];
+    assert_rejects(&out.join("shop-store.service"), &breaks, || {
+        systemd_verify(&units)
+    });
 }
 
 #[tokio::test]
 async fn kubernetes_manifests_pass_kubernetes_validate_strict() {
-    let Some((dir, file)) = service_file().await else { return };
+    let Some((dir, file)) = service_file().await else {
+        return;
+    };
     let out = dir.path().join("k8s");
     let options = export_cli::options(&["debian:12-slim", "store=redis:7", "web=python:3.12-slim"]);
     let manifests = export_into(&file, Target::Kubernetes, &options, &out);
@@ -288,53 +369,60 @@ async fn kubernetes_manifests_pass_kubernetes_validate_strict() {
     println!("{yaml}");
     let init = yaml.find("initContainers:").expect("an init container");
     let migrate = yaml.find("- name: \"migrate\"").expect("migrate");
-    let containers = yaml.find("containers:\n        - name: \"store\"").expect("containers");
-    assert!(init < migrate && migrate < containers, "migrate is the init container:\n{yaml}");
-    for text in [
-        "kind: \"Deployment\"",
-        "image: \"redis:7\"",
-        "image: \"python:3.12-slim\"",
-        "image: \"debian:12-slim\"",
-        "command:\n            - \"redis-server\"",
-        "tcpSocket:\n              port: 6400",
-        "httpGet:\n              path: \"/\"\n              port: 8000",
-        "exec:\n              command:\n                - \"test\"",
-        "runAsUser: 1000",
-        "restartPolicy: \"Always\"",
-        "terminationGracePeriodSeconds: 10",
-        "failureThreshold: 10",
-        "value: \"hello \\\"world\\\" at 100% of $HOME\"",
-        // Comments for what does not map.
-        "# sd_notify READY=1: Kubernetes has no such probe.",
-        "# sd_notify WATCHDOG=1 within 30s: Kubernetes has no such probe.",
-        "# strategy rest_for_one",
-        "# umask 0027",
-        "# restart transient: the Pod's restartPolicy Always",
-        "the kubelet probes the Pod's IP",
-    ] {
-        assert!(yaml.contains(text), "{text:?} in\n{yaml}");
-    }
-    if let Some(result) = kubernetes_validate(&manifests[0]) {
-        result.expect("kubernetes-validate --strict accepts the exported manifest");
-    }
+    let containers = yaml
+        .find("containers:\n        - name: \"store\"")
+        .expect("containers");
+    assert!(
+        init < migrate && migrate < containers,
+        "migrate is the init container:\n{yaml}"
+    );
+    assert_contains(
+        &yaml,
+        [
+            "kind: \"Deployment\"",
+            "image: \"redis:7\"",
+            "image: \"python:3.12-slim\"",
+            "image: \"debian:12-slim\"",
+            "command:\n            - \"redis-server\"",
+            "tcpSocket:\n              port: 6400",
+            "httpGet:\n              path: \"/\"\n              port: 8000",
+            "exec:\n              command:\n                - \"test\"",
+            "runAsUser: 1000",
+            "restartPolicy: \"Always\"",
+            "terminationGracePeriodSeconds: 10",
+            "failureThreshold: 10",
+            "value: \"hello \\\"world\\\" at 100% of $HOME\"",
+            // Comments for what does not map.
+            "# sd_notify READY=1: Kubernetes has no such probe.",
+            "# sd_notify WATCHDOG=1 within 30s: Kubernetes has no such probe.",
+            "# strategy rest_for_one",
+            "# umask 0027",
+            "# restart transient: the Pod's restartPolicy Always",
+            "the kubelet probes the Pod's IP",
+        ],
+    );
+    assert_validated(&manifests[0]);
 }
 
 #[tokio::test]
 async fn kubernetes_validate_rejects_a_broken_manifest() {
-    let Some((dir, file)) = service_file().await else { return };
+    let Some((dir, file)) = service_file().await else {
+        return;
+    };
     let out = dir.path().join("k8s");
     let manifests = export_into(&file, Target::Kubernetes, &ExportOptions::default(), &out);
-    let good = read(&manifests[0]);
-    for (broken, what) in [
-        (good.replace("periodSeconds:", "periodSecondz:"), "an unknown field"),
-        (good.replace("replicas: 1", "replicas: \"one\""), "a wrong type"),
-        (good.replace("    containers:", "    containerz:"), "a missing required field"),
-    ] {
-        assert_ne!(broken, good);
-        std::fs::write(&manifests[0], &broken).unwrap();
-        let Some(result) = kubernetes_validate(&manifests[0]) else { return };
-        assert!(result.is_err(), "kubernetes-validate --strict must reject {what}");
-    }
+    let breaks = [
+        ("periodSeconds:", "periodSecondz:", "an unknown field"),
+        ("replicas: 1", "replicas: \"one\"", "a wrong type"),
+        (
+            "    containers:",
+            "    containerz:",
+            "a missing required field",
+        ),
+    ];
+    assert_rejects(&manifests[0], &breaks, || {
+        kubernetes_validate(&manifests[0])
+    });
 }
 
 /// Settings neither target can express, each of them once.
@@ -383,60 +471,68 @@ async fn what_does_not_map_is_a_comment_and_the_output_stays_valid() {
     let out = dir.path().join("units");
     let units = export_into(&file, Target::Systemd, &ExportOptions::default(), &out);
     let init = read(&out.join("odd-init.service"));
-    for text in [
-        "Type=oneshot",
-        "Restart=on-failure",
-        "StartLimitIntervalSec=0",
-        "User=daemon",
-        "StandardOutput=journal",
-        "StandardError=append:",
-        "err 100%%.log",
-        "KillSignal=SIGKILL",
-        "KillMode=process",
-        "# readiness the identity handshake (manifest",
-        "# supplementary_groups = []",
-        "# health: a ping frame",
-        "# stop.request",
-        "# cgroup = false",
-        "# die_with_supervisor = false",
-    ] {
-        assert!(init.contains(text), "{text:?} in\n{init}");
-    }
-    assert!(!init.contains("RestartForceExitStatus"), "refused in a oneshot:\n{init}");
+    assert_contains(
+        &init,
+        [
+            "Type=oneshot",
+            "Restart=on-failure",
+            "StartLimitIntervalSec=0",
+            "User=daemon",
+            "StandardOutput=journal",
+            "StandardError=append:",
+            "err 100%%.log",
+            "KillSignal=SIGKILL",
+            "KillMode=process",
+            "# readiness the identity handshake (manifest",
+            "# supplementary_groups = []",
+            "# health: a ping frame",
+            "# stop.request",
+            "# cgroup = false",
+            "# die_with_supervisor = false",
+        ],
+    );
+    assert!(
+        !init.contains("RestartForceExitStatus"),
+        "refused in a oneshot:\n{init}"
+    );
     let web = read(&out.join("odd-web.service"));
-    assert!(web.contains(" -m http.server \"it's a \\\"test\\\"\" \\; \"\"\n"), "{web}");
-    assert!(web.contains("# readiness a line containing \"Serving\""), "{web}");
-    assert!(web.contains("# health: unix socket"), "{web}");
-    assert!(!web.contains("# running-process passes its own environment"), "{web}");
+    assert_contains(
+        &web,
+        [
+            " -m http.server \"it's a \\\"test\\\"\" \\; \"\"\n",
+            "# readiness a line containing \"Serving\"",
+            "# health: unix socket",
+        ],
+    );
+    assert!(
+        !web.contains("# running-process passes its own environment"),
+        "{web}"
+    );
     let target = read(&out.join("odd.target"));
-    assert!(target.contains("# strategy one_for_all"), "{target}");
-    assert!(target.contains("# order sequential"), "{target}");
-    if let Some(result) = systemd_verify(&units) {
-        result.expect("systemd-analyze verify accepts the exported units");
-    }
+    assert_contains(&target, ["# strategy one_for_all", "# order sequential"]);
+    assert_verified(&units);
 
     let out = dir.path().join("k8s");
     let manifests = export_into(&file, Target::Kubernetes, &ExportOptions::default(), &out);
     let yaml = read(&manifests[0]);
-    for text in [
-        "# user \"daemon\": Kubernetes wants a numeric runAsUser",
-        "# the identity handshake (manifest",
-        "# a ping frame over the daemon's socket: Kubernetes has no such probe.",
-        "# stdout as tracing events",
-        "# stderr to ",
-        "# stop signal SIGKILL",
-        "# kill_mode process",
-        "# a line containing \"Serving\" on stdout: Kubernetes has no such probe.",
-        "# unix socket ",
-        "# order sequential",
-        "# Replace with an image that has `python3`",
-        "image: \"example.invalid/replace-me:latest\"",
-    ] {
-        assert!(yaml.contains(text), "{text:?} in\n{yaml}");
-    }
-    if let Some(result) = kubernetes_validate(&manifests[0]) {
-        result.expect("kubernetes-validate --strict accepts the exported manifest");
-    }
+    assert_contains(
+        &yaml,
+        [
+            "# user \"daemon\": Kubernetes wants a numeric runAsUser",
+            "# the identity handshake (manifest",
+            "# a ping frame over the daemon's socket: Kubernetes has no such probe.",
+            "# stdout as tracing events",
+            "# stderr to ",
+            "# stop signal SIGKILL",
+            "# kill_mode process",
+            "# a line containing \"Serving\" on stdout: Kubernetes has no such probe.",
+            "# unix socket ",
+            "# order sequential",
+            "# Replace with an image that has `python3`",
+            "image: \"example.invalid/replace-me:latest\"",
+        ],
+    );
+    assert_validated(&manifests[0]);
 }
 
 #[tokio::test]
@@ -450,31 +546,48 @@ async fn a_set_without_permanent_services_is_a_pod() {
         .export(Target::Kubernetes, &ExportOptions::default())
         .unwrap();
     let yaml = &files[0].contents;
-    assert!(yaml.contains("kind: \"Pod\""), "{yaml}");
-    assert!(yaml.contains("restartPolicy: \"OnFailure\""), "{yaml}");
-    assert!(yaml.contains("# Replace with an image that has `/bin/sh`"), "{yaml}");
+    assert_contains(
+        &yaml,
+        [
+            "kind: \"Pod\"",
+            "restartPolicy: \"OnFailure\"",
+            "# Replace with an image that has `/bin/sh`",
+        ],
+    );
+}
+
+/// A service file from TOML text, without programs looked up.
+fn parse(text: &str) -> ServiceFile {
+    ServiceFile::from_toml_str(text, "running-process.toml").unwrap()
+}
+
+/// The message of the export error of `file` to `target`.
+fn export_error(file: &ServiceFile, target: Target) -> String {
+    file.export(target, &ExportOptions::default())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
 fn names_that_cannot_be_exported_are_errors() {
-    let file = ServiceFile::from_toml_str(
-        "[services.\"web server\"]\nprogram = \"/bin/sh\"\n",
-        "running-process.toml",
-    )
-    .unwrap();
-    let error = file.export(Target::Systemd, &ExportOptions::default()).unwrap_err();
-    assert!(error.to_string().contains("`web server` cannot be a systemd name"), "{error}");
+    let file = parse("[services.\"web server\"]\nprogram = \"/bin/sh\"\n");
+    let error = export_error(&file, Target::Systemd);
+    assert!(
+        error.contains("`web server` cannot be a systemd name"),
+        "{error}"
+    );
     // Kubernetes makes it a label.
-    let yaml = &file.export(Target::Kubernetes, &ExportOptions::default()).unwrap()[0].contents;
+    let files = file.export(Target::Kubernetes, &ExportOptions::default());
+    let yaml = &files.unwrap()[0].contents;
     assert!(yaml.contains("name: \"web-server\""), "{yaml}");
 
-    let clash = ServiceFile::from_toml_str(
-        "[services.a_b]\nprogram = \"/bin/sh\"\n[services.a-b]\nprogram = \"/bin/sh\"\n",
-        "running-process.toml",
-    )
-    .unwrap();
-    let error = clash.export(Target::Kubernetes, &ExportOptions::default()).unwrap_err();
-    assert!(error.to_string().contains("would both be the container `a-b`"), "{error}");
+    let clash =
+        parse("[services.a_b]\nprogram = \"/bin/sh\"\n[services.a-b]\nprogram = \"/bin/sh\"\n");
+    let error = export_error(&clash, Target::Kubernetes);
+    assert!(
+        error.contains("would both be the container `a-b`"),
+        "{error}"
+    );
     assert_eq!(
         export_cli::run(&clash, Target::Kubernetes, &ExportOptions::default(), None),
         ExitCode::FAILURE

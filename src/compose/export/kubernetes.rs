@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::{CommandSpec, GroupRef, HealthCheck, KillMode, Output, Readiness, StopSignal, UserRef};
+use crate::command::{
+    CommandSpec, GroupRef, HealthCheck, KillMode, Output, Readiness, StopSignal, UserRef,
+};
 use crate::compose::{Condition, Service, ServiceFile, StartOrder};
 use crate::supervision::{RestartKind, Strategy};
 
 use super::{
-    awaited_completion, describe_health, describe_readiness, signal_name, human_duration, path_text, seconds_up, ExportError,
-    ExportOptions, ExportedFile, Target,
+    awaited_completion, describe_health, describe_readiness, human_duration, path_text, seconds_up,
+    signal_name, ExportError, ExportOptions, ExportedFile, Target,
 };
 
 /// The image written when [`ExportOptions`] names none, with a comment to replace it.
@@ -54,9 +56,15 @@ pub fn kubernetes_manifests(
         .iter()
         .filter(|s| !awaited_completion(file, s.name()))
         .collect();
-    let policy = if main.iter().any(|s| s.spec.restart.kind == RestartKind::Permanent) {
+    let policy = if main
+        .iter()
+        .any(|s| s.spec.restart.kind == RestartKind::Permanent)
+    {
         "Always"
-    } else if main.iter().any(|s| s.spec.restart.kind == RestartKind::Transient) {
+    } else if main
+        .iter()
+        .any(|s| s.spec.restart.kind == RestartKind::Transient)
+    {
         "OnFailure"
     } else {
         "Never"
@@ -123,13 +131,13 @@ pub fn kubernetes_manifests(
                         "strategy",
                         Yaml::Map(vec![field("type", Yaml::str("Recreate"))]),
                     ),
-                    field(
-                        "selector",
-                        Yaml::Map(vec![field("matchLabels", labels())]),
-                    ),
+                    field("selector", Yaml::Map(vec![field("matchLabels", labels())])),
                     field(
                         "template",
-                        Yaml::Map(vec![field("metadata", metadata()), field("spec", Yaml::Map(pod))]),
+                        Yaml::Map(vec![
+                            field("metadata", metadata()),
+                            field("spec", Yaml::Map(pod)),
+                        ]),
                     ),
                 ]),
             ),
@@ -235,7 +243,10 @@ fn container(
         ));
     }
     c.push(field("name", Yaml::str(name)));
-    let image = options.images.get(service.name()).or(options.image.as_ref());
+    let image = options
+        .images
+        .get(service.name())
+        .or(options.image.as_ref());
     if image.is_none() {
         c.push(comment(format!(
             "Replace with an image that has `{}` (or export with --image).",
@@ -289,7 +300,11 @@ fn container(
     dependency_notes(&mut c, file, service);
     readiness(&mut c, spec, init);
     if let Some(health) = &spec.health {
-        match probe_handler(&mut c, &describe_health(&health.check), health_target(&health.check)) {
+        match probe_handler(
+            &mut c,
+            &describe_health(&health.check),
+            health_target(&health.check),
+        ) {
             Some(handler) if !init => {
                 let mut probe = handler;
                 probe.push(field(
@@ -306,9 +321,7 @@ fn container(
                 ));
                 c.push(field("livenessProbe", Yaml::Map(probe)));
             }
-            Some(_) => c.push(comment(
-                "health: init containers have no liveness probe.",
-            )),
+            Some(_) => c.push(comment("health: init containers have no liveness probe.")),
             None => {}
         }
     }
@@ -457,10 +470,16 @@ fn health_target(check: &HealthCheck) -> ProbeTarget<'_> {
 
 /// The handler fields of a probe (`tcpSocket`, `httpGet`, `exec`), or `None` with a
 /// comment saying why there is none.
-fn probe_handler(c: &mut Vec<Entry>, described: &str, target: ProbeTarget<'_>) -> Option<Vec<Entry>> {
+fn probe_handler(
+    c: &mut Vec<Entry>,
+    described: &str,
+    target: ProbeTarget<'_>,
+) -> Option<Vec<Entry>> {
     let (host, handler) = match target {
         ProbeTarget::None => {
-            c.push(comment(format!("{described}: Kubernetes has no such probe.")));
+            c.push(comment(format!(
+                "{described}: Kubernetes has no such probe."
+            )));
             return None;
         }
         ProbeTarget::Exec(command) => {
@@ -477,7 +496,10 @@ fn probe_handler(c: &mut Vec<Entry>, described: &str, target: ProbeTarget<'_>) -
                 c.push(comment(format!("{described}: not a host:port address.")));
                 return None;
             };
-            (host, field("tcpSocket", Yaml::Map(vec![field("port", Yaml::Int(port))])))
+            (
+                host,
+                field("tcpSocket", Yaml::Map(vec![field("port", Yaml::Int(port))])),
+            )
         }
         ProbeTarget::Http(url) => {
             let Some(rest) = url.strip_prefix("http://") else {
@@ -522,7 +544,12 @@ fn host_port(text: &str, default: Option<u64>) -> Option<(String, u64)> {
         }
         _ => (text, default?),
     };
-    Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
 }
 
 fn output_notes(c: &mut Vec<Entry>, spec: &CommandSpec) {
@@ -568,7 +595,9 @@ fn stop_notes(c: &mut Vec<Entry>, spec: &CommandSpec) {
         ));
     }
     if !spec.cgroup {
-        c.push(comment("cgroup = false: a container is always its own cgroup."));
+        c.push(comment(
+            "cgroup = false: a container is always its own cgroup.",
+        ));
     }
 }
 
@@ -708,9 +737,15 @@ mod tests {
 
     #[test]
     fn addresses_split_into_host_and_port() {
-        assert_eq!(host_port("127.0.0.1:6400", None), Some(("127.0.0.1".into(), 6400)));
+        assert_eq!(
+            host_port("127.0.0.1:6400", None),
+            Some(("127.0.0.1".into(), 6400))
+        );
         assert_eq!(host_port("[::1]:80", None), Some(("::1".into(), 80)));
-        assert_eq!(host_port("localhost", Some(80)), Some(("localhost".into(), 80)));
+        assert_eq!(
+            host_port("localhost", Some(80)),
+            Some(("localhost".into(), 80))
+        );
         assert_eq!(host_port("localhost", None), None);
         assert_eq!(host_port("h:0", None), None);
     }

@@ -166,7 +166,9 @@ fn path_text<'a>(path: &'a Path, service: &str, key: &str) -> Result<&'a str, Ex
         key: key.to_owned(),
         reason: reason.to_owned(),
     };
-    let text = path.to_str().ok_or_else(|| error("the path is not UTF-8"))?;
+    let text = path
+        .to_str()
+        .ok_or_else(|| error("the path is not UTF-8"))?;
     if text.contains(['\n', '\r']) {
         return Err(error("the path has a line break"));
     }
@@ -207,10 +209,9 @@ fn describe_readiness(readiness: &Readiness) -> String {
         Readiness::Notify => "sd_notify READY=1".into(),
         Readiness::Tcp { address } => format!("tcp {address}"),
         Readiness::Http { url } => format!("http GET {url}"),
-        Readiness::Exec { command, interval } => format!(
-            "exec {command:?} every {}",
-            human_duration(*interval)
-        ),
+        Readiness::Exec { command, interval } => {
+            format!("exec {command:?} every {}", human_duration(*interval))
+        }
         Readiness::UnixSocket { path } => format!("unix socket {}", path.display()),
         Readiness::LogLine { pattern, stream } => {
             format!("a line containing {pattern:?} on {}", stream.as_str())
@@ -238,7 +239,7 @@ fn describe_health(check: &HealthCheck) -> String {
 fn human_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}us", d.as_micros())

@@ -1,14 +1,12 @@
 //! A service file as systemd units: one `.service` per service and a `.target` for the set.
 
-use crate::command::{
-    GroupRef, HealthCheck, KillMode, Limit, Output, Readiness, UserRef,
-};
+use crate::command::{GroupRef, HealthCheck, KillMode, Limit, Output, Readiness, UserRef};
 use crate::compose::{Condition, Service, ServiceFile};
 use crate::supervision::{Jitter, RestartKind, Strategy};
 
 use super::{
-    awaited_completion, describe_health, describe_readiness, signal_name, human_duration, path_text, seconds_up, ExportError,
-    ExportedFile, Target,
+    awaited_completion, describe_health, describe_readiness, human_duration, path_text, seconds_up,
+    signal_name, ExportError, ExportedFile, Target,
 };
 
 /// The set as systemd units: `<group>-<service>.service` for each service, in file order,
@@ -88,6 +86,16 @@ struct Unit {
 }
 
 impl Unit {
+    /// A unit that starts with these comment lines.
+    fn headed(comments: &[&str]) -> Unit {
+        let mut unit = Unit::default();
+        let header = unit.section("");
+        for text in comments {
+            note(header, text);
+        }
+        unit
+    }
+
     fn section(&mut self, name: &'static str) -> &mut Vec<String> {
         self.sections.push((name, Vec::new()));
         &mut self.sections.last_mut().expect("just pushed").1
@@ -120,20 +128,13 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
     let spec = &service.spec;
     let name = service.name();
     let oneshot = awaited_completion(file, name);
-    let mut unit = Unit::default();
-
-    let header = unit.section("");
-    note(
-        header,
-        format!(
+    let mut unit = Unit::headed(&[
+        &format!(
             "Service `{name}` of the running-process group `{}`, exported by `running-process export systemd`.",
             file.group.name
         ),
-    );
-    note(
-        header,
         "Lines starting with # say what systemd cannot express of the service file.",
-    );
+    ]);
 
     let lines = unit.section("Unit");
     lines.push(format!("Description={name} ({} group)", file.group.name));
@@ -175,7 +176,10 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
     working_directory(lines, service)?;
     environment(lines, spec);
     identity(lines, spec);
-    for (stream, output) in [("StandardOutput", &spec.stdout), ("StandardError", &spec.stderr)] {
+    for (stream, output) in [
+        ("StandardOutput", &spec.stdout),
+        ("StandardError", &spec.stderr),
+    ] {
         standard_stream(lines, name, stream, output)?;
     }
     restart(lines, spec, oneshot);
@@ -552,15 +556,10 @@ fn stop(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
 
 /// `<group>.target`: wants every service, says what the group's settings become.
 fn target_unit(file: &ServiceFile, group: &str) -> Unit {
-    let mut unit = Unit::default();
-    let header = unit.section("");
-    note(
-        header,
-        format!(
-            "The running-process group `{}`: `systemctl start {group}.target` starts every service, `systemctl stop {group}.target` stops them (each is PartOf= it).",
-            file.group.name
-        ),
-    );
+    let mut unit = Unit::headed(&[&format!(
+        "The running-process group `{}`: `systemctl start {group}.target` starts every service, `systemctl stop {group}.target` stops them (each is PartOf= it).",
+        file.group.name
+    )]);
     let lines = unit.section("Unit");
     let names: Vec<&str> = file.services.iter().map(Service::name).collect();
     lines.push(format!(
