@@ -547,7 +547,7 @@ async fn a_set_without_permanent_services_is_a_pod() {
         .unwrap();
     let yaml = &files[0].contents;
     assert_contains(
-        &yaml,
+        yaml,
         [
             "kind: \"Pod\"",
             "restartPolicy: \"OnFailure\"",

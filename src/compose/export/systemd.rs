@@ -20,8 +20,8 @@ use super::{
 /// as the service would, because `ExecStart=` wants an absolute path: this reads the file
 /// system, so call it from a blocking context. A name that is not found stays bare, with a
 /// comment (systemd then searches its own fixed path). Call it on a file read with
-/// [`ServiceFile::load`](crate::compose::ServiceFile::load) (or after
-/// [`resolve_paths`](ServiceFile::resolve_paths)), so working directories are absolute.
+/// `ServiceFile::load` (feature `toml`) or after
+/// [`resolve_paths`](ServiceFile::resolve_paths), so working directories are absolute.
 ///
 /// | service file | unit |
 /// |---|---|
