@@ -568,6 +568,58 @@ fn export_error(file: &ServiceFile, target: Target) -> String {
         .to_string()
 }
 
+/// The `.service` text of `name` in an export to systemd.
+fn unit_text(file: &ServiceFile, name: &str) -> String {
+    let units = file.export(Target::Systemd, &ExportOptions::default());
+    let units = units.unwrap();
+    units.into_iter().find(|u| u.name == name).unwrap().contents
+}
+
+#[test]
+fn the_strategy_chooses_wants_or_requires() {
+    let services = "[services.db]\nprogram = \"/bin/sh\"\n\n[services.init]\nprogram = \"/bin/sh\"\nrestart = { kind = \"temporary\" }\n\n[services.app]\nprogram = \"/bin/sh\"\ndepends_on = { db = \"ready\", init = \"completed_successfully\" }\n";
+    let with = |strategy: &str| {
+        parse(&format!(
+            "[group]\nname = \"g\"\nstrategy = \"{strategy}\"\n{services}"
+        ))
+    };
+
+    let one = with("one_for_one");
+    let app = unit_text(&one, "g-app.service");
+    assert_lines(
+        &app,
+        [
+            "After=g-db.service",
+            "Wants=g-db.service",
+            "Requires=g-init.service",
+        ],
+    );
+    assert_lines(&unit_text(&one, "g.target"), ["Wants=g-app.service"]);
+
+    let rest = with("rest_for_one");
+    assert_lines(
+        &unit_text(&rest, "g-app.service"),
+        ["Requires=g-db.service", "Requires=g-init.service"],
+    );
+    assert_lines(&unit_text(&rest, "g.target"), ["Wants=g-db.service"]);
+
+    let all = with("one_for_all");
+    assert_lines(
+        &unit_text(&all, "g-app.service"),
+        ["Requires=g-db.service", "PartOf=g.target"],
+    );
+    let target = unit_text(&all, "g.target");
+    assert_lines(
+        &target,
+        [
+            "Requires=g-db.service",
+            "Requires=g-init.service",
+            "Requires=g-app.service",
+        ],
+    );
+    assert_contains(&target, ["# strategy one_for_all"]);
+}
+
 #[test]
 fn names_that_cannot_be_exported_are_errors() {
     let file = parse("[services.\"web server\"]\nprogram = \"/bin/sh\"\n");

@@ -42,8 +42,9 @@ use super::{
 /// | `limits` | `LimitNOFILE=`, `LimitNPROC=`, `LimitCORE=` (`soft:hard`) |
 /// | `stdout`, `stderr` | `file`: `StandardOutput=append:` (rotation: comment); `null`: `null`; `inherit`, `tracing`: the journal |
 /// | `stop` | `KillSignal=`, `TimeoutStopSec=` (the grace), `KillMode=`; `request` (shutdown over the socket): comment |
-/// | `depends_on` | `After=` and `Requires=` on the dependency's unit; `healthy`, and `ready` on a dependency whose readiness systemd cannot see, add a comment |
-/// | `group.strategy`, `group.order` | comments in the `.target` |
+/// | `depends_on` | `After=` the dependency's unit, and `Requires=` it (rest_for_one, one_for_all, and a `completed_successfully` one-shot) or `Wants=` it (one_for_one); `healthy`, and `ready` on a dependency whose readiness systemd cannot see, add a comment |
+/// | `group.strategy` | one_for_one: `Wants=`, so no restart reaches a dependant; rest_for_one: `Requires=`, so a restart of a unit, automatic ones included, restarts the running units that require it, transitively; one_for_all: also the `.target` `Requires=` every service, so a restart of one restarts the target and, through `PartOf=`, every service. A comment in the `.target` says which |
+/// | `group.order` | sequential: a comment in the `.target` |
 /// | `cgroup = false`, `die_with_supervisor = false` | comments (systemd always tracks a unit by its cgroup and is the supervisor) |
 pub fn systemd_units(file: &ServiceFile) -> Result<Vec<ExportedFile>, ExportError> {
     let group = unit_name(&file.group.name)?;
@@ -166,7 +167,10 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
             _ => {}
         }
         lines.push(format!("After={other}"));
-        lines.push(format!("Requires={other}"));
+        lines.push(format!(
+            "{}={other}",
+            requirement(file.group.strategy, dependency.condition)
+        ));
     }
     intensity(lines, file);
 
@@ -554,6 +558,18 @@ fn stop(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
     ));
 }
 
+/// How a service depends on a dependency: `Requires=` propagates restarts (an explicit
+/// one, and the automatic restart after a crash) to the dependant, which is rest_for_one;
+/// `Wants=` does not, which is one_for_one. A one-shot waited for is always required: a
+/// failed one keeps its dependants from starting.
+fn requirement(strategy: Strategy, condition: Condition) -> &'static str {
+    match (strategy, condition) {
+        (Strategy::OneForOne, Condition::CompletedSuccessfully) => "Requires",
+        (Strategy::OneForOne, _) => "Wants",
+        (Strategy::RestForOne | Strategy::OneForAll, _) => "Requires",
+    }
+}
+
 /// `<group>.target`: wants every service, says what the group's settings become.
 fn target_unit(file: &ServiceFile, group: &str) -> Unit {
     let mut unit = Unit::headed(&[&format!(
@@ -567,28 +583,27 @@ fn target_unit(file: &ServiceFile, group: &str) -> Unit {
         file.group.name,
         names.join(", ")
     ));
-    match file.group.strategy {
-        Strategy::OneForOne => {}
-        Strategy::RestForOne => note(
-            lines,
-            "strategy rest_for_one: systemd restarts a crashed unit alone; Requires= restarts its dependants only on an explicit `systemctl restart`.",
-        ),
-        Strategy::OneForAll => note(
-            lines,
-            format!(
-                "strategy one_for_all: systemd restarts a crashed unit alone; `systemctl restart {group}.target` restarts them all."
-            ),
-        ),
-    }
+    note(
+        lines,
+        match file.group.strategy {
+            Strategy::OneForOne => "strategy one_for_one: a service Wants= its dependencies (Requires= a one-shot it waits for), so systemd restarts no dependant with them; a dependency that fails to start does not keep its dependants from starting.",
+            Strategy::RestForOne => "strategy rest_for_one: a service Requires= its dependencies; when systemd restarts a unit (also automatically, after a crash) it restarts the running units that require it, and theirs in turn.",
+            Strategy::OneForAll => "strategy one_for_all: this target Requires= every service and each is PartOf= it; when systemd restarts one (also automatically, after a crash) the target restarts and with it every service, completed one-shots included.",
+        },
+    );
     if file.group.order == crate::compose::StartOrder::Sequential {
         note(
             lines,
             "order sequential: systemd starts units in parallel where After= allows; add After= between services to keep the file order.",
         );
     }
+    let members = match file.group.strategy {
+        Strategy::OneForAll => "Requires",
+        Strategy::OneForOne | Strategy::RestForOne => "Wants",
+    };
     for service in &file.services {
         // Names were checked when the service units were written.
-        lines.push(format!("Wants={group}-{}.service", service.name()));
+        lines.push(format!("{members}={group}-{}.service", service.name()));
     }
     let lines = unit.section("Install");
     lines.push("WantedBy=multi-user.target".into());
