@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use support::daemons;
-use support::DEADLINE;
+use support::{wait_exited, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_running-process");
 
@@ -202,29 +202,6 @@ fn kill9(pid: u64) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -9 {pid}");
-}
-
-/// Wait until process `pid` has exited (a zombie counts), from the kernel: a pidfd becomes
-/// readable when its process exits. Python's `os.pidfd_open`, since the test has no
-/// pidfd binding of its own. `None` when python3 is missing.
-fn wait_exited(pid: u64) -> Option<()> {
-    let script = format!(
-        "import os, select, sys\n\
-         try:\n    fd = os.pidfd_open({pid})\n\
-         except ProcessLookupError:\n    sys.exit(0)\n\
-         r, _, _ = select.select([fd], [], [], {})\n\
-         sys.exit(0 if r else 1)\n",
-        DEADLINE.as_secs()
-    );
-    let status = Command::new("python3")
-        .args(["-c", &script])
-        .status()
-        .ok()?;
-    assert!(
-        status.success(),
-        "pid {pid} did not exit within {DEADLINE:?}"
-    );
-    Some(())
 }
 
 /// Two services that become ready only when the test creates `go-a` and `go-b`, and one
@@ -622,4 +599,58 @@ depends_on = {{ redis = "ready" }}
     let mut reply = String::new();
     BufReader::new(client).read_line(&mut reply).unwrap();
     assert_eq!(reply, "+PONG\r\n");
+}
+
+/// The README's service file: two demo daemons (identity handshake, sd_notify) and a
+/// Python web server (HTTP readiness and health), in the foreground, then exported.
+#[test]
+fn the_example_service_file_runs_and_exports() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: python3 (the example's web server) is missing");
+        return;
+    }
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/running-process.toml");
+    let demo = support::demo_daemon_path();
+    if !example
+        .parent()
+        .unwrap()
+        .join("../target/debug/examples/demo_daemon")
+        .exists()
+    {
+        println!(
+            "SKIPPED: the example names ../target/debug/examples/demo_daemon; this build's is {}",
+            demo.display()
+        );
+        return;
+    }
+    let mut up = Command::new(BIN)
+        .args(["up", "-f"])
+        .arg(&example)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut up);
+    lines.wait_for("every service is ready");
+    let mut page = std::net::TcpStream::connect(("127.0.0.1", 8765)).unwrap();
+    page.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut status_line = String::new();
+    BufReader::new(page).read_line(&mut status_line).unwrap();
+    assert!(status_line.contains("200"), "{status_line}");
+    interrupt(&up);
+    lines.rest();
+    assert_eq!(wait_output(up).status.code(), Some(0));
+
+    let export = Command::new(BIN)
+        .args(["export", "systemd", "-f"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    let units = String::from_utf8_lossy(&export.stdout);
+    assert!(export.status.success());
+    assert!(
+        units.contains("# ---- example-index.service ----"),
+        "{units}"
+    );
+    assert!(units.contains("Type=notify"), "{units}");
 }

@@ -2,13 +2,13 @@
 //! `healthy`, a dependency that fails, the `one_for_all` strategy, the set's restart
 //! intensity, and a start failure during start-up. Every wait is for an event or a state,
 //! with a generous deadline.
-#![cfg(unix)]
+#![cfg(target_os = "linux")]
 
 mod support;
 
 use running_process::compose::{ServiceFile, ServiceState, Stack, StackEvent};
 use running_process::supervision::{EventKind, Outcome};
-use support::DEADLINE;
+use support::{wait_exited, DEADLINE};
 use tokio::sync::broadcast;
 
 /// A file in a fresh directory (the services' working directory), loaded and checked.
@@ -330,6 +330,7 @@ args = ["-c", "exec sleep 1000"]
 [services.broken]
 program = "sh"
 args = ["-c", "echo cannot start >&2; exit 3"]
+stderr = { kind = "null" }
 readiness = { kind = "log_line", pattern = "never printed" }
 depends_on = { fine = "ready" }
 "#,
@@ -351,4 +352,24 @@ depends_on = { fine = "ready" }
         .unwrap();
     assert_eq!(fine.pid, None, "fine was stopped");
     assert_eq!(fine.state, ServiceState::Stopped);
+}
+
+#[tokio::test]
+async fn dropping_the_stack_stops_its_services() {
+    let (_dir, stack, _events) = stack(
+        "[services.a]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n[services.b]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\ndepends_on = [\"a\"]\n",
+    )
+    .await;
+    stack.ready().await.unwrap();
+    let pids: Vec<u32> = stack.status().iter().map(|s| s.pid.unwrap()).collect();
+    drop(stack);
+    for pid in pids {
+        let waited = tokio::task::spawn_blocking(move || wait_exited(u64::from(pid)))
+            .await
+            .unwrap();
+        if waited.is_none() {
+            println!("SKIPPED: python3 (for a pidfd wait) is missing");
+            return;
+        }
+    }
 }

@@ -12,8 +12,7 @@ pub struct FileError {
     /// The file.
     pub file: PathBuf,
     /// Line and column (from 1) of the key or value at fault, when known (they are for a
-    /// file read with [`ServiceFile::from_toml_str`](super::ServiceFile::from_toml_str) or
-    /// [`load`](super::ServiceFile::load)).
+    /// file read with `ServiceFile::from_toml_str` or `ServiceFile::load`, feature `toml`).
     pub position: Option<(usize, usize)>,
     /// The key at fault, dotted (`services.web.depends_on.db`); empty for the file itself.
     pub key: String,

@@ -59,7 +59,7 @@ pub use status::{HealthView, ServiceState, ServiceStatus, StackEvent};
 
 impl ServiceFile {
     /// The checks beyond the types, for a file read some other way than
-    /// [`ServiceFile::load`] (which runs them): dependencies exist, no cycle, reachable
+    /// `ServiceFile::load` (feature `toml`, which runs them): dependencies exist, no cycle, reachable
     /// conditions, programs found. The error names the key, without a position. Reads the
     /// file system (the programs).
     #[allow(clippy::result_large_err)] // see `load.rs`

@@ -45,9 +45,29 @@ const EVENT_BUFFER: usize = 1024;
 /// stack.stop().await;
 /// # Ok(()) }
 /// ```
+///
+/// Clones share the stack. When the last one is dropped, every service is stopped in the
+/// background, dependants first (as the runtime's `ServiceHandle` does).
 #[derive(Clone)]
 pub struct Stack {
     inner: Arc<Inner>,
+    /// Not held by the stack's own tasks: its drop is the user's last clone going away.
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if self.0.outcome.borrow().is_some() {
+            return;
+        }
+        let inner = self.0.clone();
+        // Without a runtime (it is shutting down), the services' own handles stop them.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { inner.stop_all(Outcome::Stopped).await });
+        }
+    }
 }
 
 struct Inner {
@@ -62,6 +82,7 @@ struct Inner {
     stopping: watch::Sender<bool>,
     /// Every service reached ready (or completed) once.
     started_up: watch::Sender<bool>,
+    began: Instant,
     outcome: watch::Sender<Option<Outcome>>,
     /// Why the set is stopping (the first reason given): published as the outcome once
     /// everything has stopped.
@@ -147,7 +168,7 @@ impl Stack {
     /// Start the services of `file`: each once its dependencies reach their conditions,
     /// independent ones in parallel. Returns at once; see [`Stack::ready`]. Call it within
     /// a tokio runtime. The file should have passed its checks
-    /// ([`ServiceFile::load`](ServiceFile::load) or [`ServiceFile::check`]): a dependency
+    /// (`ServiceFile::load`, feature `toml`, or [`ServiceFile::check`]): a dependency
     /// on a service the file does not have is ignored here.
     pub fn start(file: ServiceFile) -> Stack {
         let slots = file
@@ -160,18 +181,21 @@ impl Stack {
             })
             .collect();
         let events = broadcast::Sender::new(EVENT_BUFFER);
+        let inner = Arc::new(Inner {
+            file,
+            slots,
+            first_events: Mutex::new(Some(events.subscribe())),
+            events,
+            window: Mutex::new(IntensityWindow::new()),
+            stopping: watch::Sender::new(false),
+            started_up: watch::Sender::new(false),
+            began: Instant::now(),
+            outcome: watch::Sender::new(None),
+            ending: Mutex::new(None),
+        });
         let stack = Stack {
-            inner: Arc::new(Inner {
-                file,
-                slots,
-                first_events: Mutex::new(Some(events.subscribe())),
-                events,
-                window: Mutex::new(IntensityWindow::new()),
-                stopping: watch::Sender::new(false),
-                started_up: watch::Sender::new(false),
-                outcome: watch::Sender::new(None),
-                ending: Mutex::new(None),
-            }),
+            _stop_on_drop: Arc::new(StopOnDrop(inner.clone())),
+            inner,
         };
         for i in 0..stack.inner.slots.len() {
             tokio::spawn(run_service(stack.inner.clone(), i));
@@ -393,8 +417,11 @@ impl Inner {
             let p = slot.progress.borrow();
             p.ready || p.completed_ok || p.phase == Phase::Held
         });
-        if up {
-            self.started_up.send_replace(true);
+        if up && !self.started_up.send_replace(true) {
+            self.emit(StackEvent::Ready {
+                took: self.began.elapsed(),
+                at: SystemTime::now(),
+            });
         }
     }
 

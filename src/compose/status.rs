@@ -44,6 +44,13 @@ pub enum StackEvent {
         /// When.
         at: SystemTime,
     },
+    /// Every service is ready (or completed successfully): the set's start-up is over.
+    Ready {
+        /// How long it took since [`Stack::start`](super::Stack::start).
+        took: std::time::Duration,
+        /// When.
+        at: SystemTime,
+    },
     /// The set's restart intensity was exceeded: every service is stopped.
     GaveUp {
         /// The limit.
@@ -62,7 +69,7 @@ impl StackEvent {
                 Some(service)
             }
             StackEvent::StrategyRestart { cause, .. } => Some(cause),
-            StackEvent::GaveUp { .. } => None,
+            StackEvent::Ready { .. } | StackEvent::GaveUp { .. } => None,
         }
     }
 }
@@ -105,6 +112,9 @@ impl std::fmt::Display for StackEvent {
                 TimeOfDay(*at),
                 services.join(", ")
             ),
+            StackEvent::Ready { took, at } => {
+                write!(f, "{} every service is ready ({took:.1?})", TimeOfDay(*at))
+            }
             StackEvent::GaveUp { reason, at } => write!(
                 f,
                 "{} gave up: {}; stopping every service",

@@ -457,3 +457,27 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Wait until process `pid` has exited (a zombie counts), from the kernel: a pidfd becomes
+/// readable when its process exits, child or not. Through Python's `os.pidfd_open`, since
+/// the tests have no pidfd binding of their own; `None` when python3 is missing.
+#[cfg(target_os = "linux")]
+pub fn wait_exited(pid: u64) -> Option<()> {
+    let script = format!(
+        "import os, select, sys\n\
+         try:\n    fd = os.pidfd_open({pid})\n\
+         except ProcessLookupError:\n    sys.exit(0)\n\
+         r, _, _ = select.select([fd], [], [], {})\n\
+         sys.exit(0 if r else 1)\n",
+        DEADLINE.as_secs()
+    );
+    let status = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .ok()?;
+    assert!(
+        status.success(),
+        "pid {pid} did not exit within {DEADLINE:?}"
+    );
+    Some(())
+}

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod control;
 mod detached;
+mod export;
 mod file;
 mod foreground;
 mod output;
@@ -91,6 +92,23 @@ enum Command {
         #[arg(short, long)]
         file: Option<PathBuf>,
     },
+    /// Write the service file as systemd units or Kubernetes manifests; what they cannot
+    /// express is a comment in the output.
+    Export {
+        /// `systemd` or `kubernetes` (`k8s`).
+        #[arg(value_parser = clap::value_parser!(running_process::compose::export::Target))]
+        target: running_process::compose::export::Target,
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        /// Write the files into this directory (default: print them).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The container image: `IMAGE` for every service, `SERVICE=IMAGE` for one
+        /// (Kubernetes; repeatable).
+        #[arg(long)]
+        image: Vec<String>,
+    },
     /// The detached supervisor itself (started by `up --detach`).
     #[command(hide = true, name = "__supervise")]
     Supervise {
@@ -149,6 +167,25 @@ async fn run(command: Command) -> ExitCode {
             file,
         } => client::logs(file, name, lines, follow).await,
         Command::Events { file } => client::events(file).await,
+        Command::Export {
+            target,
+            file,
+            output,
+            image,
+        } => match file::load(file).await {
+            // Blocking (program lookup, file writes): off the async workers.
+            Ok(loaded) => tokio::task::spawn_blocking(move || {
+                export::run(
+                    &loaded.file,
+                    target,
+                    &export::options(&image),
+                    output.as_deref(),
+                )
+            })
+            .await
+            .unwrap_or(ExitCode::FAILURE),
+            Err(code) => code,
+        },
         Command::Supervise { file } => detached::supervise(file).await,
     }
 }
