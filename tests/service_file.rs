@@ -1,6 +1,9 @@
 //! Service files (`compose::ServiceFile::load`): every kind of bad file gives one message
 //! with the file, line, column and key at fault; a good one resolves its paths.
 
+// The files name Unix programs (`/bin/sh`), which the program checks look up.
+#![cfg(unix)]
+
 use std::path::Path;
 
 use running_process::compose::{Condition, Problem, ServiceFile, StartOrder};
