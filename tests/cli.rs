@@ -72,6 +72,18 @@ impl Project {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// `events`, followed from the moment it says so; killed when dropped.
+    fn follow_events(&self) -> Follower {
+        let mut child = self
+            .command(&["events"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Lines::of(&mut child);
+        lines.wait_for("following events");
+        Follower { child, lines }
+    }
+
     fn service<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         status["services"]
             .as_array()
@@ -90,6 +102,32 @@ impl Drop for Project {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// A running `events` command and its lines.
+struct Follower {
+    child: Child,
+    lines: Lines,
+}
+
+impl std::ops::Deref for Follower {
+    type Target = Lines;
+    fn deref(&self) -> &Lines {
+        &self.lines
+    }
+}
+
+impl std::ops::DerefMut for Follower {
+    fn deref_mut(&mut self) -> &mut Lines {
+        &mut self.lines
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -301,19 +339,12 @@ restart = { kind = "permanent", backoff = { initial_ms = 10 } }
     let old_pid = crashy["pid"].as_u64().unwrap();
 
     // Follow the events, then crash it.
-    let mut follow = project
-        .command(&["events"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut events = Lines::of(&mut follow);
-    events.wait_for("following events");
+    let mut events = project.follow_events();
     kill9(old_pid);
     events.wait_for("crashy: exited");
     events.wait_for("crashy: restart #1");
     events.wait_for("crashy: ready");
-    let _ = follow.kill();
-    let _ = follow.wait();
+    drop(events);
 
     let after = project.status();
     let crashy = Project::service(&after, "crashy");
@@ -334,14 +365,7 @@ restart = { kind = "permanent", backoff = { initial_ms = 10 } }
     assert_eq!(Project::service(&stopped, "crashy")["state"], "running");
     wait_exited(steady_pid);
     assert!(project.run(&["restart", "steady"]).status.success());
-    let mut events = Lines::of(
-        &mut project
-            .command(&["events"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    events.wait_for("following events");
+    let mut events = project.follow_events();
     // It may be ready already: status decides, the events only wake us.
     if Project::service(&project.status(), "steady")["state"] != "running" {
         events.wait_for("steady: ready");
@@ -564,19 +588,12 @@ depends_on = {{ redis = "ready" }}
     assert!(std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_ok());
     assert!(std::net::TcpStream::connect(("127.0.0.1", memcached_port)).is_ok());
 
-    let mut follow = project
-        .command(&["events"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut events = Lines::of(&mut follow);
-    events.wait_for("following events");
+    let mut events = project.follow_events();
     kill9(redis_pid);
     events.wait_for("redis: restart #1");
     events.wait_for("redis: restarted, so restarting memcached");
     events.wait_for("memcached: ready");
-    let _ = follow.kill();
-    let _ = follow.wait();
+    drop(events);
     let after = project.status();
     assert_ne!(
         Project::service(&after, "redis")["pid"].as_u64().unwrap(),
