@@ -15,3 +15,20 @@ pub(crate) mod duration_ms {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
 }
+
+/// `#[serde(with = "crate::serde_util::unix_ms")]` for a `SystemTime` field: milliseconds
+/// since the Unix epoch (what JavaScript's `Date` and most tools read).
+pub(crate) mod unix_ms {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+        let since = value.duration_since(UNIX_EPOCH).unwrap_or_default();
+        serializer.serialize_u64(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+        u64::deserialize(deserializer).map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+    }
+}

@@ -327,6 +327,11 @@ args = ["-c", "echo steady line; exec sleep 1000"]
 program = "sh"
 args = ["-c", "echo crashy started; exec sleep 1000"]
 restart = { kind = "permanent", backoff = { initial_ms = 10 } }
+
+[services.quiet]
+program = "sh"
+args = ["-c", "echo to the file; exec sleep 1000"]
+stdout = { kind = "file", path = "quiet.log" }
 "#,
     );
     let up = project.run(&["up", "--detach"]);
@@ -382,6 +387,20 @@ restart = { kind = "permanent", backoff = { initial_ms = 10 } }
     // logs: the lines it wrote, with times.
     let logs = project.run(&["logs", "steady", "-n", "5"]);
     assert!(String::from_utf8_lossy(&logs.stdout).contains("steady line"));
+    let quiet = project.run(&["logs", "quiet"]);
+    let quiet = String::from_utf8_lossy(&quiet.stdout);
+    let log = project.path("quiet.log");
+    assert!(
+        quiet.contains(&format!(
+            "(quiet: stdout goes to {})",
+            std::path::absolute(&log).unwrap().display()
+        )),
+        "{quiet}"
+    );
+    // The same file in the foreground as well would run every service twice.
+    let twice = project.run(&["up"]);
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("a detached supervisor (pid"));
     let unknown = project.run(&["restart", "nosuch"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no service called `nosuch`"));
@@ -670,4 +689,47 @@ fn the_example_service_file_runs_and_exports() {
         "{units}"
     );
     assert!(units.contains("Type=notify"), "{units}");
+}
+
+/// A service that ignores SIGTERM makes the first Ctrl-C's stop wait for its grace period;
+/// a second Ctrl-C ends `up` at once (exit 130), and the service dies with it.
+#[test]
+fn a_second_ctrl_c_forces_the_stop() {
+    let project = Project::new(
+        r#"
+[services.stubborn]
+program = "sh"
+args = ["-c", "trap '' TERM; echo ignoring TERM; while :; do sleep 1; done"]
+stop = { grace_ms = 600000 }
+"#,
+    );
+    let mut up = project
+        .command(&["up"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut up);
+    lines.wait_for("stubborn | ignoring TERM");
+    lines.wait_for("every service is ready");
+    let status_line = lines
+        .seen
+        .iter()
+        .find(|l| l.contains("stubborn: spawned (pid "))
+        .unwrap()
+        .clone();
+    let pid: u64 = status_line
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    interrupt(&up);
+    lines.wait_for("stubborn: stopping");
+    interrupt(&up);
+    lines.wait_for("forced");
+    assert_eq!(wait_output(up).status.code(), Some(130));
+    if wait_exited(pid).is_none() {
+        println!("SKIPPED (the service's end): python3 (for a pidfd wait) is missing");
+    }
 }

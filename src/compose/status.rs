@@ -191,7 +191,8 @@ pub struct ServiceStatus {
     pub state: ServiceState,
     /// The PID of its process while one runs.
     pub pid: Option<u32>,
-    /// When it entered this state (wall clock).
+    /// When it entered this state (wall clock; `since_unix_ms` in serde formats).
+    #[serde(rename = "since_unix_ms", with = "crate::serde_util::unix_ms")]
     pub since: SystemTime,
     /// Restarts scheduled by its policy (manual and strategy restarts are not counted).
     pub restarts: u32,

@@ -105,7 +105,9 @@ pub async fn status(file: Option<PathBuf>, json: bool) -> ExitCode {
             println!("{report}");
             ExitCode::SUCCESS
         }
-        other => fail(format!("unexpected reply: {other:?}")),
+        Some(Ok(Reply::Error { message })) | Some(Err(message)) => fail(message),
+        Some(Ok(_)) => fail("the supervisor answered something other than a status".into()),
+        None => fail("the supervisor closed the connection without answering".into()),
     }
 }
 
@@ -165,25 +167,34 @@ async fn simple(file: Option<PathBuf>, request_: Request) -> ExitCode {
 /// The verified supervisor of the file, or a message and an exit code.
 async fn find(file: Option<PathBuf>) -> Result<BackendHandle, ExitCode> {
     let path = file::path_of(file);
-    let state = StateDir::of(&path);
-    let not_running = || {
-        eprintln!(
-            "no supervisor is running for {} (start one with `running-process up --detach`)",
-            path.display()
-        );
-        ExitCode::from(NOT_RUNNING)
-    };
+    match running(&path).await {
+        Ok(Some(handle)) => Ok(handle),
+        Ok(None) => {
+            eprintln!(
+                "no supervisor is running for {} (start one with `running-process up --detach`)",
+                path.display()
+            );
+            Err(ExitCode::from(NOT_RUNNING))
+        }
+        Err(message) => Err(fail(message)),
+    }
+}
+
+/// The verified supervisor of the file at `path` if one runs. A manifest whose process
+/// is gone or fails verification is not one (it says why on standard error when the
+/// check failed rather than found nothing).
+pub async fn running(path: &std::path::Path) -> Result<Option<BackendHandle>, String> {
+    let state = StateDir::of(path);
     let manifest = match CacheManifest::read(state.manifest()).await {
         Ok(Some(manifest)) => manifest,
-        Ok(None) => return Err(not_running()),
-        Err(error) => return Err(fail(chain(&error))),
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(chain(&error)),
     };
     match BackendHandle::try_from_manifest(&manifest).await {
-        Ok(Some(handle)) => Ok(handle),
-        Ok(None) => Err(not_running()),
+        Ok(handle) => Ok(handle),
         Err(error) => {
             eprintln!("the recorded supervisor is not trusted: {}", chain(&error));
-            Err(not_running())
+            Ok(None)
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use running_process::command::Output;
 use running_process::compose::{ServiceFile, Stack};
 use running_process::identity::DaemonProcess;
 use running_process::protocol::{AppConnection, CacheManifest, DaemonListener, Responder};
@@ -134,18 +135,39 @@ fn termination() -> std::io::Result<tokio::signal::windows::CtrlBreak> {
 struct LogBook {
     kept: Mutex<HashMap<String, VecDeque<Line>>>,
     new: broadcast::Sender<Line>,
+    /// Per service, where the streams that are not kept here go (`logs` says so).
+    elsewhere: HashMap<String, String>,
 }
 
 impl LogBook {
+    /// For `file` after `capture_inherited_output`: the streams sent to `tracing` are kept.
     fn new(file: &ServiceFile) -> LogBook {
         let kept = file
             .services
             .iter()
             .map(|s| (s.name().to_owned(), VecDeque::new()))
             .collect();
+        let elsewhere = file
+            .services
+            .iter()
+            .filter_map(|s| {
+                let notes: Vec<String> = [("stdout", &s.spec.stdout), ("stderr", &s.spec.stderr)]
+                    .into_iter()
+                    .filter_map(|(stream, output)| match output {
+                        Output::Tracing => None,
+                        Output::File { path, .. } => {
+                            Some(format!("{stream} goes to {}", path.display()))
+                        }
+                        _ => Some(format!("{stream} is not kept")),
+                    })
+                    .collect();
+                (!notes.is_empty()).then(|| (s.name().to_owned(), notes.join("; ")))
+            })
+            .collect();
         LogBook {
             kept: Mutex::new(kept),
             new: broadcast::Sender::new(1024),
+            elsewhere,
         }
     }
 
@@ -282,6 +304,9 @@ impl Client {
                 let Some(last) = self.logs.last(&service, lines) else {
                     return send(write, &unknown(&service)).await;
                 };
+                if let Some(note) = self.logs.elsewhere.get(&service) {
+                    send(write, &ok(format!("({service}: {note})"))).await?;
+                }
                 for line in last {
                     send(write, &Reply::Line { line }).await?;
                 }

@@ -18,6 +18,17 @@ use crate::table;
 const FORCED: u8 = 130;
 
 pub async fn up(loaded: Loaded) -> ExitCode {
+    // The same services twice would fight over their ports and files.
+    if let Ok(Some(supervisor)) = crate::client::running(&loaded.path).await {
+        eprintln!(
+            "{}: a detached supervisor (pid {}) runs {} already: see `running-process status`, \
+             or `running-process stop` it first",
+            Style::stderr().error("error"),
+            supervisor.pid(),
+            loaded.path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let mut file = loaded.file;
     capture_inherited_output(&mut file);
     let style = Style::stdout();
@@ -29,9 +40,10 @@ pub async fn up(loaded: Loaded) -> ExitCode {
             printer.print(format!("{}{}", prefixes.of(&line.service), line.text))
         });
     }
+    let count = file.services.len();
     printer.print(style.bold(&format!(
-        "running-process: {} services from {} (Ctrl-C stops them)",
-        file.services.len(),
+        "running-process: {count} service{} from {} (Ctrl-C stops them)",
+        if count == 1 { "" } else { "s" },
         loaded.path.display()
     )));
 
