@@ -624,6 +624,15 @@ depends_on = {{ redis = "ready" }}
             .unwrap(),
         memcached_pid
     );
+    // A restart on request is followed by the strategy too.
+    let mut events = project.follow_events();
+    assert!(project.run(&["restart", "redis"]).status.success());
+    let restarted = events.wait_for("redis: restarted, so restarting memcached");
+    events.wait_for("memcached: ready");
+    assert!(events.seen[restarted..]
+        .iter()
+        .any(|l| l.contains("memcached: ready")));
+    drop(events);
     let logs =
         String::from_utf8_lossy(&project.run(&["logs", "redis", "-n", "50"]).stdout).into_owned();
     assert!(

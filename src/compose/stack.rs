@@ -105,11 +105,14 @@ struct Progress {
     ready: bool,
     healthy: bool,
     completed_ok: bool,
-    /// Exited unexpectedly and scheduled for a restart: once ready again, the strategy
-    /// restarts its dependants.
+    /// Exited unexpectedly and scheduled for a restart, or restarted on request: once
+    /// ready again, the strategy restarts its dependants.
     restart_pending: bool,
     health: HealthView,
     since: SystemTime,
+    /// Which launch of the service this is: a task of an earlier launch that ends late
+    /// must not overwrite what a later one reached.
+    launch: u64,
 }
 
 #[derive(Clone, PartialEq)]
@@ -137,6 +140,7 @@ impl Progress {
             restart_pending: false,
             health: HealthView::Unknown,
             since: SystemTime::now(),
+            launch: 0,
         }
     }
 
@@ -243,18 +247,29 @@ impl Stack {
     }
 
     /// Restart the service called `name` (stop, then start; a service that was stopped,
-    /// completed or failed starts again, once its dependencies allow). `false` if the file
-    /// has no such service.
+    /// completed or failed starts again, once its dependencies allow). A running one is
+    /// followed by the set's strategy once it is ready again, as after a crash
+    /// (`rest_for_one`: its dependants restart too). `false` if the file has no such
+    /// service.
     pub fn restart_service(&self, name: &str) -> bool {
         let Some(i) = self.inner.index_of(name) else {
             return false;
         };
         let handle = lock(&self.inner.slots[i].handle).clone();
         match handle {
-            Some(handle) if handle.try_outcome().is_none() => handle.restart(),
+            Some(handle) if handle.try_outcome().is_none() => {
+                // Once it is ready again, the strategy restarts what depends on it, as
+                // after a crash.
+                self.inner.slots[i]
+                    .progress
+                    .send_modify(|p| p.restart_pending = true);
+                handle.restart();
+            }
             _ => {
                 self.inner.slots[i].progress.send_modify(|p| {
+                    let launch = p.launch + 1;
                     *p = Progress::new();
+                    p.launch = launch;
                 });
                 tokio::spawn(run_service(self.inner.clone(), i));
             }
@@ -592,6 +607,7 @@ async fn first_health_check(inner: Arc<Inner>, i: usize) {
 /// The life of one service in the stack: wait for its dependencies, supervise it, follow
 /// its events until its supervision ends.
 async fn run_service(inner: Arc<Inner>, i: usize) {
+    let launch = inner.slots[i].progress.borrow().launch;
     if !wait_for_dependencies(&inner, i).await {
         inner.check_all_ended();
         return;
@@ -626,7 +642,10 @@ async fn run_service(inner: Arc<Inner>, i: usize) {
         .first()
         .and_then(|m| m.last_exit)
         .is_some_and(|e| e.success());
-    slot.progress.send_modify(|p| {
+    slot.progress.send_if_modified(|p| {
+        if p.launch != launch {
+            return false;
+        }
         p.ready = false;
         p.started = false;
         if outcome == Outcome::Completed && last_ok {
@@ -636,6 +655,7 @@ async fn run_service(inner: Arc<Inner>, i: usize) {
             p.phase = Phase::Ended(outcome.clone());
         }
         p.since = SystemTime::now();
+        true
     });
     if let Outcome::StartFailed { .. } = outcome {
         if !*inner.started_up.borrow() {
