@@ -90,6 +90,31 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Run a file of services
+//!
+//! A [`ServiceFile`](compose::ServiceFile) (TOML with the feature `toml`) names several
+//! commands, their `depends_on` conditions and the set's strategy; a
+//! [`Stack`](compose::Stack) runs it: independent services in parallel, dependants once
+//! their dependencies are ready, healthy or completed, dependants stopped first. The
+//! `running-process` command line (feature `cli`) is this, plus a detached supervisor.
+//!
+//! ```no_run
+//! # #[cfg(feature = "toml")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use running_process::compose::{ServiceFile, Stack};
+//!
+//! let stack = Stack::start(ServiceFile::load("running-process.toml").await?);
+//! let mut events = stack.events();
+//! tokio::spawn(async move {
+//!     while let Ok(event) = events.recv().await {
+//!         println!("{event}"); // "12:00:01.250 web: waiting for store ready", ...
+//!     }
+//! });
+//! stack.ready().await.map_err(|outcome| outcome.to_string())?;
+//! stack.stop().await;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Trust nothing on disk
 //!
 //! ```no_run

@@ -61,7 +61,11 @@ async fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let logs = Arc::new(LogBook::new(&file));
     {
         let logs = logs.clone();
-        catch_lines(move |line| logs.push(line));
+        // Warnings go to the supervisor's log, next to the events.
+        catch_lines(
+            move |line| logs.push(line),
+            |warning| eprintln!("{warning}"),
+        );
     }
     let stack = Stack::start(file);
     let mut events = stack.events();

@@ -35,10 +35,11 @@ pub async fn up(loaded: Loaded) -> ExitCode {
     let prefixes = Arc::new(Prefixes::new(&file, style));
     let printer = Printer::start();
     {
-        let (printer, prefixes) = (printer.clone(), prefixes.clone());
-        catch_lines(move |line| {
-            printer.print(format!("{}{}", prefixes.of(&line.service), line.text))
-        });
+        let (printer, prefixes, warn) = (printer.clone(), prefixes.clone(), printer.clone());
+        catch_lines(
+            move |line| printer.print(format!("{}{}", prefixes.of(&line.service), line.text)),
+            move |warning| warn.print(style.error(&warning)),
+        );
     }
     let count = file.services.len();
     printer.print(style.bold(&format!(

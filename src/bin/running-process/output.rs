@@ -82,11 +82,16 @@ pub fn capture_inherited_output(file: &mut ServiceFile) {
     }
 }
 
-/// Install a `tracing` subscriber that hands every service output line to `sink` and
-/// drops every other event (the CLI shows the typed events instead).
-pub fn catch_lines(sink: impl Fn(Line) + Send + Sync + 'static) {
+/// Install a `tracing` subscriber that hands every service output line to `lines`, and
+/// the library's warnings and errors, as one line of text, to `warnings`. Everything else
+/// is dropped: the CLI shows the typed events instead.
+pub fn catch_lines(
+    lines: impl Fn(Line) + Send + Sync + 'static,
+    warnings: impl Fn(String) + Send + Sync + 'static,
+) {
     let subscriber = LineCatcher {
-        sink: Arc::new(sink),
+        sink: Arc::new(lines),
+        warnings: Arc::new(warnings),
     };
     // Only fails if one is set already: then lines go wherever that one sends them.
     let _ = tracing::subscriber::set_global_default(subscriber);
@@ -94,13 +99,14 @@ pub fn catch_lines(sink: impl Fn(Line) + Send + Sync + 'static) {
 
 struct LineCatcher {
     sink: Arc<dyn Fn(Line) + Send + Sync>,
+    warnings: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 const OUTPUT_TARGET: &str = "running_process::output";
 
 impl tracing::Subscriber for LineCatcher {
     fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        metadata.target() == OUTPUT_TARGET
+        metadata.target() == OUTPUT_TARGET || *metadata.level() <= tracing::Level::WARN
     }
 
     fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
@@ -112,11 +118,17 @@ impl tracing::Subscriber for LineCatcher {
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
 
     fn event(&self, event: &tracing::Event<'_>) {
-        if event.metadata().target() != OUTPUT_TARGET {
-            return;
-        }
         let mut fields = Fields::default();
         event.record(&mut fields);
+        if event.metadata().target() != OUTPUT_TARGET {
+            let level = event.metadata().level().as_str().to_lowercase();
+            let mut text = format!("{level}: {}", fields.message);
+            for (name, value) in &fields.others {
+                text.push_str(&format!(" {name}={value}"));
+            }
+            (self.warnings)(text);
+            return;
+        }
         let stream = if fields.stream == "stderr" {
             StreamName::Stderr
         } else {
@@ -140,6 +152,8 @@ struct Fields {
     service: String,
     stream: String,
     message: String,
+    /// Any other field, for warnings.
+    others: Vec<(&'static str, String)>,
 }
 
 impl tracing::field::Visit for Fields {
@@ -148,7 +162,7 @@ impl tracing::field::Visit for Fields {
             "stream" => self.stream = value.to_owned(),
             "service" => self.service = value.to_owned(),
             "message" => self.message = value.to_owned(),
-            _ => {}
+            other => self.others.push((other, value.to_owned())),
         }
     }
 
@@ -159,7 +173,7 @@ impl tracing::field::Visit for Fields {
             "service" => self.service = text,
             "message" => self.message = text,
             "stream" => self.stream = text,
-            _ => {}
+            other => self.others.push((other, text)),
         }
     }
 }
