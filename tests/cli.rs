@@ -369,7 +369,8 @@ stdout = { kind = "file", path = "quiet.log" }
     assert!(Project::service(&stopped, "steady")["pid"].is_null());
     assert_eq!(Project::service(&stopped, "crashy")["state"], "running");
     wait_exited(steady_pid);
-    assert!(project.run(&["restart", "steady"]).status.success());
+    let start = project.run(&["start", "steady"]);
+    assert!(String::from_utf8_lossy(&start.stdout).contains("starting steady"));
     let mut events = project.follow_events();
     // It may be ready already: status decides, the events only wake us.
     if Project::service(&project.status(), "steady")["state"] != "running" {
@@ -382,6 +383,33 @@ stdout = { kind = "file", path = "quiet.log" }
             .as_u64()
             .unwrap(),
         steady_pid
+    );
+
+    drop(events);
+    let again = project.run(&["start", "crashy"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("crashy is running or waiting already"));
+
+    // restart NAME: a running service, stopped and started again.
+    let crashy_pid = Project::service(&restarted, "crashy")["pid"]
+        .as_u64()
+        .unwrap();
+    let mut events = project.follow_events();
+    assert!(project.run(&["restart", "crashy"]).status.success());
+    let stopping = events.wait_for("crashy: stopping");
+    let ready = events.wait_for("crashy: ready");
+    assert!(ready > stopping);
+    drop(events);
+    let after_restart = project.status();
+    assert_ne!(
+        Project::service(&after_restart, "crashy")["pid"]
+            .as_u64()
+            .unwrap(),
+        crashy_pid
+    );
+    assert_eq!(
+        Project::service(&after_restart, "crashy")["restarts"],
+        1,
+        "a manual restart is not counted"
     );
 
     // logs: the lines it wrote, with times.

@@ -265,16 +265,28 @@ impl Stack {
                     .send_modify(|p| p.restart_pending = true);
                 handle.restart();
             }
-            _ => {
-                self.inner.slots[i].progress.send_modify(|p| {
-                    let launch = p.launch + 1;
-                    *p = Progress::new();
-                    p.launch = launch;
-                });
-                tokio::spawn(run_service(self.inner.clone(), i));
-            }
+            _ => self.inner.relaunch(i),
         }
         true
+    }
+
+    /// Start the service called `name` if it is not running (stopped, completed or
+    /// failed), once its dependencies allow; a running one is left alone. `None` if the
+    /// file has no such service, else whether it was started.
+    pub fn start_service(&self, name: &str) -> Option<bool> {
+        let i = self.inner.index_of(name)?;
+        let running = lock(&self.inner.slots[i].handle)
+            .as_ref()
+            .is_some_and(|h| h.try_outcome().is_none());
+        let waiting = matches!(
+            self.inner.slots[i].progress.borrow().phase,
+            Phase::Waiting(_)
+        );
+        if running || waiting {
+            return Some(false);
+        }
+        self.inner.relaunch(i);
+        Some(true)
     }
 
     /// Stop the service called `name` and keep it down until [`Stack::restart_service`];
@@ -320,6 +332,16 @@ impl Stack {
 }
 
 impl Inner {
+    /// Start service `i` again from the beginning (its dependencies first).
+    fn relaunch(self: &Arc<Self>, i: usize) {
+        self.slots[i].progress.send_modify(|p| {
+            let launch = p.launch + 1;
+            *p = Progress::new();
+            p.launch = launch;
+        });
+        tokio::spawn(run_service(self.clone(), i));
+    }
+
     fn index_of(&self, name: &str) -> Option<usize> {
         self.file.services.iter().position(|s| s.name() == name)
     }

@@ -115,6 +115,10 @@ pub async fn restart(file: Option<PathBuf>, service: String) -> ExitCode {
     simple(file, Request::Restart { service }).await
 }
 
+pub async fn start(file: Option<PathBuf>, service: String) -> ExitCode {
+    simple(file, Request::Start { service }).await
+}
+
 pub async fn stop(file: Option<PathBuf>, service: Option<String>) -> ExitCode {
     let all = service.is_none();
     let handle = match find(file).await {

@@ -17,6 +17,8 @@ pub enum Request {
     WaitReady,
     /// Restart one service.
     Restart { service: String },
+    /// Start one service that is not running.
+    Start { service: String },
     /// Stop one service, or everything and the supervisor (`service` absent).
     Stop { service: Option<String> },
     /// The last `lines` lines of a service, then (with `follow`) new ones as they come.

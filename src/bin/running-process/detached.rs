@@ -277,6 +277,14 @@ impl Client {
                 };
                 send(write, &reply).await
             }
+            Request::Start { service } => {
+                let reply = match self.stack.start_service(&service) {
+                    Some(true) => ok(format!("starting {service}")),
+                    Some(false) => ok(format!("{service} is running or waiting already")),
+                    None => unknown(&service),
+                };
+                send(write, &reply).await
+            }
             Request::Stop {
                 service: Some(service),
             } => {

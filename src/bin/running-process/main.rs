@@ -63,8 +63,17 @@ enum Command {
         #[arg(short, long)]
         file: Option<PathBuf>,
     },
+    /// Start a service of the detached supervisor that is not running.
+    Start {
+        /// The service.
+        name: String,
+        /// The service file (default: ./running-process.toml).
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
     /// Stop a service of the detached supervisor, or, without a name, every service and the
     /// supervisor itself.
+    #[command(visible_alias = "down")]
     Stop {
         /// The service (default: all of them, and the supervisor).
         name: Option<String>,
@@ -159,6 +168,7 @@ async fn run(command: Command) -> ExitCode {
         },
         Command::Status { file, json } => client::status(file, json).await,
         Command::Restart { name, file } => client::restart(file, name).await,
+        Command::Start { name, file } => client::start(file, name).await,
         Command::Stop { name, file } => client::stop(file, name).await,
         Command::Logs {
             name,
