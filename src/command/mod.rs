@@ -45,6 +45,7 @@
 //! [`CommandSupervisor`] (see the crate's front page).
 
 mod launch;
+mod listeners;
 mod notify;
 pub(crate) mod output;
 pub(crate) mod private_dir;
@@ -60,7 +61,7 @@ pub(crate) mod wait;
 pub use probes::CheckError;
 pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
-    CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Output, Readiness,
+    CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Listener, Output, Readiness,
     ResourceLimits, Rotation, StopSignal, StopSpec, StreamName, Umask, UserRef,
     DEFAULT_EXEC_INTERVAL,
 };

@@ -19,6 +19,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::launch;
+use super::listeners::Listeners;
 use super::notify::{self, NotifyEndpoint};
 use super::output::{pump_lines, LineSink, LineWatch, LogFile, OutputTail};
 use super::probes::{self, HttpUrl};
@@ -30,7 +31,8 @@ use crate::handle::{BackendHandle, ExitStatus};
 use crate::platform::{self, PipeReader, Stdio};
 use crate::protocol::CacheManifest;
 use crate::supervision::{
-    HealthError, HealthPolicy, LastOutput, RestartPolicy, SpawnContext, StartError, Supervisor,
+    Demand, HealthError, HealthPolicy, LastOutput, RestartPolicy, SpawnContext, StartError,
+    Supervisor,
 };
 
 /// How long a dead main process's tree may take to disappear after `cgroup.kill` (or the
@@ -83,6 +85,8 @@ impl CommandSpec {
 /// ```
 pub struct CommandSupervisor {
     spec: CommandSpec,
+    /// The spec's listening sockets, held from the first start until this is dropped.
+    listeners: Listeners,
     current: Mutex<Option<Instance>>,
     /// (pid, start time) of the last process spawned: a manifest that still records it
     /// after it died is our own leftover, not a stranger to report.
@@ -142,6 +146,7 @@ impl CommandSupervisor {
     /// A supervisor for `spec`.
     pub fn new(spec: CommandSpec) -> Self {
         CommandSupervisor {
+            listeners: Listeners::new(spec.listeners.clone()),
             spec,
             current: Mutex::new(None),
             last_spawned: Mutex::new(None),
@@ -369,6 +374,15 @@ impl Supervisor for CommandSupervisor {
         Ok(status)
     }
 
+    /// With [`CommandSpec::start_on_demand`]: the listeners (bound now if they are not
+    /// yet), watched for the first client.
+    async fn demand(&self) -> Result<Option<Demand>, StartError> {
+        if !self.spec.start_on_demand {
+            return Ok(None);
+        }
+        self.listeners.connection_waiting().await.map(Some)
+    }
+
     async fn on_exit(&self, backend: &BackendHandle, status: ExitStatus) -> LastOutput {
         let Some(instance) = self.take_instance(backend.pid()) else {
             return LastOutput::default();
@@ -417,7 +431,18 @@ impl CommandSupervisor {
         if let Some(previous) = previous {
             self.clean_up(previous).await;
         }
-        readiness::check_free(&spec.readiness).await?;
+        // The spec's listeners are bound (once) before anything else: a port that cannot
+        // be had fails the start before any process exists.
+        #[cfg(target_os = "linux")]
+        let held = self.listeners.held().await?;
+        #[cfg(target_os = "linux")]
+        let ours = held.as_ref().map(|h| h.inodes()).unwrap_or_default();
+        #[cfg(not(target_os = "linux"))]
+        let ours = {
+            self.listeners.unsupported()?;
+            Vec::new()
+        };
+        readiness::check_free(&spec.readiness, &ours).await?;
         let run_as = if launch::needs_user_lookup(spec) {
             let owned = spec.clone();
             blocking(move || launch::resolve_user(&owned)).await?
@@ -450,10 +475,15 @@ impl CommandSupervisor {
         let want_cgroup = spec.die_with_supervisor && spec.cgroup;
         let owned = spec.clone();
         let for_plan = run_as.clone();
-        let (launch::Launch { program, plan }, cgroup) = blocking(move || {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+        let (launch::Launch { program, mut plan }, cgroup) = blocking(move || {
             launch::plan_with_cgroup(&owned, &for_plan, &extra_env, stdout, stderr, want_cgroup)
         })
         .await?;
+        #[cfg(target_os = "linux")]
+        if let Some(held) = &held {
+            plan.listen_fds = held.for_spawn().map_err(StartError::Spawn)?;
+        }
         Ok(Prepared {
             program,
             plan,

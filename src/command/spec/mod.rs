@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::supervision::RestartPolicy;
 
 mod checks;
+mod listeners;
 mod output;
 mod run_as;
 mod stop;
 
 pub use checks::{HealthCheck, HealthSpec, Readiness, DEFAULT_EXEC_INTERVAL};
+pub use listeners::Listener;
 pub use output::{Output, Rotation, StreamName};
 pub use run_as::{GroupRef, Limit, ResourceLimits, Umask, UserRef};
 pub use stop::{KillMode, StopSignal, StopSpec};
@@ -106,6 +108,18 @@ pub struct CommandSpec {
     /// `true`. Services that do not die with the supervisor always use the process group.
     #[serde(default = "yes")]
     pub cgroup: bool,
+    /// Listening sockets the supervisor binds once, before the first start, and hands to
+    /// every instance at descriptors 3, 4, ... by systemd's protocol (see [`Listener`]):
+    /// clients wait in the backlog while an instance restarts instead of being refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Listener>,
+    /// Start it only once a client connects to one of its [`listeners`](Self::listeners)
+    /// (systemd's socket activation with `Accept=no`): until then, and again after each
+    /// clean exit (an idle timeout), the supervisor holds the sockets and waits for the
+    /// next connection, which the new instance then accepts. Needs listeners. Default
+    /// `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_on_demand: bool,
 }
 
 fn yes() -> bool {
@@ -142,6 +156,8 @@ impl CommandSpec {
             restart: RestartPolicy::default(),
             die_with_supervisor: true,
             cgroup: true,
+            listeners: Vec::new(),
+            start_on_demand: false,
         }
     }
 
@@ -247,6 +263,19 @@ impl CommandSpec {
     /// see [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup).
     pub fn cgroup(mut self, cgroup: bool) -> Self {
         self.cgroup = cgroup;
+        self
+    }
+
+    /// Add a listening socket handed to every instance (see [`Listener`]).
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Start it only on the first connection to its listeners, and again after each clean
+    /// exit; see [`CommandSpec::start_on_demand`](CommandSpec#structfield.start_on_demand).
+    pub fn start_on_demand(mut self, on_demand: bool) -> Self {
+        self.start_on_demand = on_demand;
         self
     }
 
