@@ -112,9 +112,11 @@ async fn kill_cycles(inherited: bool, cycles: usize) -> Load {
         let backend = service.backend().expect("a running backend");
         let pid = backend.pid();
         backend.force_kill().expect("SIGKILL");
-        next_matching(&mut events, &format!("cycle {cycle}: the replacement"), |e| {
-            matches!(e.kind, EventKind::Ready { pid: Some(new), .. } if new != pid)
-        })
+        next_matching(
+            &mut events,
+            &format!("cycle {cycle}: the replacement"),
+            |e| matches!(e.kind, EventKind::Ready { pid: Some(new), .. } if new != pid),
+        )
         .await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -164,7 +166,9 @@ async fn ask(port: u16, text: &str) -> std::io::Result<(u32, String, String)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream.write_all(format!("{text}\n").as_bytes()).await?;
     let mut line = String::new();
-    tokio::io::BufReader::new(stream).read_line(&mut line).await?;
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .await?;
     let mut parts = line.split_whitespace();
     let pid = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let name = parts.next().unwrap_or_default().to_owned();
@@ -200,13 +204,18 @@ async fn a_python_daemon_serves_through_restarts_on_a_tcp_listener_it_inherits()
         let (pid, name, echo) = within("an answer", ask(port, &format!("round{round}")))
             .await
             .expect("answered");
-        assert_eq!((name.as_str(), echo.as_str()), ("web", format!("round{round}").as_str()));
+        assert_eq!(
+            (name.as_str(), echo.as_str()),
+            ("web", format!("round{round}").as_str())
+        );
         assert_eq!(Some(pid), service.backend().map(|b| b.pid()));
         pids.push(pid);
         service.backend().unwrap().force_kill().unwrap();
-        next_matching(&mut events, "the kill", |e| {
-            matches!(e.kind, EventKind::Exited { pid: p, .. } if p == pid)
-        })
+        next_matching(
+            &mut events,
+            "the kill",
+            |e| matches!(e.kind, EventKind::Exited { pid: p, .. } if p == pid),
+        )
         .await;
         // The daemon is dead (its tree too) and its replacement not ready: the connection
         // waits in the backlog and the replacement answers it.
@@ -215,9 +224,11 @@ async fn a_python_daemon_serves_through_restarts_on_a_tcp_listener_it_inherits()
             .expect("a connection during the restart is not refused");
         assert_ne!(after, pid, "answered by the killed daemon?");
         assert_eq!(echo, "again");
-        next_matching(&mut events, "the replacement ready", |e| {
-            matches!(e.kind, EventKind::Ready { pid: Some(new), .. } if new != pid)
-        })
+        next_matching(
+            &mut events,
+            "the replacement ready",
+            |e| matches!(e.kind, EventKind::Ready { pid: Some(new), .. } if new != pid),
+        )
         .await;
     }
     pids.dedup();
@@ -254,13 +265,19 @@ async fn a_service_on_demand_starts_on_its_first_connection_and_again_after_its_
     let socket = dir.path().join("run").join("lazy.sock");
     let service = on_demand_spec(dir.path()).supervise();
     let mut events = service.events();
-    next_matching(&mut events, "listening", |e| matches!(e.kind, EventKind::Listening)).await;
+    next_matching(&mut events, "listening", |e| {
+        matches!(e.kind, EventKind::Listening)
+    })
+    .await;
     within("ready while listening", service.ready())
         .await
         .expect("an on-demand service is up while it listens");
     let status = &service.status()[0];
     assert_eq!((status.state, status.pid), (MemberState::Listening, None));
-    assert!(service.backend().is_none(), "nothing runs before a client comes");
+    assert!(
+        service.backend().is_none(),
+        "nothing runs before a client comes"
+    );
 
     let mut pids = Vec::new();
     for round in 0..2 {
@@ -274,9 +291,15 @@ async fn a_service_on_demand_starts_on_its_first_connection_and_again_after_its_
         let EventKind::Spawned { pid } = spawned.kind else {
             panic!("round {round}: {spawned}");
         };
-        next_matching(&mut events, "ready", |e| matches!(e.kind, EventKind::Ready { .. })).await;
+        next_matching(&mut events, "ready", |e| {
+            matches!(e.kind, EventKind::Ready { .. })
+        })
+        .await;
         let answer = within("the first client's answer", answer).await.unwrap();
-        assert_eq!(answer.expect("the first client is answered, not refused"), "first");
+        assert_eq!(
+            answer.expect("the first client is answered, not refused"),
+            "first"
+        );
         pids.push(pid);
         // Idle for a second: it exits cleanly; the supervisor keeps the socket and waits.
         let exited = next_matching(&mut events, "idle exit", |e| {
@@ -293,7 +316,11 @@ async fn a_service_on_demand_starts_on_its_first_connection_and_again_after_its_
         .await;
         assert!(matches!(after.kind, EventKind::Listening), "{after}");
         assert_eq!(service.status()[0].state, MemberState::Listening);
-        assert_eq!(service.status()[0].restarts, 0, "an idle exit is no restart");
+        assert_eq!(
+            service.status()[0].restarts,
+            0,
+            "an idle exit is no restart"
+        );
     }
     assert_ne!(pids[0], pids[1]);
     assert_eq!(service.stop().await, Outcome::Stopped);
@@ -342,7 +369,10 @@ async fn a_listener_that_cannot_be_bound_fails_the_start_naming_it_before_anythi
     );
     let chain = support::chain(error);
     assert!(chain.contains("in use"), "{chain}");
-    assert!(!kinds.iter().any(|k| matches!(k, EventKind::Spawned { .. })), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|k| matches!(k, EventKind::Spawned { .. })),
+        "{kinds:?}"
+    );
 
     // A socket path in a directory others can write to.
     let open = dir.path().join("open");
@@ -363,7 +393,10 @@ async fn a_listener_that_cannot_be_bound_fails_the_start_naming_it_before_anythi
         matches!(source.downcast_ref::<BindError>(), Some(BindError::InsecureDirectory { dir, .. }) if *dir == open),
         "{source:?}"
     );
-    assert!(!kinds.iter().any(|k| matches!(k, EventKind::Spawned { .. })), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|k| matches!(k, EventKind::Spawned { .. })),
+        "{kinds:?}"
+    );
     assert!(!open.join("ctl.sock").exists());
 
     // Written wrong: a host name, two listeners of one name, on demand without listeners.
@@ -426,14 +459,20 @@ async fn a_child_inherits_its_listeners_in_order_and_no_other_descriptor() {
     let service = CommandSpec::new("fds", "sleep")
         .args(["600"])
         .listener(Listener::tcp("web", format!("127.0.0.1:{port}")))
-        .listener(Listener::unix("admin", dir.path().join("run").join("admin.sock")))
+        .listener(Listener::unix(
+            "admin",
+            dir.path().join("run").join("admin.sock"),
+        ))
         .supervise();
     within("started", service.ready()).await.unwrap();
     let pid = service.backend().unwrap().pid();
     let fds = descriptors(pid);
     let numbers: Vec<i32> = fds.iter().map(|(fd, _)| *fd).collect();
     assert_eq!(numbers, [0, 1, 2, 3, 4], "{fds:?}");
-    assert!(fds[3].1.starts_with("socket:") && fds[4].1.starts_with("socket:"), "{fds:?}");
+    assert!(
+        fds[3].1.starts_with("socket:") && fds[4].1.starts_with("socket:"),
+        "{fds:?}"
+    );
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let environ: Vec<String> = environ
         .split(|&b| b == 0)
@@ -448,10 +487,15 @@ async fn a_child_inherits_its_listeners_in_order_and_no_other_descriptor() {
     }
     // The sockets are the ones the supervisor bound: a TCP listener on the port (found in
     // /proc/net/tcp by the inode of descriptor 3) and the Unix socket file.
-    let inode = fds[3].1.trim_start_matches("socket:[").trim_end_matches(']');
+    let inode = fds[3]
+        .1
+        .trim_start_matches("socket:[")
+        .trim_end_matches(']');
     let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
     assert!(
-        tcp.lines().any(|l| l.contains(&format!(":{port:04X} ")) && l.split_whitespace().nth(9) == Some(inode)),
+        tcp.lines()
+            .any(|l| l.contains(&format!(":{port:04X} "))
+                && l.split_whitespace().nth(9) == Some(inode)),
         "inode {inode} not listening on {port}"
     );
     assert!(dir.path().join("run").join("admin.sock").exists());

@@ -266,7 +266,7 @@ pub(crate) fn plan(
         die_with_parent: spec.die_with_supervisor,
         #[cfg(target_os = "linux")]
         cgroup: None,
-        #[cfg(unix)]
+        #[cfg(target_os = "linux")]
         listen_fds: Vec::new(),
     };
     Ok(Launch { program, plan })

@@ -15,7 +15,6 @@ pub(crate) struct Listeners {
     held: tokio::sync::OnceCell<std::sync::Arc<linux::Held>>,
 }
 
-
 impl Listeners {
     pub(crate) fn new(spec: Vec<Listener>) -> Listeners {
         Listeners {
@@ -66,6 +65,7 @@ impl Listeners {
     /// Off Linux: a spec with listeners cannot be started.
     #[cfg(not(target_os = "linux"))]
     pub(crate) fn unsupported(&self) -> Result<(), StartError> {
+        validate(&self.spec)?;
         if self.spec.is_empty() {
             Ok(())
         } else {
@@ -141,13 +141,12 @@ pub(crate) mod linux {
                 sockets: Vec::with_capacity(spec.len()),
             };
             for listener in spec {
-                let failed = |source: Box<dyn std::error::Error + Send + Sync>| {
-                    StartError::Listener {
+                let failed =
+                    |source: Box<dyn std::error::Error + Send + Sync>| StartError::Listener {
                         name: listener.name().to_owned(),
                         address: listener.address(),
                         source,
-                    }
-                };
+                    };
                 let (fd, path) = match listener {
                     Listener::Tcp { address, .. } => {
                         let addr = address.parse().expect("validated");

@@ -27,7 +27,7 @@ mod imp;
 mod unix;
 
 mod spawn;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub(crate) use spawn::ListenFd;
 pub(crate) use spawn::{
     spawn, Child, Credentials, LimitResource, PipeReader, ResourceLimit, SpawnError, SpawnPlan,

@@ -94,13 +94,13 @@ pub(crate) struct SpawnPlan {
     pub cgroup: Option<std::sync::Arc<super::cgroup::ServiceCgroup>>,
     /// Listening sockets handed over by systemd's protocol: the child finds them at
     /// descriptors 3, 4, ... in this order, with `LISTEN_FDS`, `LISTEN_FDNAMES` and its own
-    /// pid in `LISTEN_PID` (Linux; elsewhere a non-empty list fails the spawn).
-    #[cfg(unix)]
+    /// pid in `LISTEN_PID` (Linux only: elsewhere the command layer refuses listeners).
+    #[cfg(target_os = "linux")]
     pub listen_fds: Vec<ListenFd>,
 }
 
 /// One listening socket for [`SpawnPlan::listen_fds`].
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 #[derive(Debug)]
 pub(crate) struct ListenFd {
     /// Its name in `LISTEN_FDNAMES`.
@@ -294,16 +294,6 @@ fn spawn_with_tokio(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         return Err(SpawnError::new(
             SpawnStage::Uid,
             io::Error::new(io::ErrorKind::Unsupported, "no user switch on Windows"),
-        ));
-    }
-    #[cfg(unix)]
-    if !plan.listen_fds.is_empty() {
-        return Err(SpawnError::new(
-            SpawnStage::Listeners,
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                "listening sockets are only handed over on Linux",
-            ),
         ));
     }
     if plan.umask.is_some() || !plan.limits.is_empty() {

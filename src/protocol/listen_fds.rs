@@ -16,7 +16,9 @@ pub enum InheritError {
     Missing,
     /// `LISTEN_PID` names another process: the descriptors were meant for that process
     /// (this one inherited its environment) and are left alone.
-    #[error("LISTEN_PID is {listen_pid:?}, not this process ({pid}): the passed sockets are not for it")]
+    #[error(
+        "LISTEN_PID is {listen_pid:?}, not this process ({pid}): the passed sockets are not for it"
+    )]
     NotOurs {
         /// The value of `LISTEN_PID`.
         listen_pid: String,

@@ -99,7 +99,10 @@ impl DaemonListener {
         Self::bind_or_inherit(endpoint, true).await
     }
 
-    async fn bind_or_inherit(endpoint: &Endpoint, required: bool) -> Result<DaemonListener, BindError> {
+    async fn bind_or_inherit(
+        endpoint: &Endpoint,
+        required: bool,
+    ) -> Result<DaemonListener, BindError> {
         let endpoint = endpoint.clone();
         let path = PathBuf::from(endpoint.os_name());
         crate::blocking::blocking(move || {

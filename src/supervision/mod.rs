@@ -49,6 +49,6 @@ pub use policy::{
 };
 pub use runtime::{supervise, supervise_group, MemberState, MemberStatus, ServiceHandle};
 pub use supervisor::{
-    Demand, SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_TIMEOUT,
-    DEFAULT_STOP_GRACE,
+    Demand, SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
 };

@@ -276,7 +276,9 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
         let count = plan.listen_fds.len();
         let names: Vec<&str> = plan.listen_fds.iter().map(|l| l.name.as_str()).collect();
         envp.push(c_string(format!("LISTEN_FDS={count}").into_bytes())?);
-        envp.push(c_string(format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes())?);
+        envp.push(c_string(
+            format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
+        )?);
         let above = first_free_after_listeners(count);
         let fds = plan
             .listen_fds
@@ -407,9 +409,8 @@ fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError>
         );
         args.cgroup_procs = Some(procs.map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?);
     }
-    let (report_read, mut report_write) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| SpawnError::new(SpawnStage::Prepare, e))?;
+    let (report_read, mut report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SpawnError::new(SpawnStage::Prepare, e))?;
     let above = first_free_after_listeners(prepared.listen_fds.len());
     if !prepared.listen_fds.is_empty() && report_write.as_raw_fd() < above {
         // The child writes its report until exec: keep it clear of the listeners' targets.

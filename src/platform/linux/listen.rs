@@ -87,9 +87,10 @@ pub(crate) fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<Option<SocketFacts>
         AddressFamily::INET6 => Family::Inet6,
         _ => Family::Other,
     };
-    let path = SocketAddrUnix::try_from(address)
-        .ok()
-        .and_then(|unix| unix.path_bytes().map(|p| std::ffi::OsStr::from_bytes(p).into()));
+    let path = SocketAddrUnix::try_from(address).ok().and_then(|unix| {
+        unix.path_bytes()
+            .map(|p| std::ffi::OsStr::from_bytes(p).into())
+    });
     Ok(Some(SocketFacts {
         family,
         stream: sockopt::socket_type(fd)? == SocketType::STREAM,
@@ -155,7 +156,11 @@ pub(crate) enum ListenEnv {
 /// owned only once).
 pub(crate) fn take_listen_env() -> ListenEnv {
     let read = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
-    let (pid, fds, names) = (read("LISTEN_PID"), read("LISTEN_FDS"), read("LISTEN_FDNAMES"));
+    let (pid, fds, names) = (
+        read("LISTEN_PID"),
+        read("LISTEN_FDS"),
+        read("LISTEN_FDNAMES"),
+    );
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         // Edition 2021: safe to call. std serialises its own environment accesses; code
         // that reads the environment through libc on another thread meanwhile could race,
@@ -223,7 +228,10 @@ mod tests {
         // IPv6 loopback may be missing in a container: only then is it skipped.
         match bind_tcp("[::1]:0".parse().unwrap()) {
             Ok(v6) => {
-                assert_eq!(socket_facts(v6.as_fd()).unwrap().unwrap().family, Family::Inet6);
+                assert_eq!(
+                    socket_facts(v6.as_fd()).unwrap().unwrap().family,
+                    Family::Inet6
+                );
                 assert!(sockopt::ipv6_v6only(&v6).unwrap());
             }
             Err(error) => eprintln!("SKIPPED (ipv6): {error}"),

@@ -47,7 +47,9 @@ pub(super) enum ChildState {
     },
     Starting,
     Running(Running),
-    Backoff { until: Instant },
+    Backoff {
+        until: Instant,
+    },
     Stopping,
     Finished,
 }

@@ -214,8 +214,7 @@ impl Group {
         if let Some(ctx) = ctx {
             report_abandoned(ctx).await;
         }
-        let fatal =
-            error.is_permanent() || (!self.started_up && !self.children[i].retry_start_up);
+        let fatal = error.is_permanent() || (!self.started_up && !self.children[i].retry_start_up);
         if fatal {
             return Some(self.start_failed(i, error).await);
         }
