@@ -61,6 +61,10 @@ mod tests {
     /// One error of each variant that has a cause.
     fn samples() -> Vec<Box<dyn Error + Send + Sync>> {
         let start = || StartError::Spawn(os());
+        let inherit_io = || InheritError::Io {
+            name: "web".into(),
+            source: os(),
+        };
         vec![
             Box::new(VerifyPidError::HandleUnsupported {
                 pid: 1,
@@ -95,15 +99,9 @@ mod tests {
             }),
             Box::new(BindError::Inherit {
                 path: "s".into(),
-                source: InheritError::Io {
-                    name: "web".into(),
-                    source: os(),
-                },
+                source: inherit_io(),
             }),
-            Box::new(InheritError::Io {
-                name: "web".into(),
-                source: os(),
-            }),
+            Box::new(inherit_io()),
             Box::new(StartError::Listener {
                 name: "web".into(),
                 address: "127.0.0.1:1".into(),

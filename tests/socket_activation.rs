@@ -44,6 +44,10 @@ struct Load {
     lost: u64,
     /// Connections answered.
     answered: u64,
+    /// Runs of refusals (each a stretch of time in which no daemon listened).
+    outages: u64,
+    /// How long the run took.
+    took: Duration,
 }
 
 /// Connect to `socket` in a loop until `stop` (at most `max` attempts, `limit` time):
@@ -51,10 +55,14 @@ struct Load {
 fn unix_client(socket: PathBuf, stop: Arc<AtomicBool>, max: u64, limit: Duration) -> Load {
     let began = Instant::now();
     let mut load = Load::default();
+    let mut refusing = false;
     while !stop.load(Ordering::Relaxed) && load.attempts < max && began.elapsed() < limit {
         load.attempts += 1;
         let mut stream = match std::os::unix::net::UnixStream::connect(&socket) {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                refusing = false;
+                stream
+            }
             Err(error)
                 if matches!(
                     error.kind(),
@@ -62,6 +70,8 @@ fn unix_client(socket: PathBuf, stop: Arc<AtomicBool>, max: u64, limit: Duration
                 ) =>
             {
                 load.refused += 1;
+                load.outages += u64::from(!refusing);
+                refusing = true;
                 continue;
             }
             Err(error) => panic!("connect {}: {error}", socket.display()),
@@ -81,6 +91,7 @@ fn unix_client(socket: PathBuf, stop: Arc<AtomicBool>, max: u64, limit: Duration
             load.lost += 1;
         }
     }
+    load.took = began.elapsed();
     load
 }
 
@@ -135,12 +146,18 @@ async fn restarts_refuse_no_connection_when_the_supervisor_holds_the_socket() {
     const CYCLES: usize = 100;
     let held = kill_cycles(true, CYCLES).await;
     let own = kill_cycles(false, CYCLES).await;
+    let line = |load: &Load| {
+        format!(
+            "{} attempts, {} refused (in {} separate outages), {} accepted then lost to the kill, {} answered, {:.1?}",
+            load.attempts, load.refused, load.outages, load.lost, load.answered, load.took
+        )
+    };
     println!(
         "{CYCLES} SIGKILL-and-restart cycles, one client connecting in a loop over a Unix socket:\n\
-         \x20 socket held by the supervisor (LISTEN_FDS): {} attempts, {} refused, {} accepted then lost to the kill, {} answered\n\
-         \x20 socket bound by the daemon itself:        {} attempts, {} refused, {} accepted then lost to the kill, {} answered",
-        held.attempts, held.refused, held.lost, held.answered,
-        own.attempts, own.refused, own.lost, own.answered,
+         \x20 socket held by the supervisor (LISTEN_FDS): {}\n\
+         \x20 socket bound by the daemon itself:        {}",
+        line(&held),
+        line(&own),
     );
     assert_eq!(held.refused, 0, "{held:?}");
     assert!(held.answered > 0 && own.answered > 0, "{held:?} {own:?}");
@@ -416,18 +433,48 @@ async fn a_listener_that_cannot_be_bound_fails_the_start_naming_it_before_anythi
     assert!(!marker.exists(), "a process ran");
 }
 
-#[tokio::test]
-async fn a_daemon_that_requires_a_listener_and_gets_none_exits_saying_so() {
-    let dir = runtime_tempdir();
-    let service = demo_spec("lonely", dir.path(), &["--require-inherited"]).supervise();
+/// What the demo daemon said when it exited before it was ready.
+async fn refusal(spec: CommandSpec) -> String {
+    let service = spec.supervise();
     let outcome = within("the outcome", service.outcome()).await;
     let error = start_error(&outcome);
     let StartError::ExitedBeforeReady { status, output } = error else {
         panic!("{error:?}");
     };
-    assert_eq!(*status, running_process::ExitStatus::Code(1));
-    let said = output.to_string();
+    assert_eq!(*status, running_process::ExitStatus::Code(1), "{output}");
+    output.to_string()
+}
+
+#[tokio::test]
+async fn a_daemon_that_requires_a_listener_and_gets_none_or_a_wrong_one_exits_saying_so() {
+    let dir = runtime_tempdir();
+    let require = ["--require-inherited"];
+    // Nothing passed.
+    let said = refusal(demo_spec("lonely", dir.path(), &require)).await;
     assert!(said.contains("LISTEN_FDS is not set"), "{said}");
+    // Passed to someone else: LISTEN_PID is not the daemon's (here: set by hand).
+    let said = refusal(
+        demo_spec("stray", dir.path(), &require)
+            .env("LISTEN_FDS", "1")
+            .env("LISTEN_PID", "1"),
+    )
+    .await;
+    assert!(
+        said.contains("LISTEN_PID is \"1\", not this process"),
+        "{said}"
+    );
+    // A socket of another family where the daemon expects its Unix socket.
+    let port = support::daemons::free_port();
+    let said = refusal(
+        demo_spec("tcp", dir.path(), &require)
+            .listener(Listener::tcp("web", format!("127.0.0.1:{port}"))),
+    )
+    .await;
+    assert!(
+        said.contains("none of the passed sockets is bound to"),
+        "{said}"
+    );
+    assert!(said.contains("web (ipv4)"), "{said}");
 }
 
 /// `/proc/PID/fd` of `pid`: descriptor numbers and what they point to.
