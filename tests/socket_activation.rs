@@ -172,9 +172,12 @@ if pid != str(os.getpid()) or fds != "1":
 listener = socket.fromfd(3, socket.AF_INET, socket.SOCK_STREAM)
 while True:
     connection, _ = listener.accept()
-    with connection:
-        line = connection.makefile("r").readline().strip()
-        connection.sendall(("%d %s %s\n" % (os.getpid(), names, line)).encode())
+    try:
+        with connection:
+            line = connection.makefile("r").readline().strip()
+            connection.sendall(("%d %s %s\n" % (os.getpid(), names, line)).encode())
+    except OSError:
+        pass  # a client that left early (the readiness check connects and closes)
 "#;
 
 /// One request to the Python daemon: `(pid, listener name, echoed text)`.
