@@ -552,3 +552,90 @@ async fn a_child_inherits_its_listeners_in_order_and_no_other_descriptor() {
     drop(leaky);
     assert_eq!(service.stop().await, Outcome::Stopped);
 }
+
+/// A Python daemon that keeps its client's connection across a restart through the file
+/// descriptor store: it hands each accepted connection to the supervisor (`FDSTORE=1`,
+/// `FDNAME=client`) and serves the connections it finds stored when it starts.
+const PYTHON_FDSTORE: &str = r#"
+import os, socket, sys
+names = os.environ["LISTEN_FDNAMES"].split(":")
+if os.environ.get("LISTEN_PID") != str(os.getpid()) or int(os.environ["LISTEN_FDS"]) != len(names):
+    sys.exit("not activated")
+notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+notify.connect(os.environ["NOTIFY_SOCKET"])
+kept = [socket.fromfd(3 + i, socket.AF_INET, socket.SOCK_STREAM) for i, n in enumerate(names) if n == "client"]
+notify.send(("READY=1\nSTATUS=kept %d" % len(kept)).encode())
+
+def serve(connection):
+    for line in connection.makefile("rb"):
+        connection.sendall(b"%d %s" % (os.getpid(), line))
+
+for connection in kept:
+    serve(connection)
+listener = socket.fromfd(3 + names.index("web"), socket.AF_INET, socket.SOCK_STREAM)
+while True:
+    connection, _ = listener.accept()
+    socket.send_fds(notify, [b"FDSTORE=1\nFDNAME=client"], [connection.fileno()])
+    notify.send(b"STATUS=stored")
+    serve(connection)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_survives_a_restart_in_the_fd_store() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let Some(python) = support::daemons::find("python3") else {
+        support::daemons::skip("python3 is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fdstore.py");
+    std::fs::write(&script, PYTHON_FDSTORE).unwrap();
+    let port = support::daemons::free_port();
+    let service = CommandSpec::new("keeper", python)
+        .args([script.display().to_string()])
+        .listener(Listener::tcp("web", format!("127.0.0.1:{port}")))
+        .fd_store_max(4)
+        .readiness(Readiness::Notify)
+        .stderr(Output::Null)
+        .restart(restart_always())
+        .supervise();
+    let mut events = service.events();
+    within("ready", service.ready()).await.unwrap();
+    let first = service.backend().unwrap().pid();
+
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    write.write_all(b"one\n").await.unwrap();
+    let answer = within("the first answer", lines.next_line()).await.unwrap();
+    assert_eq!(answer.as_deref(), Some(format!("{first} one").as_str()));
+    next_matching(
+        &mut events,
+        "the connection stored",
+        |e| matches!(&e.kind, EventKind::Status { status } if status == "stored"),
+    )
+    .await;
+
+    service.backend().unwrap().force_kill().unwrap();
+    next_matching(
+        &mut events,
+        "the replacement found it",
+        |e| matches!(&e.kind, EventKind::Status { status } if status == "kept 1"),
+    )
+    .await;
+    let second = service.backend().map(|b| b.pid());
+    write.write_all(b"two\n").await.unwrap();
+    let answer = within("the answer after the restart", lines.next_line())
+        .await
+        .expect("the connection survived the restart");
+    let answer = answer.expect("an answer, not the end of the connection");
+    let (pid, text) = answer.split_once(' ').unwrap();
+    assert_eq!(text, "two");
+    assert_ne!(pid, first.to_string(), "answered by the killed daemon?");
+    if let Some(second) = second {
+        assert_eq!(pid, second.to_string());
+    }
+    assert_eq!(service.stop().await, Outcome::Stopped);
+}

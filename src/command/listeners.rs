@@ -83,13 +83,10 @@ fn validate(listeners: &[Listener]) -> Result<(), SpecError> {
     };
     for (i, listener) in listeners.iter().enumerate() {
         let name = listener.name();
-        if name.is_empty() || name.len() > 255 {
-            return Err(bad(listener, "the name must have 1 to 255 characters"));
-        }
-        if !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        if !valid_name(name) {
             return Err(bad(
                 listener,
-                "the name must be printable ASCII without spaces or `:` (LISTEN_FDNAMES)",
+                "the name must be 1 to 255 printable ASCII characters without spaces or `:` (LISTEN_FDNAMES)",
             ));
         }
         if listeners[..i].iter().any(|l| l.name() == name) {
@@ -108,13 +105,20 @@ fn validate(listeners: &[Listener]) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Whether `name` can stand in `LISTEN_FDNAMES`: 1 to 255 printable ASCII characters,
+/// no space, no `:` (systemd's rule for `FileDescriptorName=` and `FDNAME=`).
+fn valid_name(name: &str) -> bool {
+    (1..=255).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
 #[cfg(target_os = "linux")]
 pub(crate) mod linux {
     use std::os::fd::{AsFd, OwnedFd};
     use std::path::PathBuf;
 
-    use super::{validate, Listener};
+    use super::{valid_name, validate, Listener};
     use crate::platform::{self, listen, ListenFd};
+    use crate::protocol::sd_notify::NotifyMessage;
     use crate::supervision::StartError;
 
     /// One bound listener.
@@ -211,6 +215,69 @@ pub(crate) mod linux {
         }
     }
 
+    /// The file descriptor store (systemd's `FDSTORE=1`): descriptors an instance handed
+    /// over, passed to every later instance after the listeners.
+    pub(crate) struct FdStore {
+        max: usize,
+        entries: std::sync::Mutex<Vec<(String, OwnedFd)>>,
+    }
+
+    impl FdStore {
+        pub(crate) fn new(max: u32) -> FdStore {
+            FdStore {
+                max: max as usize,
+                entries: std::sync::Mutex::default(),
+            }
+        }
+
+        fn entries(&self) -> std::sync::MutexGuard<'_, Vec<(String, OwnedFd)>> {
+            self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Apply one sd_notify message of the service: `FDSTOREREMOVE=1` drops the
+        /// entries named `FDNAME`, then `FDSTORE=1` keeps `fds` under `FDNAME` (`stored`
+        /// when absent or unusable), up to the store's size; the rest are closed.
+        pub(crate) fn apply(&self, message: &NotifyMessage, fds: Vec<OwnedFd>) {
+            let set = |key: &str| message.extra.iter().any(|(k, v)| k == key && v == "1");
+            let name = message
+                .extra
+                .iter()
+                .rev()
+                .find(|(key, _)| key == "FDNAME")
+                .map(|(_, name)| name.as_str());
+            let mut entries = self.entries();
+            if let (true, Some(name)) = (set("FDSTOREREMOVE"), name) {
+                entries.retain(|(n, _)| n != name);
+            }
+            if !set("FDSTORE") || fds.is_empty() {
+                return;
+            }
+            let name = name.filter(|n| valid_name(n)).unwrap_or("stored");
+            let room = self.max.saturating_sub(entries.len());
+            if fds.len() > room {
+                tracing::warn!(
+                    max = self.max,
+                    dropped = fds.len() - room,
+                    "the file descriptor store is full; closing what does not fit"
+                );
+            }
+            entries.extend(fds.into_iter().take(room).map(|fd| (name.to_owned(), fd)));
+        }
+
+        /// Copies for one spawn, in the order they were stored.
+        pub(crate) fn for_spawn(&self) -> std::io::Result<Vec<ListenFd>> {
+            self.entries()
+                .iter()
+                .map(|(name, fd)| {
+                    Ok(ListenFd {
+                        name: name.clone(),
+                        fd: listen::duplicate(fd)?,
+                    })
+                })
+                .collect()
+        }
+    }
+
     impl Drop for Held {
         /// Each Unix socket's file is removed while its socket is still open (so nobody
         /// can bind the path in between and lose it to the removal), then the sockets
@@ -232,5 +299,42 @@ pub(crate) mod linux {
                 Err(_) => remove(),
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::linux::FdStore;
+    use crate::protocol::sd_notify::parse;
+
+    fn fd() -> std::os::fd::OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn names(store: &FdStore) -> Vec<String> {
+        store
+            .for_spawn()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect()
+    }
+
+    #[test]
+    fn the_fd_store_keeps_names_removes_by_name_and_stays_within_its_size() {
+        let store = FdStore::new(3);
+        store.apply(&parse(b"FDSTORE=1\nFDNAME=conn"), vec![fd(), fd()]);
+        store.apply(&parse(b"FDSTORE=1"), vec![fd()]);
+        assert_eq!(names(&store), ["conn", "conn", "stored"]);
+        // Full: the extra one is closed, not kept.
+        store.apply(&parse(b"FDSTORE=1\nFDNAME=late"), vec![fd()]);
+        assert_eq!(names(&store).len(), 3);
+        store.apply(&parse(b"FDSTOREREMOVE=1\nFDNAME=conn"), Vec::new());
+        assert_eq!(names(&store), ["stored"]);
+        // A name LISTEN_FDNAMES cannot carry is replaced; descriptors without FDSTORE=1
+        // are not kept.
+        store.apply(&parse(b"FDSTORE=1\nFDNAME=a:b"), vec![fd()]);
+        store.apply(&parse(b"STATUS=x"), vec![fd()]);
+        assert_eq!(names(&store), ["stored", "stored"]);
     }
 }

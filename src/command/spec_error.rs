@@ -56,7 +56,7 @@ pub enum SpecError {
     #[error("{0} needs a Unix system")]
     NeedsUnix(&'static str),
     /// The feature is implemented on Linux only.
-    #[error("{0} are only supported on Linux")]
+    #[error("{0}: only supported on Linux")]
     NeedsLinux(&'static str),
     /// A listener of the spec cannot work as written.
     #[error("listener {name:?}: {reason}")]

@@ -87,6 +87,9 @@ pub struct CommandSupervisor {
     spec: CommandSpec,
     /// The spec's listening sockets, held from the first start until this is dropped.
     listeners: Listeners,
+    /// The file descriptor store, when the spec has one (Linux).
+    #[cfg(target_os = "linux")]
+    fd_store: Option<Arc<super::listeners::linux::FdStore>>,
     current: Mutex<Option<Instance>>,
     /// (pid, start time) of the last process spawned: a manifest that still records it
     /// after it died is our own leftover, not a stranger to report.
@@ -147,6 +150,9 @@ impl CommandSupervisor {
     pub fn new(spec: CommandSpec) -> Self {
         CommandSupervisor {
             listeners: Listeners::new(spec.listeners.clone()),
+            #[cfg(target_os = "linux")]
+            fd_store: (spec.fd_store_max > 0)
+                .then(|| Arc::new(super::listeners::linux::FdStore::new(spec.fd_store_max))),
             spec,
             current: Mutex::new(None),
             last_spawned: Mutex::new(None),
@@ -159,7 +165,8 @@ impl CommandSupervisor {
     }
 
     fn needs_notify(&self) -> bool {
-        matches!(self.spec.readiness, Readiness::Notify)
+        self.spec.fd_store_max > 0
+            || matches!(self.spec.readiness, Readiness::Notify)
             || matches!(
                 self.spec.health.as_ref().map(|h| &h.check),
                 Some(HealthCheck::Watchdog { .. })
@@ -257,8 +264,17 @@ impl Supervisor for CommandSupervisor {
         } = self.launch(program, plan, cgroup, ctx).await?;
         // Until it is ready, a dropped (cancelled, timed out) spawn kills what it started.
         let guard = KillUnlessReady(Some((handle.clone(), tree.clone())));
-        let (mut instance, waits) =
-            attach(&self.spec, &handle, &tree, pipes, sinks, notify, tail, ctx);
+        let (mut instance, waits) = attach(
+            &self.spec,
+            &handle,
+            &tree,
+            pipes,
+            sinks,
+            notify,
+            tail,
+            ctx,
+            self.keep_fds(),
+        );
         let ready = readiness::wait_ready(
             &self.spec.readiness,
             ReadyWait {
@@ -440,6 +456,9 @@ impl CommandSupervisor {
         #[cfg(not(target_os = "linux"))]
         let ours = {
             self.listeners.unsupported()?;
+            if spec.fd_store_max > 0 {
+                return Err(SpecError::NeedsLinux("the file descriptor store").into());
+            }
             Vec::new()
         };
         readiness::check_free(&spec.readiness, &ours).await?;
@@ -481,8 +500,14 @@ impl CommandSupervisor {
         })
         .await?;
         #[cfg(target_os = "linux")]
-        if let Some(held) = &held {
-            plan.listen_fds = held.for_spawn().map_err(StartError::Spawn)?;
+        {
+            if let Some(held) = &held {
+                plan.listen_fds = held.for_spawn().map_err(StartError::Spawn)?;
+            }
+            if let Some(store) = &self.fd_store {
+                plan.listen_fds
+                    .extend(store.for_spawn().map_err(StartError::Spawn)?);
+            }
         }
         Ok(Prepared {
             program,
@@ -545,6 +570,20 @@ impl CommandSupervisor {
     }
 }
 
+/// Where descriptors attached to the service's sd_notify messages go: the file descriptor
+/// store, if the spec has one (else they are closed).
+#[cfg(target_os = "linux")]
+type KeepFds = Option<Arc<super::listeners::linux::FdStore>>;
+#[cfg(not(target_os = "linux"))]
+type KeepFds = ();
+
+impl CommandSupervisor {
+    fn keep_fds(&self) -> KeepFds {
+        #[cfg(target_os = "linux")]
+        return self.fd_store.clone();
+    }
+}
+
 /// Step 3: read the child's output (to its sinks, its tail and a readiness pattern) and
 /// its sd_notify messages; the instance that owns all of it, and what readiness waits on.
 #[allow(clippy::too_many_arguments)]
@@ -557,6 +596,7 @@ fn attach(
     notify: Option<NotifyEndpoint>,
     tail: Option<OutputTail>,
     ctx: &SpawnContext,
+    keep_fds: KeepFds,
 ) -> (Instance, Waits) {
     let service: Arc<str> = spec.name.as_str().into();
     let (line_tx, line_rx) = oneshot::channel();
@@ -591,17 +631,27 @@ fn attach(
         let member = tree.clone();
         let pid = handle.pid();
         let belongs = move |sender: u32| sender == pid || member.contains(sender);
+        let store = move |message: &crate::protocol::sd_notify::NotifyMessage,
+                          fds: Vec<std::os::fd::OwnedFd>| {
+            #[cfg(target_os = "linux")]
+            if let Some(store) = &keep_fds {
+                store.apply(message, fds);
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = (message, fds, keep_fds);
+        };
         let task = tokio::spawn(notify::read(
             endpoint.socket.clone(),
             belongs,
             ready_tx,
             beat_tx,
             ctx.clone(),
+            store,
         ));
         tasks.push(task.abort_handle());
     }
     #[cfg(not(unix))]
-    let _ = (ready_tx, ctx);
+    let _ = (ready_tx, ctx, keep_fds);
     let instance = Instance {
         main: handle.clone(),
         tree: tree.clone(),

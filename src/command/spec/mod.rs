@@ -120,6 +120,18 @@ pub struct CommandSpec {
     /// `false`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub start_on_demand: bool,
+    /// The file descriptor store (systemd's `FileDescriptorStoreMax=`): how many
+    /// descriptors an instance may hand to the supervisor over sd_notify (`FDSTORE=1`,
+    /// named by `FDNAME=`; `FDSTOREREMOVE=1` with `FDNAME=` takes them back), which passes
+    /// them to every later instance after its listeners, by the same protocol (their names
+    /// in `LISTEN_FDNAMES`), so a daemon can keep client connections or state across a
+    /// restart. `0` (the default) disables it. Linux.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fd_store_max: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn yes() -> bool {
@@ -158,6 +170,7 @@ impl CommandSpec {
             cgroup: true,
             listeners: Vec::new(),
             start_on_demand: false,
+            fd_store_max: 0,
         }
     }
 
@@ -276,6 +289,13 @@ impl CommandSpec {
     /// exit; see [`CommandSpec::start_on_demand`](CommandSpec#structfield.start_on_demand).
     pub fn start_on_demand(mut self, on_demand: bool) -> Self {
         self.start_on_demand = on_demand;
+        self
+    }
+
+    /// Keep up to `max` descriptors that instances hand over with `FDSTORE=1`; see
+    /// [`CommandSpec::fd_store_max`](CommandSpec#structfield.fd_store_max).
+    pub fn fd_store_max(mut self, max: u32) -> Self {
+        self.fd_store_max = max;
         self
     }
 
