@@ -195,19 +195,27 @@ async fn ask(port: u16, text: &str) -> std::io::Result<(u32, String, String)> {
     Ok((pid, name, parts.next().unwrap_or_default().to_owned()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_daemon_serves_through_restarts_on_a_tcp_listener_it_inherits() {
+/// A spec running `script` with python3 from a temporary directory, and a free port; `None`
+/// (after saying SKIPPED) without python3.
+fn python_spec(name: &str, script: &str) -> Option<(CommandSpec, u16, tempfile::TempDir)> {
     let Some(python) = support::daemons::find("python3") else {
         support::daemons::skip("python3 is not installed");
-        return;
+        return None;
     };
     let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("fromfd_echo.py");
-    std::fs::write(&script, PYTHON_FROMFD).unwrap();
-    let port = support::daemons::free_port();
+    let path = dir.path().join(format!("{name}.py"));
+    std::fs::write(&path, script).unwrap();
+    let spec = CommandSpec::new(name, python).args([path.display().to_string()]);
+    Some((spec, support::daemons::free_port(), dir))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_daemon_serves_through_restarts_on_a_tcp_listener_it_inherits() {
+    let Some((spec, port, _dir)) = python_spec("py", PYTHON_FROMFD) else {
+        return;
+    };
     let address = format!("127.0.0.1:{port}");
-    let service = CommandSpec::new("py", python)
-        .args([script.display().to_string()])
+    let service = spec
         .listener(Listener::tcp("web", &address))
         // The supervisor's own listener is not a stranger on the port, and the daemon's
         // tree holds it once it runs: a TCP readiness on a held socket works.
@@ -583,16 +591,10 @@ while True:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_connection_survives_a_restart_in_the_fd_store() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let Some(python) = support::daemons::find("python3") else {
-        support::daemons::skip("python3 is not installed");
+    let Some((spec, port, _dir)) = python_spec("keeper", PYTHON_FDSTORE) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("fdstore.py");
-    std::fs::write(&script, PYTHON_FDSTORE).unwrap();
-    let port = support::daemons::free_port();
-    let service = CommandSpec::new("keeper", python)
-        .args([script.display().to_string()])
+    let service = spec
         .listener(Listener::tcp("web", format!("127.0.0.1:{port}")))
         .fd_store_max(4)
         .readiness(Readiness::Notify)
