@@ -153,7 +153,9 @@ pub(crate) mod linux {
                     };
                 let (fd, path) = match listener {
                     Listener::Tcp { address, .. } => {
-                        let addr = address.parse().expect("validated");
+                        let addr = address
+                            .parse()
+                            .map_err(|e: std::net::AddrParseError| failed(e.into()))?;
                         (listen::bind_tcp(addr).map_err(|e| failed(e.into()))?, None)
                     }
                     Listener::Unix { path, .. } => {

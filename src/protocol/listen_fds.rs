@@ -194,7 +194,9 @@ mod linux {
         if required {
             return Err(InheritError::NoMatch {
                 path: path.to_owned(),
-                passed: if seen.is_empty() {
+                passed: if fds.is_empty() {
+                    "none was passed (LISTEN_FDS=0)".to_owned()
+                } else if seen.is_empty() {
                     "all were claimed already".to_owned()
                 } else {
                     seen.join(", ")
