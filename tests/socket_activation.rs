@@ -641,3 +641,96 @@ async fn a_client_connection_survives_a_restart_in_the_fd_store() {
     }
     assert_eq!(service.stop().await, Outcome::Stopped);
 }
+
+/// The helper of the next test: this test binary, supervised with a listener, takes it
+/// with `DaemonListener::inherit` and reports what it sees. Run normally, it returns.
+#[test]
+fn listen_fds_helper() {
+    if std::env::var(support::HELPER_ROLE).as_deref() != Ok("take-listener") {
+        return;
+    }
+    use running_process::identity::Endpoint;
+    use running_process::protocol::DaemonListener;
+    let socket = std::env::var("RP_TEST_SOCKET").expect("RP_TEST_SOCKET");
+    let endpoint = Endpoint::new("t", socket);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listener = DaemonListener::inherit(&endpoint).await;
+        support::helper_say(&format!(
+            "inherited {:?}",
+            listener
+                .as_ref()
+                .map(DaemonListener::is_inherited)
+                .map_err(|e| support::chain(e))
+        ));
+        let left: Vec<&str> = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]
+            .into_iter()
+            .filter(|v| std::env::var_os(v).is_some())
+            .collect();
+        support::helper_say(&format!("left in the environment {left:?}"));
+        let child = std::process::Command::new("sh")
+            .args(["-c", "echo \"[$LISTEN_PID][$LISTEN_FDS][$LISTEN_FDNAMES]\""])
+            .output()
+            .unwrap();
+        support::helper_say(&format!(
+            "a child sees {}",
+            String::from_utf8_lossy(&child.stdout).trim()
+        ));
+        let again = DaemonListener::inherit(&endpoint).await.map(drop);
+        support::helper_say(&format!(
+            "a second claim {}",
+            again.map_err(|e| support::chain(&e)).unwrap_err()
+        ));
+    });
+}
+
+#[tokio::test]
+async fn a_daemon_takes_its_listener_once_and_its_children_see_no_listen_variables() {
+    let dir = runtime_tempdir();
+    let socket = dir.path().join("run").join("taken.sock");
+    let out = dir.path().join("helper.out");
+    let exe = std::env::current_exe().unwrap();
+    let service = CommandSpec::new("taker", exe)
+        .args([
+            "listen_fds_helper",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(support::HELPER_ROLE, "take-listener")
+        .env("RP_TEST_SOCKET", socket.display().to_string())
+        .listener(Listener::unix("taken", &socket))
+        .stdout(Output::File {
+            path: out.clone(),
+            rotate: None,
+        })
+        .restart(RestartKind::Temporary.into())
+        .supervise();
+    assert_eq!(
+        within("the helper", service.outcome()).await,
+        Outcome::Completed
+    );
+    let said: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix(support::HELPER_PREFIX).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "inherited Ok(true)",
+            "left in the environment []",
+            "a child sees [][][]",
+            &format!(
+                "a second claim cannot take the listening socket for {socket:?} from the \
+                 supervisor: none of the passed sockets is bound to {}: all were claimed already",
+                socket.display()
+            ),
+        ],
+        "{said:?}"
+    );
+}

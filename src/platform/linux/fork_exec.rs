@@ -12,7 +12,8 @@
 //! copied, the supervisor's other threads take no copy-on-write faults and no TLB
 //! shootdowns afterwards, and the kernel has no copied address space to tear down at exec.
 //! The spawner thread is suspended until the child has exec'd or exited. Such a child may
-//! write nothing of the parent's memory but its own stack: it reads the prepared
+//! write nothing of the parent's memory but its own stack (and its spawn's `LISTEN_PID`
+//! buffer, below): it reads the prepared
 //! arguments, resets every caught signal to its default before unblocking signals (a
 //! handler would run on the parent's data), and reports failures through the pipe. Other
 //! architectures fork (`clone3` without `CLONE_VM`).
@@ -614,7 +615,8 @@ mod shared {
         // own stack, whose top (`stack + STACK`, 16-byte aligned since the mapping is
         // page-aligned) is the ABI's alignment for a `call`; it never returns from the
         // asm: it calls `entry`, which never returns, with the `Start` above, which the
-        // suspended parent keeps alive. `child_main` writes only to its own stack and
+        // suspended parent keeps alive. `child_main` writes only to its own stack and to
+        // this spawn's `LISTEN_PID` buffer, which nothing else touches meanwhile, and
         // makes async-signal-safe system calls (see the module documentation).
         unsafe {
             std::arch::asm!(
