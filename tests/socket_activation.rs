@@ -351,6 +351,60 @@ async fn a_service_on_demand_starts_on_its_first_connection_and_again_after_its_
         );
     }
     assert_ne!(pids[0], pids[1]);
+    // A stop while listening reads like one during a restart delay.
+    let stopped = tokio::spawn({
+        let service = service.clone();
+        async move { service.stop().await }
+    });
+    let kinds = [EventKind::Stopping, EventKind::Stopped];
+    for kind in kinds {
+        let event = next_matching(&mut events, "the stop", |_| true).await;
+        assert_eq!(
+            std::mem::discriminant(&event.kind),
+            std::mem::discriminant(&kind),
+            "{event}"
+        );
+    }
+    assert_eq!(stopped.await.unwrap(), Outcome::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_of_a_service_on_demand_follows_its_policy_and_then_waits_for_a_client() {
+    let dir = runtime_tempdir();
+    let socket = dir.path().join("run").join("lazy.sock");
+    let spec = on_demand_spec(dir.path()).args(["--crash-after-ms", "200"]);
+    let service = spec.supervise();
+    let mut events = service.events();
+    next_matching(&mut events, "listening", |e| {
+        matches!(e.kind, EventKind::Listening)
+    })
+    .await;
+    let path = socket.clone();
+    let answer = tokio::task::spawn_blocking(move || echo_once(&path, "hi"));
+    assert_eq!(within("answer", answer).await.unwrap().unwrap(), "hi");
+    let exited = next_matching(&mut events, "the crash", |e| {
+        matches!(e.kind, EventKind::Exited { .. })
+    })
+    .await;
+    assert!(
+        matches!(exited.kind, EventKind::Exited { status, .. } if status == running_process::ExitStatus::Code(3)),
+        "{exited}"
+    );
+    let scheduled = next_matching(&mut events, "the policy", |_| true).await;
+    assert!(
+        matches!(
+            scheduled.kind,
+            EventKind::RestartScheduled { attempt: 1, .. }
+        ),
+        "{scheduled}"
+    );
+    let listening = next_matching(&mut events, "listening again", |_| true).await;
+    assert!(
+        matches!(listening.kind, EventKind::Listening),
+        "{listening}"
+    );
+    let status = &service.status()[0];
+    assert_eq!((status.state, status.restarts), (MemberState::Listening, 1));
     assert_eq!(service.stop().await, Outcome::Stopped);
 }
 

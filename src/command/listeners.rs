@@ -306,7 +306,39 @@ pub(crate) mod linux {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::linux::FdStore;
+    use super::linux::{FdStore, Held};
+    use super::Listener;
+
+    #[test]
+    fn held_sockets_are_bound_once_named_and_their_files_removed_when_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("svc.sock");
+        let spec = [
+            Listener::unix("ctl", &path),
+            Listener::tcp("web", "127.0.0.1:0"),
+        ];
+        let held = Held::bind(&spec).unwrap();
+        assert_eq!(held.inodes().len(), 2);
+        let names: Vec<String> = held
+            .for_spawn()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names, ["ctl", "web"]);
+        // A live socket is never displaced, not even by a second holder.
+        let error = Held::bind(&spec[..1]).map(drop).unwrap_err();
+        assert!(
+            crate::report::Chain(&error)
+                .to_string()
+                .contains("already listening"),
+            "{error}"
+        );
+        drop(held);
+        assert!(!path.exists());
+        drop(Held::bind(&spec).unwrap());
+    }
+
     use crate::protocol::sd_notify::parse;
 
     fn fd() -> std::os::fd::OwnedFd {
