@@ -287,7 +287,9 @@ fn echo_once(socket: &Path, text: &str) -> std::io::Result<String> {
     Ok(line.trim_end().to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Current-thread: the runtime's task cannot run (and emit `Listening`) before the test
+// subscribes to the events.
+#[tokio::test]
 async fn a_service_on_demand_starts_on_its_first_connection_and_again_after_its_idle_exit() {
     let dir = runtime_tempdir();
     let socket = dir.path().join("run").join("lazy.sock");
@@ -368,11 +370,13 @@ async fn a_service_on_demand_starts_on_its_first_connection_and_again_after_its_
     assert_eq!(stopped.await.unwrap(), Outcome::Stopped);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Current-thread: the runtime's task cannot run (and emit `Listening`) before the test
+// subscribes to the events.
+#[tokio::test]
 async fn a_crash_of_a_service_on_demand_follows_its_policy_and_then_waits_for_a_client() {
     let dir = runtime_tempdir();
     let socket = dir.path().join("run").join("lazy.sock");
-    let spec = on_demand_spec(dir.path()).args(["--crash-after-ms", "200"]);
+    let spec = on_demand_spec(dir.path()).args(["--crash-after-ms", "1000"]);
     let service = spec.supervise();
     let mut events = service.events();
     next_matching(&mut events, "listening", |e| {
