@@ -141,7 +141,7 @@
 //! |---|---|
 //! | `platform` (private) | process handles, spawning, exit notification, `/proc`, cgroups, per OS |
 //! | [`identity`] | [`DaemonProcess`] claims, their verification, the digest cache |
-//! | [`protocol`] | the wire ([`Frame`](protocol::Frame)), the daemon-side [`Responder`](protocol::Responder), socket binding, [`CacheManifest`](protocol::CacheManifest) files, `sd_notify` |
+//! | [`protocol`] | the wire ([`Frame`](protocol::Frame)), the daemon-side [`Responder`](protocol::Responder), socket binding (or taking the socket a supervisor passed), [`CacheManifest`](protocol::CacheManifest) files, `sd_notify` |
 //! | [`handle`] | [`BackendHandle`]: probe, liveness, connect, stop |
 //! | [`supervision`] | the [`Supervisor`](supervision::Supervisor) trait and the runtime: restarts, groups, events |
 //! | [`command`] | [`CommandSupervisor`](command::CommandSupervisor) for OS programs, [`SharedDaemon`](command::SharedDaemon) |

@@ -38,7 +38,9 @@ mod tests {
     use crate::command::{CheckError, SharedError, SpecError};
     use crate::handle::{BackendHandleError, ExitStatus, ProbeError};
     use crate::identity::VerifyPidError;
-    use crate::protocol::{BindError, FrameError, FrameKind, ManifestError, UnsafePath};
+    use crate::protocol::{
+        BindError, FrameError, FrameKind, InheritError, ManifestError, UnsafePath,
+    };
     use crate::supervision::{ExecFailure, HealthError, LastOutput, StartError};
 
     fn os() -> io::Error {
@@ -59,6 +61,10 @@ mod tests {
     /// One error of each variant that has a cause.
     fn samples() -> Vec<Box<dyn Error + Send + Sync>> {
         let start = || StartError::Spawn(os());
+        let inherit_io = || InheritError::Io {
+            name: "web".into(),
+            source: os(),
+        };
         vec![
             Box::new(VerifyPidError::HandleUnsupported {
                 pid: 1,
@@ -90,6 +96,24 @@ mod tests {
             Box::new(BindError::Io {
                 path: "s".into(),
                 source: os(),
+            }),
+            Box::new(BindError::Inherit {
+                path: "s".into(),
+                source: inherit_io(),
+            }),
+            Box::new(inherit_io()),
+            Box::new(StartError::Listener {
+                name: "web".into(),
+                address: "127.0.0.1:1".into(),
+                source: Box::new(os()),
+            }),
+            Box::new(StartError::Listener {
+                name: "ctl".into(),
+                address: "/run/x/s".into(),
+                source: Box::new(BindError::InsecureDirectory {
+                    dir: "/run/x".into(),
+                    reason: "writable by others",
+                }),
             }),
             Box::new(unsafe_path()),
             Box::new(BackendHandleError::VerifyPid(VerifyPidError::Unreadable {
@@ -212,9 +236,45 @@ mod tests {
 
     /// Exhaustive: a new variant must be added to `samples` (if it has a cause) or here.
     #[allow(dead_code)]
-    fn every_variant_is_considered(start: StartError, health: HealthError, shared: SharedError) {
+    fn every_variant_is_considered(
+        start: StartError,
+        health: HealthError,
+        shared: SharedError,
+        bind: BindError,
+        inherit: InheritError,
+        spec: SpecError,
+    ) {
+        match bind {
+            BindError::Inherit { .. } | BindError::Io { .. } => {} // sampled
+            BindError::AlreadyRunning { .. }
+            | BindError::InsecureDirectory { .. }
+            | BindError::NotASocket { .. } => {} // no cause
+        }
+        match inherit {
+            InheritError::Io { .. } => {} // sampled
+            InheritError::Missing
+            | InheritError::NotOurs { .. }
+            | InheritError::Malformed { .. }
+            | InheritError::Closed { .. }
+            | InheritError::NoMatch { .. }
+            | InheritError::WrongKind { .. }
+            | InheritError::Unsupported => {} // no cause
+        }
+        match spec {
+            SpecError::Lookup { .. } | SpecError::Url { .. } | SpecError::Address { .. } => {}
+            SpecError::EmptyProgram
+            | SpecError::EmptyCommand(_)
+            | SpecError::UnknownUser(_)
+            | SpecError::UnknownGroup(_)
+            | SpecError::RotationOfDetached(_)
+            | SpecError::NeedsUnix(_)
+            | SpecError::NeedsLinux(_)
+            | SpecError::Listener { .. }
+            | SpecError::OnDemandWithoutListeners => {} // no cause
+        }
         match start {
-            StartError::Spawn(_)
+            StartError::Listener { .. }
+            | StartError::Spawn(_)
             | StartError::Prepare { .. }
             | StartError::Exec { .. }
             | StartError::Setup { .. }

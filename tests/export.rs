@@ -62,6 +62,13 @@ restart = { kind = "transient" }
 supplementary_groups = ["adm"]
 depends_on = ["store"]
 
+[services.api]
+program = "python3"
+args = ["-c", "import socket; s = socket.fromfd(3, socket.AF_INET, socket.SOCK_STREAM); s.accept()"]
+listeners = [{ kind = "tcp", name = "http", address = "127.0.0.1:8081" }, { kind = "unix", name = "ctl", path = "/run/shop/api.sock" }]
+start_on_demand = true
+fd_store_max = 16
+
 [services.worker]
 program = "sh"
 args = ["-c", "touch ready.flag; exec sleep infinity"]
@@ -233,6 +240,9 @@ async fn systemd_units_pass_systemd_analyze_verify() {
     assert_eq!(
         names,
         [
+            "shop-api-ctl.socket",
+            "shop-api-http.socket",
+            "shop-api.service",
             "shop-migrate.service",
             "shop-notifier.service",
             "shop-store.service",
@@ -242,6 +252,40 @@ async fn systemd_units_pass_systemd_analyze_verify() {
         ]
     );
     let unit = |name: &str| read(&out.join(name));
+
+    // Listeners are socket units (one each, for its FileDescriptorName=); a service
+    // started on demand is wanted through its sockets only.
+    assert_lines(
+        &unit("shop-api-http.socket"),
+        [
+            "ListenStream=127.0.0.1:8081",
+            "FileDescriptorName=http",
+            "Service=shop-api.service",
+            "WantedBy=sockets.target",
+        ],
+    );
+    assert_lines(
+        &unit("shop-api-ctl.socket"),
+        [
+            "ListenStream=/run/shop/api.sock",
+            "SocketMode=0600",
+            "FileDescriptorName=ctl",
+        ],
+    );
+    assert_lines(
+        &unit("shop-api.service"),
+        [
+            "Requires=shop-api-http.socket",
+            "After=shop-api-ctl.socket",
+            "FileDescriptorStoreMax=16",
+        ],
+    );
+    let target = unit("shop.target");
+    assert_lines(
+        &target,
+        ["Wants=shop-api-http.socket", "Wants=shop-api-ctl.socket"],
+    );
+    assert!(!target.contains("shop-api.service"), "{target}");
 
     let migrate = unit("shop-migrate.service");
     assert_lines(

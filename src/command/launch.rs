@@ -126,9 +126,11 @@ fn group_id(group: &GroupRef) -> Result<u32, StartError> {
     }
 }
 
-/// The child's whole environment: the supervisor's (unless cleared), the login variables
-/// of a switched user, the spec's, then the supervisor's own additions (`NOTIFY_SOCKET`),
-/// each layer overriding the one before.
+/// The child's whole environment: the supervisor's (unless cleared; never its own
+/// socket-activation variables `LISTEN_*`, which are not for the child), the login
+/// variables of a switched user, the spec's, then the supervisor's own additions
+/// (`NOTIFY_SOCKET`), each layer overriding the one before. The platform adds `LISTEN_*`
+/// of the spawn when the spec has listeners.
 pub(crate) fn environment(
     spec: &CommandSpec,
     run_as: &RunAs,
@@ -137,7 +139,9 @@ pub(crate) fn environment(
     let mut env: std::collections::BTreeMap<OsString, OsString> = if spec.env_clear {
         Default::default()
     } else {
-        std::env::vars_os().collect()
+        std::env::vars_os()
+            .filter(|(key, _)| !INHERITED_ONLY_BY_US.iter().any(|v| key == v))
+            .collect()
     };
     let pairs = |list: &[(String, String)]| -> Vec<(String, String)> { list.to_vec() };
     let layers = pairs(&run_as.login_env)
@@ -149,6 +153,10 @@ pub(crate) fn environment(
     }
     env.into_iter().collect()
 }
+
+/// The supervisor's own socket activation (it was started with `LISTEN_FDS`): meant for
+/// the supervisor's process, and wrong for any child (its `LISTEN_PID` names us).
+const INHERITED_ONLY_BY_US: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
 /// Where the program is: a path with a `/` as given (relative to the working directory),
 /// else the first executable file of that name on the child's `PATH`.
@@ -258,6 +266,8 @@ pub(crate) fn plan(
         die_with_parent: spec.die_with_supervisor,
         #[cfg(target_os = "linux")]
         cgroup: None,
+        #[cfg(target_os = "linux")]
+        listen_fds: Vec::new(),
     };
     Ok(Launch { program, plan })
 }

@@ -17,6 +17,16 @@
 //!
 //! Stops follow [`KillMode`]; readiness believes only the tree's own listeners (Linux).
 //!
+//! # Listeners: restarts that refuse no connection (Linux)
+//!
+//! A spec's [`Listener`]s are bound by the supervisor once, before the first start, and
+//! handed to every instance at descriptors 3, 4, ... with systemd's `LISTEN_FDS`,
+//! `LISTEN_PID` and `LISTEN_FDNAMES`; nothing else of the supervisor's descriptors reaches
+//! the child. While an instance restarts, clients wait in the backlog.
+//! [`CommandSpec::start_on_demand`](CommandSpec#structfield.start_on_demand) starts it on
+//! the first connection only, and again after each clean exit. The protocol, and how the
+//! child's own pid gets into `LISTEN_PID`: `docs/PROTOCOL.md`, section 1.4.
+//!
 //! # Example
 //!
 //! A spec can be written in code or read from a file (every type here is serde, and an
@@ -45,6 +55,7 @@
 //! [`CommandSupervisor`] (see the crate's front page).
 
 mod launch;
+mod listeners;
 mod notify;
 pub(crate) mod output;
 pub(crate) mod private_dir;
@@ -60,7 +71,7 @@ pub(crate) mod wait;
 pub use probes::CheckError;
 pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
-    CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Output, Readiness,
+    CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Listener, Output, Readiness,
     ResourceLimits, Rotation, StopSignal, StopSpec, StreamName, Umask, UserRef,
     DEFAULT_EXEC_INTERVAL,
 };

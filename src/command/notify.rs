@@ -95,7 +95,8 @@ pub(crate) async fn prepare(
 /// Read messages until the socket fails: `READY=1` and `WATCHDOG=1` are believed only
 /// from a process `belongs` accepts (the main process or another process of the
 /// service's tree, systemd's `NotifyAccess=all` limited to the service); `STATUS=` lines
-/// become events.
+/// become events; descriptors attached to a message of the service go to `store` (the
+/// file descriptor store), the others are closed.
 #[cfg(unix)]
 pub(crate) async fn read(
     endpoint_socket: std::sync::Arc<crate::protocol::sd_notify::NotifySocket>,
@@ -103,9 +104,12 @@ pub(crate) async fn read(
     ready: watch::Sender<bool>,
     watchdog: watch::Sender<Instant>,
     ctx: SpawnContext,
+    store: impl Fn(&crate::protocol::sd_notify::NotifyMessage, Vec<std::os::fd::OwnedFd>)
+        + Send
+        + 'static,
 ) {
     loop {
-        let message = match endpoint_socket.recv().await {
+        let (message, fds) = match endpoint_socket.recv_with_fds().await {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(error = %crate::report::Chain(&error), "sd_notify socket failed");
@@ -131,5 +135,6 @@ pub(crate) async fn read(
         if message.ready {
             ready.send_replace(true);
         }
+        store(&message, fds);
     }
 }

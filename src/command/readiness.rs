@@ -99,13 +99,14 @@ pub(crate) async fn watched_addresses(
 }
 
 /// Before the spawn: fail if another process already listens where the service will
-/// (it could never become ready, and a connection would reach the stranger).
-pub(crate) async fn check_free(readiness: &Readiness) -> Result<(), StartError> {
+/// (it could never become ready, and a connection would reach the stranger). `ours`: the
+/// inodes of the listeners the supervisor holds for the service, which are not strangers.
+pub(crate) async fn check_free(readiness: &Readiness, ours: &[u64]) -> Result<(), StartError> {
     #[cfg(target_os = "linux")]
     {
         use crate::platform::sockets;
         let held = |inodes: Vec<u64>, address: String| -> Result<(), StartError> {
-            match inodes.first() {
+            match inodes.iter().find(|i| !ours.contains(i)) {
                 None => Ok(()),
                 Some(&inode) => Err(StartError::PortInUse {
                     address,
@@ -134,6 +135,7 @@ pub(crate) async fn check_free(readiness: &Readiness) -> Result<(), StartError> 
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = ours;
         watched_addresses(readiness).await.map(drop)
     }
 }

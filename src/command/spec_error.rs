@@ -55,6 +55,20 @@ pub enum SpecError {
     /// The feature needs another operating system.
     #[error("{0} needs a Unix system")]
     NeedsUnix(&'static str),
+    /// The feature is implemented on Linux only.
+    #[error("{0}: only supported on Linux")]
+    NeedsLinux(&'static str),
+    /// A listener of the spec cannot work as written.
+    #[error("listener {name:?}: {reason}")]
+    Listener {
+        /// The listener's name.
+        name: String,
+        /// What is wrong (`"the address is not a literal ip:port"`, ...).
+        reason: &'static str,
+    },
+    /// `start_on_demand` without a listener: nothing would ever start it.
+    #[error("start_on_demand needs at least one listener")]
+    OnDemandWithoutListeners,
 }
 
 impl From<SpecError> for crate::supervision::StartError {

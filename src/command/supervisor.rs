@@ -19,6 +19,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::launch;
+use super::listeners::Listeners;
 use super::notify::{self, NotifyEndpoint};
 use super::output::{pump_lines, LineSink, LineWatch, LogFile, OutputTail};
 use super::probes::{self, HttpUrl};
@@ -30,7 +31,8 @@ use crate::handle::{BackendHandle, ExitStatus};
 use crate::platform::{self, PipeReader, Stdio};
 use crate::protocol::CacheManifest;
 use crate::supervision::{
-    HealthError, HealthPolicy, LastOutput, RestartPolicy, SpawnContext, StartError, Supervisor,
+    Demand, HealthError, HealthPolicy, LastOutput, RestartPolicy, SpawnContext, StartError,
+    Supervisor,
 };
 
 /// How long a dead main process's tree may take to disappear after `cgroup.kill` (or the
@@ -83,6 +85,11 @@ impl CommandSpec {
 /// ```
 pub struct CommandSupervisor {
     spec: CommandSpec,
+    /// The spec's listening sockets, held from the first start until this is dropped.
+    listeners: Listeners,
+    /// The file descriptor store, when the spec has one (Linux).
+    #[cfg(target_os = "linux")]
+    fd_store: Option<Arc<super::listeners::linux::FdStore>>,
     current: Mutex<Option<Instance>>,
     /// (pid, start time) of the last process spawned: a manifest that still records it
     /// after it died is our own leftover, not a stranger to report.
@@ -142,6 +149,10 @@ impl CommandSupervisor {
     /// A supervisor for `spec`.
     pub fn new(spec: CommandSpec) -> Self {
         CommandSupervisor {
+            listeners: Listeners::new(spec.listeners.clone()),
+            #[cfg(target_os = "linux")]
+            fd_store: (spec.fd_store_max > 0)
+                .then(|| Arc::new(super::listeners::linux::FdStore::new(spec.fd_store_max))),
             spec,
             current: Mutex::new(None),
             last_spawned: Mutex::new(None),
@@ -154,7 +165,8 @@ impl CommandSupervisor {
     }
 
     fn needs_notify(&self) -> bool {
-        matches!(self.spec.readiness, Readiness::Notify)
+        self.spec.fd_store_max > 0
+            || matches!(self.spec.readiness, Readiness::Notify)
             || matches!(
                 self.spec.health.as_ref().map(|h| &h.check),
                 Some(HealthCheck::Watchdog { .. })
@@ -252,8 +264,17 @@ impl Supervisor for CommandSupervisor {
         } = self.launch(program, plan, cgroup, ctx).await?;
         // Until it is ready, a dropped (cancelled, timed out) spawn kills what it started.
         let guard = KillUnlessReady(Some((handle.clone(), tree.clone())));
-        let (mut instance, waits) =
-            attach(&self.spec, &handle, &tree, pipes, sinks, notify, tail, ctx);
+        let (mut instance, waits) = attach(
+            &self.spec,
+            &handle,
+            &tree,
+            pipes,
+            sinks,
+            notify,
+            tail,
+            ctx,
+            self.keep_fds(),
+        );
         let ready = readiness::wait_ready(
             &self.spec.readiness,
             ReadyWait {
@@ -372,6 +393,15 @@ impl Supervisor for CommandSupervisor {
         Ok(status)
     }
 
+    /// With [`CommandSpec::start_on_demand`]: the listeners (bound now if they are not
+    /// yet), watched for the first client.
+    async fn demand(&self) -> Result<Option<Demand>, StartError> {
+        if !self.spec.start_on_demand {
+            return Ok(None);
+        }
+        self.listeners.connection_waiting().await.map(Some)
+    }
+
     async fn on_exit(&self, backend: &BackendHandle, status: ExitStatus) -> LastOutput {
         let Some(instance) = self.take_instance(backend.pid()) else {
             return LastOutput::default();
@@ -420,7 +450,21 @@ impl CommandSupervisor {
         if let Some(previous) = previous {
             self.clean_up(previous).await;
         }
-        readiness::check_free(&spec.readiness).await?;
+        // The spec's listeners are bound (once) before anything else: a port that cannot
+        // be had fails the start before any process exists.
+        #[cfg(target_os = "linux")]
+        let held = self.listeners.held().await?;
+        #[cfg(target_os = "linux")]
+        let ours = held.as_ref().map(|h| h.inodes()).unwrap_or_default();
+        #[cfg(not(target_os = "linux"))]
+        let ours = {
+            self.listeners.unsupported()?;
+            if spec.fd_store_max > 0 {
+                return Err(SpecError::NeedsLinux("the file descriptor store").into());
+            }
+            Vec::new()
+        };
+        readiness::check_free(&spec.readiness, &ours).await?;
         let run_as = if launch::needs_user_lookup(spec) {
             let owned = spec.clone();
             blocking(move || launch::resolve_user(&owned)).await?
@@ -453,10 +497,21 @@ impl CommandSupervisor {
         let want_cgroup = spec.die_with_supervisor && spec.cgroup;
         let owned = spec.clone();
         let for_plan = run_as.clone();
-        let (launch::Launch { program, plan }, cgroup) = blocking(move || {
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+        let (launch::Launch { program, mut plan }, cgroup) = blocking(move || {
             launch::plan_with_cgroup(&owned, &for_plan, &extra_env, stdout, stderr, want_cgroup)
         })
         .await?;
+        #[cfg(target_os = "linux")]
+        {
+            if let Some(held) = &held {
+                plan.listen_fds = held.for_spawn().map_err(StartError::Spawn)?;
+            }
+            if let Some(store) = &self.fd_store {
+                plan.listen_fds
+                    .extend(store.for_spawn().map_err(StartError::Spawn)?);
+            }
+        }
         Ok(Prepared {
             program,
             plan,
@@ -518,6 +573,20 @@ impl CommandSupervisor {
     }
 }
 
+/// Where descriptors attached to the service's sd_notify messages go: the file descriptor
+/// store, if the spec has one (else they are closed).
+#[cfg(target_os = "linux")]
+type KeepFds = Option<Arc<super::listeners::linux::FdStore>>;
+#[cfg(not(target_os = "linux"))]
+type KeepFds = ();
+
+impl CommandSupervisor {
+    fn keep_fds(&self) -> KeepFds {
+        #[cfg(target_os = "linux")]
+        return self.fd_store.clone();
+    }
+}
+
 /// Step 3: read the child's output (to its sinks, its tail and a readiness pattern) and
 /// its sd_notify messages; the instance that owns all of it, and what readiness waits on.
 #[allow(clippy::too_many_arguments)]
@@ -530,6 +599,7 @@ fn attach(
     notify: Option<NotifyEndpoint>,
     tail: Option<OutputTail>,
     ctx: &SpawnContext,
+    keep_fds: KeepFds,
 ) -> (Instance, Waits) {
     let service: Arc<str> = spec.name.as_str().into();
     let (line_tx, line_rx) = oneshot::channel();
@@ -564,17 +634,27 @@ fn attach(
         let member = tree.clone();
         let pid = handle.pid();
         let belongs = move |sender: u32| sender == pid || member.contains(sender);
+        let store = move |message: &crate::protocol::sd_notify::NotifyMessage,
+                          fds: Vec<std::os::fd::OwnedFd>| {
+            #[cfg(target_os = "linux")]
+            if let Some(store) = &keep_fds {
+                store.apply(message, fds);
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = (message, fds, keep_fds);
+        };
         let task = tokio::spawn(notify::read(
             endpoint.socket.clone(),
             belongs,
             ready_tx,
             beat_tx,
             ctx.clone(),
+            store,
         ));
         tasks.push(task.abort_handle());
     }
     #[cfg(not(unix))]
-    let _ = (ready_tx, ctx);
+    let _ = (ready_tx, ctx, keep_fds);
     let instance = Instance {
         main: handle.clone(),
         tree: tree.clone(),

@@ -2,7 +2,7 @@
 //! plain serde data. Reading it from TOML with locations is `load.rs`; checking it is
 //! `check.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -286,13 +286,5 @@ mod services_map {
         let spec: CommandSpec = serde_json::from_value(Value::Object(body))
             .map_err(|e| format!("services.{name}: {e}"))?;
         Ok(Service { spec, depends_on })
-    }
-}
-
-/// Where the services of a file run from: the file's directory.
-pub(crate) fn base_dir(file: &Path) -> PathBuf {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }

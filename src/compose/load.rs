@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::check::{check_dependencies, check_programs, KeyedProblem, Problem};
 use super::error::FileError;
-use super::file::{base_dir, deserialize_depends_on, GroupSettings, Service, ServiceFile};
+use super::file::{deserialize_depends_on, GroupSettings, Service, ServiceFile};
 use crate::command::CommandSpec;
 
 impl ServiceFile {
@@ -253,4 +253,12 @@ fn span_of(table: &DeTable<'_>, key: &[String]) -> Option<Range<usize>> {
         }
     }
     found
+}
+
+/// Where the services of a file run from: the file's directory.
+pub(crate) fn base_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }

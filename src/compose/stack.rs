@@ -421,6 +421,7 @@ impl Inner {
                 state = match member.state {
                     MemberState::Idle | MemberState::Starting => ServiceState::Starting,
                     MemberState::Running => ServiceState::Running,
+                    MemberState::Listening => ServiceState::Listening,
                     MemberState::Backoff { .. } => ServiceState::Backoff,
                     MemberState::Stopping => ServiceState::Stopping,
                     MemberState::Finished => ServiceState::Completed,
@@ -543,6 +544,15 @@ impl Inner {
                 if restart_dependants {
                     self.apply_strategy(i);
                 }
+                self.check_started_up();
+            }
+            // Started on demand: its sockets take connections, which is what dependants
+            // wait for (systemd orders them after the socket, not the service).
+            EventKind::Listening => {
+                slot.progress.send_modify(|p| {
+                    p.started = true;
+                    p.ready = true;
+                });
                 self.check_started_up();
             }
             EventKind::Exited { .. } => slot.progress.send_modify(|p| {

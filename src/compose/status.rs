@@ -136,6 +136,9 @@ pub enum ServiceState {
     Starting,
     /// Running and ready.
     Running,
+    /// Started on demand: the supervisor holds its sockets and starts it on the next
+    /// connection (counts as ready for its dependants).
+    Listening,
     /// Waiting for its restart delay to end.
     Backoff,
     /// Being stopped.
@@ -154,6 +157,7 @@ impl std::fmt::Display for ServiceState {
             ServiceState::Waiting => "waiting",
             ServiceState::Starting => "starting",
             ServiceState::Running => "running",
+            ServiceState::Listening => "listening",
             ServiceState::Backoff => "backoff",
             ServiceState::Stopping => "stopping",
             ServiceState::Stopped => "stopped",

@@ -27,13 +27,15 @@ mod imp;
 mod unix;
 
 mod spawn;
+#[cfg(target_os = "linux")]
+pub(crate) use spawn::ListenFd;
 pub(crate) use spawn::{
     spawn, Child, Credentials, LimitResource, PipeReader, ResourceLimit, SpawnError, SpawnPlan,
     SpawnStage, Stdio,
 };
 
 #[cfg(target_os = "linux")]
-pub(crate) use imp::{cgroup, inotify, sockets};
+pub(crate) use imp::{async_fd, cgroup, inotify, listen, sockets};
 #[cfg(unix)]
 pub(crate) use unix::{group_by_name, groups_of, user_by_id, user_by_name, UserEntry};
 

@@ -92,6 +92,21 @@ pub(crate) struct SpawnPlan {
     /// The cgroup the child starts in (Linux).
     #[cfg(target_os = "linux")]
     pub cgroup: Option<std::sync::Arc<super::cgroup::ServiceCgroup>>,
+    /// Listening sockets handed over by systemd's protocol: the child finds them at
+    /// descriptors 3, 4, ... in this order, with `LISTEN_FDS`, `LISTEN_FDNAMES` and its own
+    /// pid in `LISTEN_PID` (Linux only: elsewhere the command layer refuses listeners).
+    #[cfg(target_os = "linux")]
+    pub listen_fds: Vec<ListenFd>,
+}
+
+/// One listening socket for [`SpawnPlan::listen_fds`].
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+pub(crate) struct ListenFd {
+    /// Its name in `LISTEN_FDNAMES`.
+    pub name: String,
+    /// A copy of the supervisor's descriptor, for this spawn.
+    pub fd: std::os::fd::OwnedFd,
 }
 
 /// A started child, with its pinned handle and the read ends of its piped streams.
@@ -143,6 +158,8 @@ pub(crate) enum SpawnStage {
     ProcessGroup,
     /// Connecting the standard streams.
     Stdio,
+    /// Handing over the listening sockets (descriptors from 3).
+    Listeners,
     /// Resource limits.
     Limits,
     /// Supplementary groups.
@@ -168,6 +185,7 @@ impl SpawnStage {
             SpawnStage::Cgroup => "entering the cgroup",
             SpawnStage::ProcessGroup => "setpgid",
             SpawnStage::Stdio => "connecting stdin/stdout/stderr",
+            SpawnStage::Listeners => "passing the listening sockets",
             SpawnStage::Limits => "setrlimit",
             SpawnStage::Groups => "setgroups",
             SpawnStage::Gid => "setgid",
@@ -181,12 +199,13 @@ impl SpawnStage {
     /// Stages are reported through a pipe as numbers.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn from_code(code: u32) -> SpawnStage {
-        const ALL: [SpawnStage; 12] = [
+        const ALL: [SpawnStage; 13] = [
             SpawnStage::Prepare,
             SpawnStage::Fork,
             SpawnStage::Cgroup,
             SpawnStage::ProcessGroup,
             SpawnStage::Stdio,
+            SpawnStage::Listeners,
             SpawnStage::Limits,
             SpawnStage::Groups,
             SpawnStage::Gid,

@@ -1,5 +1,6 @@
 //! Binding a daemon's socket safely: private directory, 0600 socket, a stale socket from a
-//! crashed predecessor replaced, a live one never displaced.
+//! crashed predecessor replaced, a live one never displaced. Or taking it from the
+//! supervisor that holds it (socket activation, `listen_fds.rs`).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use interprocess::local_socket::tokio::{prelude::*, Listener, Stream};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 
+use super::listen_fds::{self, InheritError};
 use crate::identity::Endpoint;
 
 /// Why a daemon could not bind its endpoint.
@@ -34,6 +36,16 @@ pub enum BindError {
         /// The path.
         path: PathBuf,
     },
+    /// A listening socket passed by the supervisor (`LISTEN_FDS`) could not be used, or
+    /// one was required and none was passed.
+    #[error("cannot take the listening socket for {path:?} from the supervisor")]
+    Inherit {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: InheritError,
+    },
     /// The OS refused.
     #[error("cannot bind {path:?}")]
     Io {
@@ -45,13 +57,16 @@ pub enum BindError {
     },
 }
 
-/// A listening local socket for a daemon, created by [`DaemonListener::bind`].
+/// A listening local socket for a daemon, created by [`DaemonListener::bind`] (or taken
+/// from the supervisor by [`DaemonListener::inherit`]).
 ///
-/// Dropping it removes the socket file.
+/// Dropping it removes the socket file it bound; a socket taken from the supervisor stays
+/// (the supervisor owns it and keeps it for the next instance).
 #[derive(Debug)]
 pub struct DaemonListener {
     listener: Listener,
     endpoint: Endpoint,
+    inherited: bool,
 }
 
 impl DaemonListener {
@@ -62,13 +77,60 @@ impl DaemonListener {
     /// created 0600. If a socket file already exists, a connection attempt decides: refused
     /// means a crashed predecessor left it (it is removed and the bind retried once),
     /// accepted means a live daemon owns it ([`BindError::AlreadyRunning`]).
+    ///
+    /// **Socket activation** (Linux): when the supervisor passed listening sockets
+    /// (`LISTEN_FDS`, with `LISTEN_PID` this process), the one bound to the endpoint's path
+    /// is taken instead of binding ([`DaemonListener::is_inherited`]): it must be a
+    /// listening Unix stream socket, else [`BindError::Inherit`]. Passed sockets bound
+    /// elsewhere are left for other claims; with none for this endpoint it binds as above.
+    /// The variables are read (and unset, as `sd_listen_fds(1)` does, so the daemon's own
+    /// children do not take them for theirs) by the first call in the process, which
+    /// should come before the daemon starts threads that read the environment through
+    /// libc. `LISTEN_PID` naming another process is ignored, as systemd's library does.
     pub async fn bind(endpoint: &Endpoint) -> Result<DaemonListener, BindError> {
+        Self::bind_or_inherit(endpoint, false).await
+    }
+
+    /// Take the endpoint's listening socket from the supervisor (socket activation, see
+    /// [`DaemonListener::bind`]), and fail with [`BindError::Inherit`] when none was
+    /// passed ([`InheritError::Missing`]) instead of binding: for a daemon that must never
+    /// bind its socket itself.
+    pub async fn inherit(endpoint: &Endpoint) -> Result<DaemonListener, BindError> {
+        Self::bind_or_inherit(endpoint, true).await
+    }
+
+    async fn bind_or_inherit(
+        endpoint: &Endpoint,
+        required: bool,
+    ) -> Result<DaemonListener, BindError> {
         let endpoint = endpoint.clone();
         let path = PathBuf::from(endpoint.os_name());
         crate::blocking::blocking(move || {
-            bind_blocking(&path).map(|listener| DaemonListener { listener, endpoint })
+            let inherit_error = |source| BindError::Inherit {
+                path: path.clone(),
+                source,
+            };
+            if let Some(fd) = listen_fds::claim(&path, required).map_err(inherit_error)? {
+                return from_inherited(fd)
+                    .map(|listener| DaemonListener {
+                        listener,
+                        endpoint,
+                        inherited: true,
+                    })
+                    .map_err(|source| BindError::Io { path, source });
+            }
+            bind_blocking(&path, create).map(|listener| DaemonListener {
+                listener,
+                endpoint,
+                inherited: false,
+            })
         })
         .await
+    }
+
+    /// Whether the socket was taken from the supervisor rather than bound here.
+    pub fn is_inherited(&self) -> bool {
+        self.inherited
     }
 
     /// The endpoint this listener serves.
@@ -82,7 +144,39 @@ impl DaemonListener {
     }
 }
 
-fn bind_blocking(path: &Path) -> Result<Listener, BindError> {
+/// An inherited listening socket as the responder's listener (registered with tokio,
+/// non-blocking; no name to reclaim).
+#[cfg(target_os = "linux")]
+fn from_inherited(fd: listen_fds::Inherited) -> io::Result<Listener> {
+    use interprocess::os::unix::uds_local_socket::tokio::Listener as UdsListener;
+    UdsListener::try_from(fd).map(Listener::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn from_inherited(fd: listen_fds::Inherited) -> io::Result<Listener> {
+    match fd {}
+}
+
+/// Bind a Unix socket for the supervisor to hold and hand to its children: the same rules
+/// as [`DaemonListener::bind`] (private directory, 0600, stale socket replaced, live one
+/// kept), a blocking descriptor, and no removal on drop (the holder removes it).
+#[cfg(target_os = "linux")]
+pub(crate) fn bind_held(path: &Path) -> Result<std::os::fd::OwnedFd, BindError> {
+    bind_blocking(path, |path| {
+        let name = path.to_fs_name::<GenericFilePath>()?;
+        use interprocess::os::unix::local_socket::ListenerOptionsExt;
+        let listener = ListenerOptions::new()
+            .name(name)
+            .reclaim_name(false)
+            .mode(0o600)
+            .create_sync()?;
+        match listener {
+            interprocess::local_socket::Listener::UdSocket(socket) => Ok(socket.into()),
+        }
+    })
+}
+
+fn bind_blocking<T>(path: &Path, create: impl Fn(&Path) -> io::Result<T>) -> Result<T, BindError> {
     let io_err = |source| BindError::Io {
         path: path.to_owned(),
         source,

@@ -12,6 +12,7 @@ pub(crate) mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod idle;
+pub(crate) mod listen_fds;
 pub(crate) mod listener;
 pub(crate) mod manifest;
 pub(crate) mod path_safety;
@@ -20,6 +21,7 @@ pub(crate) mod responder;
 pub mod sd_notify;
 
 pub use frame::{ErrorReply, Frame, FrameCodec, FrameError, FrameKind, ProbeReply, ProbeRequest};
+pub use listen_fds::InheritError;
 pub use listener::{BindError, DaemonListener};
 pub use manifest::{CacheManifest, ManifestError, MAX_MANIFEST_BYTES, SCHEMA_VERSION};
 pub use path_safety::UnsafePath;

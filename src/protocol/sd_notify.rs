@@ -72,6 +72,13 @@ impl NotifySocket {
     /// Datagrams longer than [`MAX_DATAGRAM`] bytes are truncated. Cancel-safe: a
     /// datagram is consumed only when this returns it.
     pub async fn recv(&self) -> io::Result<NotifyMessage> {
+        self.recv_with_fds().await.map(|(message, _closed)| message)
+    }
+
+    /// [`recv`](NotifySocket::recv), with the descriptors the sender attached
+    /// (`SCM_RIGHTS`, as with `FDSTORE=1`), close-on-exec; at most [`MAX_FDS`] per
+    /// datagram (the kernel closes the rest). Linux; elsewhere none are read.
+    pub async fn recv_with_fds(&self) -> io::Result<(NotifyMessage, Vec<std::os::fd::OwnedFd>)> {
         #[cfg(target_os = "linux")]
         return self
             .socket
@@ -83,10 +90,14 @@ impl NotifySocket {
         {
             let mut datagram = [0u8; MAX_DATAGRAM];
             let len = self.socket.recv(&mut datagram).await?;
-            Ok(parse(&datagram[..len]))
+            Ok((parse(&datagram[..len]), Vec::new()))
         }
     }
 }
+
+/// The most descriptors read from one datagram (systemd's `sd_pid_notify_with_fds` users
+/// send a few; the kernel's own limit per message is 253).
+pub const MAX_FDS: usize = 16;
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
@@ -94,18 +105,20 @@ impl Drop for NotifySocket {
     }
 }
 
-/// One non-blocking `recvmsg`, reading the `SCM_CREDENTIALS` that `SO_PASSCRED` adds.
+/// One non-blocking `recvmsg`, reading the `SCM_CREDENTIALS` that `SO_PASSCRED` adds and
+/// the descriptors of an `SCM_RIGHTS`.
 #[cfg(target_os = "linux")]
-fn recv_with_pid(socket: &UnixDatagram) -> io::Result<NotifyMessage> {
+fn recv_with_pid(socket: &UnixDatagram) -> io::Result<(NotifyMessage, Vec<std::os::fd::OwnedFd>)> {
     use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
     use std::io::IoSliceMut;
     use std::mem::MaybeUninit;
 
     let mut datagram = [0u8; MAX_DATAGRAM];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+    let mut space =
+        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    // CMSG_CLOEXEC: file descriptors a sender attaches (FDSTORE=1, unsupported here) are
-    // closed when `control` drops, and must not leak into a child spawned meanwhile.
+    // CMSG_CLOEXEC: file descriptors a sender attaches (FDSTORE=1) must not leak into a
+    // child spawned meanwhile; those nobody keeps are closed when dropped.
     let received = recvmsg(
         socket,
         &mut [IoSliceMut::new(&mut datagram)],
@@ -115,15 +128,25 @@ fn recv_with_pid(socket: &UnixDatagram) -> io::Result<NotifyMessage> {
     if received.flags.contains(ReturnFlags::TRUNC) {
         tracing::debug!("sd_notify datagram longer than {MAX_DATAGRAM} bytes truncated");
     }
-    let sender_pid = control.drain().find_map(|message| match message {
-        RecvAncillaryMessage::ScmCredentials(cred) => {
-            u32::try_from(cred.pid.as_raw_nonzero().get()).ok()
+    if received.flags.contains(ReturnFlags::CTRUNC) {
+        tracing::warn!(
+            "sd_notify: more than {MAX_FDS} descriptors in one datagram; the rest were closed"
+        );
+    }
+    let mut sender_pid = None;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        match message {
+            RecvAncillaryMessage::ScmCredentials(cred) => {
+                sender_pid = u32::try_from(cred.pid.as_raw_nonzero().get()).ok();
+            }
+            RecvAncillaryMessage::ScmRights(rights) => fds.extend(rights),
+            _ => {}
         }
-        _ => None,
-    });
+    }
     let mut message = parse(&datagram[..received.bytes.min(MAX_DATAGRAM)]);
     message.sender_pid = sender_pid;
-    Ok(message)
+    Ok((message, fds))
 }
 
 /// One datagram of the notification protocol, parsed.

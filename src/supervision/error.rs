@@ -135,6 +135,19 @@ pub enum StartError {
         /// The process that holds it, when visible.
         holder: Option<u32>,
     },
+    /// A listening socket of the service could not be bound (the port is taken, the
+    /// socket's directory is unsafe): nothing was started. For commands the source is a
+    /// [`BindError`](crate::protocol::BindError) for a Unix socket, else the OS error.
+    #[error("cannot listen on {address} (listener {name:?})")]
+    Listener {
+        /// The listener's name.
+        name: String,
+        /// Its address or path.
+        address: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The backend could not be verified or reached.
     #[error(transparent)]
     Backend(#[from] BackendHandleError),

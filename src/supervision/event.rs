@@ -140,6 +140,7 @@ impl std::fmt::Display for EventKind {
             EventKind::Completed => f.write_str("completed"),
             EventKind::Stopping => f.write_str("stopping"),
             EventKind::Stopped => f.write_str("stopped"),
+            EventKind::Listening => f.write_str("listening: starts on the next connection"),
         }
     }
 }
@@ -223,6 +224,10 @@ pub enum EventKind {
     Stopping,
     /// The backend has stopped.
     Stopped,
+    /// Start on demand ([`Supervisor::demand`](super::Supervisor::demand)): no backend
+    /// runs; the supervisor holds the listeners, and the next client to connect starts
+    /// one (`Starting`, `Spawned`, `Ready` follow, and that client is served by it).
+    Listening,
 }
 
 /// Where events are emitted: a broadcast sender plus the service name. Cheap to clone.
@@ -307,6 +312,7 @@ fn trace(service: &str, kind: &EventKind) {
         EventKind::Completed => info!("completed"),
         EventKind::Stopping => info!("stopping"),
         EventKind::Stopped => info!("stopped"),
+        EventKind::Listening => info!("listening; starts on the next connection"),
     }
 }
 

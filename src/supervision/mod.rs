@@ -6,8 +6,8 @@
 //! Vocabulary follows Erlang/OTP's `supervisor` (restart kinds, strategies, intensity,
 //! significant children) and systemd's service units.
 //!
-//! Each child of a group is in exactly one [`MemberState`] (idle, starting, running,
-//! backoff, stopping, finished), changed in one place by the runtime; the same changes
+//! Each child of a group is in exactly one [`MemberState`] (idle, listening, starting,
+//! running, backoff, stopping, finished), changed in one place by the runtime; the same changes
 //! emit the [`EventKind`]s and update [`ServiceHandle::status`], so the two always agree.
 //!
 //! # OTP semantics, point by point
@@ -30,6 +30,7 @@
 //! | `which_children` / `count_children` | pids and states | [`ServiceHandle::status`]: state, pid, since, restarts, last exit, last start error, in start order |
 //! | adopting a running process | no | **addition**: [`Supervisor::probe`] adopts a verified running backend instead of spawning |
 //! | `simple_one_for_one` / dynamic children | yes | no: a group's members are fixed when it is built |
+//! | start on demand | no | **addition**, systemd's socket activation: a member whose [`Supervisor::demand`] says so waits in [`MemberState::Listening`] until a client connects; a clean exit (an idle timeout) returns it there instead of finishing or counting as a restart |
 
 pub(crate) mod error;
 pub(crate) mod event;
@@ -48,6 +49,6 @@ pub use policy::{
 };
 pub use runtime::{supervise, supervise_group, MemberState, MemberStatus, ServiceHandle};
 pub use supervisor::{
-    SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT, DEFAULT_READY_TIMEOUT,
-    DEFAULT_STOP_GRACE,
+    Demand, SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
 };

@@ -104,6 +104,20 @@ pub trait Supervisor: Send + Sync + 'static {
         backend.stop(DEFAULT_STOP_GRACE).await
     }
 
+    /// Start on demand (systemd's socket activation): `Ok(Some(demand))` makes the runtime
+    /// wait, before each start, until `demand` completes (for
+    /// [`CommandSupervisor`], a client connecting to one of the listeners it holds), in
+    /// [`MemberState::Listening`](super::MemberState::Listening) with an
+    /// [`EventKind::Listening`] event; the member counts as up meanwhile. A clean exit
+    /// (code 0, such as an idle timeout) of an on-demand backend is not a termination
+    /// for the restart policy: the member goes back to waiting, whatever its restart kind.
+    /// An `Err` is a failed start. The default, `Ok(None)`, starts at once.
+    ///
+    /// [`CommandSupervisor`]: crate::command::CommandSupervisor
+    async fn demand(&self) -> Result<Option<Demand>, StartError> {
+        Ok(None)
+    }
+
     /// The backend's main process exited by itself (a crash, or a normal exit; not a
     /// [`stop`](Supervisor::stop)). The runtime awaits this before it reports the
     /// [`EventKind::Exited`] event and before any restart, so this is where whatever the
@@ -117,6 +131,10 @@ pub trait Supervisor: Send + Sync + 'static {
         LastOutput::default()
     }
 }
+
+/// What [`Supervisor::demand`] returns: completes when the backend is wanted (a client
+/// waits). Dropped, it must stop waiting and leave nothing behind.
+pub type Demand = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Default timeout of one health check when no [`HealthPolicy`] says otherwise.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -25,13 +25,14 @@ struct Args {
     notify: bool,
     idle_timeout_secs: Option<u32>,
     manifest_unsynced: bool,
+    require_inherited: bool,
 }
 
 const USAGE: &str =
     "usage: demo_daemon --endpoint <socket path> --manifest <file> [--namespace NS] \
 [--service NAME] [--version VER] [--ready-delay-ms N] [--crash-after-ms N] [--hang-after-ms N] \
 [--ignore-sigterm] [--ignore-shutdown-request] [--notify] [--idle-timeout-secs N] \
-[--manifest-unsynced]";
+[--manifest-unsynced] [--require-inherited]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -51,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         notify: false,
         idle_timeout_secs: None,
         manifest_unsynced: false,
+        require_inherited: false,
     };
     let ms = |value: Option<String>, flag: &str| -> Result<Duration, String> {
         let value = value.ok_or(format!("{flag} needs a value"))?;
@@ -73,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             "--ignore-shutdown-request" => parsed.ignore_shutdown_request = true,
             "--notify" => parsed.notify = true,
             "--manifest-unsynced" => parsed.manifest_unsynced = true,
+            "--require-inherited" => parsed.require_inherited = true,
             "--idle-timeout-secs" => {
                 let value = args.next().ok_or("--idle-timeout-secs needs a value")?;
                 let secs = value.parse().map_err(|_| {
@@ -113,7 +116,7 @@ fn parse_args() -> Result<Args, String> {
 ///             [--service NAME] [--version VER] [--ready-delay-ms N]
 ///             [--crash-after-ms N] [--hang-after-ms N] [--ignore-sigterm]
 ///             [--ignore-shutdown-request] [--notify] [--idle-timeout-secs N]
-///             [--manifest-unsynced]
+///             [--manifest-unsynced] [--require-inherited]
 /// ```
 ///
 /// It binds its socket, answers identity probes, serves a line-echo protocol on the same
@@ -133,6 +136,12 @@ fn parse_args() -> Result<Args, String> {
 /// `--manifest-unsynced` writes the manifest without its two fsyncs
 /// (`CacheManifest::write_unsynced`: atomic, not durable across a crash, which leaves the
 /// manifest stale anyway; `docs/PROTOCOL.md`, section 8.2).
+///
+/// Socket activation: when its supervisor passes a listening socket bound to the
+/// `--endpoint` path (`LISTEN_FDS`, see [`DaemonListener::bind`]), it serves on that one
+/// and leaves the socket file alone when it exits (the supervisor owns it);
+/// `--require-inherited` makes it exit with code 1 and the reason on stderr when none is
+/// passed, instead of binding the socket itself.
 pub fn demo_daemon_main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
@@ -148,7 +157,7 @@ pub fn demo_daemon_main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("demo_daemon: {error}");
+            eprintln!("demo_daemon: {}", crate::report::Chain(&*error));
             ExitCode::from(1)
         }
     }
@@ -158,7 +167,12 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let endpoint = Endpoint::new(args.namespace.clone(), args.endpoint.clone());
     let mut terminate = termination_signal()?;
 
-    let listener = DaemonListener::bind(&endpoint).await?;
+    let listener = if args.require_inherited {
+        DaemonListener::inherit(&endpoint).await?
+    } else {
+        DaemonListener::bind(&endpoint).await?
+    };
+    let owns_socket = !listener.is_inherited();
     let me = DaemonProcess::current_process_async(endpoint.clone(), args.idle_timeout_secs).await?;
     let responder = Responder::new(args.service.clone(), args.version.clone(), me.clone());
     let shutdown = responder.shutdown_token();
@@ -225,7 +239,9 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     drop(incoming);
     let (socket, manifest) = (PathBuf::from(&args.endpoint), args.manifest.clone());
     blocking(move || {
-        let _ = std::fs::remove_file(&socket);
+        if owns_socket {
+            let _ = std::fs::remove_file(&socket);
+        }
         remove_own_files(&manifest, &me);
     })
     .await;

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::supervision::RestartPolicy;
 
 mod checks;
+mod listeners;
 mod output;
 mod run_as;
 mod stop;
 
 pub use checks::{HealthCheck, HealthSpec, Readiness, DEFAULT_EXEC_INTERVAL};
+pub use listeners::Listener;
 pub use output::{Output, Rotation, StreamName};
 pub use run_as::{GroupRef, Limit, ResourceLimits, Umask, UserRef};
 pub use stop::{KillMode, StopSignal, StopSpec};
@@ -106,6 +108,30 @@ pub struct CommandSpec {
     /// `true`. Services that do not die with the supervisor always use the process group.
     #[serde(default = "yes")]
     pub cgroup: bool,
+    /// Listening sockets the supervisor binds once, before the first start, and hands to
+    /// every instance at descriptors 3, 4, ... by systemd's protocol (see [`Listener`]):
+    /// clients wait in the backlog while an instance restarts instead of being refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Listener>,
+    /// Start it only once a client connects to one of its [`listeners`](Self::listeners)
+    /// (systemd's socket activation with `Accept=no`): until then, and again after each
+    /// clean exit (an idle timeout), the supervisor holds the sockets and waits for the
+    /// next connection, which the new instance then accepts. Needs listeners. Default
+    /// `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_on_demand: bool,
+    /// The file descriptor store (systemd's `FileDescriptorStoreMax=`): how many
+    /// descriptors an instance may hand to the supervisor over sd_notify (`FDSTORE=1`,
+    /// named by `FDNAME=`; `FDSTOREREMOVE=1` with `FDNAME=` takes them back), which passes
+    /// them to every later instance after its listeners, by the same protocol (their names
+    /// in `LISTEN_FDNAMES`), so a daemon can keep client connections or state across a
+    /// restart. `0` (the default) disables it. Linux.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fd_store_max: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn yes() -> bool {
@@ -142,6 +168,9 @@ impl CommandSpec {
             restart: RestartPolicy::default(),
             die_with_supervisor: true,
             cgroup: true,
+            listeners: Vec::new(),
+            start_on_demand: false,
+            fd_store_max: 0,
         }
     }
 
@@ -247,6 +276,26 @@ impl CommandSpec {
     /// see [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup).
     pub fn cgroup(mut self, cgroup: bool) -> Self {
         self.cgroup = cgroup;
+        self
+    }
+
+    /// Add a listening socket handed to every instance (see [`Listener`]).
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    /// Start it only on the first connection to its listeners, and again after each clean
+    /// exit; see [`CommandSpec::start_on_demand`](CommandSpec#structfield.start_on_demand).
+    pub fn start_on_demand(mut self, on_demand: bool) -> Self {
+        self.start_on_demand = on_demand;
+        self
+    }
+
+    /// Keep up to `max` descriptors that instances hand over with `FDSTORE=1`; see
+    /// [`CommandSpec::fd_store_max`](CommandSpec#structfield.fd_store_max).
+    pub fn fd_store_max(mut self, max: u32) -> Self {
+        self.fd_store_max = max;
         self
     }
 

@@ -325,6 +325,7 @@ fn container(
             None => {}
         }
     }
+    listener_notes(&mut c, spec);
     output_notes(&mut c, spec);
     stop_notes(&mut c, spec);
     Ok(c)
@@ -622,6 +623,58 @@ impl Yaml {
 enum Entry {
     Field(&'static str, Yaml),
     Comment(String),
+}
+
+/// Listeners: a TCP one is a declared container port; what Kubernetes has no form for
+/// (the socket held across restarts, start on demand, the fd store) is a comment.
+fn listener_notes(c: &mut Vec<Entry>, spec: &crate::command::CommandSpec) {
+    if spec.listeners.is_empty() {
+        return;
+    }
+    c.push(comment(
+        "listeners: Kubernetes does not hold sockets for a container; the program binds its own (no LISTEN_FDS), and a restart refuses connections in between: run several replicas behind a Service for that.",
+    ));
+    let mut ports = Vec::new();
+    for listener in &spec.listeners {
+        match listener {
+            crate::command::Listener::Tcp { name, address } => {
+                let port = address
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse::<u64>().ok());
+                match port {
+                    Some(port) => {
+                        let mut entry = vec![field("containerPort", Yaml::Int(port))];
+                        // A port name is at most 15 lowercase letters, digits and dashes.
+                        let valid = name.len() <= 15
+                            && name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+                            && name.chars().any(|ch| ch.is_ascii_lowercase());
+                        if valid {
+                            entry.push(field("name", Yaml::str(name)));
+                        }
+                        ports.push(Yaml::Map(entry));
+                    }
+                    None => c.push(comment(format!("listener {name} ({address}): no port to declare."))),
+                }
+            }
+            crate::command::Listener::Unix { name, path } => c.push(comment(format!(
+                "listener {name} (unix {}): a Unix socket is local to the Pod; share it through an emptyDir volume.",
+                path.display()
+            ))),
+        }
+    }
+    if !ports.is_empty() {
+        c.push(field("ports", Yaml::Seq(ports)));
+    }
+    if spec.start_on_demand {
+        c.push(comment(
+            "start_on_demand: Kubernetes starts every container at once (scale to zero needs an add-on such as KEDA).",
+        ));
+    }
+    if spec.fd_store_max > 0 {
+        c.push(comment(
+            "fd_store_max: Kubernetes keeps no descriptors across a container restart.",
+        ));
+    }
 }
 
 fn field(key: &'static str, value: Yaml) -> Entry {

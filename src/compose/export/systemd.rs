@@ -1,6 +1,8 @@
 //! A service file as systemd units: one `.service` per service and a `.target` for the set.
 
-use crate::command::{GroupRef, HealthCheck, KillMode, Limit, Output, Readiness, UserRef};
+use crate::command::{
+    GroupRef, HealthCheck, KillMode, Limit, Listener, Output, Readiness, UserRef,
+};
 use crate::compose::{Condition, Service, ServiceFile};
 use crate::supervision::{Jitter, RestartKind, Strategy};
 
@@ -54,6 +56,12 @@ pub fn systemd_units(file: &ServiceFile) -> Result<Vec<ExportedFile>, ExportErro
             name: format!("{group}-{}.service", unit_name(service.name())?),
             contents: service_unit(file, &group, service)?.render(),
         });
+        for listener in &service.spec.listeners {
+            files.push(ExportedFile {
+                name: socket_unit_name(&group, service, listener)?,
+                contents: socket_unit(file, &group, service, listener)?.render(),
+            });
+        }
     }
     files.push(ExportedFile {
         name: format!("{group}.target"),
@@ -172,6 +180,13 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
             requirement(file.group.strategy, dependency.condition)
         ));
     }
+    for listener in &spec.listeners {
+        // Its sockets come first and stay while it restarts; with start on demand the
+        // first connection starts it (the target wants the sockets, not the service).
+        let socket = socket_unit_name(group, service, listener)?;
+        lines.push(format!("Requires={socket}"));
+        lines.push(format!("After={socket}"));
+    }
     intensity(lines, file);
 
     let lines = unit.section("Service");
@@ -189,6 +204,9 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
     restart(lines, spec, oneshot);
     health(lines, spec);
     stop(lines, spec);
+    if spec.fd_store_max > 0 {
+        lines.push(format!("FileDescriptorStoreMax={}", spec.fd_store_max));
+    }
     if !spec.cgroup {
         note(
             lines,
@@ -602,12 +620,83 @@ fn target_unit(file: &ServiceFile, group: &str) -> Unit {
         Strategy::OneForOne | Strategy::RestForOne => "Wants",
     };
     for service in &file.services {
-        // Names were checked when the service units were written.
-        lines.push(format!("{members}={group}-{}.service", service.name()));
+        // Names were checked when the service units were written. A service started on
+        // demand is started by its sockets: the target wants those.
+        if service.spec.start_on_demand {
+            for listener in &service.spec.listeners {
+                if let Ok(socket) = socket_unit_name(group, service, listener) {
+                    lines.push(format!("{members}={socket}"));
+                }
+            }
+        } else {
+            lines.push(format!("{members}={group}-{}.service", service.name()));
+        }
     }
     let lines = unit.section("Install");
     lines.push("WantedBy=multi-user.target".into());
     unit
+}
+
+/// One `.socket` unit per listener, so that each has its own `FileDescriptorName=` (systemd
+/// names every socket of a unit alike): `<group>-<service>-<listener>.socket`.
+fn socket_unit_name(
+    group: &str,
+    service: &Service,
+    listener: &Listener,
+) -> Result<String, ExportError> {
+    Ok(format!(
+        "{group}-{}-{}.socket",
+        unit_name(service.name())?,
+        unit_name(listener.name())?
+    ))
+}
+
+/// A listener as systemd's socket activation: systemd binds it, holds it across restarts,
+/// and passes it by the same `LISTEN_FDS` protocol the supervisor uses.
+fn socket_unit(
+    file: &ServiceFile,
+    group: &str,
+    service: &Service,
+    listener: &Listener,
+) -> Result<Unit, ExportError> {
+    let name = service.name();
+    let mut unit = Unit::headed(&[&format!(
+        "Listener `{}` of service `{name}` (running-process group `{}`): systemd holds the socket and passes it as LISTEN_FDS, as the supervisor does.",
+        listener.name(),
+        file.group.name
+    )]);
+    let lines = unit.section("Unit");
+    lines.push(format!(
+        "Description={} socket of {name} ({} group)",
+        listener.name(),
+        file.group.name
+    ));
+    lines.push(format!("PartOf={group}.target"));
+    let lines = unit.section("Socket");
+    match listener {
+        Listener::Unix { path, .. } => {
+            let path = path_text(path, name, &format!("listeners.{}", listener.name()))?;
+            lines.push(format!("ListenStream={path}"));
+            note(lines, "The supervisor's safe-bind rules: socket 0600 in a 0700 directory of its own user.");
+            lines.push("SocketMode=0600".into());
+            lines.push("DirectoryMode=0700".into());
+        }
+        Listener::Tcp { address, .. } => {
+            // systemd sets SO_REUSEADDR on its listening sockets itself, as the supervisor does.
+            lines.push(format!("ListenStream={address}"));
+            if address.starts_with('[') {
+                lines.push("BindIPv6Only=ipv6-only".into());
+            }
+        }
+    }
+    lines.push(format!("FileDescriptorName={}", listener.name()));
+    lines.push(format!("Service={group}-{}.service", unit_name(name)?));
+    if service.spec.start_on_demand {
+        note(lines, "start_on_demand: the first connection starts the service (Accept=no); after an idle exit the next one starts it again.");
+    }
+    let lines = unit.section("Install");
+    lines.push("WantedBy=sockets.target".into());
+    Ok(unit)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! copied, the supervisor's other threads take no copy-on-write faults and no TLB
 //! shootdowns afterwards, and the kernel has no copied address space to tear down at exec.
 //! The spawner thread is suspended until the child has exec'd or exited. Such a child may
-//! write nothing of the parent's memory but its own stack: it reads the prepared
+//! write nothing of the parent's memory but its own stack (and its spawn's `LISTEN_PID`
+//! buffer, below): it reads the prepared
 //! arguments, resets every caught signal to its default before unblocking signals (a
 //! handler would run on the parent's data), and reports failures through the pipe. Other
 //! architectures fork (`clone3` without `CLONE_VM`).
@@ -26,7 +27,21 @@
 //! broadcast to "all threads" would act on the parent's thread list after a raw `clone3`.
 //! A failure in the child is reported through a close-on-exec pipe as (stage, errno); a
 //! successful exec closes the pipe, which the parent reads as success.
+//!
+//! Descriptors: the child gets its standard streams, the listening sockets of the plan at
+//! 3, 4, ... (systemd's `LISTEN_FDS`), and nothing else. Every descriptor the crate opens
+//! is close-on-exec; the child also marks every other descriptor from the first one after
+//! the listeners on close-on-exec (`close_range(CLOSE_RANGE_CLOEXEC)`, Linux 5.11+), so
+//! one the supervisor's process inherited or opened without the flag does not leak either.
+//!
+//! `LISTEN_PID` must be the child's own pid, which exists only after the fork: the
+//! environment gets a buffer of this spawn's own, `LISTEN_PID=` followed by room for the
+//! digits, and the child writes its pid there (`getpid`, then digits by hand: no
+//! allocation) before exec. That buffer is the one piece of the parent's memory the child
+//! writes; the parent thread is suspended meanwhile (or, after a plain `fork`, the child
+//! writes its own copy) and the buffer belongs to this spawn alone.
 
+use std::cell::UnsafeCell;
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -36,6 +51,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Resource, Rlimit, WaitId, WaitIdOptions};
 
+use crate::platform::listen::LISTEN_FDS_START;
 use crate::platform::spawn::{LimitResource, SpawnError, SpawnPlan, SpawnStage, Stdio};
 
 /// `clone3` flag: return a pidfd for the child.
@@ -93,6 +109,68 @@ pub(crate) struct Prepared {
     die_with_parent: bool,
     /// The directory of the cgroup the child starts in (a duplicate of the instance's).
     cgroup: Option<OwnedFd>,
+    /// The listening sockets for 3, 4, ...: copies numbered above the last target, so no
+    /// `dup2` of one can overwrite another before it is moved.
+    listen_fds: Vec<OwnedFd>,
+    /// `LISTEN_PID=`, completed by the child (with `listen_fds` only).
+    listen_pid: Option<PidSlot>,
+}
+
+/// The `LISTEN_PID=` entry of one spawn's environment, with room for any pid's digits and
+/// the NUL: the child writes its pid into it before exec (see the module documentation).
+pub(crate) struct PidSlot(Box<UnsafeCell<[u8; PID_SLOT_LEN]>>);
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+/// The prefix, ten digits (a pid fits in 32 bits) and the NUL, rounded up.
+const PID_SLOT_LEN: usize = 32;
+
+impl PidSlot {
+    fn new() -> PidSlot {
+        let mut entry = [0u8; PID_SLOT_LEN];
+        entry[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+        PidSlot(Box::new(UnsafeCell::new(entry)))
+    }
+
+    /// The NUL-terminated entry, for `envp`.
+    fn as_ptr(&self) -> *const libc::c_char {
+        self.0.get().cast()
+    }
+
+    /// Write `pid`'s digits after the prefix, NUL-terminated. Async-signal-safe: no
+    /// allocation, no locks; called by the child only.
+    fn fill(&self, pid: u32) {
+        let mut digits = [0u8; 10];
+        let mut len = 0;
+        let mut rest = pid;
+        loop {
+            digits[len] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            len += 1;
+            if rest == 0 {
+                break;
+            }
+        }
+        let entry = self.0.get().cast::<u8>();
+        let start = LISTEN_PID_PREFIX.len();
+        for i in 0..len {
+            // SAFETY: `start + len` is at most 21, within the 32-byte buffer, which lives
+            // (in the `Prepared` of this spawn) until after the child has exec'd or
+            // exited; nothing else reads or writes it meanwhile: the parent thread is
+            // suspended (`CLONE_VFORK`) or this is the child's own copy (`fork`).
+            unsafe { entry.add(start + i).write(digits[len - 1 - i]) };
+        }
+        // SAFETY: as above; the NUL ends the entry.
+        unsafe { entry.add(start + len).write(0) };
+    }
+
+    /// The entry as it reads now (tests).
+    #[cfg(test)]
+    fn read(&self) -> String {
+        // SAFETY: no child is using it (tests only call this after `fill`).
+        let bytes = unsafe { &*self.0.get() };
+        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        String::from_utf8_lossy(&bytes[..end]).into_owned()
+    }
 }
 
 /// The parent's ends of the pipes of a prepared spawn.
@@ -154,8 +232,14 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
     for arg in plan.args {
         argv.push(os(arg)?);
     }
-    let mut envp = Vec::with_capacity(plan.env.len());
+    let mut envp = Vec::with_capacity(plan.env.len() + 2);
+    let passing = !plan.listen_fds.is_empty();
     for (key, value) in plan.env {
+        // The protocol's variables are this spawn's own (the command layer removes any the
+        // supervisor inherited; this keeps a spec from contradicting them).
+        if passing && is_listen_variable(&key) {
+            continue;
+        }
         let mut entry = key.into_vec();
         entry.push(b'=');
         entry.extend(value.into_vec());
@@ -189,6 +273,24 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
         .map(|cgroup| rustix::io::fcntl_dupfd_cloexec(cgroup.dir(), 0))
         .transpose()
         .map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?;
+    let (listen_fds, listen_pid) = if passing {
+        let count = plan.listen_fds.len();
+        let names: Vec<&str> = plan.listen_fds.iter().map(|l| l.name.as_str()).collect();
+        envp.push(c_string(format!("LISTEN_FDS={count}").into_bytes())?);
+        envp.push(c_string(
+            format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
+        )?);
+        let above = first_free_after_listeners(count);
+        let fds = plan
+            .listen_fds
+            .iter()
+            .map(|l| rustix::io::fcntl_dupfd_cloexec(&l.fd, above))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SpawnError::new(SpawnStage::Listeners, e))?;
+        (fds, Some(PidSlot::new()))
+    } else {
+        (Vec::new(), None)
+    };
     Ok((
         Prepared {
             program,
@@ -202,12 +304,28 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
             limits,
             die_with_parent: plan.die_with_parent,
             cgroup,
+            listen_fds,
+            listen_pid,
         },
         ParentPipes {
             stdout: parent_stdout,
             stderr: parent_stderr,
         },
     ))
+}
+
+/// `LISTEN_PID`, `LISTEN_FDS` or `LISTEN_FDNAMES`.
+fn is_listen_variable(key: &std::ffi::OsStr) -> bool {
+    matches!(
+        key.as_encoded_bytes(),
+        b"LISTEN_PID" | b"LISTEN_FDS" | b"LISTEN_FDNAMES"
+    )
+}
+
+/// The first descriptor after `count` listeners at 3, 4, ...: the child's copies of the
+/// listeners and its report pipe are numbered from here, out of the way of the `dup2`s.
+fn first_free_after_listeners(count: usize) -> i32 {
+    LISTEN_FDS_START + i32::try_from(count).unwrap_or(i32::MAX - LISTEN_FDS_START)
 }
 
 /// A started child: its PID and the pidfd from the fork.
@@ -264,9 +382,13 @@ fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError>
     let into_cgroup =
         prepared.cgroup.is_some() && use_clone3 && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed);
     let clear_sighand = use_clone3 && !NO_CLEAR_SIGHAND.load(Ordering::Relaxed);
+    let mut envp = null_terminated(&prepared.envp);
+    if let Some(slot) = &prepared.listen_pid {
+        envp.insert(envp.len() - 1, slot.as_ptr());
+    }
     let mut args = ExecArgs {
         argv: null_terminated(&prepared.argv),
-        envp: null_terminated(&prepared.envp),
+        envp,
         prepared,
         parent: rustix::process::getpid(),
         cgroup_procs: None,
@@ -288,8 +410,14 @@ fn attempt(prepared: &Prepared) -> Result<Option<(Forked, OwnedFd)>, SpawnError>
         );
         args.cgroup_procs = Some(procs.map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?);
     }
-    let (report_read, report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+    let (report_read, mut report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SpawnError::new(SpawnStage::Prepare, e))?;
+    let above = first_free_after_listeners(prepared.listen_fds.len());
+    if !prepared.listen_fds.is_empty() && report_write.as_raw_fd() < above {
+        // The child writes its report until exec: keep it clear of the listeners' targets.
+        report_write = rustix::io::fcntl_dupfd_cloexec(&report_write, above)
+            .map_err(|e| SpawnError::new(SpawnStage::Prepare, e))?;
+    }
     let forked = if use_clone3 {
         match clone3(&args, &report_write, into_cgroup) {
             Ok(forked) => forked,
@@ -487,7 +615,8 @@ mod shared {
         // own stack, whose top (`stack + STACK`, 16-byte aligned since the mapping is
         // page-aligned) is the ABI's alignment for a `call`; it never returns from the
         // asm: it calls `entry`, which never returns, with the `Start` above, which the
-        // suspended parent keeps alive. `child_main` writes only to its own stack and
+        // suspended parent keeps alive. `child_main` writes only to its own stack and to
+        // this spawn's `LISTEN_PID` buffer, which nothing else touches meanwhile, and
         // makes async-signal-safe system calls (see the module documentation).
         unsafe {
             std::arch::asm!(
@@ -605,6 +734,18 @@ fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
             fail(SpawnStage::Stdio, errno);
         }
     }
+    if let Some(slot) = &p.listen_pid {
+        slot.fill(rustix::process::getpid().as_raw_nonzero().get() as u32);
+    }
+    for (target, fd) in (LISTEN_FDS_START..).zip(&p.listen_fds) {
+        // SAFETY: `dup2` is async-signal-safe and touches only this process's descriptor
+        // table; the source is open (owned by `Prepared`) and numbered above every target.
+        // The copy at `target` is not close-on-exec: it is what the program inherits.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+            fail(SpawnStage::Listeners, last_errno());
+        }
+    }
+    mark_the_rest_cloexec(first_free_after_listeners(p.listen_fds.len()));
     for (resource, limit) in &p.limits {
         if let Err(errno) = rustix::process::setrlimit(*resource, *limit) {
             fail(SpawnStage::Limits, errno);
@@ -655,10 +796,28 @@ fn child_main(args: &ExecArgs<'_>, report: BorrowedFd<'_>) -> ! {
     unsafe {
         libc::execve(p.program.as_ptr(), args.argv.as_ptr(), args.envp.as_ptr());
     }
-    fail(
-        SpawnStage::Exec,
-        Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0)),
-    )
+    fail(SpawnStage::Exec, last_errno())
+}
+
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// Mark every descriptor from `first` on close-on-exec, so nothing but the standard streams
+/// and the listeners reaches the program (Linux 5.11+; older kernels refuse the flag and
+/// the descriptors keep their own flags: the crate opens all of its own close-on-exec).
+/// Async-signal-safe.
+fn mark_the_rest_cloexec(first: i32) {
+    // SAFETY: `close_range` only changes flags in this process's descriptor table; with
+    // `CLOSE_RANGE_CLOEXEC` it closes nothing, so the report pipe stays open until exec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
 }
 
 /// Put `fd` at `target` (0, 1 or 2) without close-on-exec.
@@ -684,5 +843,24 @@ pub(crate) fn try_reap(pidfd: BorrowedFd<'_>) -> bool {
         Ok(None) => false,
         // ECHILD: already reaped (or not our child): nothing left to do.
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_slot_reads_as_the_variable_for_any_pid() {
+        for pid in [1, 7, 10, 4_194_304, u32::MAX] {
+            let slot = PidSlot::new();
+            slot.fill(pid);
+            assert_eq!(slot.read(), format!("LISTEN_PID={pid}"));
+        }
+        // Written twice (never happens, but must stay well-formed): the shorter one wins.
+        let slot = PidSlot::new();
+        slot.fill(123_456);
+        slot.fill(42);
+        assert_eq!(slot.read(), "LISTEN_PID=42");
     }
 }

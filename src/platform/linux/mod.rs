@@ -21,6 +21,7 @@ use super::{ExePath, ExitStatus, OpenError};
 pub(crate) mod cgroup;
 mod fork_exec;
 pub(crate) mod inotify;
+pub(crate) mod listen;
 pub(crate) mod sockets;
 mod spawner;
 

@@ -40,9 +40,16 @@ pub(super) struct Running {
 /// The state of one child (see [`MemberState`] for the public view).
 pub(super) enum ChildState {
     Idle,
+    /// Waiting for demand (start on demand): the task that reports it, and its run.
+    Listening {
+        generation: u64,
+        watch: AbortHandle,
+    },
     Starting,
     Running(Running),
-    Backoff { until: Instant },
+    Backoff {
+        until: Instant,
+    },
     Stopping,
     Finished,
 }
@@ -51,6 +58,7 @@ impl ChildState {
     fn public(&self) -> MemberState {
         match self {
             ChildState::Idle => MemberState::Idle,
+            ChildState::Listening { .. } => MemberState::Listening,
             ChildState::Starting => MemberState::Starting,
             ChildState::Running(_) => MemberState::Running,
             ChildState::Backoff { until } => MemberState::Backoff { restart_at: *until },
@@ -69,6 +77,11 @@ pub(super) struct Child {
     pub backoff: Backoff,
     pub retry_start_up: bool,
     pub backoff_state: BackoffState,
+    /// Its supervisor starts it on demand (it said so the last time it was asked): a
+    /// clean exit returns it to `Listening`.
+    pub on_demand: bool,
+    /// A client is waiting: the next start goes ahead without asking for demand again.
+    pub activated: bool,
     state: ChildState,
 }
 
@@ -91,6 +104,8 @@ impl Child {
             backoff: policy.backoff,
             retry_start_up: retry_start_up || policy.retry_start_up,
             backoff_state: BackoffState::new(),
+            on_demand: false,
+            activated: false,
             state: ChildState::Idle,
         }
     }
@@ -178,6 +193,11 @@ impl Child {
             ChildState::Backoff { until } => Some(until),
             _ => None,
         }
+    }
+
+    /// Whether it waits for demand in the run `generation`.
+    pub fn is_listening(&self, generation: u64) -> bool {
+        matches!(self.state, ChildState::Listening { generation: g, .. } if g == generation)
     }
 
     /// The generation of the current run, if running.

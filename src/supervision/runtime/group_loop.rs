@@ -30,6 +30,8 @@ use crate::supervision::supervisor::{SpawnContext, Supervisor};
 const ABANDONED_EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
 type TermTx = mpsc::UnboundedSender<(usize, u64, Termination)>;
+/// A member waiting for demand (its index and run) is wanted now.
+type DemandTx = mpsc::UnboundedSender<(usize, u64)>;
 
 pub(super) struct Group {
     strategy: Strategy,
@@ -46,6 +48,8 @@ pub(super) struct Group {
     started_up: bool,
     term_tx: TermTx,
     term_rx: mpsc::UnboundedReceiver<(usize, u64, Termination)>,
+    demand_tx: DemandTx,
+    demand_rx: mpsc::UnboundedReceiver<(usize, u64)>,
 }
 
 impl Group {
@@ -79,6 +83,7 @@ impl Group {
         let parent = (!solo).then(|| sink.service().to_owned());
         registry.board.register(parent.as_deref(), &names);
         let (term_tx, term_rx) = mpsc::unbounded_channel();
+        let (demand_tx, demand_rx) = mpsc::unbounded_channel();
         Group {
             strategy: spec.strategy,
             intensity: spec.intensity,
@@ -93,6 +98,8 @@ impl Group {
             started_up: false,
             term_tx,
             term_rx,
+            demand_tx,
+            demand_rx,
         }
     }
 
@@ -133,6 +140,34 @@ impl Group {
                 }
                 continue;
             };
+            // Started on demand: wait (in the background) until it is wanted.
+            if !std::mem::take(&mut self.children[i].activated) {
+                if let MemberKind::Service(supervisor) = &self.children[i].kind {
+                    let supervisor = supervisor.clone();
+                    let asked = tokio::select! {
+                        asked = supervisor.demand() => asked,
+                        command = commands.recv() => {
+                            if let Some(outcome) = self.on_command(command).await {
+                                return outcome;
+                            }
+                            continue;
+                        }
+                    };
+                    match asked {
+                        Ok(None) => self.children[i].on_demand = false,
+                        Ok(Some(demand)) => {
+                            self.listen(i, demand);
+                            continue;
+                        }
+                        Err(error) => {
+                            if let Some(outcome) = self.start_error(i, None, error).await {
+                                return outcome;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
             self.all_up.send_replace(false);
 
             // Start it. Terminations of other children wait in their channel meanwhile;
@@ -154,27 +189,67 @@ impl Group {
             match started {
                 Ok(active) => self.watch(i, active, attempt_began),
                 Err(error) => {
-                    let error = Arc::new(error);
-                    self.children[i].note_start_error(&error, &self.registry);
-                    self.children[i].sink.emit(EventKind::StartFailed {
-                        error: error.clone(),
-                    });
-                    report_abandoned(&ctx).await;
-                    let fatal = error.is_permanent()
-                        || (!self.started_up && !self.children[i].retry_start_up);
-                    if fatal {
-                        return self.start_failed(i, error).await;
-                    }
-                    self.children[i].enter(ChildState::Idle, &self.registry);
-                    // Treat it as this child ending abnormally.
-                    if let Some(outcome) = self
-                        .after_end(i, Termination::StartFailed, Duration::ZERO)
-                        .await
-                    {
+                    if let Some(outcome) = self.start_error(i, Some(&ctx), error).await {
                         return outcome;
                     }
                 }
             }
+        }
+    }
+
+    /// Child `i` could not be started (or could not wait for demand): report it, then fail
+    /// the group's start, or treat it as the child ending abnormally. `Some` when
+    /// supervision is over.
+    async fn start_error(
+        &mut self,
+        i: usize,
+        ctx: Option<&SpawnContext>,
+        error: StartError,
+    ) -> Option<Outcome> {
+        let error = Arc::new(error);
+        self.children[i].note_start_error(&error, &self.registry);
+        self.children[i].sink.emit(EventKind::StartFailed {
+            error: error.clone(),
+        });
+        if let Some(ctx) = ctx {
+            report_abandoned(ctx).await;
+        }
+        let fatal = error.is_permanent() || (!self.started_up && !self.children[i].retry_start_up);
+        if fatal {
+            return Some(self.start_failed(i, error).await);
+        }
+        self.children[i].enter(ChildState::Idle, &self.registry);
+        self.after_end(i, Termination::StartFailed, Duration::ZERO)
+            .await
+    }
+
+    /// Child `i` starts on demand: wait for `demand` in a task that reports it, listening
+    /// meanwhile.
+    fn listen(&mut self, i: usize, demand: super::super::Demand) {
+        self.generation += 1;
+        let generation = self.generation;
+        let demand_tx = self.demand_tx.clone();
+        let task = tokio::spawn(async move {
+            demand.await;
+            let _ = demand_tx.send((i, generation));
+        });
+        let child = &mut self.children[i];
+        child.on_demand = true;
+        child.enter(
+            ChildState::Listening {
+                generation,
+                watch: task.abort_handle(),
+            },
+            &self.registry,
+        );
+        child.sink.emit(EventKind::Listening);
+    }
+
+    /// A client waits for child `i` (run `generation`): start it now.
+    fn on_demand(&mut self, i: usize, generation: u64) {
+        if self.children[i].is_listening(generation) {
+            self.children[i].activated = true;
+            self.children[i].enter(ChildState::Idle, &self.registry);
         }
     }
 
@@ -209,6 +284,10 @@ impl Group {
             _ = woken => None,
             Some((i, generation, term)) = self.term_rx.recv() => {
                 self.on_termination(i, generation, term).await
+            }
+            Some((i, generation)) = self.demand_rx.recv() => {
+                self.on_demand(i, generation);
+                None
             }
             command = commands.recv() => self.on_command(command).await,
         }
@@ -291,6 +370,11 @@ impl Group {
         term: Termination,
         uptime: Duration,
     ) -> Option<Outcome> {
+        if self.children[i].on_demand && !term.is_abnormal() {
+            // Started on demand and done for now (an idle timeout): not an end for the
+            // policy. The loop makes it listen again.
+            return None;
+        }
         if !self.children[i].restart.should_restart(&term) {
             self.children[i].enter(ChildState::Finished, &self.registry);
             self.children[i].sink.emit(EventKind::Completed);
@@ -410,9 +494,13 @@ impl Group {
         let sink = self.children[j].sink.clone();
         match self.children[j].state() {
             ChildState::Running(_) => {}
-            ChildState::Backoff { .. } => {
+            ChildState::Backoff { .. } | ChildState::Listening { .. } => {
                 sink.emit(EventKind::Stopping);
-                self.children[j].enter(ChildState::Idle, &self.registry);
+                let left = self.children[j].enter(ChildState::Idle, &self.registry);
+                if let ChildState::Listening { watch, .. } = left {
+                    watch.abort();
+                }
+                self.children[j].activated = false;
                 sink.emit(EventKind::Stopped);
                 return;
             }

@@ -14,6 +14,11 @@ pub enum MemberState {
     /// Not started: before the group starts it, or stopped by a manual restart or a
     /// sibling's termination and about to start again.
     Idle,
+    /// Started on demand: no backend runs, the supervisor holds its listeners and starts
+    /// one when a client connects. Counts as up for
+    /// [`ServiceHandle::ready`](crate::supervision::ServiceHandle::ready): clients can
+    /// connect.
+    Listening,
     /// Being started (adopt or spawn, then readiness).
     Starting,
     /// Running and ready (a group: every member of it started).
@@ -34,6 +39,7 @@ impl std::fmt::Display for MemberState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MemberState::Idle => f.write_str("idle"),
+            MemberState::Listening => f.write_str("listening"),
             MemberState::Starting => f.write_str("starting"),
             MemberState::Running => f.write_str("running"),
             MemberState::Backoff { restart_at } => {

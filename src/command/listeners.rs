@@ -1,0 +1,374 @@
+//! The listening sockets a [`CommandSupervisor`](super::CommandSupervisor) holds for its
+//! service: bound once, on first need, before any process starts; kept across restarts;
+//! a copy of each handed to every instance; watched for a waiting client while no
+//! instance runs (start on demand); closed (and a Unix socket's file removed) when the
+//! supervisor is dropped.
+
+use super::spec::Listener;
+use super::spec_error::SpecError;
+use crate::supervision::{Demand, StartError};
+
+/// The spec's listeners, bound on first use.
+pub(crate) struct Listeners {
+    spec: Vec<Listener>,
+    #[cfg(target_os = "linux")]
+    held: tokio::sync::OnceCell<std::sync::Arc<linux::Held>>,
+}
+
+impl Listeners {
+    pub(crate) fn new(spec: Vec<Listener>) -> Listeners {
+        Listeners {
+            spec,
+            #[cfg(target_os = "linux")]
+            held: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The sockets, bound now if they are not yet (on the blocking pool). `Ok(None)` when
+    /// the spec declares none.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn held(&self) -> Result<Option<std::sync::Arc<linux::Held>>, StartError> {
+        if self.spec.is_empty() {
+            return Ok(None);
+        }
+        let held = self
+            .held
+            .get_or_try_init(|| {
+                let spec = self.spec.clone();
+                async move {
+                    crate::blocking::blocking(move || linux::Held::bind(&spec))
+                        .await
+                        .map(std::sync::Arc::new)
+                }
+            })
+            .await?;
+        Ok(Some(held.clone()))
+    }
+
+    /// A future that completes when a client waits on one of the listeners (binding them
+    /// first if needed).
+    pub(crate) async fn connection_waiting(&self) -> Result<Demand, StartError> {
+        #[cfg(target_os = "linux")]
+        {
+            match self.held().await? {
+                Some(held) => Ok(Box::pin(async move { held.connection_waiting().await })),
+                None => Err(SpecError::OnDemandWithoutListeners.into()),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.unsupported()?;
+            Err(SpecError::OnDemandWithoutListeners.into())
+        }
+    }
+
+    /// Off Linux: a spec with listeners cannot be started.
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn unsupported(&self) -> Result<(), StartError> {
+        validate(&self.spec)?;
+        if self.spec.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::NeedsLinux("listeners").into())
+        }
+    }
+}
+
+/// Check the listeners as written: names usable in `LISTEN_FDNAMES` (1 to 255 printable
+/// ASCII characters, no `:`) and unique, addresses literal `ip:port`.
+fn validate(listeners: &[Listener]) -> Result<(), SpecError> {
+    let bad = |listener: &Listener, reason| SpecError::Listener {
+        name: listener.name().to_owned(),
+        reason,
+    };
+    for (i, listener) in listeners.iter().enumerate() {
+        let name = listener.name();
+        if !valid_name(name) {
+            return Err(bad(
+                listener,
+                "the name must be 1 to 255 printable ASCII characters without spaces or `:` (LISTEN_FDNAMES)",
+            ));
+        }
+        if listeners[..i].iter().any(|l| l.name() == name) {
+            return Err(bad(listener, "another listener has the same name"));
+        }
+        match listener {
+            Listener::Tcp { address, .. } if address.parse::<std::net::SocketAddr>().is_err() => {
+                return Err(bad(listener, "the address is not a literal ip:port"));
+            }
+            Listener::Unix { path, .. } if path.as_os_str().is_empty() => {
+                return Err(bad(listener, "the path is empty"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` can stand in `LISTEN_FDNAMES`: 1 to 255 printable ASCII characters,
+/// no space, no `:` (systemd's rule for `FileDescriptorName=` and `FDNAME=`).
+fn valid_name(name: &str) -> bool {
+    (1..=255).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) mod linux {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::path::PathBuf;
+
+    use super::{valid_name, validate, Listener};
+    use crate::platform::{self, listen, ListenFd};
+    use crate::protocol::sd_notify::NotifyMessage;
+    use crate::supervision::StartError;
+
+    /// One bound listener.
+    struct Socket {
+        name: String,
+        fd: OwnedFd,
+        /// Its inode, as `/proc/net/{tcp,tcp6,unix}` list it.
+        inode: u64,
+        /// The file of a Unix socket, removed on drop.
+        path: Option<PathBuf>,
+    }
+
+    /// The bound listeners of one service, in the spec's order.
+    pub(crate) struct Held {
+        sockets: Vec<Socket>,
+    }
+
+    impl Held {
+        /// Bind every listener, in order; the first failure names its listener, and the
+        /// ones bound before it are closed again. Blocking (file system).
+        pub(super) fn bind(spec: &[Listener]) -> Result<Held, StartError> {
+            validate(spec)?;
+            let mut held = Held {
+                sockets: Vec::with_capacity(spec.len()),
+            };
+            for listener in spec {
+                let failed =
+                    |source: Box<dyn std::error::Error + Send + Sync>| StartError::Listener {
+                        name: listener.name().to_owned(),
+                        address: listener.address(),
+                        source,
+                    };
+                let (fd, path) = match listener {
+                    Listener::Tcp { address, .. } => {
+                        let addr = address
+                            .parse()
+                            .map_err(|e: std::net::AddrParseError| failed(e.into()))?;
+                        (listen::bind_tcp(addr).map_err(|e| failed(e.into()))?, None)
+                    }
+                    Listener::Unix { path, .. } => {
+                        let fd = crate::protocol::listener::bind_held(path)
+                            .map_err(|e| failed(e.into()))?;
+                        // The kernel's largest backlog, as for TCP.
+                        listen::listen_again(fd.as_fd()).map_err(|e| failed(e.into()))?;
+                        (fd, Some(path.clone()))
+                    }
+                };
+                let inode = listen::socket_inode(fd.as_fd()).map_err(|e| failed(e.into()))?;
+                held.sockets.push(Socket {
+                    name: listener.name().to_owned(),
+                    fd,
+                    inode,
+                    path,
+                });
+            }
+            Ok(held)
+        }
+
+        /// The inodes of the sockets (the readiness checks' "a stranger already listens
+        /// here" must not find the supervisor's own).
+        pub(crate) fn inodes(&self) -> Vec<u64> {
+            self.sockets.iter().map(|s| s.inode).collect()
+        }
+
+        /// Copies for one spawn, each reset to blocking first (a previous instance may have
+        /// made the shared open file non-blocking).
+        pub(crate) fn for_spawn(&self) -> std::io::Result<Vec<ListenFd>> {
+            self.sockets
+                .iter()
+                .map(|socket| {
+                    listen::set_blocking(socket.fd.as_fd())?;
+                    Ok(ListenFd {
+                        name: socket.name.clone(),
+                        fd: listen::duplicate(&socket.fd)?,
+                    })
+                })
+                .collect()
+        }
+
+        /// Completes when a connection waits on any of the sockets: readable, which a
+        /// listening socket is when its backlog is not empty. Nothing is accepted: the
+        /// connection is for the instance about to start. Cancel-safe.
+        pub(crate) async fn connection_waiting(&self) {
+            let mut watches = Vec::new();
+            for socket in &self.sockets {
+                match listen::duplicate(&socket.fd).and_then(platform::async_fd) {
+                    Ok(watch) => watches.push(watch),
+                    Err(error) => {
+                        tracing::warn!(listener = %socket.name, %error, "cannot watch the listener; starting now");
+                        return;
+                    }
+                }
+            }
+            let readable = watches.iter().map(|w| Box::pin(w.readable()));
+            let _ = futures_util::future::select_all(readable).await;
+        }
+    }
+
+    /// The file descriptor store (systemd's `FDSTORE=1`): descriptors an instance handed
+    /// over, passed to every later instance after the listeners.
+    pub(crate) struct FdStore {
+        max: usize,
+        entries: std::sync::Mutex<Vec<(String, OwnedFd)>>,
+    }
+
+    impl FdStore {
+        pub(crate) fn new(max: u32) -> FdStore {
+            FdStore {
+                max: max as usize,
+                entries: std::sync::Mutex::default(),
+            }
+        }
+
+        fn entries(&self) -> std::sync::MutexGuard<'_, Vec<(String, OwnedFd)>> {
+            self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Apply one sd_notify message of the service: `FDSTOREREMOVE=1` drops the
+        /// entries named `FDNAME`, then `FDSTORE=1` keeps `fds` under `FDNAME` (`stored`
+        /// when absent or unusable), up to the store's size; the rest are closed.
+        pub(crate) fn apply(&self, message: &NotifyMessage, fds: Vec<OwnedFd>) {
+            let set = |key: &str| message.extra.iter().any(|(k, v)| k == key && v == "1");
+            let name = message
+                .extra
+                .iter()
+                .rev()
+                .find(|(key, _)| key == "FDNAME")
+                .map(|(_, name)| name.as_str());
+            let mut entries = self.entries();
+            if let (true, Some(name)) = (set("FDSTOREREMOVE"), name) {
+                entries.retain(|(n, _)| n != name);
+            }
+            if !set("FDSTORE") || fds.is_empty() {
+                return;
+            }
+            let name = name.filter(|n| valid_name(n)).unwrap_or("stored");
+            let room = self.max.saturating_sub(entries.len());
+            if fds.len() > room {
+                tracing::warn!(
+                    max = self.max,
+                    dropped = fds.len() - room,
+                    "the file descriptor store is full; closing what does not fit"
+                );
+            }
+            entries.extend(fds.into_iter().take(room).map(|fd| (name.to_owned(), fd)));
+        }
+
+        /// Copies for one spawn, in the order they were stored.
+        pub(crate) fn for_spawn(&self) -> std::io::Result<Vec<ListenFd>> {
+            self.entries()
+                .iter()
+                .map(|(name, fd)| {
+                    Ok(ListenFd {
+                        name: name.clone(),
+                        fd: listen::duplicate(fd)?,
+                    })
+                })
+                .collect()
+        }
+    }
+
+    impl Drop for Held {
+        /// Each Unix socket's file is removed while its socket is still open (so nobody
+        /// can bind the path in between and lose it to the removal), then the sockets
+        /// close; on the blocking pool when there is a file to remove.
+        fn drop(&mut self) {
+            let sockets = std::mem::take(&mut self.sockets);
+            if sockets.iter().all(|s| s.path.is_none()) {
+                return;
+            }
+            let remove = move || {
+                for socket in sockets {
+                    if let Some(path) = &socket.path {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+                Err(_) => remove(),
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::linux::{FdStore, Held};
+    use super::Listener;
+
+    #[test]
+    fn held_sockets_are_bound_once_named_and_their_files_removed_when_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run").join("svc.sock");
+        let spec = [
+            Listener::unix("ctl", &path),
+            Listener::tcp("web", "127.0.0.1:0"),
+        ];
+        let held = Held::bind(&spec).unwrap();
+        assert_eq!(held.inodes().len(), 2);
+        let names: Vec<String> = held
+            .for_spawn()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names, ["ctl", "web"]);
+        // A live socket is never displaced, not even by a second holder.
+        let error = Held::bind(&spec[..1]).map(drop).unwrap_err();
+        assert!(
+            crate::report::Chain(&error)
+                .to_string()
+                .contains("already listening"),
+            "{error}"
+        );
+        drop(held);
+        assert!(!path.exists());
+        drop(Held::bind(&spec).unwrap());
+    }
+
+    use crate::protocol::sd_notify::parse;
+
+    fn fd() -> std::os::fd::OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn names(store: &FdStore) -> Vec<String> {
+        store
+            .for_spawn()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect()
+    }
+
+    #[test]
+    fn the_fd_store_keeps_names_removes_by_name_and_stays_within_its_size() {
+        let store = FdStore::new(3);
+        store.apply(&parse(b"FDSTORE=1\nFDNAME=conn"), vec![fd(), fd()]);
+        store.apply(&parse(b"FDSTORE=1"), vec![fd()]);
+        assert_eq!(names(&store), ["conn", "conn", "stored"]);
+        // Full: the extra one is closed, not kept.
+        store.apply(&parse(b"FDSTORE=1\nFDNAME=late"), vec![fd()]);
+        assert_eq!(names(&store).len(), 3);
+        store.apply(&parse(b"FDSTOREREMOVE=1\nFDNAME=conn"), Vec::new());
+        assert_eq!(names(&store), ["stored"]);
+        // A name LISTEN_FDNAMES cannot carry is replaced; descriptors without FDSTORE=1
+        // are not kept.
+        store.apply(&parse(b"FDSTORE=1\nFDNAME=a:b"), vec![fd()]);
+        store.apply(&parse(b"STATUS=x"), vec![fd()]);
+        assert_eq!(names(&store), ["stored", "stored"]);
+    }
+}
