@@ -770,3 +770,44 @@ stop = { grace_ms = 600000 }
         println!("SKIPPED (the service's end): python3 (for a pidfd wait) is missing");
     }
 }
+
+/// Socket activation from a service file: the detached supervisor holds a TCP listener for
+/// a Python program that knows only `socket.fromfd(3, ...)`; after a SIGKILL of the
+/// program, a client that connects meanwhile is answered by the replacement.
+#[test]
+fn a_service_file_listener_is_held_across_a_crash() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: python3 is missing");
+        return;
+    }
+    let port = daemons::free_port();
+    let script = "import os, socket\\nl = socket.fromfd(3, socket.AF_INET, socket.SOCK_STREAM)\\nwhile True:\\n    c, _ = l.accept()\\n    c.sendall(b'%d\\\\n' % os.getpid())\\n    c.close()\\n";
+    let project = Project::new(&format!(
+        r#"
+[services.echo]
+program = "python3"
+args = ["-c", "{script}"]
+listeners = [{{ kind = "tcp", name = "web", address = "127.0.0.1:{port}" }}]
+restart = {{ kind = "permanent", backoff = {{ initial_ms = 200 }} }}
+"#
+    ));
+    assert!(project.run(&["up", "--detach"]).status.success());
+    let ask = || {
+        let stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("the held socket accepts");
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line.trim().parse::<u64>().unwrap()
+    };
+    let first = ask();
+    let mut events = project.follow_events();
+    kill9(first);
+    events.wait_for("echo: exited");
+    // Connected while no instance runs (the backoff): it waits in the backlog.
+    let second = ask();
+    assert_ne!(first, second, "answered by the replacement");
+    assert_eq!(
+        Project::service(&project.status(), "echo")["pid"].as_u64(),
+        Some(second)
+    );
+}

@@ -35,6 +35,11 @@
 //! program = "python3"
 //! args = ["-m", "http.server", "8000", "--bind", "127.0.0.1"]
 //! depends_on = { store = "ready" }   # or ["store"]: ready is the default condition
+//!
+//! [services.api]
+//! program = "/srv/api"                # takes its socket as fd 3 (LISTEN_FDS)
+//! listeners = [{ kind = "tcp", name = "http", address = "127.0.0.1:8081" }]
+//! start_on_demand = true              # started by the first connection
 //! ```
 //!
 //! Relative paths (`cwd`, a `program` with a `/`, output files) are relative to the file's
