@@ -72,6 +72,17 @@ impl Project {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// `up` in the foreground, and its output as it comes.
+    fn up_foreground(&self) -> (Child, Lines) {
+        let mut up = self
+            .command(&["up"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Lines::of(&mut up);
+        (up, lines)
+    }
+
     /// `events`, followed from the moment it says so; killed when dropped.
     fn follow_events(&self) -> Follower {
         let mut child = self
@@ -264,12 +275,7 @@ depends_on = { a = "ready", b = "ready" }
 #[test]
 fn services_start_in_dependency_order_in_parallel_where_allowed_and_ctrl_c_stops_them_in_reverse() {
     let project = Project::new(GATED);
-    let mut up = project
-        .command(&["up"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut up);
+    let (up, mut lines) = project.up_foreground();
 
     // a and b are both spawned while neither is ready: they start in parallel.
     lines.wait_for("c: waiting for a ready, b ready");
@@ -740,12 +746,7 @@ args = ["-c", "trap '' TERM; echo ignoring TERM; while :; do sleep 1; done"]
 stop = { grace_ms = 600000 }
 "#,
     );
-    let mut up = project
-        .command(&["up"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut up);
+    let (up, mut lines) = project.up_foreground();
     lines.wait_for("stubborn | ignoring TERM");
     lines.wait_for("every service is ready");
     let status_line = lines
