@@ -577,13 +577,16 @@ impl CommandSupervisor {
 /// store, if the spec has one (else they are closed).
 #[cfg(target_os = "linux")]
 type KeepFds = Option<Arc<super::listeners::linux::FdStore>>;
+/// Elsewhere there is no fd store: always `None`.
 #[cfg(not(target_os = "linux"))]
-type KeepFds = ();
+type KeepFds = Option<std::convert::Infallible>;
 
 impl CommandSupervisor {
     fn keep_fds(&self) -> KeepFds {
         #[cfg(target_os = "linux")]
         return self.fd_store.clone();
+        #[cfg(not(target_os = "linux"))]
+        None
     }
 }
 
