@@ -54,7 +54,7 @@
 //! Supervising it is one call, [`supervise`](crate::supervision::supervise) with a
 //! [`CommandSupervisor`] (see the crate's front page).
 
-mod launch;
+pub(crate) mod launch;
 mod listeners;
 mod notify;
 pub(crate) mod output;

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::file::{Condition, ServiceFile};
-use crate::command::CommandSpec;
-use crate::supervision::RestartKind;
+use crate::command::{launch, CommandSpec};
+use crate::supervision::{ExecFailure, RestartKind, StartError};
 
 /// What is wrong with a service file.
 #[derive(Debug, thiserror::Error)]
@@ -174,30 +174,26 @@ pub(crate) fn check_programs(file: &ServiceFile) -> Result<(), KeyedProblem> {
     Ok(())
 }
 
-/// The file a service's program names, as the service would find it: a path (absolute, or
-/// with a `/`) as it is, a bare name in the service's `PATH` (its own `env.PATH`, else the
-/// supervisor's; none with `env_clear`). `Err` says why it cannot be executed. Reads the
-/// file system.
+/// The file a service's program names, found exactly as its spawn finds it (the command
+/// layer's `resolve_program`, on the environment the child would get), then checked to be
+/// an executable file, so `check` reports what exec would refuse. `Err` says why it cannot
+/// be executed. Reads the file system.
 pub(crate) fn find_program(spec: &CommandSpec) -> Result<PathBuf, String> {
-    if spec.program.components().count() > 1 || spec.program.is_absolute() {
-        return executable(&spec.program).map(|()| spec.program.clone());
-    }
-    let path = match spec.env.get("PATH") {
-        Some(path) => path.into(),
-        None if spec.env_clear => std::ffi::OsString::new(),
-        None => std::env::var_os("PATH").unwrap_or_default(),
-    };
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(&spec.program))
-        .find(|candidate| executable(candidate).is_ok())
-        .ok_or_else(|| {
-            format!(
-                "not found in PATH ({})",
-                std::env::join_paths(std::env::split_paths(&path))
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            )
-        })
+    let env = launch::environment(spec, &launch::RunAs::default(), &[]);
+    let found =
+        launch::resolve_program(&spec.program, spec.cwd.as_deref(), &env).map_err(|error| {
+            match error {
+                StartError::Exec {
+                    reason: ExecFailure::NotFound { searched },
+                    ..
+                } => match searched.strip_prefix("PATH=") {
+                    Some(path) => format!("not found in PATH ({path})"),
+                    None => "does not exist".to_owned(),
+                },
+                other => other.to_string(),
+            }
+        })?;
+    executable(&found).map(|()| found)
 }
 
 fn executable(path: &Path) -> Result<(), String> {
