@@ -590,8 +590,8 @@ fn without_a_file_up_says_how_to_write_one() {
     );
 }
 
-/// Real Debian daemons under a detached supervisor: memcached waits for redis to be ready
-/// (TCP readiness: a listener of the service's own tree), a crash of redis is restarted,
+/// Real Debian daemons under a detached supervisor: memcached waits for redis to be healthy
+/// (TCP readiness, then its first passing TCP health check), a crash of redis is restarted,
 /// and with `rest_for_one` memcached restarts after it.
 #[test]
 fn redis_and_memcached_from_a_service_file() {
@@ -618,13 +618,14 @@ strategy = "rest_for_one"
 program = "{redis}"
 args = [{redis_args}]
 readiness = {{ kind = "tcp", address = "127.0.0.1:{redis_port}" }}
+health = {{ check = {{ kind = "tcp", address = "127.0.0.1:{redis_port}" }}, interval_ms = 100 }}
 restart = {{ kind = "permanent", backoff = {{ initial_ms = 10 }} }}
 
 [services.memcached]
 program = "{memcached}"
 args = [{memcached_args}]
 readiness = {{ kind = "tcp", address = "127.0.0.1:{memcached_port}" }}
-depends_on = {{ redis = "ready" }}
+depends_on = {{ redis = "healthy" }}
 "#,
         redis = redis.display(),
         memcached = memcached.display(),
@@ -634,6 +635,8 @@ depends_on = {{ redis = "ready" }}
     let project = Project::new(&text);
     assert!(project.run(&["up", "--detach"]).status.success());
     let status = project.status();
+    // memcached waited for redis's first passing health check.
+    assert_eq!(Project::service(&status, "redis")["health"]["kind"], "healthy");
     let redis_pid = Project::service(&status, "redis")["pid"].as_u64().unwrap();
     let memcached_pid = Project::service(&status, "memcached")["pid"]
         .as_u64()

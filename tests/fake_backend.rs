@@ -433,3 +433,47 @@ async fn stopping_a_hung_backend_escalates_to_a_kill() {
     assert_eq!(process.exited().await, ExitStatus::Signal(9));
     assert!(stopping_at.elapsed() >= Duration::from_secs(5));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_check_is_reported_once_and_again_after_a_failure() {
+    let fake = FakeSupervisor::new("server")
+        .health_policy(HealthPolicy {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            failures_before_unhealthy: 3,
+        })
+        .restart_policy(at_once(RestartKind::Permanent));
+    let service = supervise(Arc::new(fake.clone()));
+    let mut events = service.events();
+    let first = fake.nth_spawned(1).await;
+    let health = |k: &EventKind| {
+        matches!(
+            k,
+            EventKind::Healthy { .. } | EventKind::HealthCheckFailed { .. }
+        )
+    };
+    // Three passing checks: one event.
+    for _ in 0..3 {
+        let checks = first.health_checks();
+        while first.health_checks() == checks {
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+    }
+    let mut kinds = vec![next_event(&mut events, "healthy", health).await.kind];
+    first.make_unhealthy("disk full");
+    kinds.push(next_event(&mut events, "a failed check", health).await.kind);
+    first.make_healthy();
+    kinds.push(next_event(&mut events, "healthy again", health).await.kind);
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                EventKind::Healthy { .. },
+                EventKind::HealthCheckFailed { consecutive: 1, .. },
+                EventKind::Healthy { .. }
+            ]
+        ),
+        "{kinds:?}"
+    );
+    service.stop().await;
+}

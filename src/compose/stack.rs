@@ -17,7 +17,7 @@ use crate::command::CommandSupervisor;
 use crate::supervision::event::one_line;
 use crate::supervision::policy::IntensityWindow;
 use crate::supervision::{
-    supervise, Event, EventKind, MemberState, Outcome, ServiceHandle, Strategy, Supervisor,
+    supervise, Event, EventKind, MemberState, Outcome, ServiceHandle, Strategy,
 };
 
 /// Events a subscriber may fall behind by before it loses some.
@@ -538,9 +538,6 @@ impl Inner {
                     p.ready = true;
                     restart_dependants = std::mem::take(&mut p.restart_pending);
                 });
-                if self.file.services[i].spec.health.is_some() {
-                    tokio::spawn(first_health_check(self.clone(), i));
-                }
                 if restart_dependants {
                     self.apply_strategy(i);
                 }
@@ -560,7 +557,12 @@ impl Inner {
                 p.ready = false;
                 p.healthy = false;
             }),
+            EventKind::Healthy { .. } => slot.progress.send_modify(|p| {
+                p.healthy = true;
+                p.health = HealthView::Healthy;
+            }),
             EventKind::HealthCheckFailed { error, .. } => slot.progress.send_modify(|p| {
+                p.healthy = false;
                 p.health = HealthView::Unhealthy {
                     reason: one_line(&crate::report::Chain(&**error).to_string()),
                 };
@@ -604,35 +606,6 @@ impl Inner {
                 at: SystemTime::now(),
             });
         }
-    }
-}
-
-/// Run the health check of service `i` until it passes once (its `healthy` condition),
-/// at the health interval, for as long as the instance that became ready runs.
-async fn first_health_check(inner: Arc<Inner>, i: usize) {
-    let slot = &inner.slots[i];
-    let interval = inner.file.services[i]
-        .spec
-        .health
-        .as_ref()
-        .map(|h| h.policy.interval)
-        .unwrap_or_default();
-    let Some(backend) = lock(&slot.handle).as_ref().and_then(ServiceHandle::backend) else {
-        return;
-    };
-    loop {
-        if !backend.is_alive() {
-            return;
-        }
-        if slot.supervisor.health_check(&backend).await.is_ok() {
-            slot.progress.send_modify(|p| {
-                p.healthy = true;
-                p.health = HealthView::Healthy;
-            });
-            return;
-        }
-        // The interval between checks is the health policy's: time passing is the point.
-        tokio::time::sleep(interval).await;
     }
 }
 

@@ -121,6 +121,7 @@ impl std::fmt::Display for EventKind {
                 "health check failed (pid {pid}, {consecutive} in a row): {}",
                 one_line(&crate::report::Chain(&**error).to_string())
             ),
+            EventKind::Healthy { pid } => write!(f, "healthy (pid {pid})"),
             EventKind::Unhealthy { pid } => write!(f, "unhealthy (pid {pid}): replacing it"),
             EventKind::Exited {
                 pid,
@@ -182,6 +183,12 @@ pub enum EventKind {
     StartFailed {
         /// Why.
         error: Arc<StartError>,
+    },
+    /// A health check passed: the first one of this backend, or the first after failed
+    /// ones (a passing check while healthy is not reported again).
+    Healthy {
+        /// The backend's PID.
+        pid: u32,
     },
     /// One health check failed.
     HealthCheckFailed {
@@ -296,6 +303,7 @@ fn trace(service: &str, kind: &EventKind) {
         } => {
             warn!(pid, consecutive, error = %crate::report::Chain(&error), "health check failed")
         }
+        EventKind::Healthy { pid } => info!(pid, "healthy"),
         EventKind::Unhealthy { pid } => warn!(pid, "unhealthy"),
         EventKind::Exited {
             pid,

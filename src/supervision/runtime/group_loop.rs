@@ -641,6 +641,8 @@ async fn watch_backend(
     let mut ticker = tokio::time::interval_at(Instant::now() + policy.interval, policy.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
+    // Not yet known: the first passing check is reported, then each recovery.
+    let mut healthy = false;
     loop {
         let check = async {
             ticker.tick().await;
@@ -654,9 +656,15 @@ async fn watch_backend(
                 return exited(supervisor, backend, sink, registry, name, status).await;
             }
             result = check => match result {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    failures = 0;
+                    if !std::mem::replace(&mut healthy, true) {
+                        sink.emit(EventKind::Healthy { pid });
+                    }
+                }
                 Err(error) => {
                     failures += 1;
+                    healthy = false;
                     sink.emit(EventKind::HealthCheckFailed { pid, consecutive: failures, error: Arc::new(error) });
                     if failures >= policy.failures_before_unhealthy.max(1) {
                         sink.emit(EventKind::Unhealthy { pid });
