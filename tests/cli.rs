@@ -636,7 +636,10 @@ depends_on = {{ redis = "healthy" }}
     assert!(project.run(&["up", "--detach"]).status.success());
     let status = project.status();
     // memcached waited for redis's first passing health check.
-    assert_eq!(Project::service(&status, "redis")["health"]["kind"], "healthy");
+    assert_eq!(
+        Project::service(&status, "redis")["health"]["kind"],
+        "healthy"
+    );
     let redis_pid = Project::service(&status, "redis")["pid"].as_u64().unwrap();
     let memcached_pid = Project::service(&status, "memcached")["pid"]
         .as_u64()

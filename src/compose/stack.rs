@@ -92,6 +92,10 @@ struct Inner {
 /// One service and what the stack knows of it.
 struct Slot {
     supervisor: Arc<CommandSupervisor>,
+    /// What it waits for (see [`dependencies`]), by index.
+    dependencies: Vec<(usize, Dependency)>,
+    /// Its stop level: one more than its deepest dependency's (dependants stop first).
+    depth: usize,
     progress: watch::Sender<Progress>,
     /// The runtime's handle, while it supervises the service.
     handle: Mutex<Option<ServiceHandle>>,
@@ -175,11 +179,18 @@ impl Stack {
     /// (`ServiceFile::load`, feature `toml`, or [`ServiceFile::check`]): a dependency
     /// on a service the file does not have is ignored here.
     pub fn start(file: ServiceFile) -> Stack {
+        let graph: Vec<Vec<(usize, Dependency)>> = (0..file.services.len())
+            .map(|i| dependencies(&file, i))
+            .collect();
+        let depths = depths(&graph);
         let slots = file
             .services
             .iter()
-            .map(|service| Slot {
+            .zip(graph.into_iter().zip(depths))
+            .map(|(service, (dependencies, depth))| Slot {
                 supervisor: Arc::new(CommandSupervisor::new(service.spec.clone())),
+                dependencies,
+                depth,
                 progress: watch::Sender::new(Progress::new()),
                 handle: Mutex::new(None),
             })
@@ -355,36 +366,13 @@ impl Inner {
         let _ = self.events.send(event);
     }
 
-    /// What service `i` waits for: its `depends_on`, and in sequential order the service
-    /// before it.
-    fn dependencies_of(&self, i: usize) -> Vec<(usize, Dependency)> {
-        let mut found: Vec<(usize, Dependency)> = self.file.services[i]
-            .depends_on
-            .iter()
-            .filter_map(|d| Some((self.index_of(&d.service)?, d.clone())))
-            .collect();
-        if self.file.group.order == StartOrder::Sequential
-            && i > 0
-            && !found.iter().any(|(j, _)| *j == i - 1)
-        {
-            found.push((
-                i - 1,
-                Dependency {
-                    service: self.name(i - 1).to_owned(),
-                    condition: Condition::Ready,
-                },
-            ));
-        }
-        found
-    }
-
     /// The services that depend on `i`, directly or not, in file order.
     fn dependants_of(&self, i: usize) -> Vec<usize> {
         let mut found = vec![false; self.slots.len()];
         let mut queue = vec![i];
         while let Some(j) = queue.pop() {
             for (k, seen) in found.iter_mut().enumerate() {
-                if !*seen && k != i && self.dependencies_of(k).iter().any(|(d, _)| *d == j) {
+                if !*seen && k != i && self.slots[k].dependencies.iter().any(|(d, _)| *d == j) {
                     *seen = true;
                     queue.push(k);
                 }
@@ -496,28 +484,22 @@ impl Inner {
     async fn stop_all(self: &Arc<Self>, outcome: Outcome) -> Outcome {
         lock(&self.ending).get_or_insert(outcome);
         self.stopping.send_replace(true);
-        // Dependants first: a service's depth is one more than its deepest dependency's.
+        // Dependants first, level by level.
         let n = self.slots.len();
-        let mut depth = vec![0usize; n];
-        for _ in 0..n {
-            for i in 0..n {
-                for (j, _) in self.dependencies_of(i) {
-                    depth[i] = depth[i].max(depth[j] + 1);
-                }
-            }
-        }
-        let deepest = depth.iter().copied().max().unwrap_or(0);
+        let deepest = self.slots.iter().map(|slot| slot.depth).max().unwrap_or(0);
         for level in (0..=deepest).rev() {
-            let stops = (0..n).filter(|&i| depth[i] == level).filter_map(|i| {
-                let handle = lock(&self.slots[i].handle).clone();
-                let mut progress = self.slots[i].progress.subscribe();
-                handle.map(|h| async move {
-                    h.stop().await;
-                    // Its last events are forwarded before the next level stops: the
-                    // stream shows the order in which things happened.
-                    let _ = progress.wait_for(|p| p.phase != Phase::Launched).await;
-                })
-            });
+            let stops = (0..n)
+                .filter(|&i| self.slots[i].depth == level)
+                .filter_map(|i| {
+                    let handle = lock(&self.slots[i].handle).clone();
+                    let mut progress = self.slots[i].progress.subscribe();
+                    handle.map(|h| async move {
+                        h.stop().await;
+                        // Its last events are forwarded before the next level stops: the
+                        // stream shows the order in which things happened.
+                        let _ = progress.wait_for(|p| p.phase != Phase::Launched).await;
+                    })
+                });
             futures_util::future::join_all(stops).await;
         }
         let ending = lock(&self.ending).clone().unwrap_or(Outcome::Stopped);
@@ -609,6 +591,45 @@ impl Inner {
     }
 }
 
+/// What service `i` waits for: its `depends_on`, and in sequential order the service
+/// before it. A dependency on a service the file does not have is left out.
+fn dependencies(file: &ServiceFile, i: usize) -> Vec<(usize, Dependency)> {
+    let index_of = |name: &str| file.services.iter().position(|s| s.name() == name);
+    let mut found: Vec<(usize, Dependency)> = file.services[i]
+        .depends_on
+        .iter()
+        .filter_map(|d| Some((index_of(&d.service)?, d.clone())))
+        .collect();
+    if file.group.order == StartOrder::Sequential
+        && i > 0
+        && !found.iter().any(|(j, _)| *j == i - 1)
+    {
+        found.push((
+            i - 1,
+            Dependency {
+                service: file.services[i - 1].name().to_owned(),
+                condition: Condition::Ready,
+            },
+        ));
+    }
+    found
+}
+
+/// Each service's stop level: 0 without dependencies, else one more than its deepest
+/// dependency's (a checked file has no cycle; an unchecked one stops growing after `n`
+/// rounds).
+fn depths(graph: &[Vec<(usize, Dependency)>]) -> Vec<usize> {
+    let mut depth = vec![0usize; graph.len()];
+    for _ in 0..graph.len() {
+        for (i, dependencies) in graph.iter().enumerate() {
+            for (j, _) in dependencies {
+                depth[i] = depth[i].max(depth[*j] + 1);
+            }
+        }
+    }
+    depth
+}
+
 /// The life of one service in the stack: wait for its dependencies, supervise it, follow
 /// its events until its supervision ends.
 async fn run_service(inner: Arc<Inner>, i: usize) {
@@ -683,8 +704,8 @@ fn forward(inner: &Arc<Inner>, i: usize, event: Event) {
 /// Wait until every dependency of service `i` reached its condition. `false` (and the
 /// service marked blocked) if one cannot any more, or the set is stopping.
 async fn wait_for_dependencies(inner: &Arc<Inner>, i: usize) -> bool {
-    let dependencies = inner.dependencies_of(i);
     let slot = &inner.slots[i];
+    let dependencies = &slot.dependencies;
     let pending: Vec<&Dependency> = dependencies
         .iter()
         .filter(|(j, d)| !inner.slots[*j].progress.borrow().reached(d.condition))
@@ -707,7 +728,7 @@ async fn wait_for_dependencies(inner: &Arc<Inner>, i: usize) -> bool {
     }
     let mut stopping = inner.stopping.subscribe();
     for (j, dependency) in dependencies {
-        let mut progress = inner.slots[j].progress.subscribe();
+        let mut progress = inner.slots[*j].progress.subscribe();
         let condition = dependency.condition;
         let reached = tokio::select! {
             seen = progress.wait_for(|p| p.reached(condition) || p.cannot_reach(condition)) => {
