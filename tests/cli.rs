@@ -42,6 +42,9 @@ impl Project {
             .args(args)
             .current_dir(self.dir.path())
             .env("NO_COLOR", "1")
+            // The detached supervisor's state directory lives in the test's own directory:
+            // isolated from other tests and the user's, and removed with it.
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
             .stdin(Stdio::null());
         command
     }

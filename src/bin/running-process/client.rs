@@ -14,7 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::control::{Reply, Request};
 use crate::file::{self, Loaded};
-use crate::output::{time_of_day, Style};
+use crate::output::{chain, time_of_day, Style};
+use crate::printer::Printer;
 use crate::state::StateDir;
 use crate::table;
 
@@ -28,10 +29,8 @@ const NOT_RUNNING: u8 = 3;
 /// `up --detach`: adopt the file's verified supervisor or start one (under the shared
 /// daemon lock, so two at once end with one), then wait until every service is ready.
 pub async fn up_detached(loaded: Loaded) -> ExitCode {
+    // The shared daemon's lock creates the private state directory.
     let state = StateDir::of(&loaded.path);
-    if let Err(error) = state.create() {
-        return fail(format!("cannot create {}: {error}", state.dir.display()));
-    }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(error) => return fail(format!("cannot find this program's path: {error}")),
@@ -237,46 +236,36 @@ async fn request(handle: &BackendHandle, request: &Request) -> std::io::Result<R
 
 /// Print the replies; the exit code is a failure if any reply was an error.
 async fn print_replies(mut replies: Replies) -> ExitCode {
+    // A follower (`logs -F`, `events`) prints for as long as it runs: off the workers.
+    let out = Printer::stdout();
     let style = Style::stdout();
     let mut code = ExitCode::SUCCESS;
     while let Some(reply) = replies.recv().await {
         match reply {
-            Ok(Reply::Ok { message }) => println!("{message}"),
+            Ok(Reply::Ok { message }) => out.print(message),
             Ok(Reply::Status { services }) => {
                 for line in table::render(&services, style) {
-                    println!("{line}");
+                    out.print(line);
                 }
             }
-            Ok(Reply::Line { line }) => {
-                println!("{} {}", style.dim(&time_of_day(line.at_ms)), line.text)
-            }
-            Ok(Reply::Event { text }) => println!("{text}"),
-            Ok(Reply::Error { message }) => {
-                eprintln!("{}: {message}", Style::stderr().error("error"));
-                code = ExitCode::FAILURE;
-            }
-            Err(message) => {
+            Ok(Reply::Line { line }) => out.print(format!(
+                "{} {}",
+                style.dim(&time_of_day(line.at_ms)),
+                line.text
+            )),
+            Ok(Reply::Event { text }) => out.print(text),
+            Ok(Reply::Error { message }) | Err(message) => {
+                out.finish();
                 eprintln!("{}: {message}", Style::stderr().error("error"));
                 code = ExitCode::FAILURE;
             }
         }
     }
+    out.finish();
     code
 }
 
 fn fail(message: String) -> ExitCode {
     eprintln!("{}: {message}", Style::stderr().error("error"));
     ExitCode::FAILURE
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -20,7 +20,8 @@ use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{Reply, Request};
-use crate::output::{capture_inherited_output, catch_lines, Line};
+use crate::output::{capture_inherited_output, catch_lines, chain, Line};
+use crate::printer::Printer;
 use crate::state::{StateDir, NAMESPACE};
 
 /// Lines kept per service for `logs`.
@@ -33,21 +34,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn supervise(path: PathBuf) -> ExitCode {
-    match run(path).await {
+    let log = Printer::stderr();
+    let code = match run(path, &log).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("running-process supervisor: {error}");
-            let mut source = error.source();
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            log.print(format!("running-process supervisor: {}", chain(&*error)));
             ExitCode::FAILURE
         }
-    }
+    };
+    log.finish();
+    code
 }
 
-async fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+/// The supervisor's life; its log lines (events, warnings) go to `log`, its standard
+/// error, which `up --detach` points at the state directory's `supervisor.log`.
+async fn run(path: PathBuf, log: &Printer) -> Result<(), Box<dyn std::error::Error>> {
     let mut file = ServiceFile::load(&path).await?;
     capture_inherited_output(&mut file);
     let state = StateDir::of(&path);
@@ -62,27 +63,27 @@ async fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     {
         let logs = logs.clone();
         // Warnings go to the supervisor's log, next to the events.
-        catch_lines(
-            move |line| logs.push(line),
-            |warning| eprintln!("{warning}"),
-        );
+        catch_lines(move |line| logs.push(line), {
+            let log = log.clone();
+            move |warning| log.print(warning)
+        });
     }
     let stack = Stack::start(file);
     let mut events = stack.events();
+    let events_log = log.clone();
     tokio::spawn(async move {
-        // The supervisor's own log (its stderr is the state directory's supervisor.log).
         while let Ok(event) = events.recv().await {
-            eprintln!("{event}");
+            events_log.print(event.to_string());
         }
     });
     CacheManifest::new(NAMESPACE, env!("CARGO_PKG_VERSION"), Some(me.clone()))
         .write(state.manifest())
         .await?;
-    eprintln!(
+    log.print(format!(
         "supervisor {} serving {}",
         std::process::id(),
         path.display()
-    );
+    ));
 
     let ending = Arc::new(Notify::new());
     let followers = CancellationToken::new();
@@ -98,7 +99,7 @@ async fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
             _ = terminate.recv() => { stack.stop().await; break; }
             _ = ending.notified() => break,
             outcome = stack.outcome() => {
-                eprintln!("every service ended: {outcome}");
+                log.print(format!("every service ended: {outcome}"));
                 break;
             }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}

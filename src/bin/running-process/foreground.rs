@@ -33,7 +33,7 @@ pub async fn up(loaded: Loaded) -> ExitCode {
     capture_inherited_output(&mut file);
     let style = Style::stdout();
     let prefixes = Arc::new(Prefixes::new(&file, style));
-    let printer = Printer::start();
+    let printer = Printer::stdout();
     {
         let (printer, prefixes, warn) = (printer.clone(), prefixes.clone(), printer.clone());
         catch_lines(

@@ -1,5 +1,6 @@
-//! One thread writes everything the CLI shows, in the order it was sent: service lines
-//! and events interleave correctly, and a slow terminal never blocks a tokio worker.
+//! One thread writes everything the CLI shows on a stream, in the order it was sent:
+//! service lines and events interleave correctly, and a slow terminal (or the detached
+//! supervisor's log file) never blocks a tokio worker.
 
 use std::io::Write;
 use std::sync::mpsc;
@@ -16,12 +17,21 @@ pub struct Printer {
 }
 
 impl Printer {
-    pub fn start() -> Printer {
+    /// A printer to standard output.
+    pub fn stdout() -> Printer {
+        Printer::start(|| Box::new(std::io::stdout().lock()))
+    }
+
+    /// A printer to standard error.
+    pub fn stderr() -> Printer {
+        Printer::start(|| Box::new(std::io::stderr().lock()))
+    }
+
+    fn start(lock: fn() -> Box<dyn Write>) -> Printer {
         let (tx, rx) = mpsc::channel::<Message>();
         std::thread::spawn(move || {
-            let stdout = std::io::stdout();
             while let Ok(message) = rx.recv() {
-                let mut out = stdout.lock();
+                let mut out = lock();
                 let mut next = Some(message);
                 // Write what is queued now, then flush once.
                 while let Some(message) = next {

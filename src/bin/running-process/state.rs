@@ -37,15 +37,6 @@ impl StateDir {
             self.dir.join("supervisor.sock").display().to_string(),
         )
     }
-
-    /// Create the directory (and its parent), 0700.
-    pub fn create(&self) -> std::io::Result<()> {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(&self.dir)
-    }
 }
 
 fn base() -> PathBuf {
