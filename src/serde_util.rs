@@ -32,3 +32,33 @@ pub(crate) mod unix_ms {
         u64::deserialize(deserializer).map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
     }
 }
+
+/// `#[serde(with = "crate::serde_util::unix_ms_option")]` for an `Option<SystemTime>`.
+pub(crate) mod unix_ms_option {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let ms = value.map(|time| {
+            let since = time
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+        match ms {
+            Some(ms) => serializer.serialize_some(&ms),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        Option::<u64>::deserialize(deserializer)
+            .map(|ms| ms.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)))
+    }
+}

@@ -719,7 +719,7 @@ fn the_example_service_file_runs_and_exports() {
         .spawn()
         .unwrap();
     let mut lines = Lines::of(&mut up);
-    lines.wait_for("every service is ready");
+    lines.wait_for(": ready: every member");
     let mut page = std::net::TcpStream::connect(("127.0.0.1", 8765)).unwrap();
     page.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut status_line = String::new();
@@ -757,7 +757,7 @@ stop = { grace_ms = 600000 }
     );
     let (up, mut lines) = project.up_foreground();
     lines.wait_for("stubborn | ignoring TERM");
-    lines.wait_for("every service is ready");
+    lines.wait_for(": ready: every member");
     let status_line = lines
         .seen
         .iter()

@@ -6,30 +6,32 @@
 
 mod support;
 
-use running_process::compose::{ServiceFile, ServiceState, Stack, StackEvent};
-use running_process::supervision::{EventKind, Outcome};
+use futures_util::StreamExt;
+use running_process::compose::{ServiceFile, Stack};
+use running_process::supervision::{
+    Event, EventKind, EventStream, HealthView, MemberState, MemberStatus, Outcome,
+};
 use support::{wait_exited, DEADLINE};
-use tokio::sync::broadcast;
 
 /// A file in a fresh directory (the services' working directory), loaded and checked.
-async fn stack(text: &str) -> (tempfile::TempDir, Stack, broadcast::Receiver<StackEvent>) {
+async fn stack(text: &str) -> (tempfile::TempDir, Stack, EventStream) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("running-process.toml");
     std::fs::write(&path, text).unwrap();
     let file = ServiceFile::load(&path).await.unwrap();
-    let stack = Stack::start(file);
+    let stack = Stack::start(file).unwrap();
     let events = stack.events();
     (dir, stack, events)
 }
 
 /// Every event of a stack, as received, and a wait for the next one that matches.
 struct Seen {
-    rx: broadcast::Receiver<StackEvent>,
-    events: Vec<StackEvent>,
+    rx: EventStream,
+    events: Vec<Event>,
 }
 
 impl Seen {
-    fn new(rx: broadcast::Receiver<StackEvent>) -> Seen {
+    fn new(rx: EventStream) -> Seen {
         Seen {
             rx,
             events: Vec::new(),
@@ -38,18 +40,18 @@ impl Seen {
 
     /// The index of the first event at or after `from` that `matches`, waiting for it if
     /// it has not arrived yet.
-    async fn wait(
-        &mut self,
-        from: usize,
-        what: &str,
-        matches: impl Fn(&StackEvent) -> bool,
-    ) -> usize {
+    async fn wait(&mut self, from: usize, what: &str, matches: impl Fn(&Event) -> bool) -> usize {
         if let Some(i) = self.events.iter().skip(from).position(&matches) {
             return from + i;
         }
         let found = tokio::time::timeout(DEADLINE, async {
             loop {
-                let event = self.rx.recv().await.expect("the stack's events");
+                let event = self
+                    .rx
+                    .next()
+                    .await
+                    .expect("the stack's events")
+                    .expect("no lag");
                 println!("{event}");
                 let hit = matches(&event);
                 self.events.push(event);
@@ -63,11 +65,11 @@ impl Seen {
     }
 }
 
-fn is(service: &str, kind: fn(&EventKind) -> bool) -> impl Fn(&StackEvent) -> bool + '_ {
-    move |event| matches!(event, StackEvent::Service(e) if &*e.service == service && kind(&e.kind))
+fn is(service: &str, kind: fn(&EventKind) -> bool) -> impl Fn(&Event) -> bool + '_ {
+    move |e| &*e.service == service && kind(&e.kind)
 }
 
-fn state(stack: &Stack, name: &str) -> ServiceState {
+fn state(stack: &Stack, name: &str) -> MemberState {
     stack
         .status()
         .into_iter()
@@ -115,8 +117,8 @@ depends_on = { migrate = "completed_successfully" }
         .await;
     assert!(completed < spawned, "app starts after migrate completed");
     stack.ready().await.unwrap();
-    assert_eq!(state(&stack, "migrate"), ServiceState::Completed);
-    assert_eq!(state(&stack, "app"), ServiceState::Running);
+    assert_eq!(state(&stack, "migrate"), MemberState::Finished);
+    assert_eq!(state(&stack, "app"), MemberState::Running);
     assert_eq!(stack.stop().await, Outcome::Stopped);
 }
 
@@ -140,12 +142,12 @@ depends_on = { migrate = "completed_successfully" }
     seen.wait(
         0,
         "app blocked",
-        |e| matches!(e, StackEvent::DependencyFailed { service, .. } if service == "app"),
+        is("app", |k| matches!(k, EventKind::Blocked { .. })),
     )
     .await;
     let rows = stack.status();
     let app = rows.iter().find(|r| r.name == "app").unwrap();
-    assert_eq!(app.state, ServiceState::Failed);
+    assert_eq!(app.state, MemberState::Blocked);
     assert_eq!(
         app.detail.as_deref(),
         Some("migrate ended without becoming completed_successfully")
@@ -185,7 +187,7 @@ depends_on = { db = "healthy" }
         is("db", |k| matches!(k, EventKind::HealthCheckFailed { .. })),
     )
     .await;
-    assert_eq!(state(&stack, "api"), ServiceState::Waiting);
+    assert_eq!(state(&stack, "api"), MemberState::Waiting);
     std::fs::write(dir.path().join("healthy"), "").unwrap();
     seen.wait(
         0,
@@ -194,12 +196,12 @@ depends_on = { db = "healthy" }
     )
     .await;
     let db = stack.status().into_iter().find(|s| s.name == "db").unwrap();
-    assert_eq!(db.health, running_process::compose::HealthView::Healthy);
+    assert_eq!(db.health, HealthView::Healthy);
     stack.stop().await;
 }
 
 #[tokio::test]
-async fn one_for_all_restarts_the_others_once_the_crashed_one_is_ready_again() {
+async fn one_for_all_stops_the_others_and_restarts_them_with_the_crashed_one() {
     let (_dir, stack, events) = stack(
         r#"
 [group]
@@ -222,7 +224,7 @@ args = ["-c", "exec sleep 1000"]
     .await;
     stack.ready().await.unwrap();
     let before = stack.status();
-    let pid = |rows: &[running_process::compose::ServiceStatus], name: &str| {
+    let pid = |rows: &[MemberStatus], name: &str| {
         rows.iter().find(|r| r.name == name).unwrap().pid.unwrap()
     };
     std::process::Command::new("kill")
@@ -232,7 +234,8 @@ args = ["-c", "exec sleep 1000"]
     let mut seen = Seen::new(events);
     let restart = seen
         .wait(0, "the strategy restart", |e| {
-            matches!(e, StackEvent::StrategyRestart { cause, services, .. } if cause == "a" && services == &["b".to_owned(), "c".to_owned()])
+            &*e.service == "a"
+                && matches!(&e.kind, EventKind::StrategyRestart { members, .. } if members == &["b".to_owned(), "c".to_owned()])
         })
         .await;
     seen.wait(
@@ -309,12 +312,12 @@ restart = { kind = "permanent", backoff = { initial_ms = 1 }, intensity = { max_
                 .await;
         }
     }
-    seen.wait(0, "gave up", |e| matches!(e, StackEvent::GaveUp { .. }))
+    seen.wait(0, "gave up", |e| matches!(e.kind, EventKind::GaveUp { .. }))
         .await;
     assert!(matches!(stack.outcome().await, Outcome::GaveUp(limit) if limit.max_restarts == 2));
     assert_ne!(
         state(&stack, "steady"),
-        ServiceState::Running,
+        MemberState::Running,
         "everything is stopped"
     );
 }
@@ -351,7 +354,7 @@ depends_on = { fine = "ready" }
         .find(|s| s.name == "fine")
         .unwrap();
     assert_eq!(fine.pid, None, "fine was stopped");
-    assert_eq!(fine.state, ServiceState::Stopped);
+    assert_eq!(fine.state, MemberState::Stopped);
 }
 
 #[tokio::test]

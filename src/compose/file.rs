@@ -8,6 +8,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::command::CommandSpec;
+pub use crate::supervision::{Condition, Dependency, StartOrder};
 use crate::supervision::{Intensity, Strategy};
 
 /// The file name `running-process` looks for in the current directory.
@@ -61,12 +62,14 @@ pub struct GroupSettings {
     pub name: String,
     /// Which services restart with a service that restarts (see [`Strategy`]): with
     /// `rest_for_one` the ones that depend on it, directly or not; with `one_for_all`
-    /// every other one. They restart once it is ready again.
+    /// every other one. They are stopped first (dependants first), and start again once
+    /// their dependencies are ready again.
     pub strategy: Strategy,
     /// More than `max_restarts` restarts of services within `period_ms`, counted over the
     /// whole set, stop every service: the set gives up.
     pub intensity: Intensity,
-    /// Whether services start in parallel where `depends_on` allows, or one by one.
+    /// Whether services start in parallel where `depends_on` allows (`parallel`, the
+    /// default here), or one by one in file order (`sequential`).
     pub order: StartOrder,
 }
 
@@ -76,21 +79,10 @@ impl Default for GroupSettings {
             name: "services".into(),
             strategy: Strategy::default(),
             intensity: Intensity::default(),
-            order: StartOrder::default(),
+            // Docker Compose's order, not a library group's (sequential, as OTP's).
+            order: StartOrder::Parallel,
         }
     }
-}
-
-/// How services without a dependency between them start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartOrder {
-    /// Together: a service waits only for what it `depends_on`.
-    #[default]
-    Parallel,
-    /// In file order, each once the one before it is ready (OTP's order), on top of
-    /// `depends_on`.
-    Sequential,
 }
 
 /// One service: the command and what it waits for.
@@ -106,45 +98,6 @@ impl Service {
     /// The service's name.
     pub fn name(&self) -> &str {
         &self.spec.name
-    }
-}
-
-/// A service another one waits for, and what it waits for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dependency {
-    /// The service waited for.
-    pub service: String,
-    /// What it must have reached.
-    pub condition: Condition,
-}
-
-/// What a dependency must have reached before its dependant starts (the names of
-/// Docker Compose's conditions, without the `service_` prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Condition {
-    /// Its process has been spawned (or adopted).
-    Started,
-    /// It passed its readiness check. The default, and the default of the list form
-    /// `depends_on = ["a", "b"]`: unlike Compose, whose list form waits only for the start,
-    /// which is the most reported surprise with its `depends_on`.
-    #[default]
-    Ready,
-    /// It is ready and passed one health check (it must have `health`).
-    Healthy,
-    /// It ran to completion with exit status 0 (a one-shot task: its restart kind must be
-    /// `transient` or `temporary`).
-    CompletedSuccessfully,
-}
-
-impl std::fmt::Display for Condition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Condition::Started => "started",
-            Condition::Ready => "ready",
-            Condition::Healthy => "healthy",
-            Condition::CompletedSuccessfully => "completed_successfully",
-        })
     }
 }
 

@@ -1,8 +1,12 @@
 //! Layer 7 (a file of services): a [`ServiceFile`] describes several programs run
 //! together (each a [`CommandSpec`](crate::command::CommandSpec), plus `depends_on` and the
-//! set's strategy, intensity and order), and a [`Stack`] runs it: independent services
-//! start in parallel, dependants wait for their dependencies' conditions, the strategy
-//! restarts dependants, and everything stops in reverse dependency order.
+//! set's strategy, intensity and order), and a [`Stack`] runs it. The file is translated
+//! into one [`GroupSpec`](crate::supervision::GroupSpec) ([`group_spec`]) and run by the
+//! supervision runtime's group engine: independent services start in parallel, dependants
+//! wait for their dependencies' conditions, the strategy restarts dependants, and
+//! everything stops in reverse dependency order. Status rows and events are the runtime's
+//! ([`MemberStatus`](crate::supervision::MemberStatus),
+//! [`Event`](crate::supervision::Event)).
 //!
 //! The `running-process` command line (feature `cli`) is built on this module alone; a
 //! Rust program loads the same file with one call (feature `toml`):
@@ -12,7 +16,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use running_process::compose::{ServiceFile, Stack};
 //!
-//! let stack = Stack::start(ServiceFile::load("running-process.toml").await?);
+//! let stack = Stack::start(ServiceFile::load("running-process.toml").await?)?;
 //! stack.ready().await.map_err(|outcome| outcome.to_string())?;
 //! # Ok(()) }
 //! ```
@@ -52,15 +56,13 @@ mod file;
 #[cfg(feature = "toml")]
 mod load;
 mod stack;
-mod status;
 
 pub use check::Problem;
 pub use error::FileError;
 pub use file::{
     Condition, Dependency, GroupSettings, Service, ServiceFile, StartOrder, DEFAULT_FILE_NAME,
 };
-pub use stack::Stack;
-pub use status::{HealthView, ServiceState, ServiceStatus, StackEvent};
+pub use stack::{group_spec, Stack};
 
 impl ServiceFile {
     /// The checks beyond the types, for a file read some other way than

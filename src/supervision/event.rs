@@ -10,7 +10,9 @@ use futures_util::stream::Stream;
 use tokio::sync::broadcast;
 use tokio_util::sync::ReusableBoxFuture;
 
+use super::dependency::Dependency;
 use super::error::{HealthError, LastOutput, StartError};
+use super::group::Strategy;
 use super::policy::IntensityExceeded;
 use crate::handle::BackendHandleError;
 use crate::handle::ExitStatus;
@@ -142,7 +144,43 @@ impl std::fmt::Display for EventKind {
             EventKind::Stopping => f.write_str("stopping"),
             EventKind::Stopped => f.write_str("stopped"),
             EventKind::Listening => f.write_str("listening: starts on the next connection"),
+            EventKind::Waiting { on } => write!(f, "waiting for {}", list(on)),
+            EventKind::Blocked { dependency, reason } => {
+                write!(
+                    f,
+                    "blocked: {} {reason} without becoming {}",
+                    dependency.service, dependency.condition
+                )
+            }
+            EventKind::StrategyRestart { strategy, members } => {
+                write!(
+                    f,
+                    "{}: restarting {} with it",
+                    strategy_name(*strategy),
+                    members.join(", ")
+                )
+            }
+            EventKind::MemberAdded => f.write_str("added to the group"),
+            EventKind::MemberReplaced => f.write_str("replaced by a new spec"),
+            EventKind::MemberRemoved => f.write_str("removed from the group"),
         }
+    }
+}
+
+/// `a ready, b healthy`.
+fn list(dependencies: &[Dependency]) -> String {
+    dependencies
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn strategy_name(strategy: Strategy) -> &'static str {
+    match strategy {
+        Strategy::OneForOne => "one_for_one",
+        Strategy::OneForAll => "one_for_all",
+        Strategy::RestForOne => "rest_for_one",
     }
 }
 
@@ -235,6 +273,36 @@ pub enum EventKind {
     /// runs; the supervisor holds the listeners, and the next client to connect starts
     /// one (`Starting`, `Spawned`, `Ready` follow, and that client is served by it).
     Listening,
+    /// Not started yet: these dependencies have not reached their conditions.
+    Waiting {
+        /// What it waits for.
+        on: Vec<Dependency>,
+    },
+    /// Not started: a dependency can no longer reach its condition without a request
+    /// from outside. It starts by itself once that changes.
+    Blocked {
+        /// The dependency.
+        dependency: Dependency,
+        /// What became of it (`ended`, `failed`, `was stopped`, `was removed`, `is
+        /// blocked`).
+        reason: String,
+    },
+    /// The group's strategy restarts these members with this one (it ended and is
+    /// restarted, or was restarted or replaced on request): they are stopped now,
+    /// dependants first, and start again as their dependencies allow.
+    StrategyRestart {
+        /// The strategy.
+        strategy: Strategy,
+        /// The members restarted with it, in start order.
+        members: Vec<String>,
+    },
+    /// The member was added to a running group.
+    MemberAdded,
+    /// The member's spec was replaced in a running group (its old instance stopped; the
+    /// new one starts as its dependencies allow).
+    MemberReplaced,
+    /// The member was stopped and removed from its group.
+    MemberRemoved,
 }
 
 /// Where events are emitted: a broadcast sender plus the service name. Cheap to clone.
@@ -254,8 +322,13 @@ impl EventSink {
 
     /// The same channel, for a child called `name` (`parent/name`).
     pub(crate) fn child(&self, name: &str) -> EventSink {
+        self.renamed(&format!("{}/{}", self.service, name))
+    }
+
+    /// The same channel, under the name `name`.
+    pub(crate) fn renamed(&self, name: &str) -> EventSink {
         EventSink {
-            service: format!("{}/{}", self.service, name).into(),
+            service: name.into(),
             tx: self.tx.clone(),
         }
     }
@@ -321,6 +394,16 @@ fn trace(service: &str, kind: &EventKind) {
         EventKind::Stopping => info!("stopping"),
         EventKind::Stopped => info!("stopped"),
         EventKind::Listening => info!("listening; starts on the next connection"),
+        EventKind::Waiting { on } => info!(on = %list(on), "waiting for dependencies"),
+        EventKind::Blocked { dependency, reason } => {
+            warn!(%dependency, %reason, "blocked by a dependency")
+        }
+        EventKind::StrategyRestart { strategy, members } => {
+            info!(strategy = strategy_name(*strategy), members = %members.join(", "), "strategy restart")
+        }
+        EventKind::MemberAdded => info!("member added"),
+        EventKind::MemberReplaced => info!("member replaced"),
+        EventKind::MemberRemoved => info!("member removed"),
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::dependency::{Condition, Dependency, Graph, StartOrder};
 pub use super::error::Outcome;
 use super::policy::{Intensity, RestartKind, RestartPolicy};
 use super::supervisor::Supervisor;
@@ -18,7 +19,11 @@ pub enum Strategy {
     OneForOne,
     /// Every child: the others are stopped (in reverse order) and all start again in order.
     OneForAll,
-    /// The child that ended and every child started after it.
+    /// The child that ended and every child that depends on it, directly or not: its
+    /// dependants are stopped (dependants first), the child is restarted, then each
+    /// dependant starts again once its dependencies' conditions are reached. In a
+    /// [`StartOrder::Sequential`] group every child depends on the one before it, so its
+    /// dependants are the children started after it: OTP's rule exactly.
     RestForOne,
 }
 
@@ -35,6 +40,11 @@ pub enum AutoShutdown {
     AnySignificant,
     /// When every significant child has ended without being restarted.
     AllSignificant,
+    /// When no child can run any more without a request from outside: each has finished,
+    /// failed for good, or is blocked by a dependency that did (members stopped on request
+    /// count as able to run). Docker Compose's `up`, which returns once every container
+    /// has exited. An addition to OTP.
+    AllEnded,
 }
 
 /// The description of a group: its children in start order, its strategy and intensity.
@@ -60,6 +70,8 @@ pub struct GroupSpec {
     pub(crate) intensity: Intensity,
     pub(crate) auto_shutdown: AutoShutdown,
     pub(crate) retry_start_up: bool,
+    pub(crate) order: StartOrder,
+    pub(crate) prefix_names: bool,
     pub(crate) members: Vec<MemberSpec>,
 }
 
@@ -85,6 +97,166 @@ pub enum GroupSpecError {
         /// The name.
         member: String,
     },
+    /// A member depends on a name no member of the group has.
+    #[error("group {group}: {member} depends on {dependency:?}, which is not a member")]
+    UnknownDependency {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The name it depends on.
+        dependency: String,
+    },
+    /// The dependencies go round in a circle: none of these could ever start.
+    #[error("group {group}: dependency cycle {}", cycle.join(" -> "))]
+    Cycle {
+        /// The group.
+        group: String,
+        /// The members along the cycle, the first repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// A dependency asks for a condition its member can never reach: `healthy` of a member
+    /// without a health check, `completed_successfully` of a permanent one (it is
+    /// restarted, never completed).
+    #[error(
+        "group {group}: {member} waits for {dependency} {condition}, which it can never be ({why})"
+    )]
+    UnreachableCondition {
+        /// The group.
+        group: String,
+        /// The dependant.
+        member: String,
+        /// The member depended on.
+        dependency: String,
+        /// The condition.
+        condition: Condition,
+        /// Why it cannot be reached.
+        why: &'static str,
+    },
+    /// A member with replicas asked for none, or a dynamic change named no template.
+    #[error("group {group}: {member}: {problem}")]
+    Replicas {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+/// Makes the supervisor of instance `n` (1-based) of a member with replicas.
+pub type MakeReplica = Arc<dyn Fn(u32) -> Arc<dyn Supervisor> + Send + Sync>;
+
+/// One member of a group, for [`GroupSpec::member`] and the dynamic changes of a running
+/// group ([`ServiceHandle::add_member`](super::ServiceHandle::add_member) and its
+/// siblings): a service, a nested group, or a service with replicas, with what it depends
+/// on.
+///
+/// ```
+/// use std::sync::Arc;
+/// use running_process::supervision::{Condition, GroupSpec, Member, StartOrder, SharedSupervisor};
+/// # fn services() -> (SharedSupervisor, SharedSupervisor, SharedSupervisor) { unimplemented!() }
+/// # fn demo() {
+/// let (db, migrate, make_worker) = services();
+/// let spec = GroupSpec::new("app")
+///     .order(StartOrder::Parallel)
+///     .member(Member::service(db))
+///     .member(Member::service(migrate).depends_on("db", Condition::Ready))
+///     .member(
+///         Member::replicas("worker", 3, move |n| {
+///             # let _ = n;
+///             make_worker.clone() // instance n of 3: worker-1, worker-2, worker-3
+///         })
+///         .depends_on("migrate", Condition::CompletedSuccessfully),
+///     );
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Member {
+    pub(crate) spec: MemberSpec,
+}
+
+impl Member {
+    /// A service.
+    pub fn service(supervisor: Arc<dyn Supervisor>) -> Member {
+        Member {
+            spec: MemberSpec {
+                name: supervisor.name().to_owned(),
+                kind: MemberKind::Service(supervisor),
+                significant: false,
+                depends_on: Vec::new(),
+            },
+        }
+    }
+
+    /// A nested group, restarted per `policy` when it gives up or completes (see
+    /// [`GroupSpec::group`]).
+    pub fn group(group: GroupSpec, policy: impl Into<RestartPolicy>) -> Member {
+        Member {
+            spec: MemberSpec {
+                name: group.name.clone(),
+                kind: MemberKind::Group {
+                    spec: Box::new(group),
+                    policy: policy.into(),
+                },
+                significant: false,
+                depends_on: Vec::new(),
+            },
+        }
+    }
+
+    /// `replicas` instances of one service (OTP's `simple_one_for_one`; supervisord's
+    /// `numprocs`), made by `make` from their instance number (1-based). They are named
+    /// `NAME-1` .. `NAME-N`, or `NAME` when there is one, and can be scaled while the group
+    /// runs ([`ServiceHandle::scale`](super::ServiceHandle::scale)). Each is an ordinary
+    /// member (restarts, strategy, intensity); a dependency on `NAME` waits for all.
+    pub fn replicas(
+        name: impl Into<String>,
+        replicas: u32,
+        make: impl Fn(u32) -> Arc<dyn Supervisor> + Send + Sync + 'static,
+    ) -> Member {
+        Member {
+            spec: MemberSpec {
+                name: name.into(),
+                kind: MemberKind::Replicas {
+                    replicas,
+                    make: Arc::new(make),
+                },
+                significant: false,
+                depends_on: Vec::new(),
+            },
+        }
+    }
+
+    /// Start it only once the member called `name` has reached `condition` (and stop it
+    /// before that member). Call once per dependency.
+    pub fn depends_on(mut self, name: impl Into<String>, condition: Condition) -> Member {
+        self.spec.depends_on.push(Dependency::new(name, condition));
+        self
+    }
+
+    /// Significant (see [`AutoShutdown`]): its end can end the group. Its restart kind
+    /// must let it end (transient or temporary).
+    pub fn significant(mut self) -> Member {
+        self.spec.significant = true;
+        self
+    }
+
+    /// Its name in the group.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("name", &self.spec.name)
+            .field("depends_on", &self.spec.depends_on)
+            .field("significant", &self.spec.significant)
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -92,6 +264,7 @@ pub(crate) struct MemberSpec {
     pub(crate) name: String,
     pub(crate) kind: MemberKind,
     pub(crate) significant: bool,
+    pub(crate) depends_on: Vec<Dependency>,
 }
 
 #[derive(Clone)]
@@ -101,6 +274,32 @@ pub(crate) enum MemberKind {
         spec: Box<GroupSpec>,
         policy: RestartPolicy,
     },
+    /// A template: the runtime makes one `Service` member per instance.
+    Replicas {
+        replicas: u32,
+        make: MakeReplica,
+    },
+}
+
+impl MemberKind {
+    /// The restart kind of its children, and whether it can ever be healthy (has a health
+    /// check).
+    fn restart_and_health(&self) -> (RestartKind, bool) {
+        match self {
+            MemberKind::Service(supervisor) => (
+                supervisor.restart_policy().kind,
+                supervisor.health_policy().is_some(),
+            ),
+            MemberKind::Group { policy, .. } => (policy.kind, false),
+            MemberKind::Replicas { make, .. } => {
+                let sample = make(1);
+                (
+                    sample.restart_policy().kind,
+                    sample.health_policy().is_some(),
+                )
+            }
+        }
+    }
 }
 
 impl GroupSpec {
@@ -112,8 +311,33 @@ impl GroupSpec {
             intensity: Intensity::default(),
             auto_shutdown: AutoShutdown::default(),
             retry_start_up: false,
+            order: StartOrder::default(),
+            prefix_names: true,
             members: Vec::new(),
         }
+    }
+
+    /// In which order members start when their dependencies leave it open:
+    /// [`StartOrder::Sequential`] (the default, OTP's) or [`StartOrder::Parallel`].
+    pub fn order(mut self, order: StartOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Whether its members' events and status rows are named `group/member` (the default)
+    /// or just `member` (a top-level group whose name would only repeat itself in every
+    /// line, as a service file's). Nested groups' members are always prefixed by their
+    /// own group's name.
+    pub fn prefix_names(mut self, prefix: bool) -> Self {
+        self.prefix_names = prefix;
+        self
+    }
+
+    /// Add a member: a service, a nested group or a service with replicas, with its
+    /// dependencies ([`Member`]).
+    pub fn member(mut self, member: Member) -> Self {
+        self.members.push(member.spec);
+        self
     }
 
     /// Retry members that fail to start while the group starts up, by their restart
@@ -145,13 +369,13 @@ impl GroupSpec {
 
     /// Add a child service (started after the children added before it).
     pub fn service(self, supervisor: Arc<dyn Supervisor>) -> Self {
-        self.member(supervisor, false)
+        self.push_service(supervisor, false)
     }
 
     /// Add a significant child service (see [`AutoShutdown`]). Its restart kind must let
     /// it end (transient or temporary): [`GroupSpec::validate`] refuses a permanent one.
     pub fn significant_service(self, supervisor: Arc<dyn Supervisor>) -> Self {
-        self.member(supervisor, true)
+        self.push_service(supervisor, true)
     }
 
     /// Add a child group, restarted per `policy` (a [`RestartKind`] alone, or a whole
@@ -168,20 +392,18 @@ impl GroupSpec {
         self.child_group(group, policy.into(), true)
     }
 
-    fn child_group(mut self, group: GroupSpec, policy: RestartPolicy, significant: bool) -> Self {
-        self.members.push(MemberSpec {
-            name: group.name.clone(),
-            kind: MemberKind::Group {
-                spec: Box::new(group),
-                policy,
-            },
-            significant,
-        });
-        self
+    fn child_group(self, group: GroupSpec, policy: RestartPolicy, significant: bool) -> Self {
+        let member = Member::group(group, policy);
+        self.member(if significant {
+            member.significant()
+        } else {
+            member
+        })
     }
 
-    /// Check the spec as OTP checks child specs: no permanent significant member, no two
-    /// members with one name, in this group and every nested one.
+    /// Check the spec as OTP checks child specs (no permanent significant member, no two
+    /// members with one name), and its dependencies (each names a member, no cycle, no
+    /// condition its member can never reach), in this group and every nested one.
     /// [`supervise_group`](crate::supervision::supervise_group) calls it.
     pub fn validate(&self) -> Result<(), GroupSpecError> {
         let mut seen = std::collections::HashSet::new();
@@ -192,21 +414,81 @@ impl GroupSpec {
                     member: member.name.clone(),
                 });
             }
-            let kind = match &member.kind {
-                MemberKind::Service(supervisor) => supervisor.restart_policy().kind,
-                MemberKind::Group { spec, policy } => {
-                    spec.validate()?;
-                    policy.kind
-                }
-            };
-            if member.significant && kind == RestartKind::Permanent {
-                return Err(GroupSpecError::PermanentSignificant {
+            self.validate_member(member)?;
+        }
+        self.validate_dependencies(&self.members)
+    }
+
+    /// The checks of one member that need no other member.
+    pub(crate) fn validate_member(&self, member: &MemberSpec) -> Result<(), GroupSpecError> {
+        let kind = match &member.kind {
+            MemberKind::Service(supervisor) => supervisor.restart_policy().kind,
+            MemberKind::Group { spec, policy } => {
+                spec.validate()?;
+                policy.kind
+            }
+            MemberKind::Replicas { replicas: 0, .. } => {
+                return Err(GroupSpecError::Replicas {
                     group: self.name.clone(),
                     member: member.name.clone(),
-                });
+                    problem: "replicas must be at least 1 (scale a running group to 0 instead)",
+                })
             }
+            MemberKind::Replicas { .. } => member.kind.restart_and_health().0,
+        };
+        if member.significant && kind == RestartKind::Permanent {
+            return Err(GroupSpecError::PermanentSignificant {
+                group: self.name.clone(),
+                member: member.name.clone(),
+            });
         }
         Ok(())
+    }
+
+    /// Every dependency of `members` names one of them, reachably, without a cycle.
+    pub(crate) fn validate_dependencies(
+        &self,
+        members: &[MemberSpec],
+    ) -> Result<(), GroupSpecError> {
+        for member in members {
+            for dependency in &member.depends_on {
+                let Some(target) = members.iter().find(|m| m.name == dependency.service) else {
+                    return Err(GroupSpecError::UnknownDependency {
+                        group: self.name.clone(),
+                        member: member.name.clone(),
+                        dependency: dependency.service.clone(),
+                    });
+                };
+                let (restart, has_health) = target.kind.restart_and_health();
+                let why = match dependency.condition {
+                    Condition::Healthy if !has_health => Some("it has no health check"),
+                    Condition::CompletedSuccessfully if restart == RestartKind::Permanent => {
+                        Some("it is permanent: restarted, never completed")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    return Err(GroupSpecError::UnreachableCondition {
+                        group: self.name.clone(),
+                        member: member.name.clone(),
+                        dependency: dependency.service.clone(),
+                        condition: dependency.condition,
+                        why,
+                    });
+                }
+            }
+        }
+        let graph = Graph::new(members.iter().map(|m| {
+            let deps = m.depends_on.iter().map(|d| d.service.as_str()).collect();
+            (m.name.as_str(), deps)
+        }));
+        match graph.cycle() {
+            Some(cycle) => Err(GroupSpecError::Cycle {
+                group: self.name.clone(),
+                cycle,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A member without the checks of [`GroupSpec::validate`] (a single supervised
@@ -216,16 +498,16 @@ impl GroupSpec {
         supervisor: Arc<dyn Supervisor>,
         significant: bool,
     ) -> Self {
-        self.member(supervisor, significant)
+        self.push_service(supervisor, significant)
     }
 
-    fn member(mut self, supervisor: Arc<dyn Supervisor>, significant: bool) -> Self {
-        self.members.push(MemberSpec {
-            name: supervisor.name().to_owned(),
-            kind: MemberKind::Service(supervisor),
-            significant,
-        });
-        self
+    fn push_service(self, supervisor: Arc<dyn Supervisor>, significant: bool) -> Self {
+        let member = Member::service(supervisor);
+        self.member(if significant {
+            member.significant()
+        } else {
+            member
+        })
     }
 
     /// The group's name.
@@ -240,6 +522,7 @@ impl GroupSpec {
             .map(|member| match &member.kind {
                 MemberKind::Service(_) => 1,
                 MemberKind::Group { spec, .. } => spec.service_count(),
+                MemberKind::Replicas { replicas, .. } => *replicas as usize,
             })
             .sum()
     }
@@ -253,6 +536,8 @@ impl std::fmt::Debug for GroupSpec {
             .field("intensity", &self.intensity)
             .field("auto_shutdown", &self.auto_shutdown)
             .field("retry_start_up", &self.retry_start_up)
+            .field("order", &self.order)
+            .field("prefix_names", &self.prefix_names)
             .field(
                 "members",
                 &self.members.iter().map(|m| &m.name).collect::<Vec<_>>(),

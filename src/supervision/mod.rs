@@ -32,6 +32,7 @@
 //! | `simple_one_for_one` / dynamic children | yes | no: a group's members are fixed when it is built |
 //! | start on demand | no | **addition**, systemd's socket activation: a member whose [`Supervisor::demand`] says so waits in [`MemberState::Listening`] until a client connects; a clean exit (an idle timeout) returns it there instead of finishing or counting as a restart |
 
+pub(crate) mod dependency;
 pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod group;
@@ -40,14 +41,17 @@ pub(crate) mod policy;
 mod runtime;
 pub(crate) mod supervisor;
 
+pub use dependency::{Condition, Dependency, StartOrder};
 pub use error::{ExecFailure, HealthError, LastOutput, StartError};
 pub use event::{Event, EventKind, EventStream, Lagged};
-pub use group::{AutoShutdown, GroupSpec, GroupSpecError, Outcome, Strategy};
+pub use group::{AutoShutdown, GroupSpec, GroupSpecError, MakeReplica, Member, Outcome, Strategy};
 pub use health::HealthPolicy;
 pub use policy::{
     Backoff, Intensity, IntensityExceeded, Jitter, RestartKind, RestartPolicy, Termination,
 };
-pub use runtime::{supervise, supervise_group, MemberState, MemberStatus, ServiceHandle};
+pub use runtime::{
+    supervise, supervise_group, HealthView, MemberError, MemberState, MemberStatus, ServiceHandle,
+};
 pub use supervisor::{
     Demand, SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,

@@ -139,11 +139,23 @@ pub type Demand = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>
 /// Default timeout of one health check when no [`HealthPolicy`] says otherwise.
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Told when a start has spawned its process (the group's `started` condition).
+type OnSpawn = Arc<dyn Fn() + Send + Sync>;
+
 /// What [`Supervisor::spawn`] can report while it works.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpawnContext {
     events: EventSink,
     spawned: Arc<std::sync::Mutex<Option<BackendHandle>>>,
+    on_spawn: Option<OnSpawn>,
+}
+
+impl std::fmt::Debug for SpawnContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpawnContext")
+            .field("service", &self.events.service())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SpawnContext {
@@ -151,12 +163,24 @@ impl SpawnContext {
         SpawnContext {
             events,
             spawned: Arc::default(),
+            on_spawn: None,
+        }
+    }
+
+    /// The same, calling `on_spawn` when the process has been spawned.
+    pub(crate) fn with_on_spawn(events: EventSink, on_spawn: OnSpawn) -> Self {
+        SpawnContext {
+            on_spawn: Some(on_spawn),
+            ..SpawnContext::new(events)
         }
     }
 
     /// The process has been started (before it is ready): emits [`EventKind::Spawned`].
     pub fn spawned(&self, pid: u32) {
         self.events.emit(EventKind::Spawned { pid });
+        if let Some(on_spawn) = &self.on_spawn {
+            on_spawn();
+        }
     }
 
     /// The process has been started (before it is ready), and this is its handle: emits

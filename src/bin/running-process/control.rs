@@ -2,7 +2,7 @@
 //! application connection of the crate's protocol (after the client verified the
 //! supervisor's identity). `docs/PROTOCOL.md` section 10 documents them.
 
-use running_process::compose::ServiceStatus;
+use running_process::supervision::MemberStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::output::Line;
@@ -38,7 +38,7 @@ pub enum Reply {
     /// Done; `message` says what for a person.
     Ok { message: String },
     /// The status rows.
-    Status { services: Vec<ServiceStatus> },
+    Status { services: Vec<MemberStatus> },
     /// One output line (`logs`).
     Line { line: Line },
     /// One event, as text (`events`).

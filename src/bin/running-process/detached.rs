@@ -68,12 +68,15 @@ async fn run(path: PathBuf, log: &Printer) -> Result<(), Box<dyn std::error::Err
             move |warning| log.print(warning)
         });
     }
-    let stack = Stack::start(file);
+    let stack = Stack::start(file)?;
     let mut events = stack.events();
     let events_log = log.clone();
     tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            events_log.print(event.to_string());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => events_log.print(event.to_string()),
+                Err(lagged) => events_log.print(format!("({lagged})")),
+            }
         }
     });
     CacheManifest::new(NAMESPACE, env!("CARGO_PKG_VERSION"), Some(me.clone()))
@@ -279,20 +282,19 @@ impl Client {
                 send(write, &reply).await
             }
             Request::Start { service } => {
-                let reply = match self.stack.start_service(&service) {
-                    Some(true) => ok(format!("starting {service}")),
-                    Some(false) => ok(format!("{service} is running or waiting already")),
-                    None => unknown(&service),
+                let reply = match self.stack.start_service(&service).await {
+                    Ok(true) => ok(format!("starting {service}")),
+                    Ok(false) => ok(format!("{service} is running or waiting already")),
+                    Err(_) => unknown(&service),
                 };
                 send(write, &reply).await
             }
             Request::Stop {
                 service: Some(service),
             } => {
-                let reply = if self.stack.stop_service(&service).await {
-                    ok(format!("stopped {service}"))
-                } else {
-                    unknown(&service)
+                let reply = match self.stack.stop_service(&service).await {
+                    Ok(_) => ok(format!("stopped {service}")),
+                    Err(_) => unknown(&service),
                 };
                 send(write, &reply).await
             }
@@ -345,10 +347,10 @@ impl Client {
                 send(write, &ok("following events".into())).await?;
                 loop {
                     tokio::select! {
-                        event = events.recv() => match event {
-                            Ok(event) => send(write, &Reply::Event { text: event.to_string() }).await?,
-                            Err(broadcast::error::RecvError::Lagged(n)) => send(write, &Reply::Event { text: format!("({n} events not shown)") }).await?,
-                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                        event = events.next() => match event {
+                            Some(Ok(event)) => send(write, &Reply::Event { text: event.to_string() }).await?,
+                            Some(Err(lagged)) => send(write, &Reply::Event { text: format!("({lagged})") }).await?,
+                            None => return Ok(()),
                         },
                         _ = &mut gone => return Ok(()),
                         _ = self.followers.cancelled() => return Ok(()),

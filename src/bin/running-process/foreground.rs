@@ -5,9 +5,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use futures_util::{FutureExt, StreamExt};
 use running_process::compose::Stack;
-use running_process::supervision::Outcome;
-use tokio::sync::broadcast::error::RecvError;
+use running_process::supervision::{MemberState, Outcome};
 
 use crate::file::Loaded;
 use crate::output::{capture_inherited_output, catch_lines, Prefixes, Style};
@@ -48,7 +48,13 @@ pub async fn up(loaded: Loaded) -> ExitCode {
         loaded.path.display()
     )));
 
-    let stack = Stack::start(file);
+    let stack = match Stack::start(file) {
+        Ok(stack) => stack,
+        Err(error) => {
+            eprintln!("running-process: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut events = stack.events();
     // One listener for the whole run: a Ctrl-C that arrives while an event is printed
     // waits in it (a `ctrl_c()` future made per loop turn would miss it).
@@ -62,10 +68,10 @@ pub async fn up(loaded: Loaded) -> ExitCode {
     let mut interrupts = 0;
     let outcome = loop {
         tokio::select! {
-            event = events.recv() => match event {
-                Ok(event) => printer.print(style.dim(&format!("== {event}"))),
-                Err(RecvError::Lagged(n)) => printer.print(style.dim(&format!("== ({n} events not shown)"))),
-                Err(RecvError::Closed) => break stack.outcome().await,
+            event = events.next() => match event {
+                Some(Ok(event)) => printer.print(style.dim(&format!("== {event}"))),
+                Some(Err(lagged)) => printer.print(style.dim(&format!("== ({lagged})"))),
+                None => break stack.outcome().await,
             },
             _ = interrupt.recv() => {
                 interrupts += 1;
@@ -80,7 +86,7 @@ pub async fn up(loaded: Loaded) -> ExitCode {
             }
             outcome = stack.outcome() => {
                 // What happened up to the end is still queued.
-                while let Ok(event) = events.try_recv() {
+                while let Some(Some(Ok(event))) = events.next().now_or_never() {
                     printer.print(style.dim(&format!("== {event}")));
                 }
                 break outcome;
@@ -91,7 +97,7 @@ pub async fn up(loaded: Loaded) -> ExitCode {
     let clean = matches!(outcome, Outcome::Stopped | Outcome::Completed)
         && rows
             .iter()
-            .all(|r| r.state != running_process::compose::ServiceState::Failed);
+            .all(|r| !matches!(r.state, MemberState::Failed | MemberState::Blocked));
     printer.print(String::new());
     printer.print(style.bold(&format!("summary: {outcome}")));
     for line in table::render(&rows, style) {

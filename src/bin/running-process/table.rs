@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use running_process::compose::{HealthView, ServiceStatus};
+use running_process::supervision::{HealthView, MemberState, MemberStatus};
 use running_process::ExitStatus;
 
 use crate::output::Style;
@@ -19,7 +19,7 @@ const HEADERS: [&str; 8] = [
 ];
 
 /// The table's lines, header first, columns aligned.
-pub fn render(rows: &[ServiceStatus], style: Style) -> Vec<String> {
+pub fn render(rows: &[MemberStatus], style: Style) -> Vec<String> {
     let now = SystemTime::now();
     let cells: Vec<[String; 8]> = rows
         .iter()
@@ -27,10 +27,7 @@ pub fn render(rows: &[ServiceStatus], style: Style) -> Vec<String> {
             let running = row.pid.is_some();
             [
                 row.name.clone(),
-                match &row.detail {
-                    Some(detail) => format!("{} ({detail})", row.state),
-                    None => row.state.to_string(),
-                },
+                state(row, now),
                 row.pid.map_or("-".into(), |p| p.to_string()),
                 if running {
                     uptime(now.duration_since(row.since).unwrap_or_default().as_secs())
@@ -39,7 +36,11 @@ pub fn render(rows: &[ServiceStatus], style: Style) -> Vec<String> {
                 },
                 row.restarts.to_string(),
                 row.last_exit.map_or("-".into(), exit),
-                if row.ready { "yes".into() } else { "no".into() },
+                if row.is_ready() {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
                 match &row.health {
                     HealthView::Unknown => "-".into(),
                     HealthView::Healthy => "healthy".into(),
@@ -69,6 +70,19 @@ pub fn render(rows: &[ServiceStatus], style: Style) -> Vec<String> {
     let mut lines = vec![style.bold(&line(&HEADERS.map(String::from)))];
     lines.extend(cells.iter().map(|row| line(row)));
     lines
+}
+
+/// The state, with its detail (what it waits for, why it failed) or its restart delay.
+fn state(row: &MemberStatus, now: SystemTime) -> String {
+    let left = row
+        .restart_at
+        .filter(|_| row.state == MemberState::Backoff)
+        .map(|at| at.duration_since(now).unwrap_or_default());
+    match (&row.detail, left) {
+        (Some(detail), _) => format!("{} ({detail})", row.state),
+        (None, Some(left)) => format!("{} ({left:.1?} left)", row.state),
+        (None, None) => row.state.to_string(),
+    }
 }
 
 fn uptime(secs: u64) -> String {

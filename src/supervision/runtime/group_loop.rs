@@ -1,10 +1,12 @@
-//! The loop that drives one group: start its children in order, watch them, apply the
-//! restart policy and the group's strategy and intensity, obey commands. A single
-//! supervised service is a group of one ("solo"), so both share this loop.
+//! The loop that drives one group: start its children as their dependencies allow
+//! (`schedule.rs`, the starts themselves in tasks: `tasks.rs`), watch them, apply the
+//! restart policy and the group's strategy and intensity, obey commands (`membership.rs`
+//! for the dynamic ones), stop dependants first (`stop.rs`). A single supervised service
+//! is a group of one ("solo"), so both share this loop.
 //!
 //! OTP's rules, and where this loop keeps them (the table in the `supervision` module docs
 //! lists the deviations): a child whose start fails during the group's start-up fails the
-//! group's start ([`Group::start_failed`]); a temporary child is never restarted, also
+//! group's start ([`Group::start_error`]); a temporary child is never restarted, also
 //! when a sibling's termination stops it ([`Group::after_end`]); with
 //! `AutoShutdown::Never` the group keeps running when every child has ended.
 
@@ -14,42 +16,57 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::child::{Active, Child, ChildState, Running};
-use super::{start, Command, Registry};
-use crate::handle::BackendHandle;
-use crate::supervision::error::{HealthError, LastOutput, StartError};
+use super::child::{Active, Child, ChildState, Dep, Running};
+use super::{Command, Registry};
+use crate::supervision::dependency::{Condition, Dependency, StartOrder};
+use crate::supervision::error::StartError;
 use crate::supervision::event::{EventKind, EventSink};
 use crate::supervision::group::{
-    AutoShutdown, GroupSpec, MemberKind, MemberSpec, Outcome, Strategy,
+    AutoShutdown, GroupSpec, MakeReplica, MemberKind, MemberSpec, Outcome, Strategy,
 };
 use crate::supervision::policy::{Intensity, IntensityWindow, RestartKind, Termination};
-use crate::supervision::supervisor::{SpawnContext, Supervisor};
 
-/// How long the runtime waits for the exit of a process whose start it abandoned (the
-/// supervisor's spawn kills it when dropped), to report that exit.
-const ABANDONED_EXIT_DEADLINE: Duration = Duration::from_secs(10);
+/// What the tasks of a group's children report to its loop, each tagged with the
+/// generation of the start or run it is about (a stale report is ignored).
+pub(super) enum Msg {
+    /// The start's process has been spawned.
+    Spawned(u64),
+    /// The start waits for demand.
+    Listening(u64),
+    /// A client is waiting: the start goes on.
+    Activated(u64),
+    /// The start is over: its result is in its slot.
+    Started(u64),
+    /// The run's health changed.
+    Health { generation: u64, healthy: bool },
+    /// The run ended.
+    Ended { generation: u64, term: Termination },
+}
 
-type TermTx = mpsc::UnboundedSender<(usize, u64, Termination)>;
-/// A member waiting for demand (its index and run) is wanted now.
-type DemandTx = mpsc::UnboundedSender<(usize, u64)>;
+pub(super) type MsgTx = mpsc::UnboundedSender<Msg>;
 
 pub(super) struct Group {
-    strategy: Strategy,
-    intensity: Intensity,
-    auto_shutdown: AutoShutdown,
-    solo: bool,
-    sink: EventSink,
-    registry: Arc<Registry>,
+    pub(super) name: String,
+    pub(super) strategy: Strategy,
+    pub(super) intensity: Intensity,
+    pub(super) auto_shutdown: AutoShutdown,
+    pub(super) order: StartOrder,
+    pub(super) prefix_names: bool,
+    pub(super) retry_start_up: bool,
+    pub(super) solo: bool,
+    pub(super) sink: EventSink,
+    pub(super) registry: Arc<Registry>,
     all_up: watch::Sender<bool>,
-    children: Vec<Child>,
+    pub(super) children: Vec<Child>,
+    /// Members with replicas, by their template spec (its `replicas` is the current count).
+    pub(super) templates: Vec<MemberSpec>,
     window: IntensityWindow,
-    generation: u64,
-    /// Every child has been running at once: the group's start-up is over.
+    pub(super) generation: u64,
+    /// Every child has been up at once: the group's start-up is over.
     started_up: bool,
-    term_tx: TermTx,
-    term_rx: mpsc::UnboundedReceiver<(usize, u64, Termination)>,
-    demand_tx: DemandTx,
-    demand_rx: mpsc::UnboundedReceiver<(usize, u64)>,
+    began: Instant,
+    pub(super) msg_tx: MsgTx,
+    msg_rx: mpsc::UnboundedReceiver<Msg>,
 }
 
 impl Group {
@@ -60,150 +77,313 @@ impl Group {
         registry: Arc<Registry>,
         all_up: watch::Sender<bool>,
     ) -> Group {
-        let retry_start_up = spec.retry_start_up;
-        let children: Vec<Child> = spec
-            .members
-            .into_iter()
-            .map(
-                |MemberSpec {
-                     name,
-                     kind,
-                     significant,
-                 }| {
-                    let child_sink = if solo {
-                        sink.clone()
-                    } else {
-                        sink.child(&name)
-                    };
-                    Child::new(child_sink, kind, significant, retry_start_up)
-                },
-            )
-            .collect();
-        let names: Vec<String> = children.iter().map(|c| c.name().to_owned()).collect();
-        let parent = (!solo).then(|| sink.service().to_owned());
-        registry.board.register(parent.as_deref(), &names);
-        let (term_tx, term_rx) = mpsc::unbounded_channel();
-        let (demand_tx, demand_rx) = mpsc::unbounded_channel();
-        Group {
+        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
+        let mut group = Group {
+            name: spec.name.clone(),
             strategy: spec.strategy,
             intensity: spec.intensity,
             auto_shutdown: spec.auto_shutdown,
+            order: spec.order,
+            prefix_names: spec.prefix_names && !solo,
+            retry_start_up: spec.retry_start_up,
             solo,
             sink,
             registry,
             all_up,
-            children,
+            children: Vec::new(),
+            templates: Vec::new(),
             window: IntensityWindow::new(),
             generation: 0,
             started_up: false,
-            term_tx,
-            term_rx,
-            demand_tx,
-            demand_rx,
+            began: Instant::now(),
+            msg_tx,
+            msg_rx,
+        };
+        for member in spec.members {
+            group.insert(member, None);
+        }
+        group
+    }
+
+    /// The sink of a child called `local`.
+    pub(super) fn child_sink(&self, local: &str) -> EventSink {
+        if self.solo {
+            self.sink.clone()
+        } else if self.prefix_names {
+            self.sink.child(local)
+        } else {
+            self.sink.renamed(local)
+        }
+    }
+
+    /// The row after which new rows of this group go (its own row, for a nested group).
+    fn parent_row(&self) -> Option<String> {
+        (!self.solo).then(|| self.sink.service().to_owned())
+    }
+
+    /// Add the children of `member` (one, or one per replica) before child `at` (`None`:
+    /// at the end), with their rows; their indices.
+    pub(super) fn insert(&mut self, member: MemberSpec, at: Option<usize>) -> Vec<usize> {
+        let at = at.unwrap_or(self.children.len());
+        let deps = self.deps_at(&member, at);
+        if let MemberKind::Replicas { replicas, make } = &member.kind {
+            let (replicas, make) = (*replicas, make.clone());
+            self.templates.push(member.clone());
+            return self.insert_instances(&member, deps, &make, 1..=replicas, at);
+        }
+        let child = Child::new(
+            self.child_sink(&member.name),
+            member.name.clone(),
+            member,
+            deps,
+            self.retry_start_up,
+        );
+        self.children.insert(at, child);
+        self.register_rows(&[at]);
+        vec![at]
+    }
+
+    /// The dependencies of `member` placed at `at`: its own, and in a sequential group
+    /// the member before it.
+    fn deps_at(&self, member: &MemberSpec, at: usize) -> Vec<Dep> {
+        let mut deps: Vec<Dep> = member
+            .depends_on
+            .iter()
+            .map(|dependency| Dep {
+                dependency: dependency.clone(),
+                implicit: false,
+            })
+            .collect();
+        if self.order == StartOrder::Sequential && at > 0 {
+            let before = self.children[at - 1].member_name().to_owned();
+            if !deps.iter().any(|d| d.dependency.service == before) {
+                deps.push(Dep {
+                    dependency: Dependency::new(before, Condition::Ready),
+                    implicit: true,
+                });
+            }
+        }
+        deps
+    }
+
+    /// Add instances `numbers` of `template` before child `at`, with their rows.
+    pub(super) fn insert_instances(
+        &mut self,
+        template: &MemberSpec,
+        deps: Vec<Dep>,
+        make: &MakeReplica,
+        numbers: std::ops::RangeInclusive<u32>,
+        at: usize,
+    ) -> Vec<usize> {
+        let count = match &template.kind {
+            MemberKind::Replicas { replicas, .. } => *replicas,
+            _ => 1,
+        };
+        let mut added = Vec::new();
+        for n in numbers {
+            let local = instance_name(&template.name, n, count);
+            let spec = MemberSpec {
+                kind: MemberKind::Service(make(n)),
+                ..template.clone()
+            };
+            let mut child = Child::new(
+                self.child_sink(&local),
+                local,
+                spec,
+                deps.clone(),
+                self.retry_start_up,
+            );
+            child.template = Some((template.name.clone(), n));
+            let i = at + added.len();
+            self.children.insert(i, child);
+            added.push(i);
+        }
+        self.register_rows(&added);
+        added
+    }
+
+    /// Status rows for new children, after the child before them (or the group's end).
+    pub(super) fn register_rows(&self, added: &[usize]) {
+        let Some(&first) = added.first() else { return };
+        let names: Vec<String> = added
+            .iter()
+            .map(|&i| self.children[i].name().to_owned())
+            .collect();
+        let after = match first {
+            0 => None,
+            i => Some(self.children[i - 1].name().to_owned()),
+        };
+        match after {
+            Some(after) if !self.solo => self.registry.board.register(Some(&after), &names),
+            _ => self
+                .registry
+                .board
+                .register(self.parent_row().as_deref(), &names),
         }
     }
 
     /// Group-level events; a solo group's child already reports under the same name.
-    fn emit(&self, kind: EventKind) {
+    pub(super) fn emit(&self, kind: EventKind) {
         if !self.solo || matches!(kind, EventKind::GaveUp { .. }) {
             self.sink.emit(kind);
         }
     }
 
     pub(super) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Outcome {
-        let began = Instant::now();
         self.emit(EventKind::Starting);
         loop {
-            let now = Instant::now();
-            let Some(i) = self.children.iter().position(|c| c.due(now)) else {
-                // Terminations that arrived while other children started are handled
-                // first: on a multi-threaded runtime a `ready()` waiter could otherwise
-                // see "all up" for a child whose exit is already queued.
-                if let Ok((i, generation, term)) = self.term_rx.try_recv() {
-                    if let Some(outcome) = self.on_termination(i, generation, term).await {
-                        return outcome;
-                    }
-                    continue;
-                }
-                let waiting = self.children.iter().filter_map(Child::wake_at).min();
-                let up = waiting.is_none();
-                self.all_up.send_replace(up);
-                if up && !self.started_up {
-                    self.started_up = true;
-                    self.emit(EventKind::Ready {
-                        pid: None,
-                        took: began.elapsed(),
-                    });
-                }
-                if let Some(outcome) = self.wait(&mut commands, waiting).await {
+            self.schedule();
+            if let Some(outcome) = self.check_all_ended().await {
+                return outcome;
+            }
+            // Reports that arrived meanwhile come first: on a multi-threaded runtime a
+            // `ready()` waiter could otherwise see "all up" for a child whose exit is
+            // already queued.
+            if let Ok(msg) = self.msg_rx.try_recv() {
+                if let Some(outcome) = self.on_msg(msg).await {
                     return outcome;
                 }
                 continue;
-            };
-            // Started on demand: wait (in the background) until it is wanted.
-            if !std::mem::take(&mut self.children[i].activated) {
-                if let MemberKind::Service(supervisor) = &self.children[i].kind {
-                    let supervisor = supervisor.clone();
-                    let asked = tokio::select! {
-                        asked = supervisor.demand() => asked,
-                        command = commands.recv() => {
-                            if let Some(outcome) = self.on_command(command).await {
-                                return outcome;
-                            }
-                            continue;
-                        }
-                    };
-                    match asked {
-                        Ok(None) => self.children[i].on_demand = false,
-                        Ok(Some(demand)) => {
-                            self.listen(i, demand);
-                            continue;
-                        }
-                        Err(error) => {
-                            if let Some(outcome) = self.start_error(i, None, error).await {
-                                return outcome;
-                            }
-                            continue;
-                        }
-                    }
-                }
             }
-            self.all_up.send_replace(false);
-
-            // Start it. Terminations of other children wait in their channel meanwhile;
-            // a command drops the start (spawns are cancel-safe).
-            let attempt_began = Instant::now();
-            self.children[i].enter(ChildState::Starting, &self.registry);
-            let ctx = SpawnContext::new(self.children[i].sink.clone());
-            let started = tokio::select! {
-                started = start_member(&self.children[i], &self.registry, &ctx) => started,
-                command = commands.recv() => {
-                    report_abandoned(&ctx).await;
-                    self.children[i].enter(ChildState::Idle, &self.registry);
-                    if let Some(outcome) = self.on_command(command).await {
-                        return outcome;
-                    }
-                    continue;
+            self.publish_up();
+            let wake = self.children.iter().filter_map(Child::wake_at).min();
+            let woken = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
             };
-            match started {
-                Ok(active) => self.watch(i, active, attempt_began),
-                Err(error) => {
-                    if let Some(outcome) = self.start_error(i, Some(&ctx), error).await {
-                        return outcome;
-                    }
-                }
+            let done = tokio::select! {
+                _ = woken => None,
+                Some(msg) = self.msg_rx.recv() => self.on_msg(msg).await,
+                command = commands.recv() => self.on_command(command).await,
+            };
+            if let Some(outcome) = done {
+                return outcome;
             }
         }
     }
 
-    /// Child `i` could not be started (or could not wait for demand): report it, then fail
-    /// the group's start, or treat it as the child ending abnormally. `Some` when
-    /// supervision is over.
+    /// Tell `ready()` waiters whether every child is up; the first time, the group's
+    /// start-up is over.
+    fn publish_up(&mut self) {
+        let up = self.children.iter().all(|c| {
+            matches!(
+                c.state(),
+                ChildState::Running(_) | ChildState::Finished { .. } | ChildState::Stopped
+            ) || matches!(c.state(), ChildState::Starting(start) if start.listening)
+        });
+        self.all_up.send_replace(up);
+        if up && !self.started_up {
+            self.started_up = true;
+            self.emit(EventKind::Ready {
+                pid: None,
+                took: self.began.elapsed(),
+            });
+        }
+    }
+
+    /// [`AutoShutdown::AllEnded`]: nothing can run any more.
+    async fn check_all_ended(&mut self) -> Option<Outcome> {
+        let ended = self.auto_shutdown == AutoShutdown::AllEnded
+            && !self.children.is_empty()
+            && self
+                .children
+                .iter()
+                .all(|c| c.has_ended() || matches!(c.state(), ChildState::Blocked(..)));
+        if !ended {
+            return None;
+        }
+        self.stop_all().await;
+        if !self.solo {
+            self.sink.emit(EventKind::Completed);
+        }
+        Some(Outcome::Completed)
+    }
+
+    /// The index of the child whose start or run is `generation`.
+    fn current(&self, generation: u64) -> Option<usize> {
+        self.children
+            .iter()
+            .position(|c| c.generation() == Some(generation))
+    }
+
+    async fn on_msg(&mut self, msg: Msg) -> Option<Outcome> {
+        match msg {
+            Msg::Spawned(generation) => {
+                self.on_start_progress(generation, |start| start.spawned = true)
+            }
+            Msg::Listening(generation) => {
+                if let Some(i) = self.on_start_progress(generation, |start| start.listening = true)
+                {
+                    self.children[i].on_demand = true;
+                    self.children[i].sink.emit(EventKind::Listening);
+                }
+                None
+            }
+            Msg::Activated(generation) => {
+                self.on_start_progress(generation, |start| start.listening = false)
+            }
+            Msg::Started(generation) => return self.on_started(generation).await,
+            Msg::Health {
+                generation,
+                healthy,
+            } => {
+                if let Some(i) = self.current(generation) {
+                    if let ChildState::Running(running) = self.children[i].state_mut() {
+                        running.healthy = healthy;
+                    }
+                }
+                None
+            }
+            Msg::Ended { generation, term } => return self.on_termination(generation, term).await,
+        };
+        None
+    }
+
+    /// Change a start under way (`generation`) and its row; its index, if it is current.
+    fn on_start_progress(
+        &mut self,
+        generation: u64,
+        change: impl FnOnce(&mut super::child::Start),
+    ) -> Option<usize> {
+        let i = self.current(generation)?;
+        let ChildState::Starting(start) = self.children[i].state_mut() else {
+            return None;
+        };
+        change(start);
+        self.children[i].sync(&self.registry, false);
+        Some(i)
+    }
+
+    /// A start is over: watch what it started, or handle its failure.
+    async fn on_started(&mut self, generation: u64) -> Option<Outcome> {
+        let i = self.current(generation)?;
+        let ChildState::Starting(start) = self.children[i].state() else {
+            return None;
+        };
+        let result = start
+            .result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let (began, ctx) = (start.began, start.ctx.clone());
+        match result? {
+            Ok(active) => {
+                self.watch(i, generation, active, began);
+                None
+            }
+            Err(error) => self.start_error(i, Some(&ctx), error).await,
+        }
+    }
+
+    /// Child `i` could not be started: report it, then fail the group's start (during
+    /// start-up, as OTP's `start_link`), keep it down (an error retrying cannot fix), or
+    /// treat it as the child ending abnormally. `Some` when supervision is over.
     async fn start_error(
         &mut self,
         i: usize,
-        ctx: Option<&SpawnContext>,
+        ctx: Option<&crate::supervision::SpawnContext>,
         error: StartError,
     ) -> Option<Outcome> {
         let error = Arc::new(error);
@@ -212,54 +392,25 @@ impl Group {
             error: error.clone(),
         });
         if let Some(ctx) = ctx {
-            report_abandoned(ctx).await;
+            super::tasks::report_abandoned(ctx).await;
         }
-        let fatal = error.is_permanent() || (!self.started_up && !self.children[i].retry_start_up);
-        if fatal {
-            return Some(self.start_failed(i, error).await);
+        if !self.started_up && !self.children[i].retry_start_up {
+            self.children[i].enter(ChildState::Stopped, &self.registry);
+            self.stop_all().await;
+            return Some(self.failure(i, error));
+        }
+        if error.is_permanent() {
+            self.children[i].enter(ChildState::Failed, &self.registry);
+            return self.member_ended(i, Some(error)).await;
         }
         self.children[i].enter(ChildState::Idle, &self.registry);
         self.after_end(i, Termination::StartFailed, Duration::ZERO)
             .await
     }
 
-    /// Child `i` starts on demand: wait for `demand` in a task that reports it, listening
-    /// meanwhile.
-    fn listen(&mut self, i: usize, demand: super::super::Demand) {
-        self.generation += 1;
-        let generation = self.generation;
-        let demand_tx = self.demand_tx.clone();
-        let task = tokio::spawn(async move {
-            demand.await;
-            let _ = demand_tx.send((i, generation));
-        });
-        let child = &mut self.children[i];
-        child.on_demand = true;
-        child.enter(
-            ChildState::Listening {
-                generation,
-                watch: task.abort_handle(),
-            },
-            &self.registry,
-        );
-        child.sink.emit(EventKind::Listening);
-    }
-
-    /// A client waits for child `i` (run `generation`): start it now.
-    fn on_demand(&mut self, i: usize, generation: u64) {
-        if self.children[i].is_listening(generation) {
-            self.children[i].activated = true;
-            self.children[i].enter(ChildState::Idle, &self.registry);
-        }
-    }
-
-    /// A child could not be started while the group started up (OTP: the group's start
-    /// fails), or cannot be started at all: stop the children already running, in reverse
-    /// order, and end with the member and the reason. A nested group's failure names the
-    /// innermost member.
-    async fn start_failed(&mut self, i: usize, error: Arc<StartError>) -> Outcome {
-        self.children[i].enter(ChildState::Idle, &self.registry);
-        self.stop_all().await;
+    /// The outcome for child `i` failing to start: names the innermost member of a
+    /// nested group.
+    fn failure(&self, i: usize, error: Arc<StartError>) -> Outcome {
         let (member, error) = match &*error {
             StartError::Group { member, error } => (member.clone(), error.clone()),
             _ => (self.children[i].name().to_owned(), error),
@@ -267,75 +418,27 @@ impl Group {
         Outcome::StartFailed { member, error }
     }
 
-    /// Wait for a child's termination, a command, or the instant `wake` (a backoff delay
-    /// ending), and handle it. `Some` when supervision is over.
-    async fn wait(
-        &mut self,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-        wake: Option<Instant>,
-    ) -> Option<Outcome> {
-        let woken = async {
-            match wake {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = woken => None,
-            Some((i, generation, term)) = self.term_rx.recv() => {
-                self.on_termination(i, generation, term).await
-            }
-            Some((i, generation)) = self.demand_rx.recv() => {
-                self.on_demand(i, generation);
-                None
-            }
-            command = commands.recv() => self.on_command(command).await,
-        }
-    }
-
     /// Record a started child (its backend is visible through the handle before its
     /// `Ready` event is sent) and watch it in a task that reports its termination.
-    fn watch(&mut self, i: usize, active: Active, attempt_began: Instant) {
-        self.generation += 1;
-        let generation = self.generation;
-        let term_tx = self.term_tx.clone();
-        let sink = self.children[i].sink.clone();
-        let registry = self.registry.clone();
-        let name = sink.service().to_owned();
-        let task = match &active {
-            Active::Backend {
-                supervisor,
-                backend,
-            } => {
-                let (supervisor, backend) = (supervisor.clone(), (**backend).clone());
-                tokio::spawn(async move {
-                    let term = watch_backend(&*supervisor, &backend, &sink, &registry, &name).await;
-                    let _ = term_tx.send((i, generation, term));
-                })
-            }
-            Active::Group(handle) => {
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    let term = match handle.outcome().await {
-                        Outcome::GaveUp(_) | Outcome::StartFailed { .. } => Termination::Escalated,
-                        Outcome::Completed | Outcome::Stopped => {
-                            Termination::Exited(crate::ExitStatus::Code(0))
-                        }
-                    };
-                    let _ = term_tx.send((i, generation, term));
-                })
-            }
-        };
+    fn watch(&mut self, i: usize, generation: u64, active: Active, attempt_began: Instant) {
         let pid = match &active {
             Active::Backend { backend, .. } => Some(backend.pid()),
             Active::Group(_) => None,
         };
+        let task = super::tasks::spawn_watch(
+            &active,
+            self.children[i].sink.clone(),
+            self.registry.clone(),
+            self.msg_tx.clone(),
+            generation,
+        );
         self.children[i].enter(
             ChildState::Running(Running {
                 generation,
                 started_at: Instant::now(),
                 active,
-                watch: task.abort_handle(),
+                watch: task,
+                healthy: false,
             }),
             &self.registry,
         );
@@ -347,18 +450,14 @@ impl Group {
         }
     }
 
-    async fn on_termination(
-        &mut self,
-        i: usize,
-        generation: u64,
-        term: Termination,
-    ) -> Option<Outcome> {
-        if self.children[i].generation() != Some(generation) {
-            return None; // a run we already stopped or restarted
+    async fn on_termination(&mut self, generation: u64, term: Termination) -> Option<Outcome> {
+        let i = self.current(generation)?;
+        if !self.children[i].is_running() {
+            return None;
         }
         let ChildState::Running(running) = self.children[i].enter(ChildState::Idle, &self.registry)
         else {
-            unreachable!("the generation matched a running child");
+            return None;
         };
         self.after_end(i, term, running.started_at.elapsed()).await
     }
@@ -372,32 +471,14 @@ impl Group {
     ) -> Option<Outcome> {
         if self.children[i].on_demand && !term.is_abnormal() {
             // Started on demand and done for now (an idle timeout): not an end for the
-            // policy. The loop makes it listen again.
+            // policy. The scheduler makes it listen again.
             return None;
         }
         if !self.children[i].restart.should_restart(&term) {
-            self.children[i].enter(ChildState::Finished, &self.registry);
+            let ok = !term.is_abnormal();
+            self.children[i].enter(ChildState::Finished { ok }, &self.registry);
             self.children[i].sink.emit(EventKind::Completed);
-            let shutdown = self.children[i].significant
-                && match self.auto_shutdown {
-                    AutoShutdown::Never => false,
-                    AutoShutdown::AnySignificant => true,
-                    AutoShutdown::AllSignificant => self
-                        .children
-                        .iter()
-                        .filter(|c| c.significant)
-                        .all(Child::is_finished),
-                };
-            if shutdown {
-                self.stop_all().await;
-                if !self.solo {
-                    self.sink.emit(EventKind::Completed);
-                }
-                return Some(Outcome::Completed);
-            }
-            // OTP `auto_shutdown => never`: a group whose children have all ended keeps
-            // running, empty, until it is stopped.
-            return None;
+            return self.member_ended(i, None).await;
         }
         let now = Instant::now();
         if let Err(reason) = self.window.record(&self.intensity, now) {
@@ -413,33 +494,89 @@ impl Group {
             attempt: child.backoff_state.attempt(),
             delay,
         });
-        let n = self.children.len();
-        let affected: Vec<usize> = match self.strategy {
-            Strategy::OneForOne => vec![i],
-            Strategy::OneForAll => (0..n).collect(),
-            Strategy::RestForOne => (i..n).collect(),
-        };
-        for &j in affected.iter().rev() {
-            if j != i {
-                self.stop_member(j).await;
-            }
-        }
+        let affected = self.restarted_with(i);
+        self.announce_strategy(i, &affected);
+        self.stop_in_order(&affected).await;
+        let until = now + delay;
         for j in affected {
             let sibling = &mut self.children[j];
             // OTP: a temporary child is never restarted, also when a sibling's
             // termination stopped it; its spec is dropped.
-            if j != i && sibling.restart == RestartKind::Temporary {
-                if !sibling.is_finished() {
-                    sibling.enter(ChildState::Finished, &self.registry);
+            if sibling.restart == RestartKind::Temporary {
+                if !sibling.has_ended() {
+                    sibling.enter(ChildState::Finished { ok: false }, &self.registry);
                 }
                 continue;
             }
-            if j != i {
-                sibling.note_restart(&self.registry);
-            }
-            sibling.enter(ChildState::Backoff { until: now + delay }, &self.registry);
+            sibling.note_restart(&self.registry);
+            sibling.enter(ChildState::Backoff { until }, &self.registry);
         }
+        self.children[i].enter(ChildState::Backoff { until }, &self.registry);
         None
+    }
+
+    /// The members the strategy restarts with child `i`, in start order (not `i`
+    /// itself): none (one_for_one), its dependants (rest_for_one), every other
+    /// (one_for_all). Members stopped on request or failed for good stay as they are.
+    pub(super) fn restarted_with(&self, i: usize) -> Vec<usize> {
+        let candidates: Vec<usize> = match self.strategy {
+            Strategy::OneForOne => Vec::new(),
+            Strategy::RestForOne => self.dependants(&[i]),
+            Strategy::OneForAll => (0..self.children.len()).filter(|&j| j != i).collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|&j| {
+                !matches!(
+                    self.children[j].state(),
+                    ChildState::Stopped | ChildState::Failed
+                )
+            })
+            .collect()
+    }
+
+    /// Say which members the strategy restarts with child `i`.
+    pub(super) fn announce_strategy(&self, i: usize, affected: &[usize]) {
+        if affected.is_empty() {
+            return;
+        }
+        self.children[i].sink.emit(EventKind::StrategyRestart {
+            strategy: self.strategy,
+            members: affected
+                .iter()
+                .map(|&j| self.children[j].name().to_owned())
+                .collect(),
+        });
+    }
+
+    /// Child `i` ended for good (finished, or failed: `failed`): end the group if its
+    /// auto-shutdown says so. `Some` when supervision is over.
+    async fn member_ended(&mut self, i: usize, failed: Option<Arc<StartError>>) -> Option<Outcome> {
+        let shutdown = self.children[i].spec.significant
+            && match self.auto_shutdown {
+                AutoShutdown::Never | AutoShutdown::AllEnded => false,
+                AutoShutdown::AnySignificant => true,
+                AutoShutdown::AllSignificant => self
+                    .children
+                    .iter()
+                    .filter(|c| c.spec.significant)
+                    .all(Child::has_ended),
+            };
+        if !shutdown {
+            // OTP `auto_shutdown => never`: a group whose children have all ended keeps
+            // running, empty, until it is stopped.
+            return None;
+        }
+        self.stop_all().await;
+        match failed {
+            Some(error) => Some(self.failure(i, error)),
+            None => {
+                if !self.solo {
+                    self.sink.emit(EventKind::Completed);
+                }
+                Some(Outcome::Completed)
+            }
+        }
     }
 
     async fn on_command(&mut self, command: Option<Command>) -> Option<Outcome> {
@@ -459,252 +596,66 @@ impl Group {
                 None
             }
             Some(Command::Restart(Some(name))) => {
-                if let Some(j) = self.children.iter().position(|c| c.name() == name) {
-                    self.stop_member(j).await;
-                    self.bring_back(j);
+                if let Some(i) = self.find_child(&name) {
+                    self.restart_by_hand(i).await;
                 }
+                None
+            }
+            Some(Command::Change(change, reply)) => {
+                let result = self.change(change).await;
+                let _ = reply.send(result);
                 None
             }
         }
     }
 
-    /// After a manual restart's stop: every child starts again, except a temporary one
-    /// that had already finished (OTP drops its spec), whichever way it was restarted.
-    fn bring_back(&mut self, j: usize) {
+    /// A manual restart of child `i`: the strategy's members stopped first (dependants
+    /// first), then it; all start again as their dependencies allow. Not counted
+    /// towards the intensity.
+    pub(super) async fn restart_by_hand(&mut self, i: usize) {
+        let affected = self.restarted_with(i);
+        self.announce_strategy(i, &affected);
+        let mut all = affected.clone();
+        all.push(i);
+        self.stop_in_order(&all).await;
+        for j in all {
+            self.bring_back(j);
+        }
+    }
+
+    /// After a manual restart's stop: the child starts again, except a temporary one
+    /// that had already finished (OTP drops its spec).
+    pub(super) fn bring_back(&mut self, j: usize) {
         let child = &mut self.children[j];
-        let gone = child.is_finished() && child.restart == RestartKind::Temporary;
-        if !gone && !child.is_running() {
+        let gone = child.has_ended() && child.restart == RestartKind::Temporary;
+        if !gone && !child.is_running() && !matches!(child.state(), ChildState::Starting(_)) {
             child.enter(ChildState::Idle, &self.registry);
         }
     }
 
-    /// Stop every child in reverse start order.
-    async fn stop_all(&mut self) {
-        for j in (0..self.children.len()).rev() {
-            self.stop_member(j).await;
-        }
-        self.all_up.send_replace(false);
+    /// The child called `name`: its name in the group, or its full name.
+    pub(super) fn find_child(&self, name: &str) -> Option<usize> {
+        self.children
+            .iter()
+            .position(|c| c.local == name || c.name() == name)
     }
+}
 
-    /// Stop one child: a running one through its supervisor (its watch task cancelled
-    /// first, so the stop is not mistaken for a crash); a pending restart is cancelled
-    /// (and reported, so a stop always reads `Stopping`, `Stopped`). It is `Idle`
-    /// afterwards; finished and idle children are left as they are.
-    async fn stop_member(&mut self, j: usize) {
-        let sink = self.children[j].sink.clone();
-        match self.children[j].state() {
-            ChildState::Running(_) => {}
-            ChildState::Backoff { .. } | ChildState::Listening { .. } => {
-                sink.emit(EventKind::Stopping);
-                let left = self.children[j].enter(ChildState::Idle, &self.registry);
-                if let ChildState::Listening { watch, .. } = left {
-                    watch.abort();
-                }
-                self.children[j].activated = false;
-                sink.emit(EventKind::Stopped);
-                return;
-            }
-            _ => return,
-        }
-        let ChildState::Running(running) =
-            self.children[j].enter(ChildState::Stopping, &self.registry)
-        else {
-            unreachable!("checked above");
-        };
-        running.watch.abort();
-        match running.active {
-            Active::Backend {
-                supervisor,
-                backend,
-            } => {
-                sink.emit(EventKind::Stopping);
-                let stopped = supervisor.stop(&backend).await;
-                backend.release_exited_child();
-                match stopped {
-                    Ok(status) => {
-                        self.children[j].note_exit(status, &self.registry);
-                        sink.emit(EventKind::Exited {
-                            pid: backend.pid(),
-                            status,
-                            output: LastOutput::default(),
-                        })
-                    }
-                    Err(error) => {
-                        tracing::warn!(service = %sink.service(), error = %crate::report::Chain(&error), "stop failed")
-                    }
-                }
-                self.children[j].enter(ChildState::Idle, &self.registry);
-                sink.emit(EventKind::Stopped);
-            }
-            Active::Group(handle) => {
-                handle.stop().await;
-                self.children[j].enter(ChildState::Idle, &self.registry);
-            }
+impl Child {
+    /// The name dependencies use for it: its template's, for an instance.
+    pub(super) fn member_name(&self) -> &str {
+        match &self.template {
+            Some((template, _)) => template,
+            None => &self.local,
         }
     }
 }
 
-/// Adopt a verified running backend, or spawn one and wait until it is ready; for a nested
-/// group, start it and wait until all its members are ready.
-async fn start_member(
-    child: &Child,
-    registry: &Arc<Registry>,
-    ctx: &SpawnContext,
-) -> Result<Active, StartError> {
-    match &child.kind {
-        MemberKind::Service(supervisor) => {
-            child.sink.emit(EventKind::Starting);
-            match supervisor.probe().await {
-                Ok(Some(backend)) if backend.is_alive() => {
-                    // `Ready` follows from `watch`, as for a spawned backend.
-                    child
-                        .sink
-                        .emit(EventKind::AdoptedExisting { pid: backend.pid() });
-                    return Ok(Active::Backend {
-                        supervisor: supervisor.clone(),
-                        backend: Box::new(backend),
-                    });
-                }
-                Ok(_) => {}
-                Err(error) => child.sink.emit(EventKind::ProbeRejected {
-                    error: Arc::new(error),
-                }),
-            }
-            let deadline = supervisor.ready_timeout();
-            let backend = tokio::time::timeout(deadline, supervisor.spawn(ctx))
-                .await
-                .map_err(|_| StartError::ReadyTimeout(deadline))??;
-            Ok(Active::Backend {
-                supervisor: supervisor.clone(),
-                backend: Box::new(backend),
-            })
-        }
-        MemberKind::Group { spec, .. } => {
-            let handle = start(
-                (**spec).clone(),
-                false,
-                Some((child.sink.clone(), registry.clone())),
-            );
-            match handle.ready().await {
-                Ok(()) => Ok(Active::Group(handle)),
-                Err(Outcome::StartFailed { member, error }) => {
-                    Err(StartError::Group { member, error })
-                }
-                Err(outcome) => Err(StartError::GroupEnded {
-                    group: handle.name().to_owned(),
-                    outcome,
-                }),
-            }
-        }
+/// The name of instance `n` of `count` of `template`: `NAME-n`, or `NAME` alone.
+pub(super) fn instance_name(template: &str, n: u32, count: u32) -> String {
+    if count == 1 {
+        template.to_owned()
+    } else {
+        format!("{template}-{n}")
     }
-}
-
-/// A start was abandoned (timeout, failure, or a command): if the supervisor had
-/// reported the process it spawned, report that process's exit too. The spawn killed it
-/// when it was dropped; its exit status is waited for, bounded.
-async fn report_abandoned(ctx: &SpawnContext) {
-    let Some(backend) = ctx.take_spawned() else {
-        return;
-    };
-    let status = match tokio::time::timeout(ABANDONED_EXIT_DEADLINE, backend.exited()).await {
-        Ok(status) => status,
-        Err(_) => {
-            tracing::warn!(
-                pid = backend.pid(),
-                "an abandoned start's process is still alive"
-            );
-            return;
-        }
-    };
-    backend.release_exited_child();
-    ctx.emit(EventKind::Exited {
-        pid: backend.pid(),
-        status,
-        output: LastOutput::default(),
-    });
-}
-
-/// Watch one backend until it ends: exit from the kernel, or unhealthy per its health
-/// policy (then it is stopped here). Wakes only for health checks.
-async fn watch_backend(
-    supervisor: &dyn Supervisor,
-    backend: &BackendHandle,
-    sink: &EventSink,
-    registry: &Registry,
-    name: &str,
-) -> Termination {
-    let pid = backend.pid();
-    let Some(policy) = supervisor.health_policy() else {
-        let status = backend.exited().await;
-        return exited(supervisor, backend, sink, registry, name, status).await;
-    };
-    let mut ticker = tokio::time::interval_at(Instant::now() + policy.interval, policy.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failures = 0u32;
-    // Not yet known: the first passing check is reported, then each recovery.
-    let mut healthy = false;
-    loop {
-        let check = async {
-            ticker.tick().await;
-            tokio::time::timeout(policy.timeout, supervisor.health_check(backend))
-                .await
-                .unwrap_or(Err(HealthError::Timeout(policy.timeout)))
-        };
-        tokio::select! {
-            biased;
-            status = backend.exited() => {
-                return exited(supervisor, backend, sink, registry, name, status).await;
-            }
-            result = check => match result {
-                Ok(()) => {
-                    failures = 0;
-                    if !std::mem::replace(&mut healthy, true) {
-                        sink.emit(EventKind::Healthy { pid });
-                    }
-                }
-                Err(error) => {
-                    failures += 1;
-                    healthy = false;
-                    sink.emit(EventKind::HealthCheckFailed { pid, consecutive: failures, error: Arc::new(error) });
-                    if failures >= policy.failures_before_unhealthy.max(1) {
-                        sink.emit(EventKind::Unhealthy { pid });
-                        let stopped = supervisor.stop(backend).await;
-                        backend.release_exited_child();
-                        match stopped {
-                            Ok(status) => {
-                                registry.board.update(name, |row| row.last_exit = Some(status));
-                                sink.emit(EventKind::Exited { pid, status, output: LastOutput::default() })
-                            }
-                            Err(error) => tracing::warn!(pid, error = %crate::report::Chain(&error), "stopping an unhealthy backend failed"),
-                        }
-                        return Termination::Unhealthy;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The main process exited by itself: let the supervisor clean up after it (the rest of
-/// its tree) before the exit is reported and anything is restarted.
-async fn exited(
-    supervisor: &dyn Supervisor,
-    backend: &BackendHandle,
-    sink: &EventSink,
-    registry: &Registry,
-    name: &str,
-    status: crate::ExitStatus,
-) -> Termination {
-    let output = supervisor.on_exit(backend, status).await;
-    // Cleaned up: the zombie may go, even while the application still holds a handle.
-    backend.release_exited_child();
-    registry
-        .board
-        .update(name, |row| row.last_exit = Some(status));
-    sink.emit(EventKind::Exited {
-        pid: backend.pid(),
-        status,
-        output,
-    });
-    Termination::Exited(status)
 }

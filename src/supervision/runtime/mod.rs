@@ -1,24 +1,33 @@
 //! The supervision runtime: [`supervise`] and [`supervise_group`] start a loop per group
-//! (`group_loop.rs`) whose children each follow one explicit state machine (`child.rs`);
-//! a [`ServiceHandle`] controls it and reads its events and its status (`status.rs`).
+//! (`group_loop.rs`) whose children each follow one explicit state machine (`child.rs`),
+//! start as their dependencies allow (`schedule.rs`), in tasks that report to the loop
+//! (`tasks.rs`), stop dependants first (`stop.rs`) and can be added, removed, replaced
+//! and scaled while the group runs (`membership.rs`); a [`ServiceHandle`] controls it and
+//! reads its events and its status (`status.rs`).
 
 mod child;
 mod group_loop;
+mod membership;
+mod schedule;
 mod status;
+mod stop;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
-pub use status::{MemberState, MemberStatus};
+pub use membership::MemberError;
+pub use status::{HealthView, MemberState, MemberStatus};
 
 use super::event::{event_buffer_for, EventSink, EventStream};
-use super::group::{AutoShutdown, GroupSpec, GroupSpecError, Outcome};
+use super::group::{AutoShutdown, GroupSpec, GroupSpecError, Member, Outcome};
 use super::supervisor::Supervisor;
 use crate::handle::BackendHandle;
 use group_loop::Group;
+use membership::Change;
 use status::StatusBoard;
 
 type Backends = BTreeMap<String, BackendHandle>;
@@ -60,6 +69,7 @@ pub fn supervise_group(spec: GroupSpec) -> Result<ServiceHandle, GroupSpecError>
 pub(crate) enum Command {
     Stop,
     Restart(Option<String>),
+    Change(Change, oneshot::Sender<Result<bool, MemberError>>),
 }
 
 struct Shared {
@@ -184,13 +194,85 @@ impl ServiceHandle {
         let _ = self.shared.commands.send(Command::Restart(None));
     }
 
-    /// Restart one member (`group/child` inside groups, or the service name), by the same
-    /// rule as [`ServiceHandle::restart`].
+    /// Restart one member (its name in the group, or `group/child`; the service name
+    /// for a single service) on request, with the members the group's strategy restarts
+    /// with it: under rest_for_one its dependants are stopped first, then it, and they
+    /// start again as their dependencies allow (one_for_all: every member). A finished
+    /// temporary member is not brought back. Not counted towards the intensity.
     pub fn restart_member(&self, name: &str) {
         let _ = self
             .shared
             .commands
             .send(Command::Restart(Some(name.to_owned())));
+    }
+
+    /// Carry out a change in the group's loop and wait for its answer.
+    async fn change(&self, change: Change) -> Result<bool, MemberError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Change(change, reply))
+            .map_err(|_| MemberError::Ended)?;
+        answer.await.map_err(|_| MemberError::Ended)?
+    }
+
+    /// Add a member to the running group (OTP's `start_child`): checked as
+    /// [`GroupSpec::validate`] checks members (a free name, known dependencies, no
+    /// cycle), then started as its dependencies allow; in a sequential group it depends
+    /// on the last member. Returns once it is accepted: its `Ready` event (or
+    /// [`ServiceHandle::status`]) tells when it runs. Its restarts count towards the
+    /// group's intensity like any other member's.
+    ///
+    /// ```no_run
+    /// use running_process::supervision::{Condition, Member, ServiceHandle, SharedSupervisor};
+    /// # async fn demo(group: ServiceHandle, worker: SharedSupervisor) -> Result<(), Box<dyn std::error::Error>> {
+    /// group.add_member(Member::service(worker).depends_on("db", Condition::Ready)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_member(&self, member: Member) -> Result<(), MemberError> {
+        self.change(Change::Add(member.spec)).await.map(|_| ())
+    }
+
+    /// Replace the spec of the member of the same name: its running instance is stopped
+    /// (with the members its group's strategy stops with it, dependants first), the new
+    /// one takes its place, and all start again as their dependencies allow. Returns once
+    /// the old one has stopped.
+    pub async fn replace_member(&self, member: Member) -> Result<(), MemberError> {
+        self.change(Change::Replace(member.spec)).await.map(|_| ())
+    }
+
+    /// Stop a member and remove it from the group (OTP's `terminate_child` and
+    /// `delete_child`). Its dependants follow the strategy: left running under
+    /// one_for_one; stopped under rest_for_one and one_for_all, then blocked, since what
+    /// they wait for is gone. Returns once it has stopped.
+    pub async fn remove_member(&self, name: &str) -> Result<(), MemberError> {
+        self.change(Change::Remove(name.to_owned()))
+            .await
+            .map(|_| ())
+    }
+
+    /// Stop a member and keep it down ([`MemberState::Stopped`]) until
+    /// [`ServiceHandle::start_member`] (OTP's `terminate_child`). Its dependants follow
+    /// the strategy as for [`ServiceHandle::remove_member`], and wait for it. `false` if
+    /// there was nothing to stop (a member with replicas scaled to zero).
+    pub async fn stop_member(&self, name: &str) -> Result<bool, MemberError> {
+        self.change(Change::Stop(name.to_owned())).await
+    }
+
+    /// Start a member that is stopped, finished, failed or blocked (OTP's
+    /// `restart_child`), as its dependencies allow. `false` if it was running or on its
+    /// way already.
+    pub async fn start_member(&self, name: &str) -> Result<bool, MemberError> {
+        self.change(Change::Start(name.to_owned())).await
+    }
+
+    /// Scale a member with replicas ([`Member::replicas`]) to `replicas` instances (zero
+    /// included). New instances start as their dependencies allow; when scaling down the
+    /// highest-numbered stop first. Instances are named `NAME-1` .. `NAME-N`, or `NAME`
+    /// when there is one: instance 1 is renamed between the two, and keeps running.
+    /// `false` if it had that many already.
+    pub async fn scale(&self, name: &str, replicas: u32) -> Result<bool, MemberError> {
+        self.change(Change::Scale(name.to_owned(), replicas)).await
     }
 
     /// Stop gracefully (each backend by its supervisor's `stop`: graceful, grace period,

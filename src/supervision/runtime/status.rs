@@ -4,74 +4,136 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 use crate::handle::ExitStatus;
 use crate::supervision::StartError;
 
-/// Where a member of a supervision tree is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a member of a supervision tree is in its life. `Display` and serde give the
+/// snake_case name (`"running"`), as `running-process status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum MemberState {
-    /// Not started: before the group starts it, or stopped by a manual restart or a
-    /// sibling's termination and about to start again.
+    /// Not started yet, and about to be: its dependencies are being looked at.
     Idle,
+    /// Waiting for its dependencies to reach their conditions
+    /// ([`MemberStatus::detail`] says which).
+    Waiting,
+    /// Not started because a dependency can no longer reach its condition without a
+    /// request from outside (it finished, failed, was stopped or removed, or is blocked
+    /// itself; [`MemberStatus::detail`] says which). Starts by itself once that changes.
+    Blocked,
     /// Started on demand: no backend runs, the supervisor holds its listeners and starts
     /// one when a client connects. Counts as up for
-    /// [`ServiceHandle::ready`](crate::supervision::ServiceHandle::ready): clients can
-    /// connect.
+    /// [`ServiceHandle::ready`](crate::supervision::ServiceHandle::ready) and as ready for
+    /// its dependants: clients can connect.
     Listening,
     /// Being started (adopt or spawn, then readiness).
     Starting,
     /// Running and ready (a group: every member of it started).
     Running,
-    /// Waiting for its restart delay to end.
-    Backoff {
-        /// When it starts again.
-        restart_at: tokio::time::Instant,
-    },
+    /// Waiting for its restart delay to end ([`MemberStatus::restart_at`] says until when).
+    Backoff,
     /// Being stopped.
     Stopping,
+    /// Stopped on request (its group's stop, or
+    /// [`ServiceHandle::stop_member`](crate::supervision::ServiceHandle::stop_member)) and
+    /// kept down until started again.
+    Stopped,
     /// Ended for good: its restart kind does not restart it (or, temporary, a sibling's
     /// termination ended it).
     Finished,
+    /// Could not start in a way retrying cannot fix (a permanent
+    /// [`StartError`](crate::supervision::StartError)) after the group's start-up; kept
+    /// down until started again.
+    Failed,
+}
+
+impl MemberState {
+    /// Its name, as `Display` and serde give it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MemberState::Idle => "idle",
+            MemberState::Waiting => "waiting",
+            MemberState::Blocked => "blocked",
+            MemberState::Listening => "listening",
+            MemberState::Starting => "starting",
+            MemberState::Running => "running",
+            MemberState::Backoff => "backoff",
+            MemberState::Stopping => "stopping",
+            MemberState::Stopped => "stopped",
+            MemberState::Finished => "finished",
+            MemberState::Failed => "failed",
+        }
+    }
+
+    /// Ready for clients: running, or listening on its sockets.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, MemberState::Running | MemberState::Listening)
+    }
 }
 
 impl std::fmt::Display for MemberState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MemberState::Idle => f.write_str("idle"),
-            MemberState::Listening => f.write_str("listening"),
-            MemberState::Starting => f.write_str("starting"),
-            MemberState::Running => f.write_str("running"),
-            MemberState::Backoff { restart_at } => {
-                let left = restart_at.saturating_duration_since(tokio::time::Instant::now());
-                write!(f, "backoff ({left:.1?} left)")
-            }
-            MemberState::Stopping => f.write_str("stopping"),
-            MemberState::Finished => f.write_str("finished"),
-        }
+        f.write_str(self.as_str())
     }
 }
 
-/// One member of a supervision tree as it is now ([`ServiceHandle::status`]).
+/// What a member's health check last said.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum HealthView {
+    /// It has no health check, or none has run on its current backend yet.
+    #[default]
+    Unknown,
+    /// The last check passed.
+    Healthy,
+    /// The last check failed.
+    Unhealthy {
+        /// Why, on one line.
+        reason: String,
+    },
+}
+
+/// One member of a supervision tree as it is now ([`ServiceHandle::status`]): the row of
+/// `running-process status`, and its `--json` form through serde.
 ///
 /// [`ServiceHandle::status`]: crate::supervision::ServiceHandle::status
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct MemberStatus {
-    /// Its name (`group/child` inside groups; the service name for a single service).
+    /// Its name (`group/child` inside groups, unless the group said
+    /// [`prefix_names(false)`](crate::supervision::GroupSpec::prefix_names); the service
+    /// name for a single service).
     pub name: String,
     /// Its state.
     pub state: MemberState,
     /// The PID of its backend while one runs (`None` for a group).
     pub pid: Option<u32>,
-    /// When it entered this state (wall clock).
+    /// When it entered this state (wall clock; `since_unix_ms` in serde formats).
+    #[serde(rename = "since_unix_ms", with = "crate::serde_util::unix_ms")]
     pub since: SystemTime,
+    /// In [`MemberState::Backoff`]: when it starts again (wall clock).
+    #[serde(
+        rename = "restart_at_unix_ms",
+        with = "crate::serde_util::unix_ms_option",
+        default
+    )]
+    pub restart_at: Option<SystemTime>,
     /// Restarts scheduled for it by its policy or its group's strategy since supervision
     /// began (manual restarts are not counted).
     pub restarts: u32,
     /// How its last backend exited, if one did.
     pub last_exit: Option<ExitStatus>,
-    /// Why its last start failed, if one did.
+    /// What its health check last said.
+    #[serde(default)]
+    pub health: HealthView,
+    /// On one line: what it waits for, what blocks it, or why its last start failed.
+    pub detail: Option<String>,
+    /// Why its last start failed, if one did (not in serde formats: see `detail`).
+    #[serde(skip)]
     pub last_start_error: Option<Arc<StartError>>,
 }
 
@@ -82,10 +144,18 @@ impl MemberStatus {
             state: MemberState::Idle,
             pid: None,
             since: SystemTime::now(),
+            restart_at: None,
             restarts: 0,
             last_exit: None,
+            health: HealthView::Unknown,
+            detail: None,
             last_start_error: None,
         }
+    }
+
+    /// Ready for clients (see [`MemberState::is_ready`]).
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready()
     }
 }
 
@@ -129,6 +199,25 @@ impl StatusBoard {
     pub(crate) fn update(&self, name: &str, change: impl FnOnce(&mut MemberStatus)) {
         if let Some(row) = self.rows().iter_mut().find(|r| r.name == name) {
             change(row);
+        }
+    }
+
+    /// Drop the row of `name` and the rows nested under it (a removed member).
+    pub(crate) fn remove(&self, name: &str) {
+        let nested = format!("{name}/");
+        self.rows()
+            .retain(|r| r.name != name && !r.name.starts_with(&nested));
+    }
+
+    /// Give the row of `from` (and the rows nested under it) the name `to`.
+    pub(crate) fn rename(&self, from: &str, to: &str) {
+        let nested = format!("{from}/");
+        for row in self.rows().iter_mut() {
+            if row.name == from {
+                row.name = to.to_owned();
+            } else if let Some(rest) = row.name.strip_prefix(&nested) {
+                row.name = format!("{to}/{rest}");
+            }
         }
     }
 
