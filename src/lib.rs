@@ -101,12 +101,13 @@
 //! ```no_run
 //! # #[cfg(feature = "toml")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use futures_util::StreamExt;
 //! use running_process::compose::{ServiceFile, Stack};
 //!
-//! let stack = Stack::start(ServiceFile::load("running-process.toml").await?);
+//! let stack = Stack::start(ServiceFile::load("running-process.toml").await?)?;
 //! let mut events = stack.events();
 //! tokio::spawn(async move {
-//!     while let Ok(event) = events.recv().await {
+//!     while let Some(Ok(event)) = events.next().await {
 //!         println!("{event}"); // "12:00:01.250 web: waiting for store ready", ...
 //!     }
 //! });

@@ -289,10 +289,7 @@ async fn a_service_stopped_during_its_backoff_reports_stopping_and_stopped() {
         is("svc", |k| matches!(k, EventKind::RestartScheduled { .. })),
     )
     .await;
-    assert!(matches!(
-        state_of(&service, "svc"),
-        MemberState::Backoff
-    ));
+    assert!(matches!(state_of(&service, "svc"), MemberState::Backoff));
     assert_eq!(service.stop().await, Outcome::Stopped);
     let mut rest = Vec::new();
     while let Some(Ok(event)) = events.next().await {

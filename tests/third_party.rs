@@ -1157,3 +1157,104 @@ async fn nginx_is_gone_when_its_supervisor_is_sigkilled() {
         Vec::<u32>::new()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// redis: replicas and a replaced member in a running group (dynamic membership)
+
+/// A running group takes three redis replicas (each on its own port, chosen from its
+/// instance number), scales them 1 -> 3 -> 1 (instance 1 keeps running; 2 and 3 are
+/// stopped whole), and a member whose spec is replaced runs the new spec, its dependant
+/// (rest_for_one) restarted after it.
+#[tokio::test]
+async fn redis_replicas_scale_and_a_member_is_replaced_in_a_running_group() {
+    use running_process::command::CommandSupervisor;
+    use running_process::supervision::{
+        supervise_group, Condition, GroupSpec, Member, SharedSupervisor, StartOrder, Strategy,
+    };
+    use std::sync::Arc;
+    let Some(redis) = daemons::find("redis-server") else {
+        return skip("redis-server is not installed");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| daemons::free_port()).collect();
+    let make = {
+        let (redis, ports, dir) = (redis.clone(), ports.clone(), dir.path().to_owned());
+        move |n: u32| -> SharedSupervisor {
+            let port = ports[n as usize - 1];
+            let instance_dir = dir.join(format!("redis-{n}"));
+            std::fs::create_dir_all(&instance_dir).unwrap();
+            Arc::new(CommandSupervisor::new(
+                CommandSpec::new(format!("redis-{n}"), &redis)
+                    .args(daemons::redis_args(port, &instance_dir))
+                    .stdout(Output::Null)
+                    .readiness(Readiness::Notify)
+                    .ready_timeout(DEADLINE)
+                    .restart(no_backoff(RestartKind::Permanent)),
+            ))
+        }
+    };
+    let sleeper = |seconds: &str| -> SharedSupervisor {
+        Arc::new(CommandSupervisor::new(
+            CommandSpec::new("client", "sh")
+                .args(["-c", &format!("exec sleep {seconds}")])
+                .restart(no_backoff(RestartKind::Permanent)),
+        ))
+    };
+    let group = supervise_group(
+        GroupSpec::new("g")
+            .order(StartOrder::Parallel)
+            .strategy(Strategy::RestForOne)
+            .member(Member::replicas("redis", 1, make))
+            .member(Member::service(sleeper("1000")).depends_on("redis", Condition::Ready)),
+    )
+    .unwrap();
+    within("ready", group.ready()).await.unwrap();
+    let pid_of = |name: &str| {
+        group
+            .status()
+            .into_iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.pid)
+    };
+    let first = pid_of("g/redis").unwrap();
+    assert!(within("PING 1", daemons::redis_ping(ports[0])).await);
+
+    assert!(group.scale("redis", 3).await.unwrap());
+    within("three ready", group.ready()).await.unwrap();
+    assert_eq!(pid_of("g/redis-1"), Some(first), "instance 1 kept running");
+    for port in &ports {
+        assert!(
+            within("PING", daemons::redis_ping(*port)).await,
+            "port {port}"
+        );
+    }
+    let (second, third) = (pid_of("g/redis-2").unwrap(), pid_of("g/redis-3").unwrap());
+
+    assert!(group.scale("redis", 1).await.unwrap());
+    wait_gone(second).await;
+    wait_gone(third).await;
+    assert_eq!(pid_of("g/redis"), Some(first));
+    assert!(within("PING after", daemons::redis_ping(ports[0])).await);
+
+    // Replace the client: the old process is gone, the new one runs the new spec.
+    let old_client = pid_of("g/client").unwrap();
+    group
+        .replace_member(Member::service(sleeper("999")).depends_on("redis", Condition::Ready))
+        .await
+        .unwrap();
+    wait_gone(old_client).await;
+    within("client again", group.ready()).await.unwrap();
+    let new_client = pid_of("g/client").unwrap();
+    let cmdline = std::fs::read(format!("/proc/{new_client}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("999"));
+    assert_eq!(
+        pid_of("g/redis"),
+        Some(first),
+        "what it depends on is untouched"
+    );
+    group.stop().await;
+    wait_gone(first).await;
+    say(&format!(
+        "redis replicas: 1 -> 3 -> 1 on ports {ports:?}; instance 1 pid {first} throughout"
+    ));
+}

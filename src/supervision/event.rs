@@ -12,8 +12,7 @@ use tokio_util::sync::ReusableBoxFuture;
 
 use super::dependency::Dependency;
 use super::error::{HealthError, LastOutput, StartError};
-use super::group::Strategy;
-use super::policy::IntensityExceeded;
+use super::policy::{IntensityExceeded, Strategy};
 use crate::handle::BackendHandleError;
 use crate::handle::ExitStatus;
 

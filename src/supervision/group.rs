@@ -7,25 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::dependency::{Condition, Dependency, Graph, StartOrder};
 pub use super::error::Outcome;
+pub use super::policy::Strategy;
 use super::policy::{Intensity, RestartKind, RestartPolicy};
 use super::supervisor::Supervisor;
-
-/// Which children are restarted when one of them ends and is to be restarted (OTP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Only the child that ended.
-    #[default]
-    OneForOne,
-    /// Every child: the others are stopped (in reverse order) and all start again in order.
-    OneForAll,
-    /// The child that ended and every child that depends on it, directly or not: its
-    /// dependants are stopped (dependants first), the child is restarted, then each
-    /// dependant starts again once its dependencies' conditions are reached. In a
-    /// [`StartOrder::Sequential`] group every child depends on the one before it, so its
-    /// dependants are the children started after it: OTP's rule exactly.
-    RestForOne,
-}
 
 /// When a group stops by itself because significant children ended (OTP's
 /// `auto_shutdown`). "Run until the main daemon exits" is a significant child with

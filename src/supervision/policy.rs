@@ -12,6 +12,23 @@ use tokio::time::Instant;
 
 use crate::handle::ExitStatus;
 
+/// Which children are restarted when one of them ends and is to be restarted (OTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Only the child that ended.
+    #[default]
+    OneForOne,
+    /// Every child: the others are stopped (in reverse order) and all start again in order.
+    OneForAll,
+    /// The child that ended and every child that depends on it, directly or not: its
+    /// dependants are stopped (dependants first), the child is restarted, then each
+    /// dependant starts again once its dependencies' conditions are reached. In a
+    /// [`StartOrder::Sequential`](super::StartOrder::Sequential) group every child depends on the one before it, so its
+    /// dependants are the children started after it: OTP's rule exactly.
+    RestForOne,
+}
+
 /// OTP restart kinds: which terminations lead to a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

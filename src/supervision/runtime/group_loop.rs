@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::child::{Active, Child, ChildState, Dep, Running};
+use super::tasks::{Msg, MsgTx};
 use super::{Command, Registry};
 use crate::supervision::dependency::{Condition, Dependency, StartOrder};
 use crate::supervision::error::StartError;
@@ -25,25 +26,6 @@ use crate::supervision::group::{
     AutoShutdown, GroupSpec, MakeReplica, MemberKind, MemberSpec, Outcome, Strategy,
 };
 use crate::supervision::policy::{Intensity, IntensityWindow, RestartKind, Termination};
-
-/// What the tasks of a group's children report to its loop, each tagged with the
-/// generation of the start or run it is about (a stale report is ignored).
-pub(super) enum Msg {
-    /// The start's process has been spawned.
-    Spawned(u64),
-    /// The start waits for demand.
-    Listening(u64),
-    /// A client is waiting: the start goes on.
-    Activated(u64),
-    /// The start is over: its result is in its slot.
-    Started(u64),
-    /// The run's health changed.
-    Health { generation: u64, healthy: bool },
-    /// The run ended.
-    Ended { generation: u64, term: Termination },
-}
-
-pub(super) type MsgTx = mpsc::UnboundedSender<Msg>;
 
 pub(super) struct Group {
     pub(super) name: String,
@@ -262,6 +244,22 @@ impl Group {
                 return outcome;
             }
         }
+    }
+
+    /// Start child `i` in a task that reports to this loop.
+    pub(super) fn begin_start(&mut self, i: usize) {
+        self.generation += 1;
+        let child = &self.children[i];
+        let start = super::tasks::spawn_start(
+            child.spec.kind.clone(),
+            child.sink.clone(),
+            self.registry.clone(),
+            self.msg_tx.clone(),
+            self.generation,
+        );
+        let child = &mut self.children[i];
+        child.on_demand = false;
+        child.enter(ChildState::Starting(start), &self.registry);
     }
 
     /// Tell `ready()` waiters whether every child is up; the first time, the group's

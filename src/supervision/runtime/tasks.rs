@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::child::{Active, Child, ChildState, Start, StartSlot};
-use super::group_loop::{Group, Msg, MsgTx};
+use tokio::sync::mpsc;
+
+use super::child::{Active, Start, StartSlot};
 use super::status::HealthView;
 use super::{start, Registry};
 use crate::handle::BackendHandle;
@@ -23,44 +24,59 @@ use crate::supervision::supervisor::{SpawnContext, Supervisor};
 /// supervisor's spawn kills it when dropped), to report that exit.
 const ABANDONED_EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
-impl Group {
-    /// Start child `i` in a task: it asks for demand first (start on demand), then adopts
-    /// or spawns, and reports each step.
-    pub(super) fn begin_start(&mut self, i: usize) {
-        self.generation += 1;
-        let generation = self.generation;
-        let child: &Child = &self.children[i];
-        let on_spawn = {
-            let msg_tx = self.msg_tx.clone();
-            Arc::new(move || {
-                let _ = msg_tx.send(Msg::Spawned(generation));
-            })
-        };
-        let ctx = SpawnContext::with_on_spawn(child.sink.clone(), on_spawn);
-        let result: StartSlot = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(start_task(StartJob {
-            kind: child.spec.kind.clone(),
-            sink: child.sink.clone(),
-            registry: self.registry.clone(),
-            ctx: ctx.clone(),
-            result: result.clone(),
-            msg_tx: self.msg_tx.clone(),
-            generation,
-        }));
-        let child = &mut self.children[i];
-        child.on_demand = false;
-        child.enter(
-            ChildState::Starting(Start {
-                generation,
-                task,
-                ctx,
-                result,
-                began: Instant::now(),
-                spawned: false,
-                listening: false,
-            }),
-            &self.registry,
-        );
+/// What the tasks of a group's children report to its loop, each tagged with the
+/// generation of the start or run it is about (a stale report is ignored).
+pub(super) enum Msg {
+    /// The start's process has been spawned.
+    Spawned(u64),
+    /// The start waits for demand.
+    Listening(u64),
+    /// A client is waiting: the start goes on.
+    Activated(u64),
+    /// The start is over: its result is in its slot.
+    Started(u64),
+    /// The run's health changed.
+    Health { generation: u64, healthy: bool },
+    /// The run ended.
+    Ended { generation: u64, term: Termination },
+}
+
+pub(super) type MsgTx = mpsc::UnboundedSender<Msg>;
+
+/// Start a member in a task: it asks for demand first (start on demand), then adopts or
+/// spawns, and reports each step by a [`Msg`] tagged `generation`.
+pub(super) fn spawn_start(
+    kind: MemberKind,
+    sink: EventSink,
+    registry: Arc<Registry>,
+    msg_tx: MsgTx,
+    generation: u64,
+) -> Start {
+    let on_spawn = {
+        let msg_tx = msg_tx.clone();
+        Arc::new(move || {
+            let _ = msg_tx.send(Msg::Spawned(generation));
+        })
+    };
+    let ctx = SpawnContext::with_on_spawn(sink.clone(), on_spawn);
+    let result: StartSlot = Arc::new(Mutex::new(None));
+    let task = tokio::spawn(start_task(StartJob {
+        kind,
+        sink,
+        registry,
+        ctx: ctx.clone(),
+        result: result.clone(),
+        msg_tx,
+        generation,
+    }));
+    Start {
+        generation,
+        task,
+        ctx,
+        result,
+        began: Instant::now(),
+        spawned: false,
+        listening: false,
     }
 }
 
