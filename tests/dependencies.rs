@@ -10,24 +10,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use running_process::supervision::{
-    supervise_group, Backoff, Condition, Event, EventKind, EventStream, GroupSpec, GroupSpecError,
-    HealthPolicy, Intensity, Member, MemberError, MemberState, Outcome, RestartKind, RestartPolicy,
-    ServiceHandle, SharedSupervisor, StartOrder, Strategy,
+    supervise_group, Condition, Event, EventKind, EventStream, GroupSpec, GroupSpecError,
+    HealthPolicy, Intensity, Member, MemberError, MemberState, Outcome, RestartKind, ServiceHandle,
+    SharedSupervisor, StartOrder, Strategy,
 };
 use running_process::testing::fake::{FakeSpawn, FakeSupervisor};
 use running_process::ExitStatus;
 
+mod support;
+
+use support::no_backoff as at_once;
+
 /// Virtual time a test may wait for one event (free under paused time).
 const DEADLINE: Duration = Duration::from_secs(3600);
-
-fn at_once(kind: RestartKind) -> RestartPolicy {
-    RestartPolicy {
-        kind,
-        backoff: Backoff::none(),
-        intensity: Intensity::unlimited(),
-        retry_start_up: false,
-    }
-}
 
 fn fake(name: &str) -> FakeSupervisor {
     FakeSupervisor::new(name).restart_policy(at_once(RestartKind::Permanent))
