@@ -266,7 +266,7 @@ fn the_checks_see_known_references() {
         krate.uses[&from].contains(&to)
     };
     assert!(named("handle::backend_handle", "handle::error"));
-    assert!(named("protocol::responder", "protocol::control"));
+    assert!(named("protocol::responder", "protocol::routing"));
     assert!(named("supervision::event", "supervision::error"));
     assert!(named("command::supervisor", "platform"));
     let refs = references(

@@ -248,7 +248,7 @@ impl BackendHandle {
         daemon_process: DaemonProcess,
         service_name: String,
         service_version: String,
-        control: Arc<dyn super::control::ProcessControl>,
+        control: Arc<dyn super::signals::ProcessControl>,
         state: tokio::sync::watch::Receiver<Liveness>,
     ) -> Self {
         let peer = PeerCheck {
@@ -476,6 +476,14 @@ impl BackendHandle {
         }
     }
 
+    /// The main process's side of a process tree's signals (the command layer's trees).
+    fn tree_leader_io(result: Result<()>) -> std::io::Result<()> {
+        result.map_err(|error| match error {
+            BackendHandleError::Signal { source, .. } => source,
+            other => std::io::Error::other(other),
+        })
+    }
+
     /// Let our exited child be reaped although handles remain (see
     /// [`BackendHandle::signal_process_group`]); nothing while it runs.
     pub(crate) fn release_exited_child(&self) {
@@ -509,5 +517,33 @@ impl BackendHandle {
         tracing::warn!(pid = self.pid(), "did not stop in time; killing");
         kill()?;
         Ok(self.exited().await)
+    }
+}
+
+/// A process tree reaches its main process through the handle, and its process group only
+/// while the handle holds the main process as our un-reaped child.
+impl crate::platform::TreeLeader for BackendHandle {
+    fn signal_main(&self, signal: i32) -> std::io::Result<()> {
+        #[cfg(unix)]
+        return BackendHandle::tree_leader_io(self.signal(signal));
+        #[cfg(not(unix))]
+        {
+            let _ = signal;
+            BackendHandle::tree_leader_io(self.force_kill())
+        }
+    }
+
+    fn signal_group(&self, signal: i32) -> std::io::Result<()> {
+        #[cfg(unix)]
+        return BackendHandle::tree_leader_io(self.signal_process_group(signal));
+        #[cfg(not(unix))]
+        {
+            let _ = signal;
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        }
+    }
+
+    fn kill_main(&self) -> std::io::Result<()> {
+        BackendHandle::tree_leader_io(self.force_kill())
     }
 }
