@@ -70,16 +70,12 @@ pub enum GracefulStop {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BackendHandle {
-    /// A copy of the verified identity of the backend process, for reading (kept public
-    /// for existing callers). The handle never acts on this field: editing it changes
-    /// nothing it does. Prefer [`BackendHandle::daemon`].
-    pub daemon_process: DaemonProcess,
     /// The verified identity, which everything the handle does reads.
     verified: Arc<DaemonProcess>,
     /// The service the backend answered it provides.
-    pub service_name: String,
+    service_name: String,
     /// The version of that service.
-    pub service_version: String,
+    service_version: String,
     peer: PeerCheck,
     monitor: Arc<Monitor>,
 }
@@ -130,7 +126,6 @@ impl BackendHandle {
                 })?;
         Ok(BackendHandle {
             verified: Arc::new(expected.clone()),
-            daemon_process: expected.clone(),
             service_name: verified.reply.service_name,
             service_version: verified.reply.service_version,
             peer: verified.peer,
@@ -231,8 +226,7 @@ impl BackendHandle {
             })?;
         tracing::debug!(pid, service = %service_name, "watching spawned child");
         Ok(BackendHandle {
-            verified: Arc::new(daemon.clone()),
-            daemon_process: daemon,
+            verified: Arc::new(daemon),
             service_name,
             service_version: service_version.into(),
             peer,
@@ -258,8 +252,7 @@ impl BackendHandle {
             token: None,
         };
         BackendHandle {
-            verified: Arc::new(daemon_process.clone()),
-            daemon_process,
+            verified: Arc::new(daemon_process),
             service_name,
             service_version,
             peer,
@@ -300,6 +293,17 @@ impl BackendHandle {
     /// The verified identity of the backend process.
     pub fn daemon(&self) -> &DaemonProcess {
         &self.verified
+    }
+
+    /// The service the backend answered it provides (for a spawned child: the name it
+    /// was spawned under).
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+
+    /// The version of that service (empty for a spawned child that answered no probe).
+    pub fn service_version(&self) -> &str {
+        &self.service_version
     }
 
     /// The backend's endpoint.
