@@ -268,7 +268,7 @@ fn the_checks_see_known_references() {
     assert!(named("handle::backend_handle", "handle::error"));
     assert!(named("protocol::responder", "protocol::routing"));
     assert!(named("supervision::event", "supervision::error"));
-    assert!(named("command::supervisor", "platform"));
+    assert!(named("command::start", "platform"));
     let refs = references(
         "use super::{a, b};\nuse crate::x::y::Z;",
         &["p".into(), "q".into()],

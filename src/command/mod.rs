@@ -55,6 +55,7 @@
 //! [`CommandSupervisor`] (see the crate's front page).
 
 mod checks;
+mod instance;
 pub(crate) mod launch;
 mod listeners;
 mod notify;

@@ -1,72 +1,27 @@
-//! Starting one instance of a [`CommandSupervisor`]: [`StartPlan`] (what the child needs,
-//! made before the fork), [`launch`](CommandSupervisor::launch) (the fork from the spawner
-//! thread), [`attach`] (its output and sd_notify readers). The readiness wait that follows
+//! Starting one instance of a [`CommandSupervisor`](super::CommandSupervisor): [`prepare`]
+//! (a [`StartPlan`]: what the child needs, made before the fork), [`launch`] (the fork from
+//! the spawner thread), [`attach`] (its output and sd_notify readers). The readiness wait that follows
 //! is the supervisor's `spawn`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{oneshot, watch};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::instance::{Current, Instance};
 use super::launch;
-use super::listeners::FdStore;
+use super::listeners::{FdStore, Listeners};
 use super::notify::{self, NotifyEndpoint};
 use super::output::{self, LineSink, LineWatch, OutputTail};
 use super::readiness;
 use super::spec::{CommandSpec, Readiness, StreamName};
-use super::supervisor::CommandSupervisor;
+use super::stop;
 use crate::blocking::blocking;
 use crate::handle::BackendHandle;
 use crate::platform::{self, PipeReader, ProcessTree, TreePlan};
-use crate::supervision::{LastOutput, SpawnContext, StartError};
-
-/// How long the output pumps may take to reach EOF once the tree is gone, so the last
-/// lines are complete (a process outside the tree may still hold the pipe).
-const OUTPUT_DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What belongs to the instance currently running: its tree, output and notify state.
-pub(super) struct Instance {
-    /// The main process (its handle keeps it un-reaped, so a process-group kill through
-    /// it cannot reach a recycled group id).
-    pub main: BackendHandle,
-    pub tree: Arc<ProcessTree>,
-    tail: Option<OutputTail>,
-    pumps: Vec<JoinHandle<()>>,
-    /// The last `WATCHDOG=1`, when the service has an sd_notify socket.
-    pub watchdog: Option<watch::Receiver<Instant>>,
-    tasks: Vec<AbortHandle>,
-    _notify: Option<NotifyEndpoint>,
-}
-
-impl Instance {
-    /// Wait (bounded) until the output pumps have read everything, then the last lines.
-    pub async fn last_output(&mut self) -> LastOutput {
-        let pumps = std::mem::take(&mut self.pumps);
-        if tokio::time::timeout(OUTPUT_DRAIN_DEADLINE, futures_util::future::join_all(pumps))
-            .await
-            .is_err()
-        {
-            tracing::debug!(
-                pid = self.main.pid(),
-                "output still open after the tree died; last lines may be incomplete"
-            );
-        }
-        self.tail
-            .as_ref()
-            .map(|tail| LastOutput::new(tail.snapshot()))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
+use crate::supervision::{SpawnContext, StartError};
 
 /// What a start needs, made before the fork.
 pub(super) struct StartPlan {
@@ -98,102 +53,102 @@ pub(super) struct Waits {
     pub line: oneshot::Receiver<String>,
 }
 
-impl CommandSupervisor {
-    /// Step 1: clean up an abandoned instance, refuse a port someone else holds, look up
-    /// the user, bind the sd_notify socket, connect the streams, build the spawn plan and
-    /// the tree.
-    pub(super) async fn prepare(&self) -> Result<StartPlan, StartError> {
-        let spec = self.spec();
-        // Normally cleaned up at its exit or stop; an instance still recorded here was
-        // abandoned (its runtime went away): its tree goes before a new one starts.
-        if let Some(previous) = self.take_any_instance() {
-            self.clean_up(previous).await;
-        }
-        // The spec's listeners are bound (once) before anything else: a port that cannot
-        // be had fails the start before any process exists.
-        let held = self.listeners().held().await?;
-        readiness::check_free(&spec.readiness, &held.inodes()).await?;
-        let run_as = if launch::needs_user_lookup(spec) {
-            let owned = spec.clone();
-            blocking(move || launch::resolve_user(&owned)).await?
-        } else {
-            launch::resolve_user(spec)?
-        };
-        let notify = if needs_notify(spec) {
-            let owner = run_as.uid.map(|uid| (uid, run_as.gid));
-            Some(NotifyEndpoint::bind(spec, owner).await?)
-        } else {
-            None
-        };
-        let extra_env = notify.as_ref().map(|n| n.env(spec)).unwrap_or_default();
-        let ([stdout, stderr], sinks) = output::plan_streams(spec).await?;
-        let tail = sinks.iter().any(Option::is_some).then(OutputTail::default);
-
-        // Everything else that touches the file system, in one trip to the blocking pool.
-        // Services that outlive the supervisor get no cgroup: the keeper kills every tree
-        // under the supervisor's cgroup when the supervisor exits.
-        let want_cgroup = spec.die_with_supervisor && spec.cgroup;
+/// Step 1: clean up an abandoned instance, refuse a port someone else holds, look up
+/// the user, bind the sd_notify socket, connect the streams, build the spawn plan and
+/// the tree.
+pub(super) async fn prepare(
+    spec: &CommandSpec,
+    current: &Current,
+    listeners: &Listeners,
+    fd_store: &FdStore,
+) -> Result<StartPlan, StartError> {
+    // Normally cleaned up at its exit or stop; an instance still recorded here was
+    // abandoned (its runtime went away): its tree goes before a new one starts.
+    if let Some(previous) = current.take_any() {
+        stop::clean_up(spec.stop.kill_mode, previous).await;
+    }
+    // The spec's listeners are bound (once) before anything else: a port that cannot
+    // be had fails the start before any process exists.
+    let held = listeners.held().await?;
+    readiness::check_free(&spec.readiness, &held.inodes()).await?;
+    let run_as = if launch::needs_user_lookup(spec) {
         let owned = spec.clone();
-        let for_plan = run_as.clone();
-        let (launch::Launch { program, mut plan }, tree) = blocking(move || {
-            launch::plan_with_tree(&owned, &for_plan, &extra_env, stdout, stderr, want_cgroup)
-        })
-        .await?;
-        plan.listen_fds = held.for_spawn().map_err(StartError::Spawn)?;
-        plan.listen_fds.extend(self.fd_store().for_spawn()?);
-        Ok(StartPlan {
-            program,
-            plan,
-            uid: run_as.uid,
-            notify,
-            sinks,
-            tail,
-            tree,
-        })
-    }
+        blocking(move || launch::resolve_user(&owned)).await?
+    } else {
+        launch::resolve_user(spec)?
+    };
+    let notify = if needs_notify(spec) {
+        let owner = run_as.uid.map(|uid| (uid, run_as.gid));
+        Some(NotifyEndpoint::bind(spec, owner).await?)
+    } else {
+        None
+    };
+    let extra_env = notify.as_ref().map(|n| n.env(spec)).unwrap_or_default();
+    let ([stdout, stderr], sinks) = output::plan_streams(spec).await?;
+    let tail = sinks.iter().any(Option::is_some).then(OutputTail::default);
 
-    /// Step 2: fork and exec from the spawner thread (into the tree), map a failure to
-    /// the start error that names the program, take the handle, report the spawn.
-    pub(super) async fn launch(
-        &self,
-        start: StartPlan,
-        ctx: &SpawnContext,
-    ) -> Result<Launched, StartError> {
-        let StartPlan {
-            program,
-            mut plan,
-            notify,
-            sinks,
-            tail,
-            tree,
-            ..
-        } = start;
-        tree.apply(&mut plan);
-        let spawned = match platform::spawn(plan).await {
-            Ok(spawned) => spawned,
-            // Not allowed to start processes in our cgroups after all (delegation rules):
-            // process groups from now on; this attempt is retried.
-            Err(error) if error.refused_cgroup() => return Err(StartError::Spawn(error.error)),
-            Err(error) => return Err(launch::start_error(&program, error)),
-        };
-        let pid = spawned.pid;
-        let tree = Arc::new(tree.into_tree(pid));
-        let pipes = [spawned.stdout, spawned.stderr];
-        let name = self.spec().name.clone();
-        let handle =
-            BackendHandle::from_spawned(spawned.handle, spawned.child, name, "", None).await?;
-        tracing::debug!(service = %self.spec().name, pid, program = %program.display(), tree = %tree.describe(), "spawned");
-        ctx.spawned_backend(&handle);
-        self.record_spawn(pid, handle.daemon().start_time);
-        Ok(Launched {
-            handle,
-            tree,
-            pipes,
-            notify,
-            sinks,
-            tail,
-        })
-    }
+    // Everything else that touches the file system, in one trip to the blocking pool.
+    // Services that outlive the supervisor get no cgroup: the keeper kills every tree
+    // under the supervisor's cgroup when the supervisor exits.
+    let want_cgroup = spec.die_with_supervisor && spec.cgroup;
+    let owned = spec.clone();
+    let for_plan = run_as.clone();
+    let (launch::Launch { program, mut plan }, tree) = blocking(move || {
+        launch::plan_with_tree(&owned, &for_plan, &extra_env, stdout, stderr, want_cgroup)
+    })
+    .await?;
+    plan.listen_fds = held.for_spawn().map_err(StartError::Spawn)?;
+    plan.listen_fds.extend(fd_store.for_spawn()?);
+    Ok(StartPlan {
+        program,
+        plan,
+        uid: run_as.uid,
+        notify,
+        sinks,
+        tail,
+        tree,
+    })
+}
+
+/// Step 2: fork and exec from the spawner thread (into the tree), map a failure to
+/// the start error that names the program, take the handle, report the spawn.
+pub(super) async fn launch(
+    spec: &CommandSpec,
+    start: StartPlan,
+    ctx: &SpawnContext,
+) -> Result<Launched, StartError> {
+    let StartPlan {
+        program,
+        mut plan,
+        notify,
+        sinks,
+        tail,
+        tree,
+        ..
+    } = start;
+    tree.apply(&mut plan);
+    let spawned = match platform::spawn(plan).await {
+        Ok(spawned) => spawned,
+        // Not allowed to start processes in our cgroups after all (delegation rules):
+        // process groups from now on; this attempt is retried.
+        Err(error) if error.refused_cgroup() => return Err(StartError::Spawn(error.error)),
+        Err(error) => return Err(launch::start_error(&program, error)),
+    };
+    let pid = spawned.pid;
+    let tree = Arc::new(tree.into_tree(pid));
+    let pipes = [spawned.stdout, spawned.stderr];
+    let name = spec.name.clone();
+    let handle = BackendHandle::from_spawned(spawned.handle, spawned.child, name, "", None).await?;
+    tracing::debug!(service = %spec.name, pid, program = %program.display(), tree = %tree.describe(), "spawned");
+    ctx.spawned_backend(&handle);
+    Ok(Launched {
+        handle,
+        tree,
+        pipes,
+        notify,
+        sinks,
+        tail,
+    })
 }
 
 /// Whether the spec needs an sd_notify socket.

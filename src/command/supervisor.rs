@@ -12,13 +12,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::checks;
+use super::instance::Current;
 use super::listeners::{FdStore, Listeners};
 use super::readiness::{self, ReadyWait};
 use super::spec::{CommandSpec, KillMode, Readiness};
-use super::start::{self, Instance};
-use super::stop::{kill_rest, KillUnlessReady};
+use super::start;
+use super::stop::{self, kill_rest, KillUnlessReady};
 use crate::handle::{BackendHandle, BackendHandleError, ExitStatus};
-use crate::platform::ProcessTree;
 use crate::protocol::CacheManifest;
 use crate::supervision::{
     Demand, HealthError, HealthPolicy, LastOutput, RestartPolicy, SpawnContext, StartError,
@@ -72,7 +72,7 @@ pub struct CommandSupervisor {
     listeners: Listeners,
     /// The file descriptor store (size 0 when the spec has none).
     fd_store: Arc<FdStore>,
-    current: Mutex<Option<Instance>>,
+    current: Current,
     /// (pid, start time) of the last process spawned: a manifest that still records it
     /// after it died is our own leftover, not a stranger to report.
     last_spawned: Mutex<Option<(u32, u64)>>,
@@ -93,7 +93,7 @@ impl CommandSupervisor {
             listeners: Listeners::new(spec.listeners.clone()),
             fd_store: Arc::new(FdStore::new(spec.fd_store_max)),
             spec,
-            current: Mutex::new(None),
+            current: Current::default(),
             last_spawned: Mutex::new(None),
         }
     }
@@ -103,43 +103,10 @@ impl CommandSupervisor {
         &self.spec
     }
 
-    pub(super) fn listeners(&self) -> &Listeners {
-        &self.listeners
-    }
-
-    pub(super) fn fd_store(&self) -> &Arc<FdStore> {
-        &self.fd_store
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instance>> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Take the instance whose main process is `pid`.
-    pub(super) fn take_instance(&self, pid: u32) -> Option<Instance> {
-        let mut current = self.lock();
-        if current.as_ref().is_some_and(|i| i.main.pid() == pid) {
-            current.take()
-        } else {
-            None
-        }
-    }
-
-    /// Take whatever instance is recorded (one abandoned by its runtime, at a new start).
-    pub(super) fn take_any_instance(&self) -> Option<Instance> {
-        self.lock().take()
-    }
-
-    pub(super) fn tree_of(&self, pid: u32) -> Option<Arc<ProcessTree>> {
-        self.lock()
-            .as_ref()
-            .filter(|i| i.main.pid() == pid)
-            .map(|i| i.tree.clone())
-    }
-
-    /// Remember the process just spawned (see `last_spawned`).
-    pub(super) fn record_spawn(&self, pid: u32, start_time: u64) {
-        *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner()) = Some((pid, start_time));
+    /// SIGKILL the whole tree of `backend` now, without waiting (for drops: the testing
+    /// kit's ephemeral backends).
+    pub(crate) fn kill_tree_now(&self, backend: &BackendHandle) {
+        stop::kill_tree_now(&self.current, backend);
     }
 }
 
@@ -185,10 +152,13 @@ impl Supervisor for CommandSupervisor {
     // Four steps: `prepare` what the child needs, `launch` it, `attach` its output and
     // sd_notify readers, then wait until it is ready (or dies first, bringing its last lines).
     async fn spawn(&self, ctx: &SpawnContext) -> Result<BackendHandle, StartError> {
-        let plan = self.prepare().await?;
+        let spec = &self.spec;
+        let plan = start::prepare(spec, &self.current, &self.listeners, &self.fd_store).await?;
         let uid = plan.uid;
-        let launched = self.launch(plan, ctx).await?;
+        let launched = start::launch(spec, plan, ctx).await?;
         let (handle, tree) = (launched.handle.clone(), launched.tree.clone());
+        *self.last_spawned.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((handle.pid(), handle.daemon().start_time));
         // Until it is ready, a dropped (cancelled, timed out) spawn kills what it started.
         let guard = KillUnlessReady::new(&handle, &tree);
         let (mut instance, waits) = start::attach(&self.spec, launched, ctx, self.fd_store.clone());
@@ -215,7 +185,7 @@ impl Supervisor for CommandSupervisor {
             }
         };
         guard.disarm();
-        *self.lock() = Some(instance);
+        self.current.set(instance);
         Ok(handle)
     }
 
@@ -223,11 +193,7 @@ impl Supervisor for CommandSupervisor {
         let Some(health) = &self.spec.health else {
             return Ok(());
         };
-        let last_beat = self
-            .lock()
-            .as_ref()
-            .filter(|i| i.main.pid() == backend.pid())
-            .and_then(|i| i.watchdog.as_ref().map(|w| *w.borrow()));
+        let last_beat = self.current.last_beat(backend.pid());
         checks::run_health_check(health, backend, self.spec.cwd.as_deref(), last_beat).await
     }
 
@@ -235,7 +201,7 @@ impl Supervisor for CommandSupervisor {
     /// tree or the main process, the grace period for the main process and then the rest
     /// to exit, then SIGKILL to whatever is left, and wait until the tree is empty.
     async fn stop(&self, backend: &BackendHandle) -> Result<ExitStatus, BackendHandleError> {
-        self.stop_instance(backend).await
+        stop::stop(&self.spec, &self.current, backend).await
     }
 
     /// With [`CommandSpec::start_on_demand`]: the listeners (bound now if they are not
@@ -248,10 +214,10 @@ impl Supervisor for CommandSupervisor {
     }
 
     async fn on_exit(&self, backend: &BackendHandle, status: ExitStatus) -> LastOutput {
-        let Some(instance) = self.take_instance(backend.pid()) else {
+        let Some(instance) = self.current.take(backend.pid()) else {
             return LastOutput::default();
         };
         tracing::debug!(service = %self.spec.name, pid = instance.main.pid(), %status, tree = %instance.tree.describe(), "main process exited; cleaning up its tree");
-        self.clean_up(instance).await
+        stop::clean_up(self.spec.stop.kill_mode, instance).await
     }
 }
