@@ -11,7 +11,6 @@ use std::sync::Arc;
 use super::spec::Listener;
 use super::spec_error::SpecError;
 use crate::platform::{self, Descriptor, HeldSocket, ListenFd};
-use crate::protocol::sd_notify::NotifyMessage;
 use crate::supervision::{Demand, StartError};
 
 /// The spec's listeners, bound on first use.
@@ -210,13 +209,14 @@ impl FdStore {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Apply one sd_notify message of the service: `FDSTOREREMOVE=1` drops the
-    /// entries named `FDNAME`, then `FDSTORE=1` keeps `fds` under `FDNAME` (`stored`
-    /// when absent or unusable), up to the store's size; the rest are closed.
-    pub(crate) fn apply(&self, message: &NotifyMessage, fds: Vec<Descriptor>) {
-        let set = |key: &str| message.extra.iter().any(|(k, v)| k == key && v == "1");
-        let name = message
-            .extra
+    /// Apply one sd_notify message of the service (its assignments other than the
+    /// well-known ones, `extra`): `FDSTOREREMOVE=1` drops the entries named `FDNAME`, then
+    /// `FDSTORE=1` keeps `fds` under `FDNAME` (`stored` when absent or unusable), up to
+    /// the store's size; the rest are closed. (No sd_notify on Windows: unused there.)
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) fn apply(&self, extra: &[(String, String)], fds: Vec<Descriptor>) {
+        let set = |key: &str| extra.iter().any(|(k, v)| k == key && v == "1");
+        let name = extra
             .iter()
             .rev()
             .find(|(key, _)| key == "FDNAME")
@@ -317,7 +317,10 @@ mod tests {
         drop(Held::bind(&spec).unwrap());
     }
 
-    use crate::protocol::sd_notify::parse;
+    /// The assignments of a datagram the store reads.
+    fn extra(datagram: &[u8]) -> Vec<(String, String)> {
+        crate::protocol::sd_notify::parse(datagram).extra
+    }
 
     fn fd() -> std::os::fd::OwnedFd {
         std::fs::File::open("/dev/null").unwrap().into()
@@ -335,18 +338,18 @@ mod tests {
     #[test]
     fn the_fd_store_keeps_names_removes_by_name_and_stays_within_its_size() {
         let store = FdStore::new(3);
-        store.apply(&parse(b"FDSTORE=1\nFDNAME=conn"), vec![fd(), fd()]);
-        store.apply(&parse(b"FDSTORE=1"), vec![fd()]);
+        store.apply(&extra(b"FDSTORE=1\nFDNAME=conn"), vec![fd(), fd()]);
+        store.apply(&extra(b"FDSTORE=1"), vec![fd()]);
         assert_eq!(names(&store), ["conn", "conn", "stored"]);
         // Full: the extra one is closed, not kept.
-        store.apply(&parse(b"FDSTORE=1\nFDNAME=late"), vec![fd()]);
+        store.apply(&extra(b"FDSTORE=1\nFDNAME=late"), vec![fd()]);
         assert_eq!(names(&store).len(), 3);
-        store.apply(&parse(b"FDSTOREREMOVE=1\nFDNAME=conn"), Vec::new());
+        store.apply(&extra(b"FDSTOREREMOVE=1\nFDNAME=conn"), Vec::new());
         assert_eq!(names(&store), ["stored"]);
         // A name LISTEN_FDNAMES cannot carry is replaced; descriptors without FDSTORE=1
         // are not kept.
-        store.apply(&parse(b"FDSTORE=1\nFDNAME=a:b"), vec![fd()]);
-        store.apply(&parse(b"STATUS=x"), vec![fd()]);
+        store.apply(&extra(b"FDSTORE=1\nFDNAME=a:b"), vec![fd()]);
+        store.apply(&extra(b"STATUS=x"), vec![fd()]);
         assert_eq!(names(&store), ["stored", "stored"]);
     }
 }

@@ -155,7 +155,7 @@ pub(crate) fn spawn_reader(
     #[cfg(unix)]
     {
         let store = move |message: &crate::protocol::sd_notify::NotifyMessage, fds| {
-            fd_store.apply(message, fds);
+            fd_store.apply(&message.extra, fds);
         };
         let task = tokio::spawn(read(
             endpoint.socket.clone(),

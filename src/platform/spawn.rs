@@ -100,8 +100,9 @@ pub(crate) struct SpawnPlan {
     pub listen_fds: Vec<ListenFd>,
 }
 
-/// One listening socket for [`SpawnPlan::listen_fds`].
+/// One listening socket for [`SpawnPlan::listen_fds`] (read only by Linux's spawn).
 #[derive(Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct ListenFd {
     /// Its name in `LISTEN_FDNAMES`.
     pub name: String,

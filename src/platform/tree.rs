@@ -24,7 +24,8 @@ pub(crate) trait TreeLeader {
     /// Send `signal` to the main process through its handle (Unix; elsewhere: kill).
     fn signal_main(&self, signal: i32) -> io::Result<()>;
     /// Send `signal` to the process group the main process leads; refused once it is
-    /// reaped or where there are no process groups.
+    /// reaped or where there are no process groups (never called there).
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn signal_group(&self, signal: i32) -> io::Result<()>;
     /// Kill the main process now through its handle.
     fn kill_main(&self) -> io::Result<()>;
@@ -102,8 +103,9 @@ enum Kind {
     Group { leader: u32 },
 }
 
-/// Where a readiness check expects the service to listen.
+/// Where a readiness check expects the service to listen (read only on Linux).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) enum Listening<'a> {
     /// Any of these TCP addresses.
     Tcp(&'a [SocketAddr]),
