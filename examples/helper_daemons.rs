@@ -126,7 +126,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let private_pids = HELPERS
         .iter()
         .filter_map(|name| supervision.backend_of(&format!("app/{name}")))
-        .map(|backend| format!("{} pid {}", backend.service_name, backend.pid()))
+        .map(|backend| format!("{} pid {}", backend.service_name(), backend.pid()))
         .collect::<Vec<_>>()
         .join(", ");
     println!("{}  private helpers ready: {private_pids}", stamp());

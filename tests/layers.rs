@@ -266,9 +266,9 @@ fn the_checks_see_known_references() {
         krate.uses[&from].contains(&to)
     };
     assert!(named("handle::backend_handle", "handle::error"));
-    assert!(named("protocol::responder", "protocol::control"));
+    assert!(named("protocol::responder", "protocol::routing"));
     assert!(named("supervision::event", "supervision::error"));
-    assert!(named("command::supervisor", "platform"));
+    assert!(named("command::start", "platform"));
     let refs = references(
         "use super::{a, b};\nuse crate::x::y::Z;",
         &["p".into(), "q".into()],

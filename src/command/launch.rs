@@ -10,7 +10,7 @@ use super::spec::{CommandSpec, Limit};
 use super::spec::{GroupRef, UserRef};
 use super::spec_error::SpecError;
 use crate::platform::{
-    Credentials, LimitResource, ResourceLimit, SpawnError, SpawnPlan, SpawnStage, Stdio,
+    Credentials, LimitResource, ResourceLimit, SpawnError, SpawnPlan, SpawnStage, Stdio, TreePlan,
 };
 use crate::supervision::{ExecFailure, StartError};
 
@@ -264,47 +264,24 @@ pub(crate) fn plan(
         umask: spec.umask.map(|u| u.0),
         limits: limits(spec),
         die_with_parent: spec.die_with_supervisor,
-        #[cfg(target_os = "linux")]
-        cgroup: None,
-        #[cfg(target_os = "linux")]
-        listen_fds: Vec::new(),
+        ..SpawnPlan::default()
     };
     Ok(Launch { program, plan })
 }
 
-/// [`plan`] and, where `cgroup` asks for one, the instance's cgroup (Linux: its service's
-/// spare or a new directory; `None` where the supervisor can make none): everything of a
-/// start that touches the file system, for one trip to the blocking pool.
-pub(crate) fn plan_with_cgroup(
+/// [`plan`] and the instance's [`TreePlan`] (with `cgroup`, where the supervisor can
+/// make one): everything of a start that touches the file system, for one trip to the
+/// blocking pool.
+pub(crate) fn plan_with_tree(
     spec: &CommandSpec,
     run_as: &RunAs,
     extra_env: &[(String, String)],
     stdout: Stdio,
     stderr: Stdio,
     cgroup: bool,
-) -> Result<(Launch, Option<super::tree::InstanceCgroup>), StartError> {
+) -> Result<(Launch, TreePlan), StartError> {
     let launch = plan(spec, run_as, extra_env, stdout, stderr)?;
-    #[cfg(target_os = "linux")]
-    let cgroup = if cgroup {
-        match crate::platform::cgroup::supervisor_cgroup()
-            .map(|root| root.create_service(&spec.name))
-        {
-            Some(Ok(cgroup)) => Some(std::sync::Arc::new(cgroup)),
-            Some(Err(error)) => {
-                tracing::warn!(service = %spec.name, error = %crate::report::Chain(&error), "cannot create the service's cgroup; using its process group");
-                None
-            }
-            None => None,
-        }
-    } else {
-        None
-    };
-    #[cfg(not(target_os = "linux"))]
-    let cgroup = {
-        let _ = cgroup;
-        None
-    };
-    Ok((launch, cgroup))
+    Ok((launch, TreePlan::new(&spec.name, cgroup)))
 }
 
 /// The [`StartError`] for a failed spawn of `program`: execution failures and failures

@@ -2,75 +2,63 @@
 //! service: bound once, on first need, before any process starts; kept across restarts;
 //! a copy of each handed to every instance; watched for a waiting client while no
 //! instance runs (start on demand); closed (and a Unix socket's file removed) when the
-//! supervisor is dropped.
+//! supervisor is dropped. And the file descriptor store. Only Linux passes descriptors to
+//! a child: elsewhere a spec that declares either cannot be started.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::spec::Listener;
 use super::spec_error::SpecError;
+use crate::platform::{self, Descriptor, HeldSocket, ListenFd};
 use crate::supervision::{Demand, StartError};
 
 /// The spec's listeners, bound on first use.
 pub(crate) struct Listeners {
     spec: Vec<Listener>,
-    #[cfg(target_os = "linux")]
-    held: tokio::sync::OnceCell<std::sync::Arc<linux::Held>>,
+    held: tokio::sync::OnceCell<Arc<Held>>,
 }
 
 impl Listeners {
     pub(crate) fn new(spec: Vec<Listener>) -> Listeners {
         Listeners {
             spec,
-            #[cfg(target_os = "linux")]
             held: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// The sockets, bound now if they are not yet (on the blocking pool). `Ok(None)` when
-    /// the spec declares none.
-    #[cfg(target_os = "linux")]
-    pub(crate) async fn held(&self) -> Result<Option<std::sync::Arc<linux::Held>>, StartError> {
+    /// The sockets, bound now if they are not yet (on the blocking pool); none when the
+    /// spec declares none.
+    pub(crate) async fn held(&self) -> Result<Arc<Held>, StartError> {
         if self.spec.is_empty() {
-            return Ok(None);
+            return Ok(Arc::default());
+        }
+        if !platform::CAN_PASS_DESCRIPTORS {
+            validate(&self.spec)?;
+            return Err(SpecError::NeedsLinux("listeners").into());
         }
         let held = self
             .held
             .get_or_try_init(|| {
                 let spec = self.spec.clone();
                 async move {
-                    crate::blocking::blocking(move || linux::Held::bind(&spec))
+                    crate::blocking::blocking(move || Held::bind(&spec))
                         .await
-                        .map(std::sync::Arc::new)
+                        .map(Arc::new)
                 }
             })
             .await?;
-        Ok(Some(held.clone()))
+        Ok(held.clone())
     }
 
     /// A future that completes when a client waits on one of the listeners (binding them
     /// first if needed).
     pub(crate) async fn connection_waiting(&self) -> Result<Demand, StartError> {
-        #[cfg(target_os = "linux")]
-        {
-            match self.held().await? {
-                Some(held) => Ok(Box::pin(async move { held.connection_waiting().await })),
-                None => Err(SpecError::OnDemandWithoutListeners.into()),
-            }
+        let held = self.held().await?;
+        if held.sockets.is_empty() {
+            return Err(SpecError::OnDemandWithoutListeners.into());
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            self.unsupported()?;
-            Err(SpecError::OnDemandWithoutListeners.into())
-        }
-    }
-
-    /// Off Linux: a spec with listeners cannot be started.
-    #[cfg(not(target_os = "linux"))]
-    pub(crate) fn unsupported(&self) -> Result<(), StartError> {
-        validate(&self.spec)?;
-        if self.spec.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecError::NeedsLinux("listeners").into())
-        }
+        Ok(Box::pin(async move { held.connection_waiting().await }))
     }
 }
 
@@ -111,203 +99,193 @@ fn valid_name(name: &str) -> bool {
     (1..=255).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
-#[cfg(target_os = "linux")]
-pub(crate) mod linux {
-    use std::os::fd::{AsFd, OwnedFd};
-    use std::path::PathBuf;
+/// One bound listener.
+struct Socket {
+    name: String,
+    socket: HeldSocket,
+    /// The file of a Unix socket, removed on drop.
+    path: Option<PathBuf>,
+}
 
-    use super::{valid_name, validate, Listener};
-    use crate::platform::{self, listen, ListenFd};
-    use crate::protocol::sd_notify::NotifyMessage;
-    use crate::supervision::StartError;
+/// The bound listeners of one service, in the spec's order.
+#[derive(Default)]
+pub(crate) struct Held {
+    sockets: Vec<Socket>,
+}
 
-    /// One bound listener.
-    struct Socket {
-        name: String,
-        fd: OwnedFd,
-        /// Its inode, as `/proc/net/{tcp,tcp6,unix}` list it.
-        inode: u64,
-        /// The file of a Unix socket, removed on drop.
-        path: Option<PathBuf>,
-    }
-
-    /// The bound listeners of one service, in the spec's order.
-    pub(crate) struct Held {
-        sockets: Vec<Socket>,
-    }
-
-    impl Held {
-        /// Bind every listener, in order; the first failure names its listener, and the
-        /// ones bound before it are closed again. Blocking (file system).
-        pub(super) fn bind(spec: &[Listener]) -> Result<Held, StartError> {
-            validate(spec)?;
-            let mut held = Held {
-                sockets: Vec::with_capacity(spec.len()),
+impl Held {
+    /// Bind every listener, in order; the first failure names its listener, and the
+    /// ones bound before it are closed again. Blocking (file system).
+    fn bind(spec: &[Listener]) -> Result<Held, StartError> {
+        validate(spec)?;
+        let mut held = Held {
+            sockets: Vec::with_capacity(spec.len()),
+        };
+        for listener in spec {
+            let failed = |source: Box<dyn std::error::Error + Send + Sync>| StartError::Listener {
+                name: listener.name().to_owned(),
+                address: listener.address(),
+                source,
             };
-            for listener in spec {
-                let failed =
-                    |source: Box<dyn std::error::Error + Send + Sync>| StartError::Listener {
-                        name: listener.name().to_owned(),
-                        address: listener.address(),
-                        source,
-                    };
-                let (fd, path) = match listener {
-                    Listener::Tcp { address, .. } => {
-                        let addr = address
-                            .parse()
-                            .map_err(|e: std::net::AddrParseError| failed(e.into()))?;
-                        (listen::bind_tcp(addr).map_err(|e| failed(e.into()))?, None)
-                    }
-                    Listener::Unix { path, .. } => {
-                        let fd = crate::protocol::listener::bind_held(path)
-                            .map_err(|e| failed(e.into()))?;
-                        // The kernel's largest backlog, as for TCP.
-                        listen::listen_again(fd.as_fd()).map_err(|e| failed(e.into()))?;
-                        (fd, Some(path.clone()))
-                    }
-                };
-                let inode = listen::socket_inode(fd.as_fd()).map_err(|e| failed(e.into()))?;
-                held.sockets.push(Socket {
-                    name: listener.name().to_owned(),
-                    fd,
-                    inode,
-                    path,
-                });
-            }
-            Ok(held)
-        }
-
-        /// The inodes of the sockets (the readiness checks' "a stranger already listens
-        /// here" must not find the supervisor's own).
-        pub(crate) fn inodes(&self) -> Vec<u64> {
-            self.sockets.iter().map(|s| s.inode).collect()
-        }
-
-        /// Copies for one spawn, each reset to blocking first (a previous instance may have
-        /// made the shared open file non-blocking).
-        pub(crate) fn for_spawn(&self) -> std::io::Result<Vec<ListenFd>> {
-            self.sockets
-                .iter()
-                .map(|socket| {
-                    listen::set_blocking(socket.fd.as_fd())?;
-                    Ok(ListenFd {
-                        name: socket.name.clone(),
-                        fd: listen::duplicate(&socket.fd)?,
-                    })
-                })
-                .collect()
-        }
-
-        /// Completes when a connection waits on any of the sockets: readable, which a
-        /// listening socket is when its backlog is not empty. Nothing is accepted: the
-        /// connection is for the instance about to start. Cancel-safe.
-        pub(crate) async fn connection_waiting(&self) {
-            let mut watches = Vec::new();
-            for socket in &self.sockets {
-                match listen::duplicate(&socket.fd).and_then(platform::async_fd) {
-                    Ok(watch) => watches.push(watch),
-                    Err(error) => {
-                        tracing::warn!(listener = %socket.name, %error, "cannot watch the listener; starting now");
-                        return;
-                    }
+            let (socket, path) = match listener {
+                Listener::Tcp { address, .. } => {
+                    let addr = address
+                        .parse()
+                        .map_err(|e: std::net::AddrParseError| failed(e.into()))?;
+                    let socket = HeldSocket::bind_tcp(addr).map_err(|e| failed(e.into()))?;
+                    (socket, None)
                 }
-            }
-            let readable = watches.iter().map(|w| Box::pin(w.readable()));
-            let _ = futures_util::future::select_all(readable).await;
-        }
-    }
-
-    /// The file descriptor store (systemd's `FDSTORE=1`): descriptors an instance handed
-    /// over, passed to every later instance after the listeners.
-    pub(crate) struct FdStore {
-        max: usize,
-        entries: std::sync::Mutex<Vec<(String, OwnedFd)>>,
-    }
-
-    impl FdStore {
-        pub(crate) fn new(max: u32) -> FdStore {
-            FdStore {
-                max: max as usize,
-                entries: std::sync::Mutex::default(),
-            }
-        }
-
-        fn entries(&self) -> std::sync::MutexGuard<'_, Vec<(String, OwnedFd)>> {
-            self.entries.lock().unwrap_or_else(|p| p.into_inner())
-        }
-
-        /// Apply one sd_notify message of the service: `FDSTOREREMOVE=1` drops the
-        /// entries named `FDNAME`, then `FDSTORE=1` keeps `fds` under `FDNAME` (`stored`
-        /// when absent or unusable), up to the store's size; the rest are closed.
-        pub(crate) fn apply(&self, message: &NotifyMessage, fds: Vec<OwnedFd>) {
-            let set = |key: &str| message.extra.iter().any(|(k, v)| k == key && v == "1");
-            let name = message
-                .extra
-                .iter()
-                .rev()
-                .find(|(key, _)| key == "FDNAME")
-                .map(|(_, name)| name.as_str());
-            let mut entries = self.entries();
-            if let (true, Some(name)) = (set("FDSTOREREMOVE"), name) {
-                entries.retain(|(n, _)| n != name);
-            }
-            if !set("FDSTORE") || fds.is_empty() {
-                return;
-            }
-            let name = name.filter(|n| valid_name(n)).unwrap_or("stored");
-            let room = self.max.saturating_sub(entries.len());
-            if fds.len() > room {
-                tracing::warn!(
-                    max = self.max,
-                    dropped = fds.len() - room,
-                    "the file descriptor store is full; closing what does not fit"
-                );
-            }
-            entries.extend(fds.into_iter().take(room).map(|fd| (name.to_owned(), fd)));
-        }
-
-        /// Copies for one spawn, in the order they were stored.
-        pub(crate) fn for_spawn(&self) -> std::io::Result<Vec<ListenFd>> {
-            self.entries()
-                .iter()
-                .map(|(name, fd)| {
-                    Ok(ListenFd {
-                        name: name.clone(),
-                        fd: listen::duplicate(fd)?,
-                    })
-                })
-                .collect()
-        }
-    }
-
-    impl Drop for Held {
-        /// Each Unix socket's file is removed while its socket is still open (so nobody
-        /// can bind the path in between and lose it to the removal), then the sockets
-        /// close; on the blocking pool when there is a file to remove.
-        fn drop(&mut self) {
-            let sockets = std::mem::take(&mut self.sockets);
-            if sockets.iter().all(|s| s.path.is_none()) {
-                return;
-            }
-            let remove = move || {
-                for socket in sockets {
-                    if let Some(path) = &socket.path {
-                        let _ = std::fs::remove_file(path);
-                    }
+                Listener::Unix { path, .. } => {
+                    let fd =
+                        crate::protocol::listener::bind_held(path).map_err(|e| failed(e.into()))?;
+                    let socket = HeldSocket::listen_unix(fd).map_err(|e| failed(e.into()))?;
+                    (socket, Some(path.clone()))
                 }
             };
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => drop(runtime.spawn_blocking(remove)),
-                Err(_) => remove(),
+            held.sockets.push(Socket {
+                name: listener.name().to_owned(),
+                socket,
+                path,
+            });
+        }
+        Ok(held)
+    }
+
+    /// The inodes of the sockets (the readiness checks' "a stranger already listens
+    /// here" must not find the supervisor's own).
+    pub(crate) fn inodes(&self) -> Vec<u64> {
+        self.sockets.iter().map(|s| s.socket.inode()).collect()
+    }
+
+    /// Copies for one spawn, each reset to blocking first (a previous instance may have
+    /// made the shared open file non-blocking).
+    pub(crate) fn for_spawn(&self) -> std::io::Result<Vec<ListenFd>> {
+        self.sockets
+            .iter()
+            .map(|socket| {
+                Ok(ListenFd {
+                    name: socket.name.clone(),
+                    fd: socket.socket.copy_for_spawn()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Completes when a connection waits on any of the sockets: readable, which a
+    /// listening socket is when its backlog is not empty. Nothing is accepted: the
+    /// connection is for the instance about to start. Cancel-safe.
+    async fn connection_waiting(&self) {
+        let mut watches = Vec::new();
+        for socket in &self.sockets {
+            match socket.socket.watch() {
+                Ok(watch) => watches.push(watch),
+                Err(error) => {
+                    tracing::warn!(listener = %socket.name, %error, "cannot watch the listener; starting now");
+                    return;
+                }
             }
+        }
+        let readable = watches.iter().map(|w| Box::pin(w.readable()));
+        let _ = futures_util::future::select_all(readable).await;
+    }
+}
+
+/// The file descriptor store (systemd's `FDSTORE=1`): descriptors an instance handed
+/// over, passed to every later instance after the listeners. Size 0: no store.
+pub(crate) struct FdStore {
+    max: usize,
+    entries: std::sync::Mutex<Vec<(String, Descriptor)>>,
+}
+
+impl FdStore {
+    pub(crate) fn new(max: u32) -> FdStore {
+        FdStore {
+            max: max as usize,
+            entries: std::sync::Mutex::default(),
+        }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<(String, Descriptor)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply one sd_notify message of the service (its assignments other than the
+    /// well-known ones, `extra`): `FDSTOREREMOVE=1` drops the entries named `FDNAME`, then
+    /// `FDSTORE=1` keeps `fds` under `FDNAME` (`stored` when absent or unusable), up to
+    /// the store's size; the rest are closed. (No sd_notify on Windows: unused there.)
+    #[cfg_attr(windows, allow(dead_code))]
+    pub(crate) fn apply(&self, extra: &[(String, String)], fds: Vec<Descriptor>) {
+        let set = |key: &str| extra.iter().any(|(k, v)| k == key && v == "1");
+        let name = extra
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "FDNAME")
+            .map(|(_, name)| name.as_str());
+        let mut entries = self.entries();
+        if let (true, Some(name)) = (set("FDSTOREREMOVE"), name) {
+            entries.retain(|(n, _)| n != name);
+        }
+        if !set("FDSTORE") || fds.is_empty() {
+            return;
+        }
+        let name = name.filter(|n| valid_name(n)).unwrap_or("stored");
+        let room = self.max.saturating_sub(entries.len());
+        if fds.len() > room {
+            tracing::warn!(
+                max = self.max,
+                dropped = fds.len() - room,
+                "the file descriptor store is full; closing what does not fit"
+            );
+        }
+        entries.extend(fds.into_iter().take(room).map(|fd| (name.to_owned(), fd)));
+    }
+
+    /// Copies for one spawn, in the order they were stored; an error where a store
+    /// cannot exist (it is refused before the first start, off Linux).
+    pub(crate) fn for_spawn(&self) -> Result<Vec<ListenFd>, StartError> {
+        if self.max > 0 && !platform::CAN_PASS_DESCRIPTORS {
+            return Err(SpecError::NeedsLinux("the file descriptor store").into());
+        }
+        self.entries()
+            .iter()
+            .map(|(name, fd)| {
+                Ok(ListenFd {
+                    name: name.clone(),
+                    fd: platform::duplicate(fd)?,
+                })
+            })
+            .collect::<std::io::Result<_>>()
+            .map_err(StartError::Spawn)
+    }
+}
+
+impl Drop for Held {
+    /// Each Unix socket's file is removed while its socket is still open (so nobody
+    /// can bind the path in between and lose it to the removal), then the sockets
+    /// close; on the blocking pool when there is a file to remove.
+    fn drop(&mut self) {
+        let sockets = std::mem::take(&mut self.sockets);
+        if sockets.iter().all(|s| s.path.is_none()) {
+            return;
+        }
+        let remove = move || {
+            for socket in sockets {
+                if let Some(path) = &socket.path {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::linux::{FdStore, Held};
     use super::Listener;
+    use super::{FdStore, Held};
 
     #[test]
     fn held_sockets_are_bound_once_named_and_their_files_removed_when_let_go() {
@@ -339,7 +317,10 @@ mod tests {
         drop(Held::bind(&spec).unwrap());
     }
 
-    use crate::protocol::sd_notify::parse;
+    /// The assignments of a datagram the store reads.
+    fn extra(datagram: &[u8]) -> Vec<(String, String)> {
+        crate::protocol::sd_notify::parse(datagram).extra
+    }
 
     fn fd() -> std::os::fd::OwnedFd {
         std::fs::File::open("/dev/null").unwrap().into()
@@ -357,18 +338,18 @@ mod tests {
     #[test]
     fn the_fd_store_keeps_names_removes_by_name_and_stays_within_its_size() {
         let store = FdStore::new(3);
-        store.apply(&parse(b"FDSTORE=1\nFDNAME=conn"), vec![fd(), fd()]);
-        store.apply(&parse(b"FDSTORE=1"), vec![fd()]);
+        store.apply(&extra(b"FDSTORE=1\nFDNAME=conn"), vec![fd(), fd()]);
+        store.apply(&extra(b"FDSTORE=1"), vec![fd()]);
         assert_eq!(names(&store), ["conn", "conn", "stored"]);
         // Full: the extra one is closed, not kept.
-        store.apply(&parse(b"FDSTORE=1\nFDNAME=late"), vec![fd()]);
+        store.apply(&extra(b"FDSTORE=1\nFDNAME=late"), vec![fd()]);
         assert_eq!(names(&store).len(), 3);
-        store.apply(&parse(b"FDSTOREREMOVE=1\nFDNAME=conn"), Vec::new());
+        store.apply(&extra(b"FDSTOREREMOVE=1\nFDNAME=conn"), Vec::new());
         assert_eq!(names(&store), ["stored"]);
         // A name LISTEN_FDNAMES cannot carry is replaced; descriptors without FDSTORE=1
         // are not kept.
-        store.apply(&parse(b"FDSTORE=1\nFDNAME=a:b"), vec![fd()]);
-        store.apply(&parse(b"STATUS=x"), vec![fd()]);
+        store.apply(&extra(b"FDSTORE=1\nFDNAME=a:b"), vec![fd()]);
+        store.apply(&extra(b"STATUS=x"), vec![fd()]);
         assert_eq!(names(&store), ["stored", "stored"]);
     }
 }

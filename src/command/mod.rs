@@ -54,21 +54,23 @@
 //! Supervising it is one call, [`supervise`](crate::supervision::supervise) with a
 //! [`CommandSupervisor`] (see the crate's front page).
 
+mod checks;
+mod instance;
 pub(crate) mod launch;
 mod listeners;
 mod notify;
 pub(crate) mod output;
 pub(crate) mod private_dir;
-mod probes;
 mod readiness;
 pub(crate) mod shared;
 pub(crate) mod spec;
 mod spec_error;
+mod start;
+mod stop;
 pub(crate) mod supervisor;
-mod tree;
 pub(crate) mod wait;
 
-pub use probes::CheckError;
+pub use checks::CheckError;
 pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
     CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Listener, Output, Readiness,

@@ -42,53 +42,56 @@ impl NotifyEndpoint {
     }
 }
 
-/// Create the private directory and bind the socket. When the service runs as another
-/// user, the directory and socket are handed to that user (`owner`), so the service can
-/// send; the supervisor keeps receiving on the descriptor it bound.
-pub(crate) async fn prepare(
-    spec: &CommandSpec,
-    owner: Option<(u32, Option<u32>)>,
-) -> Result<NotifyEndpoint, StartError> {
-    #[cfg(unix)]
-    {
-        let name = spec.name.clone();
-        let dir = blocking(move || PrivateDir::create(&name))
-            .await
-            .map_err(|source| StartError::Prepare {
-                what: "the sd_notify directory in",
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let path = dir.path().join("notify.sock");
-        let socket = crate::protocol::sd_notify::NotifySocket::bind(&path).map_err(|source| {
-            StartError::Prepare {
-                what: "the sd_notify socket",
-                path,
-                source,
-            }
-        })?;
-        if let Some((uid, gid)) =
-            owner.filter(|(uid, _)| Some(*uid) != crate::platform::current_uid())
+impl NotifyEndpoint {
+    /// Create the private directory and bind the socket. When the service runs as another
+    /// user, the directory and socket are handed to that user (`owner`), so the service can
+    /// send; the supervisor keeps receiving on the descriptor it bound.
+    pub(crate) async fn bind(
+        spec: &CommandSpec,
+        owner: Option<(u32, Option<u32>)>,
+    ) -> Result<NotifyEndpoint, StartError> {
+        #[cfg(unix)]
         {
-            let uid = Some(rustix::process::Uid::from_raw(uid));
-            let gid = gid.map(rustix::process::Gid::from_raw);
-            for path in [dir.path(), socket.path()] {
-                rustix::fs::chown(path, uid, gid).map_err(|e| StartError::Setup {
-                    program: spec.program.clone(),
-                    stage: "handing the sd_notify socket to the service's user",
-                    source: e.into(),
+            let name = spec.name.clone();
+            let dir = blocking(move || PrivateDir::create(&name))
+                .await
+                .map_err(|source| StartError::Prepare {
+                    what: "the sd_notify directory in",
+                    path: std::env::temp_dir(),
+                    source,
                 })?;
+            let path = dir.path().join("notify.sock");
+            let socket =
+                crate::protocol::sd_notify::NotifySocket::bind(&path).map_err(|source| {
+                    StartError::Prepare {
+                        what: "the sd_notify socket",
+                        path,
+                        source,
+                    }
+                })?;
+            if let Some((uid, gid)) =
+                owner.filter(|(uid, _)| Some(*uid) != crate::platform::current_uid())
+            {
+                let uid = Some(rustix::process::Uid::from_raw(uid));
+                let gid = gid.map(rustix::process::Gid::from_raw);
+                for path in [dir.path(), socket.path()] {
+                    rustix::fs::chown(path, uid, gid).map_err(|e| StartError::Setup {
+                        program: spec.program.clone(),
+                        stage: "handing the sd_notify socket to the service's user",
+                        source: e.into(),
+                    })?;
+                }
             }
+            Ok(NotifyEndpoint {
+                _dir: dir,
+                socket: std::sync::Arc::new(socket),
+            })
         }
-        Ok(NotifyEndpoint {
-            _dir: dir,
-            socket: std::sync::Arc::new(socket),
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (spec, owner);
-        Err(super::spec_error::SpecError::NeedsUnix("sd_notify").into())
+        #[cfg(not(unix))]
+        {
+            let _ = (spec, owner);
+            Err(super::spec_error::SpecError::NeedsUnix("sd_notify").into())
+        }
     }
 }
 
@@ -98,7 +101,7 @@ pub(crate) async fn prepare(
 /// become events; descriptors attached to a message of the service go to `store` (the
 /// file descriptor store), the others are closed.
 #[cfg(unix)]
-pub(crate) async fn read(
+async fn read(
     endpoint_socket: std::sync::Arc<crate::protocol::sd_notify::NotifySocket>,
     belongs: impl Fn(u32) -> bool + Send + 'static,
     ready: watch::Sender<bool>,
@@ -136,5 +139,37 @@ pub(crate) async fn read(
             ready.send_replace(true);
         }
         store(&message, fds);
+    }
+}
+
+/// Start the reader of `endpoint`'s messages (see [`read`]); descriptors of the service go
+/// to `fd_store`. `None` where there is no sd_notify (an endpoint cannot exist there).
+pub(crate) fn spawn_reader(
+    endpoint: &NotifyEndpoint,
+    belongs: impl Fn(u32) -> bool + Send + 'static,
+    ready: tokio::sync::watch::Sender<bool>,
+    watchdog: tokio::sync::watch::Sender<tokio::time::Instant>,
+    ctx: &crate::supervision::SpawnContext,
+    fd_store: std::sync::Arc<super::listeners::FdStore>,
+) -> Option<tokio::task::AbortHandle> {
+    #[cfg(unix)]
+    {
+        let store = move |message: &crate::protocol::sd_notify::NotifyMessage, fds| {
+            fd_store.apply(&message.extra, fds);
+        };
+        let task = tokio::spawn(read(
+            endpoint.socket.clone(),
+            belongs,
+            ready,
+            watchdog,
+            ctx.clone(),
+            store,
+        ));
+        Some(task.abort_handle())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (endpoint, belongs, ready, watchdog, ctx, fd_store);
+        None
     }
 }

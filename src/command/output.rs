@@ -14,6 +14,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::spec::{CommandSpec, Output, Readiness, StreamName};
+use super::spec_error::SpecError;
+use crate::platform::Stdio;
+use crate::supervision::StartError;
+
 /// The longest piece forwarded as one line. A longer line is cut into pieces of at most
 /// this many bytes, so a child that never writes a newline cannot make us buffer without
 /// bound.
@@ -392,6 +397,75 @@ impl Lines {
             }
         }
     }
+}
+
+/// How stdout and stderr of `spec`'s child are connected, and a sink for each stream
+/// whose lines are read: a pipe wherever lines are read (a sink, a readiness pattern, the
+/// last lines for the exit event).
+pub(crate) async fn plan_streams(
+    spec: &CommandSpec,
+) -> Result<([Stdio; 2], [Option<LineSink>; 2]), StartError> {
+    let watched = match &spec.readiness {
+        Readiness::LogLine { stream, .. } => Some(*stream),
+        _ => None,
+    };
+    let detached = !spec.die_with_supervisor;
+    let (stdout, stdout_sink) =
+        plan_stream(&spec.stdout, watched == Some(StreamName::Stdout), detached).await?;
+    let (stderr, stderr_sink) =
+        plan_stream(&spec.stderr, watched == Some(StreamName::Stderr), detached).await?;
+    Ok(([stdout, stderr], [stdout_sink, stderr_sink]))
+}
+
+/// How one standard stream is connected, and `Some(sink)` when its lines are read.
+///
+/// A daemon that outlives the supervisor (`detached`) must not write into a pipe only the
+/// supervisor reads: once the supervisor is gone, its next write would raise SIGPIPE. Its
+/// discarded output goes to `/dev/null` and its file output straight to the file (no
+/// rotation and no last lines then); only a log-line readiness or `tracing` still needs the
+/// pipe, for as long as the supervisor lives.
+async fn plan_stream(
+    output: &Output,
+    watched: bool,
+    detached: bool,
+) -> Result<(Stdio, Option<LineSink>), StartError> {
+    Ok(match (output, watched) {
+        (Output::Inherit, false) => (Stdio::Inherit, None),
+        (Output::Null, false) if detached => (Stdio::Null, None),
+        (Output::File { path, rotate }, false) if detached => {
+            if rotate.is_some() {
+                return Err(SpecError::RotationOfDetached(path.clone()).into());
+            }
+            (
+                Stdio::File(open_off_workers(path, open_append).await?),
+                None,
+            )
+        }
+        // Read and dropped: the lines still reach the readiness watch and the tail.
+        (Output::Null, _) => (Stdio::Pipe, Some(LineSink::Discard)),
+        (Output::File { path, rotate }, _) => {
+            let rotation = rotate.map(|r| (r.max_bytes, r.keep));
+            let file = open_off_workers(path, move |path| LogFile::open(path, rotation)).await?;
+            (Stdio::Pipe, Some(LineSink::File(file)))
+        }
+        // Lines must be read anyway: an inherited stream is forwarded to tracing.
+        (Output::Tracing, _) | (Output::Inherit, true) => (Stdio::Pipe, Some(LineSink::Tracing)),
+    })
+}
+
+/// Open an output file on the blocking pool; a failure names the file.
+async fn open_off_workers<T: Send + 'static>(
+    path: &Path,
+    open: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
+) -> Result<T, StartError> {
+    let owned = path.to_owned();
+    blocking(move || open(&owned))
+        .await
+        .map_err(|source| StartError::Prepare {
+            what: "the output file",
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use super::probes::{self, HttpUrl};
+use super::checks::{self, HttpUrl};
 use super::spec::Readiness;
 use super::spec_error::SpecError;
-use super::tree::Tree;
 use super::wait;
 use crate::blocking::blocking;
 use crate::handle::BackendHandle;
+use crate::platform::{self, Listening, ProcessTree};
 use crate::protocol::CacheManifest;
 use crate::supervision::StartError;
 
@@ -61,7 +61,7 @@ pub(crate) struct ReadyWait<'a> {
     /// The main process.
     pub main: &'a BackendHandle,
     /// Its tree.
-    pub tree: &'a Arc<Tree>,
+    pub tree: &'a Arc<ProcessTree>,
     /// The service's user, for the ownership of a Unix socket.
     pub uid: Option<u32>,
     /// Set by the sd_notify reader on `READY=1`.
@@ -102,41 +102,22 @@ pub(crate) async fn watched_addresses(
 /// (it could never become ready, and a connection would reach the stranger). `ours`: the
 /// inodes of the listeners the supervisor holds for the service, which are not strangers.
 pub(crate) async fn check_free(readiness: &Readiness, ours: &[u64]) -> Result<(), StartError> {
-    #[cfg(target_os = "linux")]
-    {
-        use crate::platform::sockets;
-        let held = |inodes: Vec<u64>, address: String| -> Result<(), StartError> {
-            match inodes.iter().find(|i| !ours.contains(i)) {
-                None => Ok(()),
-                Some(&inode) => Err(StartError::PortInUse {
-                    address,
-                    holder: sockets::socket_holders(inode).first().copied(),
-                }),
-            }
-        };
-        if let Some((address, addrs)) = watched_addresses(readiness).await? {
-            let inodes = blocking(move || {
-                addrs
-                    .iter()
-                    .flat_map(|a| sockets::tcp_listeners(*a).unwrap_or_default())
-                    .map(|l| l.inode)
-                    .collect::<Vec<_>>()
-            })
-            .await;
-            return held(inodes, address);
-        }
-        if let Readiness::UnixSocket { path } = readiness {
-            let owned = path.clone();
-            let inodes =
-                blocking(move || sockets::unix_listeners(&owned).unwrap_or_default()).await;
-            return held(inodes, path.display().to_string());
-        }
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = ours;
-        watched_addresses(readiness).await.map(drop)
+    let (address, inodes) = if let Some((address, addrs)) = watched_addresses(readiness).await? {
+        let inodes = blocking(move || platform::listener_inodes(Listening::Tcp(&addrs))).await;
+        (address, inodes)
+    } else if let Readiness::UnixSocket { path } = readiness {
+        let owned = path.clone();
+        let inodes = blocking(move || platform::listener_inodes(Listening::Unix(&owned))).await;
+        (path.display().to_string(), inodes)
+    } else {
+        return Ok(());
+    };
+    match inodes.iter().find(|i| !ours.contains(i)) {
+        None => Ok(()),
+        Some(&inode) => Err(StartError::PortInUse {
+            address,
+            holder: platform::socket_holder(inode),
+        }),
     }
 }
 
@@ -171,7 +152,7 @@ pub(crate) async fn wait_ready(
             let (_, addrs) = watched_addresses(readiness).await?.unwrap_or_default();
             listening_in_tree(&addrs, main, tree).await;
             let mut pause = Pause::new();
-            while let Err(error) = probes::http_ok(&parsed).await {
+            while let Err(error) = checks::http_ok(&parsed).await {
                 tracing::trace!(%url, error = %crate::report::Chain(&error), "not ready yet");
                 pause.wait().await;
             }
@@ -180,7 +161,7 @@ pub(crate) async fn wait_ready(
             if command.is_empty() {
                 return Err(SpecError::EmptyCommand("exec readiness").into());
             }
-            while let Err(error) = probes::run_check(command, cwd).await {
+            while let Err(error) = checks::run_check(command, cwd).await {
                 tracing::debug!(?command, error = %crate::report::Chain(&error), "readiness command failed; trying again");
                 tokio::time::sleep(*interval).await;
             }
@@ -207,64 +188,18 @@ pub(crate) async fn wait_ready(
     Ok(main.clone())
 }
 
-/// The socket inodes held by the tree's processes (the main process included).
-#[cfg(target_os = "linux")]
-fn tree_sockets(main: u32, tree: &Tree) -> std::collections::HashSet<u64> {
-    let mut pids = tree.pids();
-    pids.push(main);
-    pids.sort_unstable();
-    pids.dedup();
-    pids.into_iter()
-        .flat_map(|pid| crate::platform::sockets::socket_inodes(pid).unwrap_or_default())
-        .collect()
-}
-
-/// Whether every listener of `inodes` is the tree's (and there is at least one).
-#[cfg(target_os = "linux")]
-fn all_ours(inodes: &[u64], main: u32, tree: &Tree) -> bool {
-    if inodes.is_empty() {
-        return false;
-    }
-    let ours = tree_sockets(main, tree);
-    let foreign: Vec<u64> = inodes
-        .iter()
-        .copied()
-        .filter(|i| !ours.contains(i))
-        .collect();
-    if !foreign.is_empty() {
-        tracing::debug!(
-            holders = ?crate::platform::sockets::socket_holders(foreign[0]),
-            "a listener on the readiness address is not the service's; not ready"
-        );
-    }
-    foreign.is_empty()
-}
-
 /// Resolves once one of `addrs` has a listening socket, every listener there belongs to
 /// the tree, and a connection succeeds.
-async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Arc<Tree>) {
+async fn listening_in_tree(addrs: &[SocketAddr], main: &BackendHandle, tree: &Arc<ProcessTree>) {
     let mut pause = Pause::new();
     loop {
         for addr in addrs {
-            #[cfg(target_os = "linux")]
-            {
-                // `/proc` scans of the tree's descriptors: the blocking pool.
-                let (addr, pid, tree) = (*addr, main.pid(), tree.clone());
-                let ours = blocking(move || {
-                    let listeners = crate::platform::sockets::tcp_listeners(addr)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|l| l.inode)
-                        .collect::<Vec<_>>();
-                    all_ours(&listeners, pid, &tree)
-                })
-                .await;
-                if !ours {
-                    continue;
-                }
+            // `/proc` scans of the tree's descriptors: the blocking pool.
+            let (addr, pid, tree) = (*addr, main.pid(), tree.clone());
+            let ours = blocking(move || tree.owns_listeners(pid, Listening::Tcp(&[addr]))).await;
+            if !ours {
+                continue;
             }
-            #[cfg(not(target_os = "linux"))]
-            let _ = (main, tree);
             match tokio::net::TcpStream::connect(addr).await {
                 Ok(_) => return,
                 Err(error) => {
@@ -282,7 +217,7 @@ async fn unix_socket_in_tree(
     path: &Path,
     uid: Option<u32>,
     main: &BackendHandle,
-    tree: &Arc<Tree>,
+    tree: &Arc<ProcessTree>,
 ) {
     let mut pause = Pause::new();
     loop {
@@ -297,7 +232,7 @@ async fn unix_socket_ready(
     path: &Path,
     uid: Option<u32>,
     main: &BackendHandle,
-    tree: &Arc<Tree>,
+    tree: &Arc<ProcessTree>,
 ) -> bool {
     #[cfg(unix)]
     {
@@ -312,21 +247,11 @@ async fn unix_socket_ready(
             tracing::debug!(path = %path.display(), owner = meta.uid(), "socket not owned by the service's user; not ready");
             return false;
         }
-        #[cfg(target_os = "linux")]
-        {
-            let (owned, pid, tree) = (path.to_owned(), main.pid(), tree.clone());
-            let ours = blocking(move || {
-                let listeners =
-                    crate::platform::sockets::unix_listeners(&owned).unwrap_or_default();
-                all_ours(&listeners, pid, &tree)
-            })
-            .await;
-            if !ours {
-                return false;
-            }
+        let (owned, pid, tree) = (path.to_owned(), main.pid(), tree.clone());
+        let ours = blocking(move || tree.owns_listeners(pid, Listening::Unix(&owned))).await;
+        if !ours {
+            return false;
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (main, tree);
         tokio::net::UnixStream::connect(path).await.is_ok()
     }
     #[cfg(not(unix))]

@@ -1,7 +1,7 @@
 //! Why a [`CommandSpec`](super::CommandSpec) cannot work as written: the source of
 //! [`StartError::InvalidSpec`](crate::supervision::StartError::InvalidSpec).
 
-use super::probes::CheckError;
+use super::checks::CheckError;
 
 /// A [`CommandSpec`](super::CommandSpec) that cannot work as written. Reported as the
 /// source of [`StartError::InvalidSpec`](crate::supervision::StartError::InvalidSpec),

@@ -70,16 +70,12 @@ pub enum GracefulStop {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BackendHandle {
-    /// A copy of the verified identity of the backend process, for reading (kept public
-    /// for existing callers). The handle never acts on this field: editing it changes
-    /// nothing it does. Prefer [`BackendHandle::daemon`].
-    pub daemon_process: DaemonProcess,
     /// The verified identity, which everything the handle does reads.
     verified: Arc<DaemonProcess>,
     /// The service the backend answered it provides.
-    pub service_name: String,
+    service_name: String,
     /// The version of that service.
-    pub service_version: String,
+    service_version: String,
     peer: PeerCheck,
     monitor: Arc<Monitor>,
 }
@@ -130,7 +126,6 @@ impl BackendHandle {
                 })?;
         Ok(BackendHandle {
             verified: Arc::new(expected.clone()),
-            daemon_process: expected.clone(),
             service_name: verified.reply.service_name,
             service_version: verified.reply.service_version,
             peer: verified.peer,
@@ -231,8 +226,7 @@ impl BackendHandle {
             })?;
         tracing::debug!(pid, service = %service_name, "watching spawned child");
         Ok(BackendHandle {
-            verified: Arc::new(daemon.clone()),
-            daemon_process: daemon,
+            verified: Arc::new(daemon),
             service_name,
             service_version: service_version.into(),
             peer,
@@ -248,7 +242,7 @@ impl BackendHandle {
         daemon_process: DaemonProcess,
         service_name: String,
         service_version: String,
-        control: Arc<dyn super::control::ProcessControl>,
+        control: Arc<dyn super::signals::ProcessControl>,
         state: tokio::sync::watch::Receiver<Liveness>,
     ) -> Self {
         let peer = PeerCheck {
@@ -258,8 +252,7 @@ impl BackendHandle {
             token: None,
         };
         BackendHandle {
-            verified: Arc::new(daemon_process.clone()),
-            daemon_process,
+            verified: Arc::new(daemon_process),
             service_name,
             service_version,
             peer,
@@ -300,6 +293,17 @@ impl BackendHandle {
     /// The verified identity of the backend process.
     pub fn daemon(&self) -> &DaemonProcess {
         &self.verified
+    }
+
+    /// The service the backend answered it provides (for a spawned child: the name it
+    /// was spawned under).
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+
+    /// The version of that service (empty for a spawned child that answered no probe).
+    pub fn service_version(&self) -> &str {
+        &self.service_version
     }
 
     /// The backend's endpoint.
@@ -476,6 +480,14 @@ impl BackendHandle {
         }
     }
 
+    /// The main process's side of a process tree's signals (the command layer's trees).
+    fn tree_leader_io(result: Result<()>) -> std::io::Result<()> {
+        result.map_err(|error| match error {
+            BackendHandleError::Signal { source, .. } => source,
+            other => std::io::Error::other(other),
+        })
+    }
+
     /// Let our exited child be reaped although handles remain (see
     /// [`BackendHandle::signal_process_group`]); nothing while it runs.
     pub(crate) fn release_exited_child(&self) {
@@ -509,5 +521,33 @@ impl BackendHandle {
         tracing::warn!(pid = self.pid(), "did not stop in time; killing");
         kill()?;
         Ok(self.exited().await)
+    }
+}
+
+/// A process tree reaches its main process through the handle, and its process group only
+/// while the handle holds the main process as our un-reaped child.
+impl crate::platform::TreeLeader for BackendHandle {
+    fn signal_main(&self, signal: i32) -> std::io::Result<()> {
+        #[cfg(unix)]
+        return BackendHandle::tree_leader_io(self.signal(signal));
+        #[cfg(not(unix))]
+        {
+            let _ = signal;
+            BackendHandle::tree_leader_io(self.force_kill())
+        }
+    }
+
+    fn signal_group(&self, signal: i32) -> std::io::Result<()> {
+        #[cfg(unix)]
+        return BackendHandle::tree_leader_io(self.signal_process_group(signal));
+        #[cfg(not(unix))]
+        {
+            let _ = signal;
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        }
+    }
+
+    fn kill_main(&self) -> std::io::Result<()> {
+        BackendHandle::tree_leader_io(self.force_kill())
     }
 }

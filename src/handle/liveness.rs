@@ -11,7 +11,7 @@ use futures_util::stream::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use super::control::ProcessControl;
+use super::signals::ProcessControl;
 use crate::identity::Endpoint;
 pub use crate::platform::ExitStatus;
 use crate::platform::{ExitWatcher, ProcessHandle};

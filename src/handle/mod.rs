@@ -5,10 +5,10 @@
 
 pub(crate) mod backend_handle;
 pub(crate) mod connection;
-pub(crate) mod control;
 pub(crate) mod error;
 pub(crate) mod liveness;
 pub(crate) mod probe;
+pub(crate) mod signals;
 
 pub use backend_handle::{BackendHandle, GracefulStop};
 pub use connection::Connection;

@@ -26,12 +26,17 @@ mod imp;
 #[cfg(unix)]
 mod unix;
 
+mod held;
 mod spawn;
-#[cfg(target_os = "linux")]
-pub(crate) use spawn::ListenFd;
+mod tree;
+pub(crate) use held::{duplicate, Descriptor, HeldSocket, CAN_PASS_DESCRIPTORS};
 pub(crate) use spawn::{
-    spawn, Child, Credentials, LimitResource, PipeReader, ResourceLimit, SpawnError, SpawnPlan,
-    SpawnStage, Stdio,
+    spawn, Child, Credentials, LimitResource, ListenFd, PipeReader, ResourceLimit, SpawnError,
+    SpawnPlan, SpawnStage, Stdio,
+};
+
+pub(crate) use tree::{
+    listener_inodes, socket_holder, Listening, ProcessTree, TreeLeader, TreePlan,
 };
 
 #[cfg(target_os = "linux")]

@@ -12,9 +12,10 @@ use tokio::io::AsyncRead;
 use super::ProcessHandle;
 
 /// Where one standard stream of the child goes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) enum Stdio {
     /// The supervisor's own stream.
+    #[default]
     Inherit,
     /// `/dev/null`.
     Null,
@@ -60,7 +61,8 @@ pub(crate) struct ResourceLimit {
 
 /// Everything needed to start one child. The command layer resolves names (program on
 /// `PATH`, user and group names) before it builds this; the platform only executes it.
-#[derive(Debug)]
+/// The default runs nothing (an empty program) and is only the base of a plan's fields.
+#[derive(Debug, Default)]
 pub(crate) struct SpawnPlan {
     /// The executable, resolved (what `execve` gets).
     pub program: PathBuf,
@@ -94,19 +96,18 @@ pub(crate) struct SpawnPlan {
     pub cgroup: Option<std::sync::Arc<super::cgroup::ServiceCgroup>>,
     /// Listening sockets handed over by systemd's protocol: the child finds them at
     /// descriptors 3, 4, ... in this order, with `LISTEN_FDS`, `LISTEN_FDNAMES` and its own
-    /// pid in `LISTEN_PID` (Linux only: elsewhere the command layer refuses listeners).
-    #[cfg(target_os = "linux")]
+    /// pid in `LISTEN_PID` (Linux only: elsewhere a plan with any is refused).
     pub listen_fds: Vec<ListenFd>,
 }
 
-/// One listening socket for [`SpawnPlan::listen_fds`].
-#[cfg(target_os = "linux")]
+/// One listening socket for [`SpawnPlan::listen_fds`] (read only by Linux's spawn).
 #[derive(Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) struct ListenFd {
     /// Its name in `LISTEN_FDNAMES`.
     pub name: String,
     /// A copy of the supervisor's descriptor, for this spawn.
-    pub fd: std::os::fd::OwnedFd,
+    pub fd: super::Descriptor,
 }
 
 /// A started child, with its pinned handle and the read ends of its piped streams.
@@ -248,6 +249,20 @@ impl fmt::Display for SpawnError {
     }
 }
 
+impl SpawnError {
+    /// Whether the kernel refused to start the process in its cgroup (delegation rules).
+    /// Cgroups are then given up for the rest of this process's life (process groups
+    /// from now on), so a retry of the start succeeds.
+    pub(crate) fn refused_cgroup(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        if self.stage == SpawnStage::Cgroup {
+            super::cgroup::disable(&self.error);
+            return true;
+        }
+        false
+    }
+}
+
 /// Start a child per `plan`. Must be called within a tokio runtime (the pipes and, on
 /// Linux, the reply from the spawner thread go through it).
 pub(crate) async fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
@@ -294,6 +309,12 @@ fn spawn_with_tokio(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
         return Err(SpawnError::new(
             SpawnStage::Uid,
             io::Error::new(io::ErrorKind::Unsupported, "no user switch on Windows"),
+        ));
+    }
+    if !plan.listen_fds.is_empty() {
+        return Err(SpawnError::new(
+            SpawnStage::Prepare,
+            io::Error::new(io::ErrorKind::Unsupported, "passing listeners needs Linux"),
         ));
     }
     if plan.umask.is_some() || !plan.limits.is_empty() {

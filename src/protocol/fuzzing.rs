@@ -16,10 +16,10 @@ use std::path::Path;
 use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
-pub use super::control::{peek_wanted, route, ControlAction, ControlSession, Presented, Route};
 use super::frame::{Frame, FrameCodec, FrameError, HEADER_LEN, MAGIC, MAX_PAYLOAD};
 use super::manifest::{CacheManifest, ManifestError, MAX_MANIFEST_BYTES, SCHEMA_VERSION};
 use super::responder::Responder;
+pub use super::routing::{peek_wanted, route, ControlAction, ControlSession, Presented, Route};
 use crate::identity::{DaemonProcess, Endpoint};
 
 /// The largest buffer one frame may need: a full header and a full payload.

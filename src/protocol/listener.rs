@@ -161,7 +161,7 @@ fn from_inherited(fd: listen_fds::Inherited) -> io::Result<Listener> {
 /// as [`DaemonListener::bind`] (private directory, 0600, stale socket replaced, live one
 /// kept), a blocking descriptor, and no removal on drop (the holder removes it).
 #[cfg(target_os = "linux")]
-pub(crate) fn bind_held(path: &Path) -> Result<std::os::fd::OwnedFd, BindError> {
+pub(crate) fn bind_held(path: &Path) -> Result<crate::platform::Descriptor, BindError> {
     bind_blocking(path, |path| {
         let name = path.to_fs_name::<GenericFilePath>()?;
         use interprocess::os::unix::local_socket::ListenerOptionsExt;
@@ -173,6 +173,15 @@ pub(crate) fn bind_held(path: &Path) -> Result<std::os::fd::OwnedFd, BindError> 
         match listener {
             interprocess::local_socket::Listener::UdSocket(socket) => Ok(socket.into()),
         }
+    })
+}
+
+/// Held listeners need Linux (the only OS that hands them to children).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn bind_held(path: &Path) -> Result<crate::platform::Descriptor, BindError> {
+    Err(BindError::Io {
+        path: path.to_owned(),
+        source: io::Error::new(io::ErrorKind::Unsupported, "held listeners need Linux"),
     })
 }
 

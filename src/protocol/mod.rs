@@ -6,7 +6,6 @@
 //!
 //! Uses the identity and platform layers.
 
-pub(crate) mod control;
 pub(crate) mod frame;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -17,6 +16,7 @@ pub(crate) mod listener;
 pub(crate) mod manifest;
 pub(crate) mod path_safety;
 pub(crate) mod responder;
+pub(crate) mod routing;
 #[cfg(unix)]
 pub mod sd_notify;
 

@@ -17,10 +17,10 @@ use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::control::{self, ControlAction, ControlSession, Presented, Route};
 use super::frame::{Frame, FrameCodec, FrameError, MAGIC};
 use super::idle::{IdleClock, IdleGuard};
 use super::listener::DaemonListener;
+use super::routing::{self, ControlAction, ControlSession, Presented, Route};
 use crate::identity::DaemonProcess;
 
 /// Default time a new connection gets to send its first bytes before it is handed to the
@@ -212,7 +212,7 @@ async fn route(
     let peek = async {
         let mut buf = [0u8; MAGIC.len()];
         loop {
-            let wanted = control::peek_wanted(&prefix);
+            let wanted = routing::peek_wanted(&prefix);
             if wanted == 0 {
                 break;
             }
@@ -229,7 +229,7 @@ async fn route(
         tracing::debug!(error = %crate::report::Chain(&error), "connection failed before its first bytes");
         return;
     }
-    match control::route(&prefix, peer_closed) {
+    match routing::route(&prefix, peer_closed) {
         Route::Closed => {}
         Route::Control => {
             serve_control(&shared, stream, &prefix).await;

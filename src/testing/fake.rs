@@ -39,7 +39,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use crate::handle::control::ProcessControl;
+use crate::handle::signals::ProcessControl;
 use crate::handle::BackendHandleError;
 use crate::handle::{BackendHandle, ExitStatus, Liveness};
 use crate::identity::{DaemonProcess, Endpoint};

@@ -41,6 +41,15 @@ impl StopSignal {
         }
         .as_raw()
     }
+
+    /// The signal number where the OS has signals (`None` on Windows, which stops a
+    /// service by its shutdown request or a kill).
+    pub(crate) fn number(self) -> Option<i32> {
+        #[cfg(unix)]
+        return Some(self.as_raw());
+        #[cfg(not(unix))]
+        None
+    }
 }
 
 /// Which processes a stop signals, and what happens to the rest of the tree when the main

@@ -14,6 +14,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+use std::path::Path;
+
+use tokio::time::Instant;
+
+use super::spec::{HealthCheck, HealthSpec};
+use crate::handle::BackendHandle;
+use crate::supervision::HealthError;
 use crate::ExitStatus;
 
 /// Why a readiness or health check of a command failed.
@@ -524,6 +531,64 @@ fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
         return ExitStatus::Signal(signal);
     }
     ExitStatus::Unknown
+}
+
+/// Run `health`'s check once against `backend` (in `cwd`, for a check command).
+/// `last_beat`: when the service last sent `WATCHDOG=1` (`None`: no sd_notify reader).
+pub(crate) async fn run_health_check(
+    health: &HealthSpec,
+    backend: &BackendHandle,
+    cwd: Option<&Path>,
+    last_beat: Option<Instant>,
+) -> Result<(), HealthError> {
+    match &health.check {
+        HealthCheck::Ping => backend
+            .ping(health.policy.timeout)
+            .await
+            .map(drop)
+            .map_err(HealthError::Backend),
+        HealthCheck::Tcp { address } => tokio::net::TcpStream::connect(address.as_str())
+            .await
+            .map(drop)
+            .map_err(|source| {
+                CheckError::Connect {
+                    address: address.clone(),
+                    source,
+                }
+                .into()
+            }),
+        HealthCheck::Http { url } => Ok(http_ok(&HttpUrl::parse(url)?).await?),
+        HealthCheck::Exec { command } => Ok(run_check(command, cwd).await?),
+        HealthCheck::UnixSocket { path } => Ok(unix_connect(path).await?),
+        HealthCheck::Watchdog { timeout } => match last_beat {
+            Some(at) if at.elapsed() <= *timeout => Ok(()),
+            Some(at) => Err(CheckError::WatchdogSilent {
+                silent: at.elapsed(),
+                limit: *timeout,
+            }
+            .into()),
+            None => Err(CheckError::NoWatchdog.into()),
+        },
+    }
+}
+
+/// Connect to the Unix socket at `path` (Unix; elsewhere [`CheckError::NeedsUnix`]).
+async fn unix_connect(path: &Path) -> Result<(), CheckError> {
+    #[cfg(unix)]
+    {
+        tokio::net::UnixStream::connect(path)
+            .await
+            .map(drop)
+            .map_err(|source| CheckError::Connect {
+                address: path.display().to_string(),
+                source,
+            })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Err(CheckError::NeedsUnix)
+    }
 }
 
 #[cfg(test)]
