@@ -39,9 +39,14 @@ struct Seen {
 }
 
 impl Seen {
+    /// The events from now on: the first `events()` call of a handle gets every event
+    /// since the start, so what is already buffered is skipped.
     fn new(handle: &ServiceHandle) -> Seen {
+        use futures::FutureExt;
+        let mut events = handle.events();
+        while let Some(Some(_)) = events.next().now_or_never() {}
         Seen {
-            events: handle.events(),
+            events,
             seen: Vec::new(),
         }
     }

@@ -36,6 +36,20 @@ pub enum Problem {
     /// `completed_successfully` on a permanent service.
     #[error("`{0}` is permanent (restarted whenever it ends), so it never completes; make it transient or temporary")]
     NeverCompletes(String),
+    /// A `${VAR}` reference that cannot be resolved.
+    #[error("{0}")]
+    Variable(#[from] super::variables::VariableError),
+    /// An env file that cannot be read, or a line of it that is not `KEY=VALUE`.
+    #[error("env file {}: {problem}", path.display())]
+    EnvFile {
+        /// The env file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `command` together with `program` or `args`.
+    #[error("`command` and `{0}` together: give one or the other")]
+    CommandConflict(&'static str),
     /// The program does not exist, or is not an executable file.
     #[error("program `{program}` {reason}")]
     Program {

@@ -2,7 +2,7 @@
 //! plain serde data. Reading it from TOML with locations is `load.rs`; checking it is
 //! `check.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -85,20 +85,96 @@ impl Default for GroupSettings {
     }
 }
 
-/// One service: the command and what it waits for.
+/// One service: the command, what it waits for, and the service file's own keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     /// What to run (its `name` is the service's name).
     pub spec: CommandSpec,
     /// The services it starts after, and when.
     pub depends_on: Vec<Dependency>,
+    /// How many instances run (`replicas`, default 1): `NAME-1` .. `NAME-N`, or `NAME`
+    /// alone when 1, each with `RUNNING_PROCESS_INSTANCE` set.
+    pub replicas: u32,
+    /// The profiles it belongs to (`profiles`): without any, it always runs; with some,
+    /// only when one of them is asked for.
+    pub profiles: Vec<String>,
+    /// Env files whose `KEY=VALUE` lines feed its environment (`env_file`), below its own
+    /// `env` (which wins), relative to the file's directory.
+    pub env_files: Vec<PathBuf>,
 }
 
 impl Service {
+    /// A service running `spec`, one instance, no dependencies, no profiles.
+    pub fn new(spec: CommandSpec) -> Service {
+        Service {
+            spec,
+            depends_on: Vec::new(),
+            replicas: 1,
+            profiles: Vec::new(),
+            env_files: Vec::new(),
+        }
+    }
+
     /// The service's name.
     pub fn name(&self) -> &str {
         &self.spec.name
     }
+
+    /// The spec with the file's keys applied (`command` becomes `sh -c 'exec ...'`).
+    pub(crate) fn from_keys(mut spec: CommandSpec, keys: FileKeys) -> Service {
+        if let Some(command) = keys.command {
+            spec.program = PathBuf::from("sh");
+            spec.args = vec!["-c".into(), format!("exec {command}")];
+        }
+        Service {
+            spec,
+            depends_on: keys.depends_on,
+            replicas: keys.replicas,
+            profiles: keys.profiles,
+            env_files: keys.env_file,
+        }
+    }
+}
+
+/// The keys of a service's table that are the service file's, not its `CommandSpec`'s.
+pub(crate) const FILE_KEYS: [&str; 5] =
+    ["depends_on", "replicas", "profiles", "env_file", "command"];
+
+/// The values of [`FILE_KEYS`] in a service's table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileKeys {
+    #[serde(default, deserialize_with = "deserialize_depends_on")]
+    pub depends_on: Vec<Dependency>,
+    #[serde(default = "one", deserialize_with = "at_least_one")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub env_file: Vec<PathBuf>,
+    #[serde(default)]
+    pub command: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match u32::deserialize(deserializer)? {
+        0 => Err(D::Error::custom(
+            "replicas must be at least 1 (`running-process scale NAME=0` stops them all)",
+        )),
+        n => Ok(n),
+    }
+}
+
+/// A `command` with a `program` or `args` beside it: which key is in the way.
+pub(crate) fn command_conflict(has: impl Fn(&str) -> bool) -> Option<&'static str> {
+    if !has("command") {
+        return None;
+    }
+    ["program", "args"].into_iter().find(|key| has(key))
 }
 
 /// `depends_on = ["a", "b"]` (each [`Condition::Ready`]) or `depends_on = { a = "healthy" }`.
@@ -162,6 +238,11 @@ impl ServiceFile {
                 }
             }
             spec.cwd = Some(cwd);
+            for env_file in &mut service.env_files {
+                if env_file.is_relative() {
+                    *env_file = base.join(&*env_file);
+                }
+            }
         }
     }
 }
@@ -186,6 +267,20 @@ mod services_map {
                 Err(error) => return Err(serde::ser::Error::custom(error)),
             };
             body.remove("name");
+            if service.replicas != 1 {
+                body.insert("replicas".into(), Value::from(service.replicas));
+            }
+            if !service.profiles.is_empty() {
+                body.insert("profiles".into(), Value::from(service.profiles.clone()));
+            }
+            if !service.env_files.is_empty() {
+                let files: Vec<String> = service
+                    .env_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                body.insert("env_file".into(), Value::from(files));
+            }
             if !service.depends_on.is_empty() {
                 let deps: Map<String, Value> = service
                     .depends_on
@@ -230,14 +325,23 @@ mod services_map {
                 "services.{name}: `name` is not a key here: the table's key is the name"
             ));
         }
-        let depends_on = match body.remove("depends_on") {
-            Some(value) => deserialize_depends_on(value)
-                .map_err(|e| format!("services.{name}.depends_on: {e}"))?,
-            None => Vec::new(),
-        };
+        if let Some(key) = command_conflict(|key| body.contains_key(key)) {
+            return Err(format!(
+                "services.{name}: `command` and `{key}` together: give one or the other"
+            ));
+        }
+        let keys: Map<String, Value> = FILE_KEYS
+            .iter()
+            .filter_map(|key| body.remove(*key).map(|value| ((*key).to_owned(), value)))
+            .collect();
+        let keys: FileKeys = serde_json::from_value(Value::Object(keys))
+            .map_err(|e| format!("services.{name}: {e}"))?;
         body.insert("name".into(), Value::String(name.clone()));
+        if keys.command.is_some() {
+            body.insert("program".into(), Value::String("sh".into()));
+        }
         let spec: CommandSpec = serde_json::from_value(Value::Object(body))
             .map_err(|e| format!("services.{name}: {e}"))?;
-        Ok(Service { spec, depends_on })
+        Ok(Service::from_keys(spec, keys))
     }
 }

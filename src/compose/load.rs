@@ -13,24 +13,27 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
+use std::collections::BTreeMap;
+
 use super::check::{check_dependencies, check_programs, KeyedProblem, Problem};
 use super::error::FileError;
-use super::file::{deserialize_depends_on, GroupSettings, Service, ServiceFile};
+use super::file::{command_conflict, FileKeys, GroupSettings, Service, ServiceFile, FILE_KEYS};
+use super::variables::{interpolate, parse_env_file};
 use crate::command::CommandSpec;
+
+/// The name of the env file beside a service file whose variables `${VAR}` can use.
+pub const DOTENV_FILE_NAME: &str = ".env";
 
 impl ServiceFile {
     /// Read a service file from TOML text: its types, its keys (an unknown one is an error)
     /// and its dependencies (they exist, no cycle, reachable conditions). `file` is only
     /// for the messages. Programs are not looked up: [`ServiceFile::load`] does that.
+    ///
+    /// `${VAR}` references take their values from the process environment; an unset one
+    /// without a default is an error at its position. [`ServiceFile::load`] also reads the
+    /// `.env` file beside the file.
     pub fn from_toml_str(text: &str, file: impl Into<PathBuf>) -> Result<ServiceFile, FileError> {
-        let source = Source {
-            text,
-            file: file.into(),
-        };
-        let root = DeTable::parse(text).map_err(|e| source.toml_error(e, None, Problem::Syntax))?;
-        let parsed = read_root(&source, root.get_ref())?;
-        check_dependencies(&parsed).map_err(|p| source.keyed(root.get_ref(), p))?;
-        Ok(parsed)
+        from_toml_with(text, file.into(), &BTreeMap::new())
     }
 
     /// Read and check the file at `path`, as `running-process check` does: everything
@@ -43,13 +46,126 @@ impl ServiceFile {
     }
 }
 
+/// Read `text`, its variables from the process environment first, then `dotenv`
+/// (Compose's precedence).
+fn from_toml_with(
+    text: &str,
+    file: PathBuf,
+    dotenv: &BTreeMap<String, String>,
+) -> Result<ServiceFile, FileError> {
+    let source = Source { text, file };
+    let mut root = DeTable::parse(text).map_err(|e| source.toml_error(e, None, Problem::Syntax))?;
+    let lookup = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| dotenv.get(name).cloned())
+    };
+    let mut key = Vec::new();
+    interpolate_table(&source, root.get_mut(), &lookup, &mut key)?;
+    let parsed = read_root(&source, root.get_ref())?;
+    check_dependencies(&parsed).map_err(|p| source.keyed(root.get_ref(), p))?;
+    Ok(parsed)
+}
+
+/// Replace the variables of every string value (keys are left as written).
+fn interpolate_table(
+    source: &Source<'_>,
+    table: &mut DeTable<'_>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    key: &mut Vec<String>,
+) -> Result<(), FileError> {
+    for (name, value) in table.iter_mut() {
+        key.push(name.get_ref().to_string());
+        interpolate_value(source, value, lookup, key)?;
+        key.pop();
+    }
+    Ok(())
+}
+
+fn interpolate_value(
+    source: &Source<'_>,
+    value: &mut Spanned<DeValue<'_>>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    key: &mut Vec<String>,
+) -> Result<(), FileError> {
+    let span = value.span();
+    match value.get_mut() {
+        DeValue::String(text) if text.contains('$') => {
+            let replaced = interpolate(text, lookup)
+                .map_err(|e| source.at(Some(span), key.clone(), Problem::Variable(e)))?;
+            *text = replaced.into();
+        }
+        DeValue::Table(inner) => interpolate_table(source, inner, lookup, key)?,
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                interpolate_value(source, item, lookup, key)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The variables of the `.env` file beside `path`, if there is one.
+fn read_dotenv(path: &Path) -> Result<BTreeMap<String, String>, FileError> {
+    let dotenv = base_dir(path).join(DOTENV_FILE_NAME);
+    match std::fs::read_to_string(&dotenv) {
+        Ok(text) => parse_env_file(&text).map_err(|e| {
+            FileError::unlocated(
+                path.to_path_buf(),
+                Vec::new(),
+                Problem::EnvFile {
+                    path: dotenv,
+                    problem: e.to_string(),
+                },
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(FileError::unlocated(
+            path.to_path_buf(),
+            Vec::new(),
+            Problem::EnvFile {
+                path: dotenv,
+                problem: e.to_string(),
+            },
+        )),
+    }
+}
+
+/// Each service's env files, read into its environment below its own `env`.
+fn apply_env_files(file: &mut ServiceFile) -> Result<(), KeyedProblem> {
+    for service in &mut file.services {
+        let mut from_files = BTreeMap::new();
+        for path in &service.env_files {
+            let problem = |problem: String| KeyedProblem {
+                key: vec![
+                    "services".into(),
+                    service.spec.name.clone(),
+                    "env_file".into(),
+                ],
+                problem: Problem::EnvFile {
+                    path: path.clone(),
+                    problem,
+                },
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+            from_files.extend(parse_env_file(&text).map_err(|e| problem(e.to_string()))?);
+        }
+        for (name, value) in from_files {
+            service.spec.env.entry(name).or_insert(value);
+        }
+    }
+    Ok(())
+}
+
 fn load_blocking(path: &Path) -> Result<ServiceFile, FileError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| FileError::unlocated(path.to_path_buf(), Vec::new(), Problem::Read(e)))?;
-    let mut file = ServiceFile::from_toml_str(&text, path)?;
+    let dotenv = read_dotenv(path)?;
+    let mut file = from_toml_with(&text, path.to_path_buf(), &dotenv)?;
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     file.resolve_paths(&base_dir(&absolute));
-    if let Err(problem) = check_programs(&file) {
+    if let Err(problem) = apply_env_files(&mut file).and_then(|()| check_programs(&file)) {
         let source = Source {
             text: &text,
             file: path.to_path_buf(),
@@ -175,11 +291,30 @@ fn read_services(
             key.push("name".into());
             return Err(source.at(Some(name_key.span()), key, Problem::NameKey));
         }
-        let depends_on = match fields.remove("depends_on") {
-            Some(value) => deserialize_depends_on(ValueDeserializer::from(value))
-                .map_err(|e| source.toml_error(e, Some(root), Problem::Invalid))?,
-            None => Vec::new(),
-        };
+        if let Some(conflict) = command_conflict(|key| fields.contains_key(key)) {
+            let mut key = service_key();
+            key.push("command".into());
+            let span = fields.get_key_value("command").map(|(k, _)| k.span());
+            return Err(source.at(span, key, Problem::CommandConflict(conflict)));
+        }
+        let mut keys = toml::de::DeTable::new();
+        for name in FILE_KEYS {
+            if let Some((k, v)) = fields
+                .get_key_value(name)
+                .map(|(k, v)| (k.clone(), v.clone()))
+            {
+                fields.remove(name);
+                keys.insert(k, v);
+            }
+        }
+        let keys = FileKeys::deserialize_spanned(Spanned::new(body.span(), DeValue::Table(keys)))
+            .map_err(|e| source.toml_error(e, Some(root), Problem::Invalid))?;
+        if keys.command.is_some() {
+            fields.insert(
+                Spanned::new(key.span(), "program".into()),
+                Spanned::new(key.span(), DeValue::String("sh".into())),
+            );
+        }
         fields.insert(
             Spanned::new(key.span(), "name".into()),
             Spanned::new(key.span(), DeValue::String(name.clone().into())),
@@ -190,12 +325,14 @@ fn read_services(
                     let mut error = source.toml_error(e, Some(root), Problem::Invalid);
                     if let Problem::Invalid(message) = &mut error.problem {
                         if message.starts_with("unknown field") {
-                            message.push_str(", `depends_on`");
+                            for key in FILE_KEYS {
+                                message.push_str(&format!(", `{key}`"));
+                            }
                         }
                     }
                     error
                 })?;
-        services.push(Service { spec, depends_on });
+        services.push(Service::from_keys(spec, keys));
     }
     Ok(services)
 }

@@ -56,13 +56,17 @@ mod file;
 #[cfg(feature = "toml")]
 mod load;
 mod stack;
+mod variables;
 
 pub use check::Problem;
 pub use error::FileError;
 pub use file::{
     Condition, Dependency, GroupSettings, Service, ServiceFile, StartOrder, DEFAULT_FILE_NAME,
 };
+#[cfg(feature = "toml")]
+pub use load::DOTENV_FILE_NAME;
 pub use stack::{group_spec, Stack};
+pub use variables::{EnvFileError, VariableError, INSTANCE_VARIABLE};
 
 impl ServiceFile {
     /// The checks beyond the types, for a file read some other way than

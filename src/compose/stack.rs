@@ -3,10 +3,11 @@
 //! dependencies; the set's strategy, intensity and order), run by the supervision
 //! runtime's one group engine, which owns dependencies, strategy, intensity and stop order.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::file::ServiceFile;
-use crate::command::CommandSupervisor;
+use super::variables::{for_instance, INSTANCE_TOKEN, INSTANCE_VARIABLE};
+use crate::command::{CommandSpec, CommandSupervisor};
 use crate::supervision::{
     supervise_group, AutoShutdown, EventStream, GroupSpec, GroupSpecError, Member, MemberError,
     MemberStatus, Outcome, ServiceHandle,
@@ -42,9 +43,6 @@ use crate::supervision::{
 pub struct Stack {
     handle: ServiceHandle,
     file: Arc<ServiceFile>,
-    /// Subscribed before anything ran: the first [`Stack::events`] call gets it, so it
-    /// misses nothing since the start.
-    first_events: Arc<Mutex<Option<EventStream>>>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -56,11 +54,12 @@ impl std::fmt::Debug for Stack {
     }
 }
 
-/// The group a service file describes: one member per service, a
-/// [`CommandSupervisor`] of its spec, depending on its `depends_on`; the `[group]`
-/// table's strategy, intensity and order; rows and events named by the services alone;
-/// and, as Docker Compose's `up`, the set ends by itself once no service can run any
-/// more ([`AutoShutdown::AllEnded`]).
+/// The group a service file describes: one member per service, whose `replicas`
+/// instances ([`Member::replicas`]) are each a [`CommandSupervisor`] of its spec for that
+/// instance ([`instance_spec`]), depending on its `depends_on`; the `[group]` table's
+/// strategy, intensity and order; rows and events named by the services alone; and, as
+/// Docker Compose's `up`, the set ends by itself once no service can run any more
+/// ([`AutoShutdown::AllEnded`]).
 pub fn group_spec(file: &ServiceFile) -> GroupSpec {
     let settings = &file.group;
     let spec = GroupSpec::new(settings.name.clone())
@@ -70,7 +69,10 @@ pub fn group_spec(file: &ServiceFile) -> GroupSpec {
         .auto_shutdown(AutoShutdown::AllEnded)
         .prefix_names(false);
     file.services.iter().fold(spec, |spec, service| {
-        let member = Member::service(Arc::new(CommandSupervisor::new(service.spec.clone())));
+        let template = service.spec.clone();
+        let member = Member::replicas(service.name(), service.replicas, move |n| {
+            Arc::new(CommandSupervisor::new(instance_spec(&template, n)))
+        });
         let member = service
             .depends_on
             .iter()
@@ -81,6 +83,43 @@ pub fn group_spec(file: &ServiceFile) -> GroupSpec {
     })
 }
 
+/// The spec of instance `n` (1-based) of a service: `RUNNING_PROCESS_INSTANCE=n` in its
+/// environment, and `${RUNNING_PROCESS_INSTANCE}` replaced by `n` in every string of it
+/// (arguments, environment, paths, readiness and health addresses), so that each instance
+/// can take its own port, directory or log file.
+pub fn instance_spec(spec: &CommandSpec, n: u32) -> CommandSpec {
+    let mut spec = with_instance(spec, n).unwrap_or_else(|| spec.clone());
+    spec.env.insert(INSTANCE_VARIABLE.to_owned(), n.to_string());
+    spec
+}
+
+/// Every string of `spec` with the instance token replaced (through its serde form, so
+/// no field is forgotten); `None` if it has none.
+fn with_instance(spec: &CommandSpec, n: u32) -> Option<CommandSpec> {
+    fn replace(value: &mut serde_json::Value, n: u32) {
+        match value {
+            serde_json::Value::String(text) if text.contains(INSTANCE_TOKEN) => {
+                *text = for_instance(text, n)
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| replace(v, n)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| replace(v, n)),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(spec).ok()?;
+    if !value.to_string().contains(INSTANCE_TOKEN) {
+        return None;
+    }
+    replace(&mut value, n);
+    match serde_json::from_value(value) {
+        Ok(spec) => Some(spec),
+        Err(error) => {
+            tracing::warn!(service = %spec.name, %error, "cannot apply the instance number to the spec");
+            None
+        }
+    }
+}
+
 impl Stack {
     /// Start the services of `file` ([`group_spec`]): each once its dependencies reach
     /// their conditions, independent ones in parallel. Returns at once; see
@@ -89,11 +128,9 @@ impl Stack {
     /// group; one that did not may be refused here (an unknown dependency, a cycle).
     pub fn start(file: ServiceFile) -> Result<Stack, GroupSpecError> {
         let handle = supervise_group(group_spec(&file))?;
-        let first_events = Arc::new(Mutex::new(Some(handle.events())));
         Ok(Stack {
             handle,
             file: Arc::new(file),
-            first_events,
         })
     }
 
@@ -117,11 +154,7 @@ impl Stack {
     /// first call gets every event since [`Stack::start`]; later calls get those from the
     /// moment of the call on.
     pub fn events(&self) -> EventStream {
-        self.first_events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_else(|| self.handle.events())
+        self.handle.events()
     }
 
     /// Wait until every service has been up at once (running, listening, or finished);

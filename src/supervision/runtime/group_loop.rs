@@ -594,8 +594,9 @@ impl Group {
                 None
             }
             Some(Command::Restart(Some(name))) => {
-                if let Some(i) = self.find_child(&name) {
-                    self.restart_by_hand(i).await;
+                let targets = self.find_children(&name);
+                if !targets.is_empty() {
+                    self.restart_by_hand(&targets).await;
                 }
                 None
             }
@@ -607,14 +608,22 @@ impl Group {
         }
     }
 
-    /// A manual restart of child `i`: the strategy's members stopped first (dependants
-    /// first), then it; all start again as their dependencies allow. Not counted
-    /// towards the intensity.
-    pub(super) async fn restart_by_hand(&mut self, i: usize) {
-        let affected = self.restarted_with(i);
-        self.announce_strategy(i, &affected);
-        let mut all = affected.clone();
-        all.push(i);
+    /// A manual restart of `targets` (a member's children): the strategy's members
+    /// stopped first (dependants first), then they; all start again as their
+    /// dependencies allow. Not counted towards the intensity.
+    pub(super) async fn restart_by_hand(&mut self, targets: &[usize]) {
+        let mut affected: Vec<usize> = Vec::new();
+        for &i in targets {
+            for j in self.restarted_with(i) {
+                if !affected.contains(&j) && !targets.contains(&j) {
+                    affected.push(j);
+                }
+            }
+        }
+        affected.sort_unstable();
+        self.announce_strategy(targets[0], &affected);
+        let mut all = affected;
+        all.extend_from_slice(targets);
         self.stop_in_order(&all).await;
         for j in all {
             self.bring_back(j);
@@ -631,11 +640,15 @@ impl Group {
         }
     }
 
-    /// The child called `name`: its name in the group, or its full name.
-    pub(super) fn find_child(&self, name: &str) -> Option<usize> {
-        self.children
-            .iter()
-            .position(|c| c.local == name || c.name() == name)
+    /// The children called `name`: its name in the group, its full name, or the name of
+    /// the member it is an instance of (all of them).
+    pub(super) fn find_children(&self, name: &str) -> Vec<usize> {
+        (0..self.children.len())
+            .filter(|&i| {
+                let child = &self.children[i];
+                child.local == name || child.name() == name || child.member_name() == name
+            })
+            .collect()
     }
 }
 

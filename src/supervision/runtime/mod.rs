@@ -81,6 +81,9 @@ struct Shared {
     outcome: watch::Receiver<Option<Outcome>>,
     /// Weak: the stream ends once the runtime (every sender) is gone.
     events: broadcast::WeakSender<super::Event>,
+    /// Subscribed before the runtime's task was spawned: the first
+    /// [`ServiceHandle::events`] call gets it, so it misses nothing since the start.
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<super::Event>>>,
 }
 
 /// A handle to a supervised service or group. Clones share it; when the last one is dropped,
@@ -105,14 +108,24 @@ impl ServiceHandle {
         &self.shared.name
     }
 
-    /// The typed event stream, from the moment of this call on: what happened before is
-    /// in [`ServiceHandle::status`]. Call it before anything interesting happens (right
-    /// after [`supervise`], in the same task: the runtime's task has not run yet then).
+    /// The typed event stream. The first call (on any clone) gets every event since
+    /// [`supervise`] or [`supervise_group`] returned, even on a multi-threaded runtime
+    /// where supervision may already be under way; later calls get the events from the
+    /// moment of the call on (what happened before is in [`ServiceHandle::status`]).
     ///
     /// A subscriber that falls more events behind than the tree buffers gets
     /// `Err(Lagged(n))` once and continues with the oldest event still buffered; see
     /// [`EventStream`] for a loop that survives it.
     pub fn events(&self) -> EventStream {
+        let first = self
+            .shared
+            .first_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(receiver) = first {
+            return EventStream::new(receiver);
+        }
         let receiver = match self.shared.events.upgrade() {
             Some(sender) => sender.subscribe(),
             // Supervision has ended: a stream that ends at once.
@@ -302,6 +315,9 @@ impl ServiceHandle {
 /// Start the loop for `spec` in a task. `parent` shares the parent's event channel and
 /// registry for nested groups.
 fn start(spec: GroupSpec, solo: bool, parent: Option<(EventSink, Arc<Registry>)>) -> ServiceHandle {
+    // A top-level tree keeps its first subscriber (a nested group's events are its
+    // parent's).
+    let top = parent.is_none();
     let (sink, registry) = match parent {
         Some(shared) => shared,
         None => {
@@ -324,6 +340,7 @@ fn start(spec: GroupSpec, solo: bool, parent: Option<(EventSink, Arc<Registry>)>
         all_up,
         outcome,
         events: sink.sender().downgrade(),
+        first_events: std::sync::Mutex::new(top.then(|| sink.sender().subscribe())),
     });
     let span = tracing::info_span!("supervision", name = %sink.service());
     let group = Group::new(spec, solo, sink, registry, all_up_tx);
