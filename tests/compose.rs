@@ -376,3 +376,180 @@ async fn dropping_the_stack_stops_its_services() {
         }
     }
 }
+
+/// Apply an edited file: one service's args edited, one added, one removed, one left
+/// alone. The one left alone keeps its pid and sees no event at all; the edited one is a
+/// new process running the new args; the removed one is gone from `status`.
+#[tokio::test]
+async fn apply_replaces_what_changed_and_leaves_the_rest_running() {
+    let v1 = r#"
+[services.keep]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+
+[services.edit]
+program = "sh"
+args = ["-c", "echo v1; exec sleep 1000"]
+
+[services.gone]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+"#;
+    let (dir, stack, _events) = stack(v1).await;
+    stack.ready().await.unwrap();
+    let pid = |stack: &Stack, name: &str| {
+        stack
+            .status()
+            .into_iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.pid)
+    };
+    let (keep, edit, gone) = (
+        pid(&stack, "keep").unwrap(),
+        pid(&stack, "edit").unwrap(),
+        pid(&stack, "gone").unwrap(),
+    );
+    let v2 = v1
+        .replace("echo v1", "echo v2")
+        .replace("[services.gone]", "[services.new]");
+    let path = dir.path().join("running-process.toml");
+    std::fs::write(&path, v2).unwrap();
+    let edited = ServiceFile::load(&path).await.unwrap();
+    let mut seen = Seen::new(stack.events());
+    let plan = stack.plan(&edited).await.unwrap();
+    println!("{plan}");
+    assert_eq!(
+        plan.to_string(),
+        "keep: unchanged\nedit: replaced: args\nnew: added\ngone: removed\n"
+    );
+    assert_eq!(stack.apply(edited).await.unwrap(), plan);
+    stack.ready().await.unwrap();
+    seen.wait(
+        0,
+        "new ready",
+        is("new", |k| matches!(k, EventKind::Ready { .. })),
+    )
+    .await;
+    seen.wait(
+        0,
+        "edit ready",
+        is("edit", |k| matches!(k, EventKind::Ready { .. })),
+    )
+    .await;
+    assert_eq!(pid(&stack, "keep"), Some(keep), "left alone");
+    assert!(
+        !seen.events.iter().any(|e| &*e.service == "keep"),
+        "no event for the service left alone: {:#?}",
+        seen.events
+    );
+    let new_edit = pid(&stack, "edit").unwrap();
+    assert_ne!(new_edit, edit);
+    let cmdline = std::fs::read(format!("/proc/{new_edit}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("echo v2"));
+    assert!(stack.status().iter().all(|s| s.name != "gone"));
+    wait_exited(u64::from(gone));
+    assert!(stack.plan(&stack.file()).await.unwrap().is_empty());
+    stack.stop().await;
+}
+
+/// A program rebuilt on disk (a new file renamed over it, as a build does) makes its
+/// service "changed" although the file did not change, and an apply replaces it.
+#[tokio::test]
+async fn a_rebuilt_program_counts_as_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("daemon");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    let (_dir, stack, _events) = stack(&format!(
+        "[services.d]\nprogram = \"{}\"\nargs = [\"1000\"]\n",
+        program.display()
+    ))
+    .await;
+    stack.ready().await.unwrap();
+    let file = stack.file();
+    assert!(stack.plan(&file).await.unwrap().is_empty(), "same program");
+    let before = stack.status()[0].pid.unwrap();
+    // "Rebuild": another binary's bytes, written beside it and renamed over it.
+    let fresh = dir.path().join("daemon.new");
+    let mut bytes = std::fs::read("/bin/sleep").unwrap();
+    bytes.extend_from_slice(b"rebuilt");
+    std::fs::write(&fresh, bytes).unwrap();
+    std::fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&fresh, &program).unwrap();
+    let plan = stack.apply((*file).clone()).await.unwrap();
+    assert_eq!(plan.to_string(), "d: replaced: program rebuilt on disk\n");
+    stack.ready().await.unwrap();
+    assert_ne!(stack.status()[0].pid.unwrap(), before);
+    assert!(stack.plan(&stack.file()).await.unwrap().is_empty());
+    stack.stop().await;
+}
+
+/// `replicas` runs instances named `NAME-k`, each with `RUNNING_PROCESS_INSTANCE=k` in its
+/// environment and `${RUNNING_PROCESS_INSTANCE}` replaced in its strings; a dependant
+/// waits for all of them; an apply with another count scales, leaving the rest running.
+#[tokio::test]
+async fn replicas_get_their_instance_number_and_an_apply_scales_them() {
+    let text = r#"
+[services.worker]
+program = "sh"
+args = ["-c", "echo worker ${RUNNING_PROCESS_INSTANCE} > worker-${RUNNING_PROCESS_INSTANCE}; exec sleep 1000"]
+replicas = 3
+
+[services.front]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+depends_on = ["worker"]
+"#;
+    let (dir, stack, _events) = stack(text).await;
+    stack.ready().await.unwrap();
+    let names: Vec<String> = stack.status().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["worker-1", "worker-2", "worker-3", "front"]);
+    for k in 1..=3 {
+        let written = std::fs::read_to_string(dir.path().join(format!("worker-{k}"))).unwrap();
+        assert_eq!(written.trim(), format!("worker {k}"));
+        let pid = stack.status()[k - 1].pid.unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let wanted = format!("RUNNING_PROCESS_INSTANCE={k}");
+        assert!(environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()));
+    }
+    let first = stack.status()[0].pid;
+    let path = dir.path().join("running-process.toml");
+    std::fs::write(&path, text.replace("replicas = 3", "replicas = 1")).unwrap();
+    let plan = stack
+        .apply(ServiceFile::load(&path).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.to_string(),
+        "worker: scaled: 3 -> 1\nfront: unchanged\n"
+    );
+    let names: Vec<String> = stack.status().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["worker", "front"]);
+    assert_eq!(stack.status()[0].pid, first, "instance 1 kept running");
+    stack.stop().await;
+}
+
+/// An edited file whose `[group]` changed, or that is invalid, changes nothing.
+#[tokio::test]
+async fn an_apply_that_cannot_be_done_changes_nothing() {
+    let text = "[services.a]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n";
+    let (_dir, stack, _events) = stack(text).await;
+    stack.ready().await.unwrap();
+    let pid = stack.status()[0].pid;
+    let mut edited = (*stack.file()).clone();
+    edited.group.strategy = running_process::supervision::Strategy::OneForAll;
+    let error = stack.apply(edited).await.unwrap_err();
+    assert!(error.to_string().contains("strategy"), "{error}");
+    let mut edited = (*stack.file()).clone();
+    edited.services[0]
+        .depends_on
+        .push(running_process::compose::Dependency::new(
+            "nothing",
+            running_process::compose::Condition::Ready,
+        ));
+    assert!(matches!(
+        stack.apply(edited).await,
+        Err(running_process::compose::ApplyError::Invalid(_))
+    ));
+    assert_eq!(stack.status()[0].pid, pid);
+    stack.stop().await;
+}

@@ -238,3 +238,85 @@ fn the_serde_model_reads_the_same_file_as_json() {
         "{typo}"
     );
 }
+
+/// An undefined variable without a default is refused at its line and column, naming it.
+#[tokio::test]
+async fn an_undefined_variable_is_refused_at_its_line_and_column() {
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"exec sleep ${RP_TEST_SURELY_UNSET_VARIABLE}\"]\n",
+        3,
+        15,
+        "services.a.args",
+    )
+    .await;
+    assert!(
+        message.contains("variable RP_TEST_SURELY_UNSET_VARIABLE is not set"),
+        "{message}"
+    );
+    let message = bad(
+        "[services.a]\nprogram = \"/bin/sh\"\nenv = { PASSWORD = \"${RP_TEST_UNSET_PASSWORD:?set a password}\" }\n",
+        3,
+        20,
+        "services.a.env.PASSWORD",
+    )
+    .await;
+    assert!(message.contains("set a password"), "{message}");
+}
+
+/// Values come from the environment first, then `.env` beside the file; `env_file` feeds
+/// a service's environment below its own `env`; `command` is a shell command line;
+/// `$$` is a `$`.
+#[tokio::test]
+async fn variables_env_files_and_command_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "RP_TEST_PORT=6400\nPATH=/nowhere-the-environment-wins\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("web.env"),
+        "# web\nMODE=dev\nLEVEL=from-file\n",
+    )
+    .unwrap();
+    let file = load(
+        dir.path(),
+        r#"
+[services.web]
+command = "redis-server --port ${RP_TEST_PORT} --name $${NOT_A_VARIABLE}"
+env_file = ["web.env"]
+env = { LEVEL = "from-env", HOME_DIR = "${RP_TEST_UNSET_DIR:-/srv}", PATH = "${PATH}" }
+"#,
+    )
+    .await
+    .unwrap();
+    let spec = &file.services[0].spec;
+    assert_eq!(spec.program, Path::new("sh"));
+    assert_eq!(
+        spec.args,
+        [
+            "-c",
+            "exec redis-server --port 6400 --name ${NOT_A_VARIABLE}"
+        ]
+    );
+    assert_eq!(spec.env["MODE"], "dev");
+    assert_eq!(spec.env["LEVEL"], "from-env", "env wins over env_file");
+    assert_eq!(spec.env["HOME_DIR"], "/srv");
+    assert_eq!(
+        spec.env["PATH"],
+        std::env::var("PATH").unwrap(),
+        "the environment wins over .env"
+    );
+
+    let message = bad(
+        "[services.a]\ncommand = \"true\"\nprogram = \"/bin/sh\"\n",
+        2,
+        1,
+        "services.a.command",
+    )
+    .await;
+    assert!(
+        message.contains("`command` and `program` together"),
+        "{message}"
+    );
+}

@@ -49,6 +49,7 @@
 //! Relative paths (`cwd`, a `program` with a `/`, output files) are relative to the file's
 //! directory, which is also every service's default working directory.
 
+mod apply;
 mod check;
 mod error;
 pub mod export;
@@ -58,6 +59,7 @@ mod load;
 mod stack;
 mod variables;
 
+pub use apply::{ApplyError, ApplyPlan, ServiceChange};
 pub use check::Problem;
 pub use error::FileError;
 pub use file::{

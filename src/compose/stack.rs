@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use super::file::ServiceFile;
+use super::apply::SharedFile;
+use super::file::{Service, ServiceFile};
 use super::variables::{for_instance, INSTANCE_TOKEN, INSTANCE_VARIABLE};
 use crate::command::{CommandSpec, CommandSupervisor};
 use crate::supervision::{
@@ -42,7 +43,8 @@ use crate::supervision::{
 #[derive(Clone)]
 pub struct Stack {
     handle: ServiceHandle,
-    file: Arc<ServiceFile>,
+    /// The file it runs: replaced by [`Stack::apply`].
+    file: Arc<SharedFile>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -68,19 +70,24 @@ pub fn group_spec(file: &ServiceFile) -> GroupSpec {
         .order(settings.order)
         .auto_shutdown(AutoShutdown::AllEnded)
         .prefix_names(false);
-    file.services.iter().fold(spec, |spec, service| {
-        let template = service.spec.clone();
-        let member = Member::replicas(service.name(), service.replicas, move |n| {
-            Arc::new(CommandSupervisor::new(instance_spec(&template, n)))
-        });
-        let member = service
-            .depends_on
-            .iter()
-            .fold(member, |member, dependency| {
-                member.depends_on(dependency.service.clone(), dependency.condition)
-            });
-        spec.member(member)
-    })
+    file.services
+        .iter()
+        .fold(spec, |spec, service| spec.member(member_of(service)))
+}
+
+/// The member a service of a file is: `replicas` instances of a [`CommandSupervisor`] of
+/// its spec for that instance ([`instance_spec`]), depending on its `depends_on`.
+pub(crate) fn member_of(service: &Service) -> Member {
+    let template = service.spec.clone();
+    let member = Member::replicas(service.name(), service.replicas, move |n| {
+        Arc::new(CommandSupervisor::new(instance_spec(&template, n)))
+    });
+    service
+        .depends_on
+        .iter()
+        .fold(member, |member, dependency| {
+            member.depends_on(dependency.service.clone(), dependency.condition)
+        })
 }
 
 /// The spec of instance `n` (1-based) of a service: `RUNNING_PROCESS_INSTANCE=n` in its
@@ -130,18 +137,22 @@ impl Stack {
         let handle = supervise_group(group_spec(&file))?;
         Ok(Stack {
             handle,
-            file: Arc::new(file),
+            file: Arc::new(SharedFile::new(Arc::new(file))),
         })
     }
 
     /// The set's name (`[group] name`).
     pub fn name(&self) -> &str {
-        &self.file.group.name
+        self.handle.name()
     }
 
-    /// The file it runs.
-    pub fn file(&self) -> &ServiceFile {
-        &self.file
+    /// The file it runs (the last one applied).
+    pub fn file(&self) -> Arc<ServiceFile> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_file(&self, file: ServiceFile) {
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(file);
     }
 
     /// The runtime's handle of the set's group: everything [`ServiceHandle`] offers
@@ -173,7 +184,7 @@ impl Stack {
     /// a stopped, finished or failed service starts again too). `false` if the file has
     /// no such service.
     pub fn restart_service(&self, name: &str) -> bool {
-        let known = self.file.service(name).is_some();
+        let known = self.file().service(name).is_some();
         if known {
             self.handle.restart_member(name);
         }

@@ -232,10 +232,7 @@ pub(crate) fn parse_env_file(text: &str) -> Result<BTreeMap<String, String>, Env
                 "a name is letters, digits, `_` and `.`, not starting with a digit",
             ));
         }
-        vars.insert(
-            key.to_owned(),
-            env_value(value.trim()).map_err(problem)?,
-        );
+        vars.insert(key.to_owned(), env_value(value.trim()).map_err(problem)?);
     }
     Ok(vars)
 }
