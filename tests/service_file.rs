@@ -320,3 +320,48 @@ env = { LEVEL = "from-env", HOME_DIR = "${RP_TEST_UNSET_DIR:-/srv}", PATH = "${P
         "{message}"
     );
 }
+
+/// Files merged key by key (`-f a -f b`, or the override file): a table merges into a
+/// table, other values are replaced, a new service is added after the others; a problem
+/// in the later file is located in that file.
+#[tokio::test]
+async fn later_files_merge_key_by_key_and_problems_name_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("running-process.toml");
+    let over = dir.path().join("running-process.override.toml");
+    std::fs::write(
+        &base,
+        "[group]\nstrategy = \"rest_for_one\"\n\n[services.db]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"exec sleep 1\"]\nenv = { A = \"1\", B = \"2\" }\n\n[services.web]\nprogram = \"/bin/sh\"\ndepends_on = [\"db\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &over,
+        "[services.db]\nargs = [\"-c\", \"exec sleep 2\"]\nenv = { B = \"3\" }\n\n[services.debug]\nprogram = \"/bin/sh\"\nprofiles = [\"debug\"]\n",
+    )
+    .unwrap();
+    let file = ServiceFile::load_merged(vec![base.clone(), over.clone()])
+        .await
+        .unwrap();
+    let names: Vec<&str> = file.services.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["db", "web", "debug"]);
+    let db = &file.services[0].spec;
+    assert_eq!(db.args, ["-c", "exec sleep 2"], "replaced");
+    assert_eq!(
+        (db.env["A"].as_str(), db.env["B"].as_str()),
+        ("1", "3"),
+        "merged"
+    );
+    assert_eq!(file.services[2].profiles, ["debug"]);
+    assert_eq!(
+        file.group.strategy,
+        running_process::supervision::Strategy::RestForOne
+    );
+
+    std::fs::write(&over, "[services.web]\nargz = []\n").unwrap();
+    let error = ServiceFile::load_merged(vec![base, over.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(error.file, over, "{error}");
+    assert_eq!(error.position, Some((2, 1)), "{error}");
+    assert_eq!(error.key, "services.web.argz");
+}

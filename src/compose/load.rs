@@ -24,6 +24,10 @@ use crate::command::CommandSpec;
 /// The name of the env file beside a service file whose variables `${VAR}` can use.
 pub const DOTENV_FILE_NAME: &str = ".env";
 
+/// The file merged over `running-process.toml` when it exists beside it and no file is
+/// named (Docker Compose's `docker-compose.override.yml`).
+pub const OVERRIDE_FILE_NAME: &str = "running-process.override.toml";
+
 impl ServiceFile {
     /// Read a service file from TOML text: its types, its keys (an unknown one is an error)
     /// and its dependencies (they exist, no cycle, reachable conditions). `file` is only
@@ -33,37 +37,49 @@ impl ServiceFile {
     /// without a default is an error at its position. [`ServiceFile::load`] also reads the
     /// `.env` file beside the file.
     pub fn from_toml_str(text: &str, file: impl Into<PathBuf>) -> Result<ServiceFile, FileError> {
-        from_toml_with(text, file.into(), &BTreeMap::new())
+        let source = Source::new(vec![(file.into(), text)]);
+        read(&source, &BTreeMap::new(), |_| Ok(()))
     }
 
     /// Read and check the file at `path`, as `running-process check` does: everything
-    /// [`ServiceFile::from_toml_str`] checks, then relative paths resolved against the
-    /// file's directory ([`ServiceFile::resolve_paths`]) and every program looked up. On
-    /// the blocking pool.
+    /// [`ServiceFile::from_toml_str`] checks (with the variables of the `.env` file beside
+    /// it, below the environment's), then relative paths resolved against the file's
+    /// directory ([`ServiceFile::resolve_paths`]), env files read and every program looked
+    /// up. On the blocking pool.
     pub async fn load(path: impl Into<PathBuf>) -> Result<ServiceFile, FileError> {
-        let path = path.into();
-        crate::blocking::blocking(move || load_blocking(&path)).await
+        ServiceFile::load_merged(vec![path.into()]).await
+    }
+
+    /// Read several files as one (`-f a.toml -f b.toml`): each later file merged key by
+    /// key over the ones before it (a table merges into a table, any other value
+    /// replaces; a service only in a later file is added after the others), then checked
+    /// as [`ServiceFile::load`] checks one. Relative paths and `.env` are those of the
+    /// first file's directory, as in Docker Compose. Every problem names the file and the
+    /// line where the key at fault was last written.
+    pub async fn load_merged(paths: Vec<PathBuf>) -> Result<ServiceFile, FileError> {
+        crate::blocking::blocking(move || load_blocking(&paths)).await
     }
 }
 
-/// Read `text`, its variables from the process environment first, then `dotenv`
-/// (Compose's precedence).
-fn from_toml_with(
-    text: &str,
-    file: PathBuf,
+/// Read the merged `source`, its variables from the process environment first, then
+/// `dotenv` (Compose's precedence); `finish` does what needs the file system (its
+/// problems are located like the others).
+fn read(
+    source: &Source<'_>,
     dotenv: &BTreeMap<String, String>,
+    finish: impl FnOnce(&mut ServiceFile) -> Result<(), KeyedProblem>,
 ) -> Result<ServiceFile, FileError> {
-    let source = Source { text, file };
-    let mut root = DeTable::parse(text).map_err(|e| source.toml_error(e, None, Problem::Syntax))?;
+    let mut root = source.parse()?;
     let lookup = |name: &str| {
         std::env::var(name)
             .ok()
             .or_else(|| dotenv.get(name).cloned())
     };
     let mut key = Vec::new();
-    interpolate_table(&source, root.get_mut(), &lookup, &mut key)?;
-    let parsed = read_root(&source, root.get_ref())?;
-    check_dependencies(&parsed).map_err(|p| source.keyed(root.get_ref(), p))?;
+    interpolate_table(source, &mut root, &lookup, &mut key)?;
+    let mut parsed = read_root(source, &root)?;
+    check_dependencies(&parsed).map_err(|p| source.keyed(&root, p))?;
+    finish(&mut parsed).map_err(|p| source.keyed(&root, p))?;
     Ok(parsed)
 }
 
@@ -158,43 +174,148 @@ fn apply_env_files(file: &mut ServiceFile) -> Result<(), KeyedProblem> {
     Ok(())
 }
 
-fn load_blocking(path: &Path) -> Result<ServiceFile, FileError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| FileError::unlocated(path.to_path_buf(), Vec::new(), Problem::Read(e)))?;
-    let dotenv = read_dotenv(path)?;
-    let mut file = from_toml_with(&text, path.to_path_buf(), &dotenv)?;
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    file.resolve_paths(&base_dir(&absolute));
-    if let Err(problem) = apply_env_files(&mut file).and_then(|()| check_programs(&file)) {
-        let source = Source {
-            text: &text,
-            file: path.to_path_buf(),
-        };
-        // Parsed once already: this cannot fail now.
-        let root =
-            DeTable::parse(&text).map_err(|e| source.toml_error(e, None, Problem::Syntax))?;
-        return Err(source.keyed(root.get_ref(), problem));
+fn load_blocking(paths: &[PathBuf]) -> Result<ServiceFile, FileError> {
+    let Some(first) = paths.first() else {
+        return Err(FileError::unlocated(
+            PathBuf::from(super::file::DEFAULT_FILE_NAME),
+            Vec::new(),
+            Problem::Invalid("no file to read".into()),
+        ));
+    };
+    let mut texts = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FileError::unlocated(path.clone(), Vec::new(), Problem::Read(e)))?;
+        texts.push(text);
     }
-    Ok(file)
+    let source = Source::new(
+        paths
+            .iter()
+            .cloned()
+            .zip(texts.iter().map(String::as_str))
+            .collect(),
+    );
+    let dotenv = read_dotenv(first)?;
+    let absolute = std::path::absolute(first).unwrap_or_else(|_| first.clone());
+    read(&source, &dotenv, |file| {
+        file.resolve_paths(&base_dir(&absolute));
+        apply_env_files(file)?;
+        check_programs(file)
+    })
 }
 
-/// The text being read, for turning positions into lines and columns.
+/// The texts being read (a file, or a file and those merged over it), laid end to end so
+/// that one offset names a place in one of them: positions in the merged tree say which
+/// file and line they come from.
 struct Source<'a> {
-    text: &'a str,
+    parts: Vec<Part<'a>>,
+}
+
+struct Part<'a> {
     file: PathBuf,
+    text: &'a str,
+    /// Where its text begins in the texts laid end to end.
+    start: usize,
+}
+
+impl<'a> Source<'a> {
+    fn new(files: Vec<(PathBuf, &'a str)>) -> Source<'a> {
+        let mut start = 0;
+        let parts = files
+            .into_iter()
+            .map(|(file, text)| {
+                let part = Part { file, text, start };
+                start += text.len() + 1;
+                part
+            })
+            .collect();
+        Source { parts }
+    }
+
+    /// Every part parsed, its positions moved to its place, merged in order.
+    fn parse(&self) -> Result<DeTable<'a>, FileError> {
+        let mut merged = DeTable::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            let alone = Source::new(vec![(part.file.clone(), part.text)]);
+            let root = DeTable::parse(part.text)
+                .map_err(|e| alone.toml_error(e, None, Problem::Syntax))?;
+            let span = root.span();
+            let root = Spanned::new(span, DeValue::Table(root.into_inner()));
+            let DeValue::Table(tree) = shift(root, self.parts[i].start).into_inner() else {
+                unreachable!("a document is a table");
+            };
+            merge(&mut merged, tree);
+        }
+        Ok(merged)
+    }
+
+    /// The part an offset of the texts laid end to end is in.
+    fn part(&self, offset: usize) -> &Part<'a> {
+        self.parts
+            .iter()
+            .rev()
+            .find(|part| part.start <= offset)
+            .unwrap_or(&self.parts[0])
+    }
+}
+
+/// `value` with every position moved `by` bytes.
+fn shift(value: Spanned<DeValue<'_>>, by: usize) -> Spanned<DeValue<'_>> {
+    let span = value.span();
+    let moved = span.start + by..span.end + by;
+    let inner = match value.into_inner() {
+        DeValue::Table(table) => DeValue::Table(
+            table
+                .into_iter()
+                .map(|(key, value)| {
+                    let key_span = key.span();
+                    let key =
+                        Spanned::new(key_span.start + by..key_span.end + by, key.into_inner());
+                    (key, shift(value, by))
+                })
+                .collect(),
+        ),
+        DeValue::Array(items) => {
+            DeValue::Array(items.into_iter().map(|item| shift(item, by)).collect())
+        }
+        other => other,
+    };
+    Spanned::new(moved, inner)
+}
+
+/// Merge `over` into `base` key by key: tables into tables, anything else replaced (with
+/// its key, so that a problem with it points at the file that wrote it last).
+fn merge<'a>(base: &mut DeTable<'a>, over: DeTable<'a>) {
+    for (key, value) in over {
+        let existing = base
+            .get_mut(key.get_ref().as_ref())
+            .filter(|existing| existing.get_ref().is_table() && value.get_ref().is_table());
+        if let Some(existing) = existing {
+            if let (DeValue::Table(inner), DeValue::Table(value)) =
+                (existing.get_mut(), value.into_inner())
+            {
+                merge(inner, value);
+            }
+            continue;
+        }
+        base.remove(key.get_ref().as_ref());
+        base.insert(key, value);
+    }
 }
 
 impl Source<'_> {
     fn at(&self, span: Option<Range<usize>>, key: Vec<String>, problem: Problem) -> FileError {
-        let mut error = FileError::unlocated(self.file.clone(), key, problem);
+        let part = self.part(span.as_ref().map_or(0, |s| s.start));
+        let mut error = FileError::unlocated(part.file.clone(), key, problem);
         if let Some(span) = span {
-            let start = span.start.min(self.text.len());
-            let before = &self.text[..start];
+            let text = part.text;
+            let start = span.start.saturating_sub(part.start).min(text.len());
+            let before = &text[..start];
             let line = before.matches('\n').count() + 1;
             let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-            let column = self.text[line_start..start].chars().count() + 1;
+            let column = text[line_start..start].chars().count() + 1;
             error.position = Some((line, column));
-            error.line_text = self.text[line_start..].lines().next().map(str::to_owned);
+            error.line_text = text[line_start..].lines().next().map(str::to_owned);
         }
         error
     }

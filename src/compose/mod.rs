@@ -56,6 +56,7 @@ pub mod export;
 mod file;
 #[cfg(feature = "toml")]
 mod load;
+mod select;
 mod stack;
 mod variables;
 
@@ -66,8 +67,9 @@ pub use file::{
     Condition, Dependency, GroupSettings, Service, ServiceFile, StartOrder, DEFAULT_FILE_NAME,
 };
 #[cfg(feature = "toml")]
-pub use load::DOTENV_FILE_NAME;
-pub use stack::{group_spec, Stack};
+pub use load::{DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
+pub use select::{Selection, UnknownService};
+pub use stack::{group_spec, instance_spec, Stack};
 pub use variables::{EnvFileError, VariableError, INSTANCE_VARIABLE};
 
 impl ServiceFile {
