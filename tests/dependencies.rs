@@ -621,3 +621,41 @@ async fn one_intensity_counts_every_restart_whatever_the_member() {
         "{outcome}"
     );
 }
+
+/// A wide parallel start is bounded: never more than `max_concurrent_starts` members are
+/// being started at once; the others go as starts finish, and all get there.
+#[tokio::test(start_paused = true)]
+async fn starts_at_once_are_bounded() {
+    let fakes: Vec<FakeSupervisor> = (0..6).map(|i| fake(&format!("m{i}"))).collect();
+    for fake in &fakes {
+        fake.queue_spawn(FakeSpawn::ReadyAfter(Duration::from_secs(10)));
+    }
+    let spec = fakes.iter().fold(
+        GroupSpec::new("g")
+            .order(StartOrder::Parallel)
+            .max_concurrent_starts(2),
+        |spec, fake| spec.member(member(fake)),
+    );
+    let group = supervise_group(spec).unwrap();
+    let mut events = group.events();
+    let (mut starting, mut most, mut ready) = (0i32, 0i32, 0);
+    while ready < fakes.len() {
+        let event = tokio::time::timeout(DEADLINE, events.next())
+            .await
+            .expect("an event")
+            .expect("the stream")
+            .expect("no lag");
+        match event.kind {
+            EventKind::Starting if &*event.service != "g" => starting += 1,
+            EventKind::Ready { pid: Some(_), .. } => {
+                starting -= 1;
+                ready += 1;
+            }
+            _ => {}
+        }
+        most = most.max(starting);
+    }
+    assert_eq!(most, 2, "two at a time");
+    group.ready().await.unwrap();
+    group.stop().await;
+}

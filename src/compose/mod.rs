@@ -44,10 +44,57 @@
 //! program = "/srv/api"                # takes its socket as fd 3 (LISTEN_FDS)
 //! listeners = [{ kind = "tcp", name = "http", address = "127.0.0.1:8081" }]
 //! start_on_demand = true              # started by the first connection
+//!
+//! [services.worker]
+//! command = "python3 worker.py --port 90${RUNNING_PROCESS_INSTANCE}"  # a Procfile line
+//! replicas = 3                        # worker-1, worker-2, worker-3
+//! env_file = ["worker.env"]           # KEY=VALUE lines, below `env`
+//! env = { DATABASE_URL = "${DATABASE_URL:-postgres://localhost/dev}" }
+//! profiles = ["jobs"]                 # runs only with --profile jobs
 //! ```
 //!
-//! Relative paths (`cwd`, a `program` with a `/`, output files) are relative to the file's
-//! directory, which is also every service's default working directory.
+//! Relative paths (`cwd`, a `program` with a `/`, output files, env files) are relative to
+//! the file's directory, which is also every service's default working directory.
+//!
+//! # The service file's own keys
+//!
+//! Besides the keys of a [`CommandSpec`](crate::command::CommandSpec), a service has:
+//!
+//! | key | meaning | Docker Compose |
+//! |---|---|---|
+//! | `depends_on` | a list of names (each `ready`) or a table of name = condition: `started`, `ready`, `healthy`, `completed_successfully` | the list form waits for `started` there |
+//! | `command` | a command line, run as `sh -c 'exec LINE'`; refused together with `program` or `args` | a string `command` is split, not given to a shell |
+//! | `replicas` | instances `NAME-1` .. `NAME-N` (`NAME` when 1), each with `RUNNING_PROCESS_INSTANCE=k` in its environment and `${RUNNING_PROCESS_INSTANCE}` replaced by `k` in every string of its spec (so each can take its own port, directory, log file); a dependency on `NAME` waits for every instance | `deploy.replicas`, without the per-instance number |
+//! | `profiles` | the service runs only when one of these is turned on (`--profile`), or when it is asked for by name, or a selected service depends on it | a dependency whose profile is off is an error there |
+//! | `env_file` | files of `KEY=VALUE` lines (comments, `export`, quotes as Compose reads them) feeding the environment, below `env` | the same |
+//!
+//! # Variables
+//!
+//! Every string value may use `${VAR}`, `$VAR`, `${VAR:-default}` (unset or empty),
+//! `${VAR-default}` (unset), `${VAR:?message}` / `${VAR?message}` (an error with the
+//! message) and `$$` (a literal `$`). Values come from the process environment, then from
+//! the `.env` file beside the (first) file: Compose's precedence. An unset variable
+//! without a default is refused at its `file:line:column`. `${RUNNING_PROCESS_INSTANCE}`
+//! is kept for the instances of a service (above).
+//!
+//! # Several files and part of a file
+//!
+//! [`ServiceFile::load_merged`] reads several files as one, each merged key by key over
+//! the ones before (tables merge, other values, lists included, are replaced); the
+//! command line merges `running-process.override.toml` ([`OVERRIDE_FILE_NAME`]) over
+//! `running-process.toml` when it exists and no `-f` is given, as Compose does.
+//! [`ServiceFile::select`] keeps the services asked for by name with what they depend on,
+//! or those whose profiles are on.
+//!
+//! # Applying an edited file
+//!
+//! [`Stack::apply`] changes a running set to match an edited file through the group
+//! engine's dynamic membership. A service is unchanged only if its effective spec (after
+//! variables, env files and instance numbers) is the same **and** each of its running
+//! processes still runs the program its spec names: the executable digest verified when
+//! it started equals the digest of the file on disk now. So a program rebuilt on disk is
+//! a changed service, which no peer notices; an unchanged service keeps its pid and sees
+//! no event. [`Stack::plan`] says what an apply would do without doing it.
 
 mod apply;
 mod check;

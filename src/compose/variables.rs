@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 /// The variable a replicated service's instances are numbered by: left in the file as
-/// written, and replaced per instance ([`INSTANCE_TOKEN`]).
+/// written, and replaced per instance by its number.
 pub const INSTANCE_VARIABLE: &str = "RUNNING_PROCESS_INSTANCE";
 
 /// How the instance number is written in a service's strings.

@@ -280,11 +280,12 @@ pub enum EventKind {
     /// Not started: a dependency can no longer reach its condition without a request
     /// from outside. It starts by itself once that changes.
     Blocked {
-        /// The dependency.
-        dependency: Dependency,
+        /// The dependency (boxed: every event of a tree is buffered, so the rarest kind
+        /// should not make them all bigger).
+        dependency: Box<Dependency>,
         /// What became of it (`ended`, `failed`, `was stopped`, `was removed`, `is
         /// blocked`).
-        reason: String,
+        reason: &'static str,
     },
     /// The group's strategy restarts these members with this one (it ended and is
     /// restarted, or was restarted or replaced on request): they are stopped now,
@@ -477,6 +478,17 @@ impl std::fmt::Debug for EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every event of a tree is buffered (up to 1,024 per tree): a new kind must not grow
+    /// them all. 64 bytes is what they were before the group engine's kinds.
+    #[test]
+    fn an_event_stays_small() {
+        assert!(
+            std::mem::size_of::<Event>() <= 64,
+            "{}",
+            std::mem::size_of::<Event>()
+        );
+    }
 
     #[test]
     fn the_buffer_grows_with_the_tree_within_its_bounds() {

@@ -55,6 +55,7 @@ pub struct GroupSpec {
     pub(crate) auto_shutdown: AutoShutdown,
     pub(crate) retry_start_up: bool,
     pub(crate) order: StartOrder,
+    pub(crate) max_concurrent_starts: usize,
     pub(crate) prefix_names: bool,
     pub(crate) members: Vec<MemberSpec>,
 }
@@ -128,6 +129,11 @@ pub enum GroupSpecError {
         problem: &'static str,
     },
 }
+
+/// The default of [`GroupSpec::max_concurrent_starts`]: enough to start a service file's
+/// independent services together, few enough that a start of 500 members on a busy
+/// two-core machine does not time out its own readiness checks.
+pub const DEFAULT_MAX_CONCURRENT_STARTS: usize = 16;
 
 /// Makes the supervisor of instance `n` (1-based) of a member with replicas.
 pub type MakeReplica = Arc<dyn Fn(u32) -> Arc<dyn Supervisor> + Send + Sync>;
@@ -296,6 +302,7 @@ impl GroupSpec {
             auto_shutdown: AutoShutdown::default(),
             retry_start_up: false,
             order: StartOrder::default(),
+            max_concurrent_starts: DEFAULT_MAX_CONCURRENT_STARTS,
             prefix_names: true,
             members: Vec::new(),
         }
@@ -305,6 +312,15 @@ impl GroupSpec {
     /// [`StartOrder::Sequential`] (the default, OTP's) or [`StartOrder::Parallel`].
     pub fn order(mut self, order: StartOrder) -> Self {
         self.order = order;
+        self
+    }
+
+    /// The most members started at once (default [`DEFAULT_MAX_CONCURRENT_STARTS`]; at
+    /// least 1). The others whose dependencies are met wait their turn, as idle members.
+    /// A bound keeps a wide parallel start (hundreds of members whose dependencies are met
+    /// together) from racing every readiness check against the same two cores at once.
+    pub fn max_concurrent_starts(mut self, starts: usize) -> Self {
+        self.max_concurrent_starts = starts;
         self
     }
 
@@ -521,6 +537,7 @@ impl std::fmt::Debug for GroupSpec {
             .field("auto_shutdown", &self.auto_shutdown)
             .field("retry_start_up", &self.retry_start_up)
             .field("order", &self.order)
+            .field("max_concurrent_starts", &self.max_concurrent_starts)
             .field("prefix_names", &self.prefix_names)
             .field(
                 "members",

@@ -78,7 +78,10 @@ pub(crate) mod supervisor;
 pub use dependency::{Condition, Dependency, StartOrder};
 pub use error::{ExecFailure, HealthError, LastOutput, StartError};
 pub use event::{Event, EventKind, EventStream, Lagged};
-pub use group::{AutoShutdown, GroupSpec, GroupSpecError, MakeReplica, Member, Outcome, Strategy};
+pub use group::{
+    AutoShutdown, GroupSpec, GroupSpecError, MakeReplica, Member, Outcome, Strategy,
+    DEFAULT_MAX_CONCURRENT_STARTS,
+};
 pub use health::HealthPolicy;
 pub use policy::{
     Backoff, Intensity, IntensityExceeded, Jitter, RestartKind, RestartPolicy, Termination,

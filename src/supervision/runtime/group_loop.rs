@@ -35,6 +35,8 @@ pub(super) struct Group {
     pub(super) order: StartOrder,
     pub(super) prefix_names: bool,
     pub(super) retry_start_up: bool,
+    /// The most members being started at once.
+    pub(super) max_starting: usize,
     pub(super) solo: bool,
     pub(super) sink: EventSink,
     pub(super) registry: Arc<Registry>,
@@ -68,6 +70,7 @@ impl Group {
             order: spec.order,
             prefix_names: spec.prefix_names && !solo,
             retry_start_up: spec.retry_start_up,
+            max_starting: spec.max_concurrent_starts.max(1),
             solo,
             sink,
             registry,

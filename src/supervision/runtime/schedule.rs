@@ -65,10 +65,25 @@ impl Group {
                 .collect()
         };
         let mut changed = false;
+        let mut starting = self
+            .children
+            .iter()
+            .filter(|c| matches!(c.state(), ChildState::Starting(start) if !start.listening))
+            .count();
         for (i, verdict) in verdicts {
             let child = &self.children[i];
             match verdict {
-                Verdict::Go => self.begin_start(i),
+                // At the group's limit of starts at once: it goes when one of them is done.
+                Verdict::Go if starting >= self.max_starting => {
+                    if matches!(child.state(), ChildState::Idle) {
+                        continue;
+                    }
+                    self.children[i].enter(ChildState::Idle, &self.registry);
+                }
+                Verdict::Go => {
+                    starting += 1;
+                    self.begin_start(i);
+                }
                 Verdict::Wait(on) => {
                     if matches!(child.state(), ChildState::Waiting(prev) if *prev == on) {
                         continue;
@@ -95,8 +110,8 @@ impl Group {
                         continue;
                     }
                     child.sink.emit(EventKind::Blocked {
-                        dependency: dependency.clone(),
-                        reason: reason.to_owned(),
+                        dependency: Box::new(dependency.clone()),
+                        reason,
                     });
                     self.children[i].enter(ChildState::Blocked(dependency, reason), &self.registry);
                 }
