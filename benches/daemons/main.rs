@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench daemons                      # everything (a few minutes)
-//! cargo bench --bench daemons -- exit restart      # only some: exit restart spawn probe scale contention peers
+//! cargo bench --bench daemons -- exit restart      # only some: exit restart spawn probe scale contention peers group
 //! cargo bench --bench daemons -- --quick           # small n, for a smoke test
 //! ```
 //!
@@ -18,6 +18,8 @@ mod common;
 mod contention;
 #[cfg(target_os = "linux")]
 mod exit;
+#[cfg(target_os = "linux")]
+mod group;
 #[cfg(target_os = "linux")]
 mod peers;
 #[cfg(target_os = "linux")]
@@ -45,6 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.first().map(String::as_str) == Some(scale::CHILD_FLAG) {
         return scale::child(&args[1..]);
     }
+    // The group benchmark, likewise, runs each of its shapes in a fresh process.
+    if args.first().map(String::as_str) == Some(group::CHILD_FLAG) {
+        return group::child(&args[1..]);
+    }
     // The peers benchmark runs the crate's supervisor under test in a process of its own.
     if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
         return peers::child(&args[1..]);
@@ -58,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "probe",
         "contention",
         "peers",
+        "group",
     ];
     let mut chosen: Vec<&str> = all
         .iter()
@@ -84,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "probe" => probe::run(&daemon, quick, &mut metrics).await?,
                 "contention" => contention::run(&daemon, quick, &mut metrics).await?,
                 "peers" => peers::run(quick, &mut metrics).await?,
+                "group" => group::run(&daemon, quick, &mut metrics).await?,
                 _ => unreachable!(),
             }
             for metric in &metrics[before..] {
