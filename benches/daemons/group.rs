@@ -2,8 +2,8 @@
 //! calls: time from the call until ready, the supervisor's resident memory per member, and
 //! the time to stop them all.
 //!
-//! Two shapes, each in a fresh process (this binary run again with [`CHILD_FLAG`], like
-//! `scale`, so that memory freed by one shape cannot hide the growth of the other):
+//! Three shapes, each in a fresh process (this binary run again with [`CHILD_FLAG`], like
+//! `scale`, so that memory freed by one shape cannot hide the growth of the next):
 //!
 //! - `dependent`: one `supervise_group` of 500 members, `StartOrder::Parallel`, member `k`
 //!   (k ≥ 1) depending on member `(k - 1) / 2` with `Condition::Ready` (a binary tree of 9
@@ -56,8 +56,8 @@ pub async fn run(
         eprint!("{stderr}");
         if !output.status.success() {
             // Reported, not fatal: a start that fails under load is a result too (the
-            // child stopped whatever had started before it exited), and the other shape
-            // still runs.
+            // child stopped whatever had started before it exited), and the other shapes
+            // still run.
             let error = stderr
                 .lines()
                 .rev()
@@ -159,11 +159,13 @@ async fn dependent(daemon: &Path, n: usize) -> Result<Vec<Metric>, Box<dyn std::
         return Err(format!("group not ready: {outcome:?}").into());
     }
     let ready = started.elapsed();
-    let rss_ready = rss_kib()?;
+    // Read now, checked after the stop: an error must not leave the daemons running.
+    let rss_ready = rss_kib();
     let running = group.backends().len();
     let stopping = Instant::now();
     group.stop().await;
     let stop = stopping.elapsed();
+    let rss_ready = rss_ready?;
     if running != n {
         return Err(format!("{running} backends running in the group, {n} expected").into());
     }
@@ -218,13 +220,15 @@ async fn independent(
         }
     };
     let ready = started.elapsed();
-    let rss_ready = rss_kib()?;
+    // Read now, checked after the stop: an error must not leave the daemons running.
+    let rss_ready = rss_kib();
     let failed = results.iter().filter(|r| r.is_err()).count();
     let first_error = results.iter().find_map(|r| r.as_ref().err());
     let running: usize = services.iter().map(|s| s.backends().len()).sum();
     let stopping = Instant::now();
     join_all(services.iter().map(ServiceHandle::stop)).await;
     let stop = stopping.elapsed();
+    let rss_ready = rss_ready?;
     if failed > 0 || running != n {
         return Err(format!(
             "{failed} services not ready (first: {first_error:?}), {running} of {n} running"
