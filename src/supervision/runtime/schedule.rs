@@ -45,6 +45,9 @@ impl Group {
                 self.children[i].enter(ChildState::Idle, &self.registry);
             }
         }
+        if !self.children.iter().any(|c| c.is_pending()) {
+            return;
+        }
         // Blocked spreads along chains: repeat until nothing changes (at most once per
         // child, plus one pass to see it).
         for _ in 0..=self.children.len() {
