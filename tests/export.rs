@@ -7,6 +7,10 @@
 #[allow(dead_code)]
 #[path = "../src/bin/running-process/export.rs"]
 mod export_cli;
+/// The CLI's output thread, which `export_cli` prints through.
+#[allow(dead_code)]
+#[path = "../src/bin/running-process/printer.rs"]
+mod printer;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -12,6 +12,7 @@
 
 use std::ffi::OsStr;
 use std::io;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
