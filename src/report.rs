@@ -68,6 +68,7 @@ mod tests {
     }
 
     /// One error of each variant that has a cause.
+    #[allow(clippy::too_many_lines)] // one sample per error variant with a cause: a checklist
     fn samples() -> Vec<Box<dyn Error + Send + Sync>> {
         let start = || StartError::Spawn(os());
         let inherit_io = || InheritError::Io {
