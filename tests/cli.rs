@@ -655,7 +655,7 @@ depends_on = {{ redis = "healthy" }}
     let mut events = project.follow_events();
     kill9(redis_pid);
     events.wait_for("redis: restart #1");
-    events.wait_for("redis: restarted, so restarting memcached");
+    events.wait_for("redis: rest_for_one: restarting memcached with it");
     events.wait_for("memcached: ready");
     drop(events);
     let after = project.status();
