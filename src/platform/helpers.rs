@@ -44,6 +44,8 @@ impl ExitStatus {
 
 /// What a failed `exec` says about the program, from its OS error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Windows reports its spawn errors itself: only `Other` is made there.
+#[cfg_attr(windows, allow(dead_code))]
 pub(crate) enum ExecErrno {
     /// No such file (the program, or its `#!` interpreter).
     NotFound,
