@@ -672,7 +672,7 @@ depends_on = {{ redis = "healthy" }}
     // A restart on request is followed by the strategy too.
     let mut events = project.follow_events();
     assert!(project.run(&["restart", "redis"]).status.success());
-    let restarted = events.wait_for("redis: restarted, so restarting memcached");
+    let restarted = events.wait_for("redis: rest_for_one: restarting memcached with it");
     events.wait_for("memcached: ready");
     assert!(events.seen[restarted..]
         .iter()
