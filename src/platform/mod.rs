@@ -57,6 +57,16 @@ pub(crate) use imp::{async_fd, cgroup, inotify, listen, sockets};
 #[cfg(not(any(target_os = "linux", target_vendor = "apple", windows)))]
 compile_error!("running-process supports Linux, macOS and Windows");
 
+/// A user database entry (`getpwnam_r` / `getpwuid_r`: `/etc/passwd`, or NSS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+    pub shell: std::path::PathBuf,
+}
+
 /// How a process ended, as far as the kernel tells us.
 ///
 /// The status is known for our own children and, on Linux 6.15 and later, for any process

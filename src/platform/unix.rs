@@ -4,8 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
-use super::users::UserEntry;
-use super::FileIdentity;
+use super::{FileIdentity, UserEntry};
 
 pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
     let meta = file.metadata()?;

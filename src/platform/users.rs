@@ -4,18 +4,10 @@
 
 use std::io;
 
+pub(crate) use super::UserEntry;
+
 /// Whether a service can run as another user or group here.
 pub(crate) const SWITCHING: bool = cfg!(unix);
-
-/// A user database entry (`getpwnam_r` / `getpwuid_r`: `/etc/passwd`, or NSS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UserEntry {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: std::path::PathBuf,
-    pub shell: std::path::PathBuf,
-}
 
 #[cfg(not(unix))]
 fn unsupported() -> io::Error {
