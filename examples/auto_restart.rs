@@ -179,8 +179,8 @@ impl Supervisor for WithFaults {
         self.current().spawn(ctx).await
     }
 
-    async fn probe(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
-        self.current().probe().await
+    async fn adopt(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
+        self.current().adopt().await
     }
 
     async fn health_check(&self, backend: &BackendHandle) -> Result<(), HealthError> {

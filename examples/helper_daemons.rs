@@ -85,6 +85,7 @@ async fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::too_many_lines)] // the walkthrough the example shows, in reading order
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let stamp = move || format!("{:>7.3}s", started.elapsed().as_secs_f64());

@@ -140,6 +140,7 @@
 //!
 //! | module | layer |
 //! |---|---|
+//! | [`report`] | [`Chain`](report::Chain): an error and its causes on one line |
 //! | `platform` (private) | process handles, spawning, exit notification, `/proc`, cgroups, per OS |
 //! | [`identity`] | [`DaemonProcess`] claims, their verification, the digest cache |
 //! | [`protocol`] | the wire ([`Frame`](protocol::Frame)), the daemon-side [`Responder`](protocol::Responder), socket binding (or taking the socket a supervisor passed), [`CacheManifest`](protocol::CacheManifest) files, `sd_notify` |
@@ -183,7 +184,7 @@ mod hex;
 pub mod identity;
 mod platform;
 pub mod protocol;
-mod report;
+pub mod report;
 mod serde_util;
 pub mod supervision;
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Error chains on one line, for logs and events. The crate's errors print only their own
+//! Error chains on one line, for logs, events and command-line tools. The crate's errors print only their own
 //! message and return their cause from `source()` (so that `{:#}` reports and anyhow print
 //! each cause once); where a log line or an event must tell the whole story, it prints the
 //! chain through [`Chain`].
@@ -6,8 +6,17 @@
 use std::error::Error;
 use std::fmt;
 
-/// Displays an error and each of its causes, joined by `": "`.
-pub(crate) struct Chain<'a>(pub(crate) &'a dyn Error);
+/// Displays an error and each of its causes, joined by `": "`: the crate's errors print
+/// only their own message, so this is the one line that tells the whole story (the
+/// `running-process` command line prints its errors with it).
+///
+/// ```
+/// use running_process::report::Chain;
+///
+/// let error = std::io::Error::other("the disk is full");
+/// assert_eq!(Chain(&error).to_string(), "the disk is full");
+/// ```
+pub struct Chain<'a>(pub &'a dyn Error);
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -59,6 +68,7 @@ mod tests {
     }
 
     /// One error of each variant that has a cause.
+    #[allow(clippy::too_many_lines)] // one sample per error variant with a cause: a checklist
     fn samples() -> Vec<Box<dyn Error + Send + Sync>> {
         let start = || StartError::Spawn(os());
         let inherit_io = || InheritError::Io {

@@ -322,6 +322,7 @@ fn services_start_in_dependency_order_in_parallel_where_allowed_and_ctrl_c_stops
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one end-to-end CLI session, step by step
 fn a_detached_run_restarts_a_crash_shows_it_and_restarts_and_stops_one_service() {
     let project = Project::new(
         r#"
@@ -597,6 +598,7 @@ fn without_a_file_up_says_how_to_write_one() {
 /// (TCP readiness, then its first passing TCP health check), a crash of redis is restarted,
 /// and with `rest_for_one` memcached restarts after it.
 #[test]
+#[allow(clippy::too_many_lines)] // one end-to-end session with real daemons, step by step
 fn redis_and_memcached_from_a_service_file() {
     let (Some(redis), Some(memcached)) =
         (daemons::find("redis-server"), daemons::find("memcached"))

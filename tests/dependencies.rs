@@ -184,6 +184,7 @@ async fn dependency_conditions_in_a_library_group() {
 /// restarts, then cache and api once db is ready, then web once both are; the
 /// independent member is untouched.
 #[tokio::test(start_paused = true)]
+#[allow(clippy::too_many_lines)] // the expected event order of one scenario, step by step
 async fn rest_for_one_over_a_diamond_restarts_exactly_the_dependants_in_order() {
     let (db, cache, api, web, lone) = (
         fake("db"),

@@ -97,6 +97,7 @@ fn role_supervisor(dir: &Path) {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one crash-and-adopt scenario, step by step
 async fn a_sigkilled_supervisor_takes_its_children_and_the_next_one_adopts_the_survivors() {
     let dir = support::runtime_tempdir();
     let mut supervisor = helper_command(ENTRY, "supervisor")

@@ -533,6 +533,7 @@ fn nginx_spec(nginx: &Path, dir: &Path, port: u16, workers: u32) -> CommandSpec 
 
 /// nginx's master is SIGKILLed: its two workers (which would keep the port for ever) are
 /// gone by the time the `Exited` event arrives, and the replacement binds and serves.
+#[allow(clippy::too_many_lines)] // one scenario against a real nginx, step by step
 async fn nginx_master_sigkill(cgroup: bool) {
     let what = if cgroup {
         "nginx (cgroup if possible)"
@@ -1166,6 +1167,7 @@ async fn nginx_is_gone_when_its_supervisor_is_sigkilled() {
 /// stopped whole), and a member whose spec is replaced runs the new spec, its dependant
 /// (rest_for_one) restarted after it.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario against real redis replicas, step by step
 async fn redis_replicas_scale_and_a_member_is_replaced_in_a_running_group() {
     use running_process::command::CommandSupervisor;
     use running_process::supervision::{

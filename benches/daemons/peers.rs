@@ -258,6 +258,7 @@ struct Contestant {
     failure: Option<String>,
 }
 
+#[allow(clippy::too_many_lines)] // one measurement per peer supervisor, each a short script
 fn restarts(
     daemon: &Path,
     work: &Path,

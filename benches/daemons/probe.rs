@@ -68,6 +68,7 @@ pub async fn start_ready(
 }
 
 /// Start `exe` as a demo daemon, then probe it `trials` times cold and warm.
+#[allow(clippy::too_many_lines)] // one measurement script: start, cold probes, warm probes, report
 async fn probe_pair(
     exe: &Path,
     dir: &Path,

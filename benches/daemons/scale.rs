@@ -111,6 +111,7 @@ pub fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
+#[allow(clippy::too_many_lines)] // one measurement script: start N daemons, measure, stop, report
 async fn measure_shape(
     daemon: &Path,
     shape: Shape,

@@ -250,14 +250,6 @@ fn parse_port(port: &str) -> Result<u16, String> {
     }
 }
 
-/// Send `GET` for `url` and return the status code of the answer, whatever it is; the
-/// rest of the response is not read. 1xx interim responses (`103 Early Hints`) are
-/// skipped.
-#[cfg(test)]
-async fn http_get(url: &HttpUrl) -> Result<u16, CheckError> {
-    Ok(get_status(url).await?.code)
-}
-
 /// `GET` for `url`, successful only for a 2xx status; otherwise the error quotes the status
 /// line.
 pub(crate) async fn http_ok(url: &HttpUrl) -> Result<(), CheckError> {
@@ -450,7 +442,7 @@ pub(crate) async fn run_check(
     }
     Err(CheckError::CommandFailed {
         program: program.clone(),
-        status: exit_status(status),
+        status: ExitStatus::from_std(status),
         stderr: tail.text(),
     })
 }
@@ -475,10 +467,7 @@ impl Check {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        #[cfg(unix)]
-        {
-            command.process_group(0);
-        }
+        crate::platform::own_process_group(&mut command);
         command.spawn().map(Check)
     }
 }
@@ -487,10 +476,8 @@ impl Drop for Check {
     fn drop(&mut self) {
         // `id()` is `None` once the exit was collected. Until then the check is an
         // un-reaped group leader, so its group id cannot name anyone else's group.
-        #[cfg(unix)]
         if let Some(pid) = self.0.id() {
-            let kill = rustix::process::Signal::KILL.as_raw();
-            if let Err(error) = crate::platform::signal_process_group(pid, kill) {
+            if let Err(error) = crate::platform::kill_group(pid) {
                 tracing::debug!(pid, %error, "cannot kill the process group of a check");
             }
         }
@@ -519,18 +506,6 @@ impl Tail {
         }
         String::from_utf8_lossy(&self.0[start..]).trim().to_owned()
     }
-}
-
-/// The crate's [`ExitStatus`] for a status from `std`.
-fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    if let Some(code) = status.code() {
-        return ExitStatus::Code(code);
-    }
-    #[cfg(unix)]
-    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
-        return ExitStatus::Signal(signal);
-    }
-    ExitStatus::Unknown
 }
 
 /// Run `health`'s check once against `backend` (in `cwd`, for a check command).
@@ -574,21 +549,15 @@ pub(crate) async fn run_health_check(
 
 /// Connect to the Unix socket at `path` (Unix; elsewhere [`CheckError::NeedsUnix`]).
 async fn unix_connect(path: &Path) -> Result<(), CheckError> {
-    #[cfg(unix)]
-    {
-        tokio::net::UnixStream::connect(path)
-            .await
-            .map(drop)
-            .map_err(|source| CheckError::Connect {
-                address: path.display().to_string(),
-                source,
-            })
+    if !crate::platform::UNIX_SOCKETS {
+        return Err(CheckError::NeedsUnix);
     }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        Err(CheckError::NeedsUnix)
-    }
+    crate::platform::connect_unix(path)
+        .await
+        .map_err(|source| CheckError::Connect {
+            address: path.display().to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -597,6 +566,13 @@ mod tests {
     use tokio::net::TcpListener;
 
     use crate::test_util::within_deadline;
+
+    /// Send `GET` for `url` and return the status code of the answer, whatever it is; the
+    /// rest of the response is not read. 1xx interim responses (`103 Early Hints`) are
+    /// skipped.
+    async fn http_get(url: &HttpUrl) -> Result<u16, CheckError> {
+        Ok(get_status(url).await?.code)
+    }
 
     fn url(text: &str) -> HttpUrl {
         HttpUrl::parse(text).unwrap()
@@ -825,11 +801,7 @@ mod tests {
 
     /// A check that runs `script` with the platform's shell.
     fn shell(script: &str) -> Vec<String> {
-        if cfg!(windows) {
-            command(&["cmd", "/c", script])
-        } else {
-            command(&["sh", "-c", script])
-        }
+        crate::test_util::shell(script)
     }
 
     #[tokio::test]
@@ -849,11 +821,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_check_quotes_its_stderr() {
-        let script = if cfg!(windows) {
-            "echo boom 1>&2 & exit 3"
-        } else {
-            "echo boom >&2; exit 3"
-        };
+        let script = crate::test_util::WINDOWS_OR_SH
+            .pick("echo boom 1>&2 & exit 3", "echo boom >&2; exit 3");
         let error = within_deadline(run_check(&shell(script), None))
             .await
             .unwrap_err();

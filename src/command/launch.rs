@@ -5,12 +5,12 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::spec::{CommandSpec, Limit};
-#[cfg(unix)]
-use super::spec::{GroupRef, UserRef};
+use super::spec::{CommandSpec, GroupRef, Limit, UserRef};
 use super::spec_error::SpecError;
+use crate::platform::users::{self, UserEntry};
 use crate::platform::{
-    Credentials, LimitResource, ResourceLimit, SpawnError, SpawnPlan, SpawnStage, Stdio, TreePlan,
+    exec_errno, Credentials, ExecErrno, LimitResource, ResourceLimit, SpawnError, SpawnPlan,
+    SpawnStage, Stdio, TreePlan,
 };
 use crate::supervision::{ExecFailure, StartError};
 
@@ -42,31 +42,26 @@ pub(crate) fn resolve_user(spec: &CommandSpec) -> Result<RunAs, StartError> {
             ..RunAs::default()
         });
     }
-    #[cfg(unix)]
-    {
-        resolve_unix(spec)
+    if !users::SWITCHING {
+        return Err(SpecError::NeedsUnix("user and group switching").into());
     }
-    #[cfg(not(unix))]
-    {
-        let _ = spec;
-        Err(SpecError::NeedsUnix("user and group switching").into())
-    }
+    resolve_from_database(spec)
 }
 
-#[cfg(unix)]
-fn resolve_unix(spec: &CommandSpec) -> Result<RunAs, StartError> {
+/// [`resolve_user`] where users can be switched: the user database.
+fn resolve_from_database(spec: &CommandSpec) -> Result<RunAs, StartError> {
     let lookup = |what: String, source: std::io::Error| SpecError::Lookup { what, source };
     let user = match &spec.user {
         None => None,
         Some(UserRef::Name(name)) => Some(
-            crate::platform::user_by_name(name)
+            users::user_by_name(name)
                 .map_err(|e| lookup(format!("user {name:?}"), e))?
                 .ok_or_else(|| SpecError::UnknownUser(name.clone()))?,
         ),
         Some(UserRef::Id(uid)) => Some(
-            crate::platform::user_by_id(*uid)
+            users::user_by_id(*uid)
                 .map_err(|e| lookup(format!("uid {uid}"), e))?
-                .unwrap_or(crate::platform::UserEntry {
+                .unwrap_or(UserEntry {
                     name: String::new(),
                     uid: *uid,
                     gid: *uid,
@@ -82,7 +77,7 @@ fn resolve_unix(spec: &CommandSpec) -> Result<RunAs, StartError> {
     let groups = match (&spec.supplementary_groups, &user) {
         (Some(list), _) => Some(list.iter().map(group_id).collect::<Result<Vec<_>, _>>()?),
         (None, Some(user)) if !user.name.is_empty() => Some(
-            crate::platform::groups_of(&user.name, gid.unwrap_or(user.gid))
+            users::groups_of(&user.name, gid.unwrap_or(user.gid))
                 .map_err(|e| lookup(format!("the groups of {:?}", user.name), e))?,
         ),
         // A numeric user with no entry, or only a group given: the group alone.
@@ -113,11 +108,10 @@ fn resolve_unix(spec: &CommandSpec) -> Result<RunAs, StartError> {
     })
 }
 
-#[cfg(unix)]
 fn group_id(group: &GroupRef) -> Result<u32, StartError> {
     match group {
         GroupRef::Id(gid) => Ok(*gid),
-        GroupRef::Name(name) => crate::platform::group_by_name(name)
+        GroupRef::Name(name) => users::group_by_name(name)
             .map_err(|source| SpecError::Lookup {
                 what: format!("group {name:?}"),
                 source,
@@ -194,23 +188,11 @@ pub(crate) fn resolve_program(
         .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
     for dir in std::env::split_paths(&path) {
         let candidate = dir.join(program);
-        if is_executable_file(&candidate) {
+        if crate::platform::is_executable_file(&candidate) {
             return Ok(candidate);
         }
     }
     Err(not_found(format!("PATH={}", path.to_string_lossy())))
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    }
-    #[cfg(not(unix))]
-    {
-        path.is_file()
-    }
 }
 
 /// The spec's resource limits, for the platform.
@@ -289,18 +271,15 @@ pub(crate) fn plan_with_tree(
 pub(crate) fn start_error(program: &Path, error: SpawnError) -> StartError {
     match error.stage {
         SpawnStage::Exec => {
-            let reason = match error.error.raw_os_error() {
-                #[cfg(unix)]
-                Some(libc::ENOENT) if program.exists() => ExecFailure::BadInterpreter,
-                #[cfg(unix)]
-                Some(libc::ENOENT) => ExecFailure::NotFound {
+            let reason = match exec_errno(&error.error) {
+                // The program is there: its `#!` interpreter is not.
+                ExecErrno::NotFound if program.exists() => ExecFailure::BadInterpreter,
+                ExecErrno::NotFound => ExecFailure::NotFound {
                     searched: program.display().to_string(),
                 },
-                #[cfg(unix)]
-                Some(libc::EACCES) => ExecFailure::PermissionDenied,
-                #[cfg(unix)]
-                Some(libc::ENOEXEC) => ExecFailure::BadFormat,
-                _ => ExecFailure::Other(error.error),
+                ExecErrno::PermissionDenied => ExecFailure::PermissionDenied,
+                ExecErrno::BadFormat => ExecFailure::BadFormat,
+                ExecErrno::Other => ExecFailure::Other(error.error),
             };
             StartError::Exec {
                 program: program.to_owned(),

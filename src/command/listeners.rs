@@ -212,8 +212,7 @@ impl FdStore {
     /// Apply one sd_notify message of the service (its assignments other than the
     /// well-known ones, `extra`): `FDSTOREREMOVE=1` drops the entries named `FDNAME`, then
     /// `FDSTORE=1` keeps `fds` under `FDNAME` (`stored` when absent or unusable), up to
-    /// the store's size; the rest are closed. (No sd_notify on Windows: unused there.)
-    #[cfg_attr(windows, allow(dead_code))]
+    /// the store's size; the rest are closed.
     pub(crate) fn apply(&self, extra: &[(String, String)], fds: Vec<Descriptor>) {
         let set = |key: &str| extra.iter().any(|(k, v)| k == key && v == "1");
         let name = extra

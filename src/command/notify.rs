@@ -1,19 +1,19 @@
 //! sd_notify for a command: a private socket per instance, reachable by the service's own
 //! user, and believed only from the service's own processes.
 
-#[cfg(unix)]
+use std::sync::Arc;
+
 use tokio::sync::watch;
-#[cfg(unix)]
 use tokio::time::Instant;
 
-#[cfg(unix)]
-use crate::blocking::blocking;
-
+use super::listeners::FdStore;
 use super::private_dir::PrivateDir;
 use super::spec::{CommandSpec, HealthCheck};
-#[cfg(unix)]
-use crate::supervision::SpawnContext;
-use crate::supervision::StartError;
+use super::spec_error::SpecError;
+use crate::blocking::blocking;
+use crate::platform::{Descriptor, NotifySocket};
+use crate::protocol::sd_notify::{self, NotifyMessage};
+use crate::supervision::{SpawnContext, StartError};
 
 /// The socket of one instance, with the directory that holds it.
 pub(crate) struct NotifyEndpoint {
@@ -21,28 +21,23 @@ pub(crate) struct NotifyEndpoint {
     /// dropped).
     _dir: PrivateDir,
     /// The bound socket.
-    #[cfg(unix)]
-    pub socket: std::sync::Arc<crate::protocol::sd_notify::NotifySocket>,
+    pub socket: Arc<NotifySocket>,
 }
 
 impl NotifyEndpoint {
     /// The variables the program gets: `NOTIFY_SOCKET`, and `WATCHDOG_USEC` when the
     /// health check is the watchdog.
     pub(crate) fn env(&self, spec: &CommandSpec) -> Vec<(String, String)> {
-        let mut env = Vec::new();
-        #[cfg(unix)]
-        env.push((
+        let mut env = vec![(
             "NOTIFY_SOCKET".to_owned(),
             self.socket.path().display().to_string(),
-        ));
+        )];
         if let Some(HealthCheck::Watchdog { timeout }) = spec.health.as_ref().map(|h| &h.check) {
             env.push(("WATCHDOG_USEC".to_owned(), timeout.as_micros().to_string()));
         }
         env
     }
-}
 
-impl NotifyEndpoint {
     /// Create the private directory and bind the socket. When the service runs as another
     /// user, the directory and socket are handed to that user (`owner`), so the service can
     /// send; the supervisor keeps receiving on the descriptor it bound.
@@ -50,48 +45,38 @@ impl NotifyEndpoint {
         spec: &CommandSpec,
         owner: Option<(u32, Option<u32>)>,
     ) -> Result<NotifyEndpoint, StartError> {
-        #[cfg(unix)]
+        if !NotifySocket::SUPPORTED {
+            return Err(SpecError::NeedsUnix("sd_notify").into());
+        }
+        let name = spec.name.clone();
+        let dir = blocking(move || PrivateDir::create(&name))
+            .await
+            .map_err(|source| StartError::Prepare {
+                what: "the sd_notify directory in",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let path = dir.path().join("notify.sock");
+        let socket = NotifySocket::bind(path.clone()).map_err(|source| StartError::Prepare {
+            what: "the sd_notify socket",
+            path,
+            source,
+        })?;
+        if let Some((uid, gid)) =
+            owner.filter(|(uid, _)| Some(*uid) != crate::platform::current_uid())
         {
-            let name = spec.name.clone();
-            let dir = blocking(move || PrivateDir::create(&name))
-                .await
-                .map_err(|source| StartError::Prepare {
-                    what: "the sd_notify directory in",
-                    path: std::env::temp_dir(),
+            for path in [dir.path(), socket.path()] {
+                crate::platform::chown(path, uid, gid).map_err(|source| StartError::Setup {
+                    program: spec.program.clone(),
+                    stage: "handing the sd_notify socket to the service's user",
                     source,
                 })?;
-            let path = dir.path().join("notify.sock");
-            let socket =
-                crate::protocol::sd_notify::NotifySocket::bind(&path).map_err(|source| {
-                    StartError::Prepare {
-                        what: "the sd_notify socket",
-                        path,
-                        source,
-                    }
-                })?;
-            if let Some((uid, gid)) =
-                owner.filter(|(uid, _)| Some(*uid) != crate::platform::current_uid())
-            {
-                let uid = Some(rustix::process::Uid::from_raw(uid));
-                let gid = gid.map(rustix::process::Gid::from_raw);
-                for path in [dir.path(), socket.path()] {
-                    rustix::fs::chown(path, uid, gid).map_err(|e| StartError::Setup {
-                        program: spec.program.clone(),
-                        stage: "handing the sd_notify socket to the service's user",
-                        source: e.into(),
-                    })?;
-                }
             }
-            Ok(NotifyEndpoint {
-                _dir: dir,
-                socket: std::sync::Arc::new(socket),
-            })
         }
-        #[cfg(not(unix))]
-        {
-            let _ = (spec, owner);
-            Err(super::spec_error::SpecError::NeedsUnix("sd_notify").into())
-        }
+        Ok(NotifyEndpoint {
+            _dir: dir,
+            socket: Arc::new(socket),
+        })
     }
 }
 
@@ -100,19 +85,16 @@ impl NotifyEndpoint {
 /// service's tree, systemd's `NotifyAccess=all` limited to the service); `STATUS=` lines
 /// become events; descriptors attached to a message of the service go to `store` (the
 /// file descriptor store), the others are closed.
-#[cfg(unix)]
 async fn read(
-    endpoint_socket: std::sync::Arc<crate::protocol::sd_notify::NotifySocket>,
+    endpoint_socket: Arc<NotifySocket>,
     belongs: impl Fn(u32) -> bool + Send + 'static,
     ready: watch::Sender<bool>,
     watchdog: watch::Sender<Instant>,
     ctx: SpawnContext,
-    store: impl Fn(&crate::protocol::sd_notify::NotifyMessage, Vec<std::os::fd::OwnedFd>)
-        + Send
-        + 'static,
+    store: impl Fn(&NotifyMessage, Vec<Descriptor>) + Send + 'static,
 ) {
     loop {
-        let (message, fds) = match endpoint_socket.recv_with_fds().await {
+        let (message, fds) = match sd_notify::receive(&endpoint_socket).await {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(error = %crate::report::Chain(&error), "sd_notify socket failed");
@@ -143,33 +125,23 @@ async fn read(
 }
 
 /// Start the reader of `endpoint`'s messages (see [`read`]); descriptors of the service go
-/// to `fd_store`. `None` where there is no sd_notify (an endpoint cannot exist there).
+/// to `fd_store`.
 pub(crate) fn spawn_reader(
     endpoint: &NotifyEndpoint,
     belongs: impl Fn(u32) -> bool + Send + 'static,
-    ready: tokio::sync::watch::Sender<bool>,
-    watchdog: tokio::sync::watch::Sender<tokio::time::Instant>,
-    ctx: &crate::supervision::SpawnContext,
-    fd_store: std::sync::Arc<super::listeners::FdStore>,
-) -> Option<tokio::task::AbortHandle> {
-    #[cfg(unix)]
-    {
-        let store = move |message: &crate::protocol::sd_notify::NotifyMessage, fds| {
-            fd_store.apply(&message.extra, fds);
-        };
-        let task = tokio::spawn(read(
-            endpoint.socket.clone(),
-            belongs,
-            ready,
-            watchdog,
-            ctx.clone(),
-            store,
-        ));
-        Some(task.abort_handle())
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (endpoint, belongs, ready, watchdog, ctx, fd_store);
-        None
-    }
+    ready: watch::Sender<bool>,
+    watchdog: watch::Sender<Instant>,
+    ctx: &SpawnContext,
+    fd_store: Arc<FdStore>,
+) -> tokio::task::AbortHandle {
+    let store = move |message: &NotifyMessage, fds| fd_store.apply(&message.extra, fds);
+    let task = tokio::spawn(read(
+        endpoint.socket.clone(),
+        belongs,
+        ready,
+        watchdog,
+        ctx.clone(),
+        store,
+    ));
+    task.abort_handle()
 }

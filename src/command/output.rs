@@ -76,14 +76,6 @@ impl OutputTail {
         self.lock().lines.iter().cloned().collect()
     }
 
-    /// Forget every line.
-    #[cfg(test)]
-    fn clear(&self) {
-        let mut tail = self.lock();
-        tail.lines.clear();
-        tail.bytes = 0;
-    }
-
     /// The lines, held only for a few operations. A panic while holding them cannot
     /// leave them inconsistent in a way that matters, so poisoning is ignored.
     fn lock(&self) -> std::sync::MutexGuard<'_, TailLines> {
@@ -475,6 +467,15 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use crate::test_util::DEADLINE;
+
+    impl OutputTail {
+        /// Forget every line.
+        fn clear(&self) {
+            let mut tail = self.lock();
+            tail.lines.clear();
+            tail.bytes = 0;
+        }
+    }
 
     async fn finish(task: JoinHandle<()>) {
         tokio::time::timeout(DEADLINE, task)

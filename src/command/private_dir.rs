@@ -101,14 +101,8 @@ fn is_ours(entry: &std::fs::DirEntry) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
         return false;
     };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if Some(meta.uid()) != crate::platform::current_uid() {
-            return false;
-        }
-    }
-    meta.is_dir()
+    // Windows has no numeric owners: both sides are `None` there.
+    crate::platform::owner_uid(&meta) == crate::platform::current_uid() && meta.is_dir()
 }
 
 #[cfg(all(test, target_os = "linux"))]

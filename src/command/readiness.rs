@@ -234,31 +234,23 @@ async fn unix_socket_ready(
     main: &BackendHandle,
     tree: &Arc<ProcessTree>,
 ) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let Ok(meta) = std::fs::symlink_metadata(path) else {
-            return false;
-        };
-        if !meta.file_type().is_socket() {
-            return false;
-        }
-        if uid.is_some_and(|uid| meta.uid() != uid) {
-            tracing::debug!(path = %path.display(), owner = meta.uid(), "socket not owned by the service's user; not ready");
-            return false;
-        }
-        let (owned, pid, tree) = (path.to_owned(), main.pid(), tree.clone());
-        let ours = blocking(move || tree.owns_listeners(pid, Listening::Unix(&owned))).await;
-        if !ours {
-            return false;
-        }
-        tokio::net::UnixStream::connect(path).await.is_ok()
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !crate::platform::is_socket(&meta) {
+        return false;
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, uid, main, tree);
-        false
+    let owner = crate::platform::owner_uid(&meta);
+    if uid.is_some_and(|uid| owner != Some(uid)) {
+        tracing::debug!(path = %path.display(), ?owner, "socket not owned by the service's user; not ready");
+        return false;
     }
+    let (owned, pid, tree) = (path.to_owned(), main.pid(), tree.clone());
+    let ours = blocking(move || tree.owns_listeners(pid, Listening::Unix(&owned))).await;
+    if !ours {
+        return false;
+    }
+    crate::platform::connect_unix(path).await.is_ok()
 }
 
 /// Wait until the manifest records process `pid`, then verify it through the full probe.
@@ -280,7 +272,7 @@ async fn verified_from_manifest(path: &Path, pid: u32) -> Result<BackendHandle, 
         path: path.to_owned(),
         source,
     };
-    let mut watcher = wait::PathWatcher::new(path).map_err(watch_failed)?;
+    let mut watcher = crate::platform::PathWatcher::new(path).map_err(watch_failed)?;
     loop {
         match CacheManifest::read(path).await {
             Ok(Some(manifest)) => match &manifest.current_daemon {

@@ -265,39 +265,15 @@ fn lock_file(path: &Path) -> std::io::Result<File> {
     }
     let mut options = std::fs::OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
-    }
+    crate::platform::private_no_follow(&mut options);
     loop {
         let file = options.open(path)?;
         // flock(2) on Unix, LockFileEx on Windows; released when the file closes or we die.
         file.lock()?;
         // Whoever holds the lock may remove the file (a daemon cleaning up after itself on
         // a clean exit): if the path no longer names the file we locked, lock the new one.
-        if still_names(path, &file)? {
+        if crate::platform::still_names(path, &file)? {
             return Ok(file);
         }
     }
-}
-
-/// Whether `path` still names the open `file`.
-#[cfg(unix)]
-fn still_names(path: &Path, file: &File) -> std::io::Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let ours = file.metadata()?;
-    match std::fs::symlink_metadata(path) {
-        Ok(now) => Ok(now.dev() == ours.dev() && now.ino() == ours.ino()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// Windows does not remove a file that is open without `FILE_SHARE_DELETE`: it still does.
-#[cfg(not(unix))]
-fn still_names(_path: &Path, _file: &File) -> std::io::Result<bool> {
-    Ok(true)
 }

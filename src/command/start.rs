@@ -188,7 +188,7 @@ pub(super) fn attach(
             let pid = handle.pid();
             let belongs = move |sender: u32| sender == pid || member.contains(sender);
             let task = notify::spawn_reader(endpoint, belongs, ready_tx, beat_tx, ctx, fd_store);
-            (Some(beat_rx), task.into_iter().collect())
+            (Some(beat_rx), vec![task])
         }
         None => (None, Vec::new()),
     };

@@ -131,7 +131,7 @@ impl Supervisor for CommandSupervisor {
     /// With manifest readiness, a daemon already recorded there is verified and adopted.
     /// A manifest that still records this supervisor's own last instance (which died) is
     /// nothing to adopt and nothing to warn about.
-    async fn probe(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
+    async fn adopt(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
         let Readiness::Manifest { path } = &self.spec.readiness else {
             return Ok(None);
         };

@@ -26,14 +26,26 @@ mod imp;
 #[cfg(unix)]
 mod unix;
 
+mod files;
 mod held;
+mod helpers;
+pub(crate) mod notify;
 mod spawn;
 mod tree;
+pub(crate) mod users;
+mod watch;
+pub(crate) use files::{
+    chown, connect_unix, is_executable_file, is_socket, owner_uid, private_no_follow, still_names,
+    UNIX_SOCKETS,
+};
 pub(crate) use held::{duplicate, Descriptor, HeldSocket, CAN_PASS_DESCRIPTORS};
+pub(crate) use helpers::{exec_errno, kill_group, own_process_group, ExecErrno};
+pub(crate) use notify::NotifySocket;
 pub(crate) use spawn::{
     spawn, Child, Credentials, LimitResource, ListenFd, PipeReader, ResourceLimit, SpawnError,
     SpawnPlan, SpawnStage, Stdio,
 };
+pub(crate) use watch::PathWatcher;
 
 pub(crate) use tree::{
     listener_inodes, socket_holder, Listening, ProcessTree, TreeLeader, TreePlan,
@@ -41,11 +53,19 @@ pub(crate) use tree::{
 
 #[cfg(target_os = "linux")]
 pub(crate) use imp::{async_fd, cgroup, inotify, listen, sockets};
-#[cfg(unix)]
-pub(crate) use unix::{group_by_name, groups_of, user_by_id, user_by_name, UserEntry};
 
 #[cfg(not(any(target_os = "linux", target_vendor = "apple", windows)))]
 compile_error!("running-process supports Linux, macOS and Windows");
+
+/// A user database entry (`getpwnam_r` / `getpwuid_r`: `/etc/passwd`, or NSS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+    pub shell: std::path::PathBuf,
+}
 
 /// How a process ended, as far as the kernel tells us.
 ///

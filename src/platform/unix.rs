@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 
-use super::FileIdentity;
+use super::{FileIdentity, UserEntry};
 
 pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
     let meta = file.metadata()?;
@@ -18,16 +18,6 @@ pub(crate) fn file_identity(file: &File) -> io::Result<FileIdentity> {
 
 pub(crate) fn current_uid() -> Option<u32> {
     Some(rustix::process::geteuid().as_raw())
-}
-
-/// A user database entry (`getpwnam_r` / `getpwuid_r`: `/etc/passwd`, or NSS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct UserEntry {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: std::path::PathBuf,
-    pub shell: std::path::PathBuf,
 }
 
 /// Look up a user by name (`Ok(None)`: no such user). Blocking (NSS may read files or ask

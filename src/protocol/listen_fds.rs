@@ -114,6 +114,21 @@ mod linux {
         Fds(Vec<(String, Option<OwnedFd>)>),
     }
 
+    impl Passed {
+        /// Read (and remove) the variables of the environment.
+        fn read() -> Passed {
+            match listen::take_listen_env() {
+                ListenEnv::Absent => Passed::Nothing,
+                ListenEnv::NotOurs { listen_pid } => Passed::NotOurs(listen_pid),
+                ListenEnv::Malformed { variable, value } => Passed::Malformed(variable, value),
+                ListenEnv::Closed { fd } => Passed::Closed(fd),
+                ListenEnv::Fds(fds) => {
+                    Passed::Fds(fds.into_iter().map(|(n, fd)| (n, Some(fd))).collect())
+                }
+            }
+        }
+    }
+
     static PASSED: Mutex<Passed> = Mutex::new(Passed::Unread);
 
     /// The passed listening socket bound to `path`, checked and taken (each one can be
@@ -122,15 +137,7 @@ mod linux {
     pub(crate) fn claim(path: &Path, required: bool) -> Result<Option<OwnedFd>, InheritError> {
         let mut passed = PASSED.lock().unwrap_or_else(|p| p.into_inner());
         if matches!(*passed, Passed::Unread) {
-            *passed = match listen::take_listen_env() {
-                ListenEnv::Absent => Passed::Nothing,
-                ListenEnv::NotOurs { listen_pid } => Passed::NotOurs(listen_pid),
-                ListenEnv::Malformed { variable, value } => Passed::Malformed(variable, value),
-                ListenEnv::Closed { fd } => Passed::Closed(fd),
-                ListenEnv::Fds(fds) => {
-                    Passed::Fds(fds.into_iter().map(|(n, fd)| (n, Some(fd))).collect())
-                }
-            };
+            *passed = Passed::read();
         }
         let fds = match &mut *passed {
             Passed::Unread | Passed::Nothing if required => return Err(InheritError::Missing),

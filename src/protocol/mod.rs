@@ -17,7 +17,6 @@ pub(crate) mod manifest;
 pub(crate) mod path_safety;
 pub(crate) mod responder;
 pub(crate) mod routing;
-#[cfg(unix)]
 pub mod sd_notify;
 
 pub use frame::{ErrorReply, Frame, FrameCodec, FrameError, FrameKind, ProbeReply, ProbeRequest};

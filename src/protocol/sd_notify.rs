@@ -12,24 +12,22 @@
 
 use std::ffi::OsStr;
 use std::io;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::net::UnixDatagram;
-
 /// The largest datagram read; longer ones are truncated to this size. systemd uses the same
 /// bound (`PIPE_BUF`), so no conforming daemon sends more.
-pub const MAX_DATAGRAM: usize = 4096;
+pub const MAX_DATAGRAM: usize = crate::platform::notify::MAX_DATAGRAM;
 
 /// The supervisor's end: a Unix datagram socket that services send their state to.
 ///
 /// Dropping it removes the socket file.
+#[cfg(unix)]
 #[derive(Debug)]
-pub struct NotifySocket {
-    socket: UnixDatagram,
-    path: PathBuf,
-}
+pub struct NotifySocket(crate::platform::NotifySocket);
 
+#[cfg(unix)]
 impl NotifySocket {
     /// Bind a datagram socket at `path`, to be passed to services as `$NOTIFY_SOCKET`.
     ///
@@ -43,28 +41,12 @@ impl NotifySocket {
     ///
     /// Outside a tokio runtime (the socket is registered with its reactor).
     pub fn bind(path: impl Into<PathBuf>) -> io::Result<NotifySocket> {
-        let path = path.into();
-        let socket = std::os::unix::net::UnixDatagram::bind(&path)?;
-        // Enabled right after bind: no service knows the path before this function
-        // returns, so no datagram can arrive without credentials.
-        #[cfg(target_os = "linux")]
-        let configured = rustix::net::sockopt::set_socket_passcred(&socket, true)
-            .map_err(io::Error::from)
-            .and_then(|()| socket.set_nonblocking(true));
-        #[cfg(not(target_os = "linux"))]
-        let configured = socket.set_nonblocking(true);
-        match configured.and_then(|()| UnixDatagram::from_std(socket)) {
-            Ok(socket) => Ok(NotifySocket { socket, path }),
-            Err(error) => {
-                let _ = std::fs::remove_file(&path);
-                Err(error)
-            }
-        }
+        crate::platform::NotifySocket::bind(path.into()).map(NotifySocket)
     }
 
     /// The path the socket is bound to: the value for a service's `$NOTIFY_SOCKET`.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
     /// Receive and [`parse`] the next datagram, with its sender's pid on Linux.
@@ -79,75 +61,23 @@ impl NotifySocket {
     /// (`SCM_RIGHTS`, as with `FDSTORE=1`), close-on-exec; at most [`MAX_FDS`] per
     /// datagram (the kernel closes the rest). Linux; elsewhere none are read.
     pub async fn recv_with_fds(&self) -> io::Result<(NotifyMessage, Vec<std::os::fd::OwnedFd>)> {
-        #[cfg(target_os = "linux")]
-        return self
-            .socket
-            .async_io(tokio::io::Interest::READABLE, || {
-                recv_with_pid(&self.socket)
-            })
-            .await;
-        #[cfg(not(target_os = "linux"))]
-        {
-            let mut datagram = [0u8; MAX_DATAGRAM];
-            let len = self.socket.recv(&mut datagram).await?;
-            Ok((parse(&datagram[..len]), Vec::new()))
-        }
+        receive(&self.0).await
     }
+}
+
+/// The next datagram of `socket`, parsed, with its descriptors.
+pub(crate) async fn receive(
+    socket: &crate::platform::NotifySocket,
+) -> io::Result<(NotifyMessage, Vec<crate::platform::Descriptor>)> {
+    let datagram = socket.recv().await?;
+    let mut message = parse(&datagram.bytes);
+    message.sender_pid = datagram.sender_pid;
+    Ok((message, datagram.fds))
 }
 
 /// The most descriptors read from one datagram (systemd's `sd_pid_notify_with_fds` users
 /// send a few; the kernel's own limit per message is 253).
-pub const MAX_FDS: usize = 16;
-
-impl Drop for NotifySocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// One non-blocking `recvmsg`, reading the `SCM_CREDENTIALS` that `SO_PASSCRED` adds and
-/// the descriptors of an `SCM_RIGHTS`.
-#[cfg(target_os = "linux")]
-fn recv_with_pid(socket: &UnixDatagram) -> io::Result<(NotifyMessage, Vec<std::os::fd::OwnedFd>)> {
-    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
-    use std::io::IoSliceMut;
-    use std::mem::MaybeUninit;
-
-    let mut datagram = [0u8; MAX_DATAGRAM];
-    let mut space =
-        [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(MAX_FDS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    // CMSG_CLOEXEC: file descriptors a sender attaches (FDSTORE=1) must not leak into a
-    // child spawned meanwhile; those nobody keeps are closed when dropped.
-    let received = recvmsg(
-        socket,
-        &mut [IoSliceMut::new(&mut datagram)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    if received.flags.contains(ReturnFlags::TRUNC) {
-        tracing::debug!("sd_notify datagram longer than {MAX_DATAGRAM} bytes truncated");
-    }
-    if received.flags.contains(ReturnFlags::CTRUNC) {
-        tracing::warn!(
-            "sd_notify: more than {MAX_FDS} descriptors in one datagram; the rest were closed"
-        );
-    }
-    let mut sender_pid = None;
-    let mut fds = Vec::new();
-    for message in control.drain() {
-        match message {
-            RecvAncillaryMessage::ScmCredentials(cred) => {
-                sender_pid = u32::try_from(cred.pid.as_raw_nonzero().get()).ok();
-            }
-            RecvAncillaryMessage::ScmRights(rights) => fds.extend(rights),
-            _ => {}
-        }
-    }
-    let mut message = parse(&datagram[..received.bytes.min(MAX_DATAGRAM)]);
-    message.sender_pid = sender_pid;
-    Ok((message, fds))
-}
+pub const MAX_FDS: usize = crate::platform::notify::MAX_FDS;
 
 /// One datagram of the notification protocol, parsed.
 ///
@@ -223,6 +153,7 @@ pub fn parse(datagram: &[u8]) -> NotifyMessage {
 ///
 /// Returns `Ok(false)` when `$NOTIFY_SOCKET` is unset (not supervised), `Ok(true)` once
 /// sent. Synchronous: daemons notify rarely, and it must work before any runtime exists.
+#[cfg(unix)]
 pub fn notify(state: &str) -> io::Result<bool> {
     match std::env::var_os("NOTIFY_SOCKET") {
         Some(socket) => notify_to(&socket, state).map(|()| true),
@@ -232,6 +163,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 
 /// Send `state` to the notification socket `socket`: a path, or on Linux an abstract
 /// socket name when it starts with `@`. The function behind [`notify`].
+#[cfg(unix)]
 pub fn notify_to(socket: &OsStr, state: &str) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::net::UnixDatagram;
@@ -297,7 +229,8 @@ fn watchdog_interval_from(
     Some(Duration::from_micros(usec / 2))
 }
 
-#[cfg(test)]
+// The socket tests need Unix; the parser is the same everywhere.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -63,10 +63,20 @@ pub trait Supervisor: Send + Sync + 'static {
     async fn spawn(&self, ctx: &SpawnContext) -> Result<BackendHandle, StartError>;
 
     /// Find a backend that is already running (started by an earlier run or another process)
-    /// to adopt instead of spawning a second one. The default finds none.
+    /// to adopt instead of spawning a second one. The default finds none (it asks the
+    /// deprecated [`probe`](Supervisor::probe), so an implementation written before the
+    /// rename keeps adopting).
     ///
     /// `Ok(None)`: nothing recorded. `Err`: something was recorded but failed verification;
     /// it is reported as [`EventKind::ProbeRejected`] and a new backend is spawned.
+    #[allow(deprecated)] // the one caller: implementations that still override `probe`
+    async fn adopt(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
+        self.probe().await
+    }
+
+    /// The former name of [`adopt`](Supervisor::adopt) ("probe" is the identity check of a
+    /// [`BackendHandle`]); the runtime calls `adopt` only. The default finds none.
+    #[deprecated(since = "0.1.0", note = "renamed to adopt")]
     async fn probe(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
         Ok(None)
     }
@@ -219,3 +229,56 @@ impl SpawnContext {
 
 /// A shared supervisor, as the runtime holds it.
 pub type SharedSupervisor = Arc<dyn Supervisor>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handle::ProbeError;
+
+    /// Written before the rename: overrides only the deprecated `probe`.
+    struct OldStyle;
+
+    #[async_trait]
+    impl Supervisor for OldStyle {
+        fn name(&self) -> &str {
+            "old"
+        }
+
+        async fn spawn(&self, _ctx: &SpawnContext) -> Result<BackendHandle, StartError> {
+            Err(StartError::Spawn(std::io::Error::other(
+                "not spawned in this test",
+            )))
+        }
+
+        #[allow(deprecated)]
+        async fn probe(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
+            Err(BackendHandleError::Probe(ProbeError::WrongNonce))
+        }
+    }
+
+    /// Neither `adopt` nor `probe` overridden.
+    struct Plain;
+
+    #[async_trait]
+    impl Supervisor for Plain {
+        fn name(&self) -> &str {
+            "plain"
+        }
+
+        async fn spawn(&self, _ctx: &SpawnContext) -> Result<BackendHandle, StartError> {
+            Err(StartError::Spawn(std::io::Error::other(
+                "not spawned in this test",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn adopt_asks_an_overridden_probe_and_finds_none_by_default() {
+        let old = OldStyle.adopt().await;
+        assert!(
+            matches!(old, Err(BackendHandleError::Probe(ProbeError::WrongNonce))),
+            "{old:?}"
+        );
+        assert!(matches!(Plain.adopt().await, Ok(None)));
+    }
+}

@@ -82,7 +82,7 @@ enum Health {
     Hung,
 }
 
-/// One scripted answer to [`Supervisor::probe`].
+/// One scripted answer to [`Supervisor::adopt`].
 #[derive(Debug)]
 enum ProbeScript {
     Reject(BackendHandleError),
@@ -175,7 +175,7 @@ impl FakeSupervisor {
         self.inner.script().spawns.push_back(spawn);
     }
 
-    /// The next [`Supervisor::probe`] finds a recorded backend that fails verification with
+    /// The next [`Supervisor::adopt`] finds a recorded backend that fails verification with
     /// `error` (the runtime reports `EventKind::ProbeRejected` and spawns).
     pub fn reject_next_probe(&self, error: BackendHandleError) {
         self.inner
@@ -295,7 +295,7 @@ impl Supervisor for FakeSupervisor {
         Ok(process.handle())
     }
 
-    async fn probe(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
+    async fn adopt(&self) -> Result<Option<BackendHandle>, BackendHandleError> {
         let next = self.inner.script().probes.pop_front();
         match next {
             None => Ok(None),

@@ -1,7 +1,7 @@
 //! The commands that talk to a detached supervisor: find it through its manifest, verify
 //! its identity like any backend (`BackendHandle::try_from_manifest`: same boot, start
 //! time, executable and digest, a fresh nonce answered by a peer with our credentials),
-//! then send one request of `control.rs`.
+//! then send one request of `requests.rs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,12 +12,13 @@ use running_process::handle::BackendHandle;
 use running_process::protocol::CacheManifest;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::control::{Reply, Request};
 use crate::file::{self, Loaded};
-use crate::output::{chain, time_of_day, Style};
-use crate::printer::Printer;
+use crate::output::{time_of_day, Style};
+use crate::printer;
+use crate::requests::{Reply, Request};
 use crate::state::StateDir;
 use crate::table;
+use running_process::report::Chain;
 
 /// How long `up --detach` waits for the supervisor to answer (its own start, not the
 /// services': those are waited for without a deadline of ours, with their own).
@@ -49,31 +50,31 @@ pub async fn up_detached(loaded: Loaded) -> ExitCode {
         .stderr(Output::file(state.log()));
     let shared = match SharedDaemon::new(spec) {
         Ok(shared) => shared.lock_timeout(SUPERVISOR_START * 2),
-        Err(error) => return fail(chain(&error)),
+        Err(error) => return fail(Chain(&error).to_string()),
     };
     let acquired = match shared.acquire().await {
         Ok(acquired) => acquired,
         Err(error) => {
             return fail(format!(
                 "{}\n(the supervisor's log: {})",
-                chain(&error),
+                Chain(&error),
                 state.log().display()
             ))
         }
     };
     let handle = acquired.handle().clone();
     if acquired.was_spawned() {
-        println!(
+        printer::stdout().print(format!(
             "started the supervisor (pid {}) for {}",
             handle.pid(),
             loaded.path.display()
-        );
+        ));
     } else {
-        println!(
+        printer::stdout().print(format!(
             "the supervisor (pid {}) for {} is already running: adopted it",
             handle.pid(),
             loaded.path.display()
-        );
+        ));
     }
     let code = match request(&handle, &Request::WaitReady).await {
         Ok(replies) => print_replies(replies).await,
@@ -101,7 +102,7 @@ pub async fn status(file: Option<PathBuf>, json: bool) -> ExitCode {
         Some(Ok(Reply::Status { services })) => {
             let report =
                 serde_json::json!({ "supervisor": { "pid": handle.pid() }, "services": services });
-            println!("{report}");
+            printer::stdout().print(report.to_string());
             ExitCode::SUCCESS
         }
         Some(Ok(Reply::Error { message })) | Some(Err(message)) => fail(message),
@@ -130,12 +131,13 @@ pub async fn stop(file: Option<PathBuf>, service: Option<String>) -> ExitCode {
     };
     if all {
         // Its exit, from the kernel (the handle pins the process).
-        match handle.exited().await {
+        let line = match handle.exited().await {
             running_process::ExitStatus::Unknown => {
-                println!("the supervisor (pid {}) has exited", handle.pid())
+                format!("the supervisor (pid {}) has exited", handle.pid())
             }
-            status => println!("the supervisor (pid {}) exited: {status}", handle.pid()),
-        }
+            status => format!("the supervisor (pid {}) exited: {status}", handle.pid()),
+        };
+        printer::stdout().print(line);
     }
     code
 }
@@ -173,10 +175,10 @@ async fn find(file: Option<PathBuf>) -> Result<BackendHandle, ExitCode> {
     match running(&path).await {
         Ok(Some(handle)) => Ok(handle),
         Ok(None) => {
-            eprintln!(
+            printer::stderr().print(format!(
                 "no supervisor is running for {} (start one with `running-process up --detach`)",
                 path.display()
-            );
+            ));
             Err(ExitCode::from(NOT_RUNNING))
         }
         Err(message) => Err(fail(message)),
@@ -191,12 +193,15 @@ pub async fn running(path: &std::path::Path) -> Result<Option<BackendHandle>, St
     let manifest = match CacheManifest::read(state.manifest()).await {
         Ok(Some(manifest)) => manifest,
         Ok(None) => return Ok(None),
-        Err(error) => return Err(chain(&error)),
+        Err(error) => return Err(Chain(&error).to_string()),
     };
     match BackendHandle::try_from_manifest(&manifest).await {
         Ok(handle) => Ok(handle),
         Err(error) => {
-            eprintln!("the recorded supervisor is not trusted: {}", chain(&error));
+            printer::stderr().print(format!(
+                "the recorded supervisor is not trusted: {}",
+                Chain(&error)
+            ));
             Ok(None)
         }
     }
@@ -237,7 +242,7 @@ async fn request(handle: &BackendHandle, request: &Request) -> std::io::Result<R
 /// Print the replies; the exit code is a failure if any reply was an error.
 async fn print_replies(mut replies: Replies) -> ExitCode {
     // A follower (`logs -F`, `events`) prints for as long as it runs: off the workers.
-    let out = Printer::stdout();
+    let out = printer::stdout();
     let style = Style::stdout();
     let mut code = ExitCode::SUCCESS;
     while let Some(reply) = replies.recv().await {
@@ -255,9 +260,9 @@ async fn print_replies(mut replies: Replies) -> ExitCode {
             )),
             Ok(Reply::Event { text }) => out.print(text),
             Ok(Reply::Error { message }) | Err(message) => {
+                // The lines before the error come first, as on a terminal.
                 out.finish();
-                eprintln!("{}: {message}", Style::stderr().error("error"));
-                code = ExitCode::FAILURE;
+                code = fail(message);
             }
         }
     }
@@ -266,6 +271,6 @@ async fn print_replies(mut replies: Replies) -> ExitCode {
 }
 
 fn fail(message: String) -> ExitCode {
-    eprintln!("{}: {message}", Style::stderr().error("error"));
+    printer::stderr().print(format!("{}: {message}", Style::stderr().error("error")));
     ExitCode::FAILURE
 }

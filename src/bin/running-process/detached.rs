@@ -2,26 +2,28 @@
 //! `up --detach` through the library's `SharedDaemon`): a daemon built from the crate's own
 //! pieces. It binds its socket in the file's state directory, answers the crate's identity
 //! handshake with a `Responder`, writes its manifest, runs the file's `Stack`, keeps the
-//! last lines of every service for `logs`, and serves the requests of `control.rs`.
+//! last lines of every service for `logs`, and serves the requests of `requests.rs`.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use running_process::command::Output;
 use running_process::compose::{ServiceFile, Stack};
 use running_process::identity::DaemonProcess;
 use running_process::protocol::{AppConnection, CacheManifest, DaemonListener, Responder};
+use running_process::report::Chain;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{Reply, Request};
-use crate::output::{capture_inherited_output, catch_lines, chain, Line};
-use crate::printer::Printer;
+use crate::output::{capture_inherited_output, catch_lines, Line};
+use crate::printer::{self, Printer};
+use crate::requests::{Reply, Request};
 use crate::state::{StateDir, NAMESPACE};
 
 /// Lines kept per service for `logs`.
@@ -34,16 +36,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn supervise(path: PathBuf) -> ExitCode {
-    let log = Printer::stderr();
-    let code = match run(path, &log).await {
+    let log = printer::stderr();
+    match run(path, log).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            log.print(format!("running-process supervisor: {}", chain(&*error)));
+            log.print(format!("running-process supervisor: {}", Chain(&*error)));
             ExitCode::FAILURE
         }
-    };
-    log.finish();
-    code
+    }
 }
 
 /// The supervisor's life; its log lines (events, warnings) go to `log`, its standard
@@ -244,120 +244,179 @@ impl Client {
         let _ = write.shutdown().await;
     }
 
+    /// Answer `request`; `gone` completes when the client leaves (it ends a follower).
     async fn answer<W: AsyncWriteExt + Unpin>(
         &self,
         request: Request,
         write: &mut W,
-        gone: impl std::future::Future<Output = ()>,
+        gone: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let ok = |message: String| Reply::Ok { message };
-        let unknown = |name: &str| Reply::Error {
-            message: format!("no service called `{name}` in this file"),
-        };
         match request {
-            Request::Status => {
-                send(
-                    write,
-                    &Reply::Status {
-                        services: self.stack.status(),
-                    },
-                )
-                .await
-            }
-            Request::WaitReady => {
-                let reply = match self.stack.ready().await {
-                    Ok(()) => ok("every service is ready".into()),
-                    Err(outcome) => Reply::Error {
-                        message: outcome.to_string(),
-                    },
-                };
-                send(write, &reply).await
-            }
-            Request::Restart { service } => {
-                let reply = if self.stack.restart_service(&service) {
-                    ok(format!("restarting {service}"))
-                } else {
-                    unknown(&service)
-                };
-                send(write, &reply).await
-            }
-            Request::Start { service } => {
-                let reply = match self.stack.start_service(&service).await {
-                    Ok(true) => ok(format!("starting {service}")),
-                    Ok(false) => ok(format!("{service} is running or waiting already")),
-                    Err(_) => unknown(&service),
-                };
-                send(write, &reply).await
-            }
+            Request::Status => self.status(write).await,
+            Request::WaitReady => self.wait_ready(write).await,
+            Request::Restart { service } => self.restart(write, &service).await,
+            Request::Start { service } => self.start(write, &service).await,
             Request::Stop {
                 service: Some(service),
-            } => {
-                let reply = match self.stack.stop_service(&service).await {
-                    Ok(_) => ok(format!("stopped {service}")),
-                    Err(_) => unknown(&service),
-                };
-                send(write, &reply).await
-            }
-            Request::Stop { service: None } => {
-                let outcome = self.stack.stop().await;
-                let result = send(
-                    write,
-                    &ok(format!(
-                        "every service stopped ({outcome}); the supervisor exits"
-                    )),
-                )
-                .await;
-                self.ending.notify_one();
-                result
-            }
+            } => self.stop(write, &service).await,
+            Request::Stop { service: None } => self.stop_all(write).await,
             Request::Logs {
                 service,
                 lines,
                 follow,
-            } => {
-                let mut new = self.logs.new.subscribe();
-                let Some(last) = self.logs.last(&service, lines) else {
-                    return send(write, &unknown(&service)).await;
-                };
-                if let Some(note) = self.logs.elsewhere.get(&service) {
-                    send(write, &ok(format!("({service}: {note})"))).await?;
-                }
-                for line in last {
-                    send(write, &Reply::Line { line }).await?;
-                }
-                if !follow {
-                    return Ok(());
-                }
-                tokio::pin!(gone);
+            } => self.logs(write, service, lines, follow, gone).await,
+            Request::Events => self.events(write, gone).await,
+        }
+    }
+
+    async fn status<W: AsyncWriteExt + Unpin>(&self, write: &mut W) -> std::io::Result<()> {
+        let services = self.stack.status();
+        send(write, &Reply::Status { services }).await
+    }
+
+    async fn wait_ready<W: AsyncWriteExt + Unpin>(&self, write: &mut W) -> std::io::Result<()> {
+        let reply = match self.stack.ready().await {
+            Ok(()) => ok("every service is ready".into()),
+            Err(outcome) => Reply::Error {
+                message: outcome.to_string(),
+            },
+        };
+        send(write, &reply).await
+    }
+
+    async fn restart<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        service: &str,
+    ) -> std::io::Result<()> {
+        let reply = if self.stack.restart_service(service) {
+            ok(format!("restarting {service}"))
+        } else {
+            unknown(service)
+        };
+        send(write, &reply).await
+    }
+
+    async fn start<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        service: &str,
+    ) -> std::io::Result<()> {
+        let reply = match self.stack.start_service(service).await {
+            Ok(true) => ok(format!("starting {service}")),
+            Ok(false) => ok(format!("{service} is running or waiting already")),
+            Err(_) => unknown(service),
+        };
+        send(write, &reply).await
+    }
+
+    async fn stop<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        service: &str,
+    ) -> std::io::Result<()> {
+        let reply = match self.stack.stop_service(service).await {
+            Ok(_) => ok(format!("stopped {service}")),
+            Err(_) => unknown(service),
+        };
+        send(write, &reply).await
+    }
+
+    /// Stop every service, answer, then end the supervisor.
+    async fn stop_all<W: AsyncWriteExt + Unpin>(&self, write: &mut W) -> std::io::Result<()> {
+        let outcome = self.stack.stop().await;
+        let message = format!("every service stopped ({outcome}); the supervisor exits");
+        let result = send(write, &ok(message)).await;
+        self.ending.notify_one();
+        result
+    }
+
+    /// The last `lines` lines of `service` (and a note on the streams kept elsewhere),
+    /// then, with `follow`, its new lines.
+    async fn logs<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        service: String,
+        lines: usize,
+        follow: bool,
+        gone: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        // Subscribed before the last lines are read: no line falls between the two.
+        let new = self.logs.new.subscribe();
+        let Some(last) = self.logs.last(&service, lines) else {
+            return send(write, &unknown(&service)).await;
+        };
+        if let Some(note) = self.logs.elsewhere.get(&service) {
+            send(write, &ok(format!("({service}: {note})"))).await?;
+        }
+        for line in last {
+            send(write, &Reply::Line { line }).await?;
+        }
+        if !follow {
+            return Ok(());
+        }
+        let lines = futures_util::stream::unfold(new, move |mut new| {
+            let service = service.clone();
+            async move {
                 loop {
-                    tokio::select! {
-                        line = new.recv() => match line {
-                            Ok(line) if line.service == service => send(write, &Reply::Line { line }).await?,
-                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                        },
-                        _ = &mut gone => return Ok(()),
-                        _ = self.followers.cancelled() => return Ok(()),
+                    match new.recv().await {
+                        Ok(line) if line.service == service => {
+                            return Some((Reply::Line { line }, new))
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 }
             }
-            Request::Events => {
-                let mut events = self.stack.events();
-                tokio::pin!(gone);
-                send(write, &ok("following events".into())).await?;
-                loop {
-                    tokio::select! {
-                        event = events.next() => match event {
-                            Some(Ok(event)) => send(write, &Reply::Event { text: event.to_string() }).await?,
-                            Some(Err(lagged)) => send(write, &Reply::Event { text: format!("({lagged})") }).await?,
-                            None => return Ok(()),
-                        },
-                        _ = &mut gone => return Ok(()),
-                        _ = self.followers.cancelled() => return Ok(()),
-                    }
-                }
+        });
+        self.follow(write, lines, gone).await
+    }
+
+    /// The events, as they happen.
+    async fn events<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        gone: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let events = self.stack.events().map(|event| Reply::Event {
+            text: match event {
+                Ok(event) => event.to_string(),
+                Err(lagged) => format!("({lagged})"),
+            },
+        });
+        send(write, &ok("following events".into())).await?;
+        self.follow(write, events, gone).await
+    }
+
+    /// Send `replies` as they come, until they end, the client leaves (`gone`) or the
+    /// supervisor ends: the one loop of `logs -F` and `events`.
+    async fn follow<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        replies: impl Stream<Item = Reply>,
+        gone: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        tokio::pin!(replies, gone);
+        loop {
+            tokio::select! {
+                reply = replies.next() => match reply {
+                    Some(reply) => send(write, &reply).await?,
+                    None => return Ok(()),
+                },
+                _ = &mut gone => return Ok(()),
+                _ = self.followers.cancelled() => return Ok(()),
             }
         }
+    }
+}
+
+fn ok(message: String) -> Reply {
+    Reply::Ok { message }
+}
+
+fn unknown(name: &str) -> Reply {
+    Reply::Error {
+        message: format!("no service called `{name}` in this file"),
     }
 }
 

@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use running_process::compose::export::{ExportOptions, ExportedFile, Target};
 use running_process::compose::ServiceFile;
 
+use crate::printer;
+
 /// The export options from `--image` values: `IMAGE` for every service, `SERVICE=IMAGE`
 /// for one (image references never contain `=`).
 pub fn options<S: AsRef<str>>(images: &[S]) -> ExportOptions {
@@ -35,34 +37,34 @@ pub fn run(
 ) -> ExitCode {
     let files = match file.export(target, options) {
         Ok(files) => files,
-        Err(error) => {
-            eprintln!("running-process export {target}: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return failed(target, &error),
     };
-    let written = match out_dir {
-        Some(dir) => write_all(dir, &files),
-        None => print_all(&files).map_err(|e| format!("cannot print: {e}")),
-    };
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("running-process export {target}: {error}");
-            ExitCode::FAILURE
+    match out_dir {
+        Some(dir) => match write_all(dir, &files) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => failed(target, &error),
+        },
+        None => {
+            print_all(&files);
+            ExitCode::SUCCESS
         }
     }
 }
 
-fn print_all(files: &[ExportedFile]) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn failed(target: Target, error: &dyn std::fmt::Display) -> ExitCode {
+    printer::stderr().print(format!("running-process export {target}: {error}"));
+    ExitCode::FAILURE
+}
+
+fn print_all(files: &[ExportedFile]) {
+    let out = printer::stdout();
     for (i, file) in files.iter().enumerate() {
         if i > 0 {
-            writeln!(out)?;
+            out.print(String::new());
         }
-        writeln!(out, "# ---- {} ----", file.name)?;
-        out.write_all(file.contents.as_bytes())?;
+        out.print(format!("# ---- {} ----", file.name));
+        out.print_raw(file.contents.clone());
     }
-    out.flush()
 }
 
 fn write_all(dir: &Path, files: &[ExportedFile]) -> Result<(), String> {
@@ -71,7 +73,7 @@ fn write_all(dir: &Path, files: &[ExportedFile]) -> Result<(), String> {
         let path = dir.join(&file.name);
         write_atomic(&path, file.contents.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("{}", path.display());
+        printer::stdout().print(path.display().to_string());
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use running_process::compose::{ServiceFile, DEFAULT_FILE_NAME};
 
 use crate::output::Style;
+use crate::printer;
 
 /// A loaded, checked service file and its absolute path.
 pub struct Loaded {
@@ -29,18 +30,18 @@ pub async fn load(file: Option<PathBuf>) -> Result<Loaded, ExitCode> {
     let explicit = file.is_some();
     let path = path_of(file);
     if !explicit && !path.exists() {
-        eprintln!("{}", no_file_help(&path));
+        printer::stderr().print(no_file_help(&path));
         return Err(ExitCode::from(BAD_FILE));
     }
     match ServiceFile::load(&path).await {
         Ok(file) => Ok(Loaded { path, file }),
         Err(error) => {
-            let style = Style::stderr();
-            eprintln!("{}: {error}", style.error("error"));
+            let (style, err) = (Style::stderr(), printer::stderr());
+            err.print(format!("{}: {error}", style.error("error")));
             if let Some(pointer) = error.pointer() {
-                eprintln!("{pointer}");
+                err.print(pointer.to_string());
             }
-            eprintln!("nothing was started");
+            err.print("nothing was started".to_owned());
             Err(ExitCode::from(BAD_FILE))
         }
     }

@@ -6,16 +6,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 mod client;
-mod control;
 mod detached;
 mod export;
 mod file;
 mod foreground;
 mod output;
 mod printer;
+mod requests;
 mod state;
 mod table;
 
@@ -27,19 +27,25 @@ struct Cli {
     command: Command,
 }
 
+/// The `-f/--file` option of every command that reads a service file.
+#[derive(Args)]
+struct FileArg {
+    /// The service file (default: ./running-process.toml).
+    #[arg(short, long)]
+    file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check a service file: types, keys, dependencies, programs. Starts nothing.
     Check {
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Start the services, show their output and events; Ctrl-C stops them.
     Up {
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
         /// Run under a detached supervisor (one per file) and return once every service is
         /// ready; `status`, `logs`, `restart` and `stop` talk to it.
         #[arg(short, long)]
@@ -48,9 +54,8 @@ enum Command {
     /// Show the services of the detached supervisor: state, pid, uptime, restarts, last
     /// exit, readiness and health.
     Status {
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
         /// Print JSON (the supervisor's pid and every service's status) for programs.
         #[arg(long)]
         json: bool,
@@ -59,17 +64,15 @@ enum Command {
     Restart {
         /// The service.
         name: String,
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Start a service of the detached supervisor that is not running.
     Start {
         /// The service.
         name: String,
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Stop a service of the detached supervisor, or, without a name, every service and the
     /// supervisor itself.
@@ -77,9 +80,8 @@ enum Command {
     Stop {
         /// The service (default: all of them, and the supervisor).
         name: Option<String>,
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Show the last lines a service of the detached supervisor wrote.
     Logs {
@@ -91,15 +93,13 @@ enum Command {
         /// How many of the last lines.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Show the detached supervisor's events as they happen.
     Events {
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Write the service file as systemd units or Kubernetes manifests; what they cannot
     /// express is a comment in the output.
@@ -107,9 +107,8 @@ enum Command {
         /// `systemd` or `kubernetes` (`k8s`).
         #[arg(value_parser = clap::value_parser!(running_process::compose::export::Target))]
         target: running_process::compose::export::Target,
-        /// The service file (default: ./running-process.toml).
-        #[arg(short, long)]
-        file: Option<PathBuf>,
+        #[command(flatten)]
+        file: FileArg,
         /// Write the files into this directory (default: print them).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -128,29 +127,32 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+        .build();
+    let code = match runtime {
+        Ok(runtime) => runtime.block_on(run(cli.command)),
         Err(error) => {
-            eprintln!("running-process: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            printer::stderr().print(format!(
+                "running-process: cannot start the async runtime: {error}"
+            ));
+            ExitCode::FAILURE
         }
     };
-    runtime.block_on(run(cli.command))
+    printer::finish();
+    code
 }
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Check { file } => match file::load(file).await {
+        Command::Check { file } => match file::load(file.file).await {
             Ok(loaded) => {
-                println!(
+                printer::stdout().print(format!(
                     "{}: {} services, ok",
                     loaded.path.display(),
                     loaded.file.services.len()
-                );
+                ));
                 ExitCode::SUCCESS
             }
             Err(code) => code,
@@ -158,31 +160,31 @@ async fn run(command: Command) -> ExitCode {
         Command::Up {
             file,
             detach: false,
-        } => match file::load(file).await {
+        } => match file::load(file.file).await {
             Ok(loaded) => foreground::up(loaded).await,
             Err(code) => code,
         },
-        Command::Up { file, detach: true } => match file::load(file).await {
+        Command::Up { file, detach: true } => match file::load(file.file).await {
             Ok(loaded) => client::up_detached(loaded).await,
             Err(code) => code,
         },
-        Command::Status { file, json } => client::status(file, json).await,
-        Command::Restart { name, file } => client::restart(file, name).await,
-        Command::Start { name, file } => client::start(file, name).await,
-        Command::Stop { name, file } => client::stop(file, name).await,
+        Command::Status { file, json } => client::status(file.file, json).await,
+        Command::Restart { name, file } => client::restart(file.file, name).await,
+        Command::Start { name, file } => client::start(file.file, name).await,
+        Command::Stop { name, file } => client::stop(file.file, name).await,
         Command::Logs {
             name,
             follow,
             lines,
             file,
-        } => client::logs(file, name, lines, follow).await,
-        Command::Events { file } => client::events(file).await,
+        } => client::logs(file.file, name, lines, follow).await,
+        Command::Events { file } => client::events(file.file).await,
         Command::Export {
             target,
             file,
             output,
             image,
-        } => match file::load(file).await {
+        } => match file::load(file.file).await {
             // Blocking (program lookup, file writes): off the async workers.
             Ok(loaded) => tokio::task::spawn_blocking(move || {
                 export::run(

@@ -219,16 +219,3 @@ impl Prefixes {
         format!("{painted} {} ", self.style.dim("|"))
     }
 }
-
-/// An error and its causes on one line, `error: cause: cause` (the library's errors print
-/// only their own message; the causes are their `source()`s).
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -9,6 +9,7 @@ use crate::command::{
 use crate::compose::{Condition, Service, ServiceFile, StartOrder};
 use crate::supervision::{RestartKind, Strategy};
 
+use super::yaml::{comment, field, render_map, Entry, Yaml};
 use super::{
     awaited_completion, describe_health, describe_readiness, human_duration, path_text, seconds_up,
     signal_name, ExportError, ExportOptions, ExportedFile, Target,
@@ -46,30 +47,11 @@ pub fn kubernetes_manifests(
 ) -> Result<Vec<ExportedFile>, ExportError> {
     let group_name = dns_label(&file.group.name)?;
     let names = container_names(file)?;
-    let init: Vec<&Service> = file
+    let (init, main): (Vec<&Service>, Vec<&Service>) = file
         .services
         .iter()
-        .filter(|s| awaited_completion(file, s.name()))
-        .collect();
-    let main: Vec<&Service> = file
-        .services
-        .iter()
-        .filter(|s| !awaited_completion(file, s.name()))
-        .collect();
-    let policy = if main
-        .iter()
-        .any(|s| s.spec.restart.kind == RestartKind::Permanent)
-    {
-        "Always"
-    } else if main
-        .iter()
-        .any(|s| s.spec.restart.kind == RestartKind::Transient)
-    {
-        "OnFailure"
-    } else {
-        "Never"
-    };
-
+        .partition(|s| awaited_completion(file, s.name()));
+    let policy = pod_restart_policy(&main);
     let mut pod = Vec::new();
     group_notes(&mut pod, file);
     pod.push(field("restartPolicy", Yaml::str(policy)));
@@ -97,16 +79,34 @@ pub fn kubernetes_manifests(
         pod.push(field("initContainers", build(&init, true)?));
     }
     pod.push(field("containers", build(&main, false)?));
+    let mut contents = String::new();
+    render_map(&object(file, &group_name, policy, pod), 0, &mut contents);
+    Ok(vec![ExportedFile {
+        name: format!("{group_name}.yaml"),
+        contents,
+    }])
+}
 
-    let labels = || {
-        Yaml::Map(vec![field(
-            "app.kubernetes.io/name",
-            Yaml::str(group_name.clone()),
-        )])
-    };
+/// The Pod's `restartPolicy` for its (non-init) containers: the most restarting of their
+/// restart kinds.
+fn pod_restart_policy(main: &[&Service]) -> &'static str {
+    let any = |kind| main.iter().any(|s| s.spec.restart.kind == kind);
+    if any(RestartKind::Permanent) {
+        "Always"
+    } else if any(RestartKind::Transient) {
+        "OnFailure"
+    } else {
+        "Never"
+    }
+}
+
+/// The object around the Pod spec `pod`: a one-replica Deployment where the policy is
+/// `Always` (the only one a Deployment allows), else a bare Pod.
+fn object(file: &ServiceFile, group_name: &str, policy: &str, pod: Vec<Entry>) -> Vec<Entry> {
+    let labels = || Yaml::Map(vec![field("app.kubernetes.io/name", Yaml::str(group_name))]);
     let metadata = || {
         Yaml::Map(vec![
-            field("name", Yaml::str(group_name.clone())),
+            field("name", Yaml::str(group_name)),
             field("labels", labels()),
         ])
     };
@@ -153,12 +153,7 @@ pub fn kubernetes_manifests(
             field("spec", Yaml::Map(pod)),
         ]);
     }
-    let mut contents = String::new();
-    render_map(&object, 0, &mut contents);
-    Ok(vec![ExportedFile {
-        name: format!("{group_name}.yaml"),
-        contents,
-    }])
+    object
 }
 
 /// A name as a DNS-1123 label (what container and object names must be): lowercase, any
@@ -243,6 +238,22 @@ fn container(
         ));
     }
     c.push(field("name", Yaml::str(name)));
+    image(&mut c, service, options);
+    command(&mut c, service)?;
+    environment(&mut c, spec);
+    security(&mut c, spec);
+    restart_notes(&mut c, spec, pod_policy, init);
+    dependency_notes(&mut c, file, service);
+    readiness(&mut c, spec, init);
+    liveness(&mut c, spec, init);
+    listener_notes(&mut c, spec);
+    output_notes(&mut c, spec);
+    stop_notes(&mut c, spec);
+    Ok(c)
+}
+
+/// The container's image: the one [`ExportOptions`] names, else a placeholder to replace.
+fn image(c: &mut Vec<Entry>, service: &Service, options: &ExportOptions) {
     let image = options
         .images
         .get(service.name())
@@ -250,13 +261,18 @@ fn container(
     if image.is_none() {
         c.push(comment(format!(
             "Replace with an image that has `{}` (or export with --image).",
-            spec.program.display()
+            service.spec.program.display()
         )));
     }
     c.push(field(
         "image",
         Yaml::str(image.map_or(PLACEHOLDER_IMAGE, String::as_str)),
     ));
+}
+
+/// `command`, `args` and `workingDir`.
+fn command(c: &mut Vec<Entry>, service: &Service) -> Result<(), ExportError> {
+    let spec = &service.spec;
     let program = path_text(&spec.program, service.name(), "program")?;
     if spec.program.is_absolute() {
         c.push(comment(
@@ -277,6 +293,11 @@ fn container(
         ));
         c.push(field("workingDir", Yaml::str(cwd)));
     }
+    Ok(())
+}
+
+/// `env` (the supervisor's own environment, which a container does not get, is a note).
+fn environment(c: &mut Vec<Entry>, spec: &CommandSpec) {
     if !spec.env_clear {
         c.push(comment(
             "running-process passes its own environment on; a container gets the image's and these.",
@@ -295,40 +316,37 @@ fn container(
             .collect();
         c.push(field("env", Yaml::Seq(env)));
     }
-    security(&mut c, spec);
-    restart_notes(&mut c, spec, pod_policy, init);
-    dependency_notes(&mut c, file, service);
-    readiness(&mut c, spec, init);
-    if let Some(health) = &spec.health {
-        match probe_handler(
-            &mut c,
-            &describe_health(&health.check),
-            health_target(&health.check),
-        ) {
-            Some(handler) if !init => {
-                let mut probe = handler;
-                probe.push(field(
-                    "periodSeconds",
-                    Yaml::Int(seconds_up(health.policy.interval).max(1)),
-                ));
-                probe.push(field(
-                    "timeoutSeconds",
-                    Yaml::Int(seconds_up(health.policy.timeout).max(1)),
-                ));
-                probe.push(field(
-                    "failureThreshold",
-                    Yaml::Int(u64::from(health.policy.failures_before_unhealthy.max(1))),
-                ));
-                c.push(field("livenessProbe", Yaml::Map(probe)));
-            }
-            Some(_) => c.push(comment("health: init containers have no liveness probe.")),
-            None => {}
+}
+
+/// The health check as a `livenessProbe` (init containers have none).
+fn liveness(c: &mut Vec<Entry>, spec: &CommandSpec, init: bool) {
+    let Some(health) = &spec.health else {
+        return;
+    };
+    match probe_handler(
+        c,
+        &describe_health(&health.check),
+        health_target(&health.check),
+    ) {
+        Some(handler) if !init => {
+            let mut probe = handler;
+            probe.push(field(
+                "periodSeconds",
+                Yaml::Int(seconds_up(health.policy.interval).max(1)),
+            ));
+            probe.push(field(
+                "timeoutSeconds",
+                Yaml::Int(seconds_up(health.policy.timeout).max(1)),
+            ));
+            probe.push(field(
+                "failureThreshold",
+                Yaml::Int(u64::from(health.policy.failures_before_unhealthy.max(1))),
+            ));
+            c.push(field("livenessProbe", Yaml::Map(probe)));
         }
+        Some(_) => c.push(comment("health: init containers have no liveness probe.")),
+        None => {}
     }
-    listener_notes(&mut c, spec);
-    output_notes(&mut c, spec);
-    stop_notes(&mut c, spec);
-    Ok(c)
 }
 
 /// `securityContext` from numeric ids; names, umask and limits as comments.
@@ -602,29 +620,6 @@ fn stop_notes(c: &mut Vec<Entry>, spec: &CommandSpec) {
     }
 }
 
-/// A YAML value: enough of YAML for manifests, with comments.
-#[derive(Debug, Clone, PartialEq)]
-enum Yaml {
-    /// A string, always double-quoted (JSON's escapes, which YAML reads).
-    Str(String),
-    Int(u64),
-    Map(Vec<Entry>),
-    Seq(Vec<Yaml>),
-}
-
-impl Yaml {
-    fn str(text: impl Into<String>) -> Yaml {
-        Yaml::Str(text.into())
-    }
-}
-
-/// A mapping's entry, or a comment line among them.
-#[derive(Debug, Clone, PartialEq)]
-enum Entry {
-    Field(&'static str, Yaml),
-    Comment(String),
-}
-
 /// Listeners: a TCP one is a declared container port; what Kubernetes has no form for
 /// (the socket held across restarts, start on demand, the fd store) is a comment.
 fn listener_notes(c: &mut Vec<Entry>, spec: &crate::command::CommandSpec) {
@@ -677,108 +672,9 @@ fn listener_notes(c: &mut Vec<Entry>, spec: &crate::command::CommandSpec) {
     }
 }
 
-fn field(key: &'static str, value: Yaml) -> Entry {
-    Entry::Field(key, value)
-}
-
-fn comment(text: impl Into<String>) -> Entry {
-    Entry::Comment(text.into())
-}
-
-/// A scalar's text, or `None` for a mapping or sequence with entries.
-fn inline(value: &Yaml) -> Option<String> {
-    match value {
-        Yaml::Str(text) => Some(serde_json::Value::from(text.as_str()).to_string()),
-        Yaml::Int(n) => Some(n.to_string()),
-        Yaml::Map(entries) if entries.is_empty() => Some("{}".into()),
-        Yaml::Seq(items) if items.is_empty() => Some("[]".into()),
-        _ => None,
-    }
-}
-
-fn render_map(entries: &[Entry], indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    for entry in entries {
-        match entry {
-            Entry::Comment(text) => {
-                for line in text.lines() {
-                    out.push_str(&format!("{pad}# {line}\n"));
-                }
-            }
-            Entry::Field(key, value) => match inline(value) {
-                Some(scalar) => out.push_str(&format!("{pad}{key}: {scalar}\n")),
-                None => {
-                    out.push_str(&format!("{pad}{key}:\n"));
-                    render_block(value, indent + 2, out);
-                }
-            },
-        }
-    }
-}
-
-/// A mapping or sequence with entries, at `indent`.
-fn render_block(value: &Yaml, indent: usize, out: &mut String) {
-    match value {
-        Yaml::Map(entries) => render_map(entries, indent, out),
-        Yaml::Seq(items) => {
-            let pad = " ".repeat(indent);
-            for item in items {
-                match inline(item) {
-                    Some(scalar) => out.push_str(&format!("{pad}- {scalar}\n")),
-                    None => {
-                        // Rendered two deeper, then the first key line takes the dash.
-                        let mut block = String::new();
-                        render_block(item, indent + 2, &mut block);
-                        let deeper = format!("{pad}  ");
-                        let mut dashed = false;
-                        for line in block.lines() {
-                            match line.strip_prefix(&deeper) {
-                                Some(rest) if !dashed && !rest.starts_with('#') => {
-                                    out.push_str(&format!("{pad}- {rest}\n"));
-                                    dashed = true;
-                                }
-                                _ => {
-                                    out.push_str(line);
-                                    out.push('\n');
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        scalar => out.push_str(&inline(scalar).unwrap_or_default()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn yaml_nests_maps_in_sequences_with_comments() {
-        let doc = vec![
-            comment("top"),
-            field(
-                "items",
-                Yaml::Seq(vec![
-                    Yaml::Map(vec![
-                        comment("first"),
-                        field("name", Yaml::str("a \"b\"")),
-                        field("n", Yaml::Int(3)),
-                    ]),
-                    Yaml::str("plain"),
-                ]),
-            ),
-            field("empty", Yaml::Map(vec![])),
-        ];
-        let mut out = String::new();
-        render_map(&doc, 0, &mut out);
-        assert_eq!(
-            out,
-            "# top\nitems:\n    # first\n  - name: \"a \\\"b\\\"\"\n    n: 3\n  - \"plain\"\nempty: {}\n"
-        );
-    }
 
     #[test]
     fn names_become_dns_labels() {

@@ -50,6 +50,7 @@ use crate::command::{HealthCheck, Readiness, StopSignal};
 
 mod kubernetes;
 mod systemd;
+mod yaml;
 
 pub use kubernetes::{kubernetes_manifests, PLACEHOLDER_IMAGE};
 pub use systemd::systemd_units;

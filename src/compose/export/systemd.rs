@@ -148,38 +148,7 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
     let lines = unit.section("Unit");
     lines.push(format!("Description={name} ({} group)", file.group.name));
     lines.push(format!("PartOf={group}.target"));
-    for dependency in &service.depends_on {
-        let other = format!("{group}-{}.service", unit_name(&dependency.service)?);
-        let target = file.service(&dependency.service);
-        let visible = target.is_some_and(|t| {
-            matches!(t.spec.readiness, Readiness::Started | Readiness::Notify)
-                || awaited_completion(file, t.name())
-        });
-        match dependency.condition {
-            Condition::Healthy => note(
-                lines,
-                format!(
-                    "depends_on {} = \"healthy\": systemd has no health state; this waits only until it is started{}.",
-                    dependency.service,
-                    if visible { " (ready)" } else { "" }
-                ),
-            ),
-            Condition::Ready if !visible => note(
-                lines,
-                format!(
-                    "depends_on {} = \"ready\": systemd cannot see its readiness ({}); this waits only until it runs.",
-                    dependency.service,
-                    target.map_or_else(String::new, |t| describe_readiness(&t.spec.readiness))
-                ),
-            ),
-            _ => {}
-        }
-        lines.push(format!("After={other}"));
-        lines.push(format!(
-            "{}={other}",
-            requirement(file.group.strategy, dependency.condition)
-        ));
-    }
+    dependencies(lines, file, group, service)?;
     for listener in &spec.listeners {
         // Its sockets come first and stay while it restarts; with start on demand the
         // first connection starts it (the target wants the sockets, not the service).
@@ -220,6 +189,48 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
         );
     }
     Ok(unit)
+}
+
+/// `After=` and `Requires=`/`Wants=` of each dependency, with what systemd cannot wait for.
+fn dependencies(
+    lines: &mut Vec<String>,
+    file: &ServiceFile,
+    group: &str,
+    service: &Service,
+) -> Result<(), ExportError> {
+    for dependency in &service.depends_on {
+        let other = format!("{group}-{}.service", unit_name(&dependency.service)?);
+        let target = file.service(&dependency.service);
+        let visible = target.is_some_and(|t| {
+            matches!(t.spec.readiness, Readiness::Started | Readiness::Notify)
+                || awaited_completion(file, t.name())
+        });
+        match dependency.condition {
+            Condition::Healthy => note(
+                lines,
+                format!(
+                    "depends_on {} = \"healthy\": systemd has no health state; this waits only until it is started{}.",
+                    dependency.service,
+                    if visible { " (ready)" } else { "" }
+                ),
+            ),
+            Condition::Ready if !visible => note(
+                lines,
+                format!(
+                    "depends_on {} = \"ready\": systemd cannot see its readiness ({}); this waits only until it runs.",
+                    dependency.service,
+                    target.map_or_else(String::new, |t| describe_readiness(&t.spec.readiness))
+                ),
+            ),
+            _ => {}
+        }
+        lines.push(format!("After={other}"));
+        lines.push(format!(
+            "{}={other}",
+            requirement(file.group.strategy, dependency.condition)
+        ));
+    }
+    Ok(())
 }
 
 /// `Type=` and `TimeoutStartSec=`, with what the readiness becomes.

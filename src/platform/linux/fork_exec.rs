@@ -52,7 +52,9 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Resource, Rlimit, WaitId, WaitIdOptions};
 
 use crate::platform::listen::LISTEN_FDS_START;
-use crate::platform::spawn::{LimitResource, SpawnError, SpawnPlan, SpawnStage, Stdio};
+use crate::platform::spawn::{
+    LimitResource, ListenFd, ResourceLimit, SpawnError, SpawnPlan, SpawnStage, Stdio,
+};
 
 /// `clone3` flag: return a pidfd for the child.
 const CLONE_PIDFD: u64 = 0x1000;
@@ -250,44 +252,17 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
     let (stdin, _) = stdio_fds(plan.stdin, false).map_err(stdio_error)?;
     let (stdout, parent_stdout) = stdio_fds(plan.stdout, true).map_err(stdio_error)?;
     let (stderr, parent_stderr) = stdio_fds(plan.stderr, true).map_err(stdio_error)?;
-    let limits = plan
-        .limits
-        .iter()
-        .map(|limit| {
-            let resource = match limit.resource {
-                LimitResource::OpenFiles => Resource::Nofile,
-                LimitResource::Processes => Resource::Nproc,
-                LimitResource::CoreSize => Resource::Core,
-            };
-            (
-                resource,
-                Rlimit {
-                    current: limit.soft,
-                    maximum: limit.hard,
-                },
-            )
-        })
-        .collect();
+    let limits = plan.limits.iter().map(rlimit).collect();
     let cgroup = plan
         .cgroup
         .map(|cgroup| rustix::io::fcntl_dupfd_cloexec(cgroup.dir(), 0))
         .transpose()
         .map_err(|e| SpawnError::new(SpawnStage::Cgroup, e))?;
     let (listen_fds, listen_pid) = if passing {
-        let count = plan.listen_fds.len();
-        let names: Vec<&str> = plan.listen_fds.iter().map(|l| l.name.as_str()).collect();
-        envp.push(c_string(format!("LISTEN_FDS={count}").into_bytes())?);
-        envp.push(c_string(
-            format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
-        )?);
-        let above = first_free_after_listeners(count);
-        let fds = plan
-            .listen_fds
-            .iter()
-            .map(|l| rustix::io::fcntl_dupfd_cloexec(&l.fd, above))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SpawnError::new(SpawnStage::Listeners, e))?;
-        (fds, Some(PidSlot::new()))
+        (
+            listeners(&plan.listen_fds, &mut envp)?,
+            Some(PidSlot::new()),
+        )
     } else {
         (Vec::new(), None)
     };
@@ -312,6 +287,38 @@ pub(crate) fn prepare(plan: SpawnPlan) -> Result<(Prepared, ParentPipes), SpawnE
             stderr: parent_stderr,
         },
     ))
+}
+
+/// The kernel's resource and values for one of the plan's limits.
+fn rlimit(limit: &ResourceLimit) -> (Resource, Rlimit) {
+    let resource = match limit.resource {
+        LimitResource::OpenFiles => Resource::Nofile,
+        LimitResource::Processes => Resource::Nproc,
+        LimitResource::CoreSize => Resource::Core,
+    };
+    let values = Rlimit {
+        current: limit.soft,
+        maximum: limit.hard,
+    };
+    (resource, values)
+}
+
+/// The child's copies of the listeners (numbered above where they go, see
+/// [`first_free_after_listeners`]), and their `LISTEN_FDS` and `LISTEN_FDNAMES` in `envp`
+/// (`LISTEN_PID` is the child's to write, once it knows its pid).
+fn listeners(listen_fds: &[ListenFd], envp: &mut Vec<CString>) -> Result<Vec<OwnedFd>, SpawnError> {
+    let count = listen_fds.len();
+    let names: Vec<&str> = listen_fds.iter().map(|l| l.name.as_str()).collect();
+    envp.push(c_string(format!("LISTEN_FDS={count}").into_bytes())?);
+    envp.push(c_string(
+        format!("LISTEN_FDNAMES={}", names.join(":")).into_bytes(),
+    )?);
+    let above = first_free_after_listeners(count);
+    listen_fds
+        .iter()
+        .map(|l| rustix::io::fcntl_dupfd_cloexec(&l.fd, above))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SpawnError::new(SpawnStage::Listeners, e))
 }
 
 /// `LISTEN_PID`, `LISTEN_FDS` or `LISTEN_FDNAMES`.

@@ -126,7 +126,7 @@ async fn start_member(
     match kind {
         MemberKind::Service(supervisor) => {
             sink.emit(EventKind::Starting);
-            match supervisor.probe().await {
+            match supervisor.adopt().await {
                 Ok(Some(backend)) if backend.is_alive() => {
                     // `Ready` follows from `watch`, as for a spawned backend.
                     sink.emit(EventKind::AdoptedExisting { pid: backend.pid() });
