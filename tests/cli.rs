@@ -823,3 +823,171 @@ restart = {{ kind = "permanent", backoff = {{ initial_ms = 200 }} }}
         Some(second)
     );
 }
+
+/// `up --detach` against a running supervisor applies the edited file: `--dry-run` says
+/// what it would do and changes nothing; the apply leaves the unchanged service running
+/// (same pid), replaces the edited one, adds the new one and removes the gone one, then
+/// says every service is ready.
+#[test]
+fn up_detach_applies_an_edited_file_to_the_running_set() {
+    let v1 = r#"
+[services.keep]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+
+[services.edit]
+program = "sh"
+args = ["-c", "echo ${EDIT_GREETING:-v1}; exec sleep 1000"]
+
+[services.gone]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+"#;
+    let project = Project::new(v1);
+    assert!(project.run(&["up", "--detach"]).status.success());
+    let before = project.status();
+    let pid =
+        |status: &serde_json::Value, name: &str| Project::service(status, name)["pid"].as_u64();
+    let (keep, edit) = (pid(&before, "keep").unwrap(), pid(&before, "edit").unwrap());
+
+    std::fs::write(
+        project.path("running-process.toml"),
+        v1.replace("[services.gone]", "[services.new]"),
+    )
+    .unwrap();
+    std::fs::write(project.path(".env"), "EDIT_GREETING=v2\n").unwrap();
+    let dry = project.run(&["up", "--detach", "--dry-run"]);
+    let dry_text = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(dry.status.success());
+    for line in [
+        "keep: unchanged",
+        "edit: replaced: args",
+        "new: added",
+        "gone: removed",
+        "dry run",
+    ] {
+        assert!(dry_text.contains(line), "{line:?} in {dry_text}");
+    }
+    assert_eq!(
+        pid(&project.status(), "gone").is_some(),
+        true,
+        "the dry run changed nothing"
+    );
+
+    let applied = project.run(&["up", "--detach"]);
+    let text = String::from_utf8_lossy(&applied.stdout).into_owned();
+    assert!(applied.status.success(), "{text}");
+    for line in [
+        "applying the file",
+        "keep: unchanged",
+        "edit: replaced: args",
+        "new: added",
+        "gone: removed",
+        "every service is ready",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    let after = project.status();
+    assert_eq!(pid(&after, "keep"), Some(keep), "left alone: same process");
+    assert_ne!(pid(&after, "edit").unwrap(), edit);
+    assert!(pid(&after, "new").is_some());
+    assert!(
+        after["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != "gone"),
+        "{after}"
+    );
+    // An edit that is not valid is refused at its line, and the set is untouched.
+    std::fs::write(
+        project.path("running-process.toml"),
+        "[services.keep]\nprogram = \"sh\"\nargs = [\"-c\", \"${RP_CLI_TEST_UNSET}\"]\n",
+    )
+    .unwrap();
+    let refused = project.run(&["up", "--detach"]);
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success());
+    assert!(
+        err.contains(
+            "running-process.toml:3:15: services.keep.args: variable RP_CLI_TEST_UNSET is not set"
+        ),
+        "{err}"
+    );
+    assert_eq!(pid(&project.status(), "keep"), Some(keep));
+}
+
+/// `up NAME` starts that service and what it depends on; `--profile` turns a profile on;
+/// `config` prints the effective file; `scale NAME=N` runs N instances, each serving on its
+/// own port (chosen from `${RUNNING_PROCESS_INSTANCE}`), and back to one.
+#[test]
+fn part_of_a_file_profiles_config_and_scale() {
+    // Three free ports in a row: instance k serves on base + k.
+    let base = (0..200)
+        .map(|_| daemons::free_port() / 10 * 10)
+        .find(|base| (1..=3).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()))
+        .expect("three free ports in a row");
+    let text = format!(
+        r#"
+[services.db]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+
+[services.web]
+program = "python3"
+args = ["-m", "http.server", "{prefix}${{RUNNING_PROCESS_INSTANCE}}", "--bind", "127.0.0.1"]
+readiness = {{ kind = "tcp", address = "127.0.0.1:{prefix}${{RUNNING_PROCESS_INSTANCE}}" }}
+depends_on = ["db"]
+
+[services.other]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+
+[services.debugger]
+program = "sh"
+args = ["-c", "exec sleep 1000"]
+profiles = ["debug"]
+"#,
+        prefix = base / 10
+    );
+    let project = Project::new(&text);
+    let config = project.run(&["config", "web"]);
+    let config_text = String::from_utf8_lossy(&config.stdout).into_owned();
+    assert!(config.status.success());
+    assert!(config_text.contains("[services.web]") && config_text.contains("[services.db]"));
+    assert!(!config_text.contains("[services.other]"), "{config_text}");
+
+    assert!(project.run(&["up", "--detach", "web"]).status.success());
+    let names = |status: &serde_json::Value| -> Vec<String> {
+        status["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&project.status()), ["db", "web"]);
+
+    let scaled = project.run(&["scale", "web=3"]);
+    assert!(scaled.status.success());
+    assert!(String::from_utf8_lossy(&scaled.stdout).contains("every service is ready"));
+    assert_eq!(names(&project.status()), ["db", "web-1", "web-2", "web-3"]);
+    for k in 1..=3 {
+        let page = std::net::TcpStream::connect(("127.0.0.1", base + k));
+        assert!(page.is_ok(), "instance {k} serves on {}", base + k);
+    }
+    assert!(project.run(&["scale", "web=1"]).status.success());
+    assert_eq!(names(&project.status()), ["db", "web"]);
+
+    // The whole file with a profile on: the rest is added, web left alone.
+    let web = Project::service(&project.status(), "web")["pid"].as_u64();
+    let all = project.run(&["up", "--detach", "--profile", "debug"]);
+    let all_text = String::from_utf8_lossy(&all.stdout).into_owned();
+    assert!(all.status.success(), "{all_text}");
+    assert!(all_text.contains("web: unchanged"), "{all_text}");
+    assert_eq!(names(&project.status()), ["db", "web", "other", "debugger"]);
+    assert_eq!(
+        Project::service(&project.status(), "web")["pid"].as_u64(),
+        web
+    );
+}

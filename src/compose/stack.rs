@@ -203,6 +203,20 @@ impl Stack {
         self.handle.stop_member(name).await
     }
 
+    /// Run `replicas` instances of the service called `name` (zero included): new ones
+    /// start as their dependencies allow, the highest-numbered stop first (see
+    /// [`ServiceHandle::scale`]). The file the stack runs says so afterwards, so a later
+    /// [`Stack::apply`] compares against it. `Ok(false)` if it had that many already.
+    pub async fn scale(&self, name: &str, replicas: u32) -> Result<bool, MemberError> {
+        let changed = self.handle.scale(name, replicas).await?;
+        let mut file = (*self.file()).clone();
+        if let Some(service) = file.services.iter_mut().find(|s| s.name() == name) {
+            service.replicas = replicas;
+        }
+        self.set_file(file);
+        Ok(changed)
+    }
+
     /// Stop every service, dependants before what they depend on (independent ones in
     /// parallel), and wait until all have stopped.
     pub async fn stop(&self) -> Outcome {

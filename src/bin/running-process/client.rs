@@ -28,8 +28,12 @@ const SUPERVISOR_START: Duration = Duration::from_secs(60);
 const NOT_RUNNING: u8 = 3;
 
 /// `up --detach`: adopt the file's verified supervisor or start one (under the shared
-/// daemon lock, so two at once end with one), then wait until every service is ready.
-pub async fn up_detached(loaded: Loaded) -> ExitCode {
+/// daemon lock, so two at once end with one), then wait until every service is ready. A
+/// supervisor that was running already is given the file to apply.
+pub async fn up_detached(loaded: Loaded, dry_run: bool) -> ExitCode {
+    if dry_run {
+        return dry_run_plan(&loaded).await;
+    }
     // The shared daemon's lock creates the private state directory.
     let state = StateDir::of(&loaded.path);
     let exe = match std::env::current_exe() {
@@ -37,11 +41,7 @@ pub async fn up_detached(loaded: Loaded) -> ExitCode {
         Err(error) => return fail(format!("cannot find this program's path: {error}")),
     };
     let spec = CommandSpec::new("running-process-supervisor", exe)
-        .args([
-            "__supervise".into(),
-            "--file".into(),
-            loaded.path.display().to_string(),
-        ])
+        .args(supervisor_args(&loaded))
         .readiness(Readiness::Manifest {
             path: state.manifest(),
         })
@@ -71,12 +71,17 @@ pub async fn up_detached(loaded: Loaded) -> ExitCode {
         ));
     } else {
         printer::stdout().print(format!(
-            "the supervisor (pid {}) for {} is already running: adopted it",
+            "the supervisor (pid {}) for {} is already running: applying the file to it",
             handle.pid(),
             loaded.path.display()
         ));
     }
-    let code = match request(&handle, &Request::WaitReady).await {
+    let wait = if acquired.was_spawned() {
+        Request::WaitReady
+    } else {
+        apply_request(&loaded, false)
+    };
+    let code = match request(&handle, &wait).await {
         Ok(replies) => print_replies(replies).await,
         Err(error) => fail(format!("the supervisor did not answer: {error}")),
     };
@@ -86,7 +91,50 @@ pub async fn up_detached(loaded: Loaded) -> ExitCode {
     code
 }
 
-pub async fn status(file: Option<PathBuf>, json: bool) -> ExitCode {
+/// The detached supervisor's arguments: the files and the selection.
+fn supervisor_args(loaded: &Loaded) -> Vec<String> {
+    let mut args = vec!["__supervise".to_owned()];
+    for path in &loaded.paths {
+        args.extend(["--file".to_owned(), path.display().to_string()]);
+    }
+    for service in &loaded.selection.services {
+        args.extend(["--service".to_owned(), service.clone()]);
+    }
+    for profile in &loaded.selection.profiles {
+        args.extend(["--profile".to_owned(), profile.clone()]);
+    }
+    args
+}
+
+fn apply_request(loaded: &Loaded, dry_run: bool) -> Request {
+    Request::Apply {
+        files: loaded.paths.clone(),
+        services: loaded.selection.services.clone(),
+        profiles: loaded.selection.profiles.clone(),
+        dry_run,
+    }
+}
+
+/// `up --detach --dry-run`: the running supervisor's plan, or what a start would start.
+async fn dry_run_plan(loaded: &Loaded) -> ExitCode {
+    match running(&loaded.path).await {
+        Ok(Some(handle)) => match request(&handle, &apply_request(loaded, true)).await {
+            Ok(replies) => print_replies(replies).await,
+            Err(error) => fail(format!("the supervisor did not answer: {error}")),
+        },
+        Ok(None) => {
+            let out = printer::stdout();
+            for service in &loaded.file.services {
+                out.print(format!("{}: added", service.name()));
+            }
+            out.print("(dry run: no supervisor runs for this file; nothing was started)".into());
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(message),
+    }
+}
+
+pub async fn status(file: Vec<PathBuf>, json: bool) -> ExitCode {
     if !json {
         return simple(file, Request::Status).await;
     }
@@ -111,15 +159,57 @@ pub async fn status(file: Option<PathBuf>, json: bool) -> ExitCode {
     }
 }
 
-pub async fn restart(file: Option<PathBuf>, service: String) -> ExitCode {
+pub async fn restart(file: Vec<PathBuf>, service: String) -> ExitCode {
     simple(file, Request::Restart { service }).await
 }
 
-pub async fn start(file: Option<PathBuf>, service: String) -> ExitCode {
-    simple(file, Request::Start { service }).await
+pub async fn start(file: Vec<PathBuf>, services: Vec<String>) -> ExitCode {
+    let handle = match find(file).await {
+        Ok(handle) => handle,
+        Err(code) => return code,
+    };
+    let mut code = ExitCode::SUCCESS;
+    for service in services {
+        code = match request(&handle, &Request::Start { service }).await {
+            Ok(replies) => print_replies(replies).await,
+            Err(error) => fail(format!("the supervisor did not answer: {error}")),
+        };
+    }
+    code
 }
 
-pub async fn stop(file: Option<PathBuf>, service: Option<String>) -> ExitCode {
+/// `scale NAME=N ...`.
+pub async fn scale(file: Vec<PathBuf>, counts: Vec<String>) -> ExitCode {
+    let mut parsed = Vec::new();
+    for count in &counts {
+        let (service, replicas) = match count.split_once('=') {
+            Some((service, n)) => (service, n.parse::<u32>()),
+            None => (count.as_str(), "".parse::<u32>()),
+        };
+        match replicas {
+            Ok(replicas) => parsed.push((service.to_owned(), replicas)),
+            Err(_) => {
+                return fail(format!(
+                    "`{count}`: expected NAME=N, N a number of instances"
+                ))
+            }
+        }
+    }
+    let handle = match find(file).await {
+        Ok(handle) => handle,
+        Err(code) => return code,
+    };
+    let mut code = ExitCode::SUCCESS;
+    for (service, replicas) in parsed {
+        code = match request(&handle, &Request::Scale { service, replicas }).await {
+            Ok(replies) => print_replies(replies).await,
+            Err(error) => fail(format!("the supervisor did not answer: {error}")),
+        };
+    }
+    code
+}
+
+pub async fn stop(file: Vec<PathBuf>, service: Option<String>) -> ExitCode {
     let all = service.is_none();
     let handle = match find(file).await {
         Ok(handle) => handle,
@@ -142,7 +232,7 @@ pub async fn stop(file: Option<PathBuf>, service: Option<String>) -> ExitCode {
     code
 }
 
-pub async fn logs(file: Option<PathBuf>, service: String, lines: usize, follow: bool) -> ExitCode {
+pub async fn logs(file: Vec<PathBuf>, service: String, lines: usize, follow: bool) -> ExitCode {
     simple(
         file,
         Request::Logs {
@@ -154,11 +244,11 @@ pub async fn logs(file: Option<PathBuf>, service: String, lines: usize, follow: 
     .await
 }
 
-pub async fn events(file: Option<PathBuf>) -> ExitCode {
+pub async fn events(file: Vec<PathBuf>) -> ExitCode {
     simple(file, Request::Events).await
 }
 
-async fn simple(file: Option<PathBuf>, request_: Request) -> ExitCode {
+async fn simple(file: Vec<PathBuf>, request_: Request) -> ExitCode {
     let handle = match find(file).await {
         Ok(handle) => handle,
         Err(code) => return code,
@@ -170,8 +260,8 @@ async fn simple(file: Option<PathBuf>, request_: Request) -> ExitCode {
 }
 
 /// The verified supervisor of the file, or a message and an exit code.
-async fn find(file: Option<PathBuf>) -> Result<BackendHandle, ExitCode> {
-    let path = file::path_of(file);
+async fn find(file: Vec<PathBuf>) -> Result<BackendHandle, ExitCode> {
+    let path = file::path_of(&file);
     match running(&path).await {
         Ok(Some(handle)) => Ok(handle),
         Ok(None) => {

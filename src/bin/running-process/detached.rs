@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use running_process::command::Output;
-use running_process::compose::{ServiceFile, Stack};
+use running_process::compose::{Selection, ServiceChange, ServiceFile, Stack};
 use running_process::identity::DaemonProcess;
 use running_process::protocol::{AppConnection, CacheManifest, DaemonListener, Responder};
 use running_process::report::Chain;
+use running_process::supervision::EventKind;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -35,9 +36,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the supervisor waits, when it ends, for replies still being written.
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn supervise(path: PathBuf) -> ExitCode {
+pub async fn supervise(paths: Vec<PathBuf>, selection: Selection) -> ExitCode {
     let log = printer::stderr();
-    match run(path, log).await {
+    match run(paths, selection, log).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log.print(format!("running-process supervisor: {}", Chain(&*error)));
@@ -48,8 +49,13 @@ pub async fn supervise(path: PathBuf) -> ExitCode {
 
 /// The supervisor's life; its log lines (events, warnings) go to `log`, its standard
 /// error, which `up --detach` points at the state directory's `supervisor.log`.
-async fn run(path: PathBuf, log: &Printer) -> Result<(), Box<dyn std::error::Error>> {
-    let mut file = ServiceFile::load(&path).await?;
+async fn run(
+    paths: Vec<PathBuf>,
+    selection: Selection,
+    log: &Printer,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let path = paths[0].clone();
+    let mut file = ServiceFile::load_merged(paths).await?.select(&selection)?;
     capture_inherited_output(&mut file);
     let state = StateDir::of(&path);
     let endpoint = state.endpoint();
@@ -144,18 +150,29 @@ struct LogBook {
     kept: Mutex<HashMap<String, VecDeque<Line>>>,
     new: broadcast::Sender<Line>,
     /// Per service, where the streams that are not kept here go (`logs` says so).
-    elsewhere: HashMap<String, String>,
+    elsewhere: Mutex<HashMap<String, String>>,
 }
 
 impl LogBook {
     /// For `file` after `capture_inherited_output`: the streams sent to `tracing` are kept.
     fn new(file: &ServiceFile) -> LogBook {
-        let kept = file
-            .services
-            .iter()
-            .map(|s| (s.name().to_owned(), VecDeque::new()))
-            .collect();
-        let elsewhere = file
+        let book = LogBook {
+            kept: Mutex::new(HashMap::new()),
+            new: broadcast::Sender::new(1024),
+            elsewhere: Mutex::new(HashMap::new()),
+        };
+        book.track(file);
+        book
+    }
+
+    /// Keep the lines of the services of `file` (an applied file's new ones too).
+    fn track(&self, file: &ServiceFile) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        for service in &file.services {
+            kept.entry(service.name().to_owned()).or_default();
+        }
+        drop(kept);
+        let elsewhere: HashMap<String, String> = file
             .services
             .iter()
             .filter_map(|s| {
@@ -172,11 +189,7 @@ impl LogBook {
                 (!notes.is_empty()).then(|| (s.name().to_owned(), notes.join("; ")))
             })
             .collect();
-        LogBook {
-            kept: Mutex::new(kept),
-            new: broadcast::Sender::new(1024),
-            elsewhere,
-        }
+        *self.elsewhere.lock().unwrap_or_else(|p| p.into_inner()) = elsewhere;
     }
 
     fn push(&self, line: Line) {
@@ -266,6 +279,16 @@ impl Client {
                 follow,
             } => self.logs(write, service, lines, follow, gone).await,
             Request::Events => self.events(write, gone).await,
+            Request::Apply {
+                files,
+                services,
+                profiles,
+                dry_run,
+            } => {
+                let selection = Selection { services, profiles };
+                self.apply(write, files, selection, dry_run).await
+            }
+            Request::Scale { service, replicas } => self.scale(write, &service, replicas).await,
         }
     }
 
@@ -331,6 +354,93 @@ impl Client {
         result
     }
 
+    /// Apply an edited file: a line per service, then one once every service is ready
+    /// (or an error naming the first that failed to start or is blocked).
+    async fn apply<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        files: Vec<PathBuf>,
+        selection: Selection,
+        dry_run: bool,
+    ) -> std::io::Result<()> {
+        let mut edited = match crate::file::read(files, &selection).await {
+            Ok(file) => file,
+            Err(message) => return send(write, &Reply::Error { message }).await,
+        };
+        capture_inherited_output(&mut edited);
+        // Subscribed before anything changes: a failure of the new starts is seen.
+        let mut events = self.stack.handle().events();
+        let plan = if dry_run {
+            self.stack.plan(&edited).await
+        } else {
+            self.logs.track(&edited);
+            self.stack.apply(edited).await
+        };
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(error) => {
+                let message = format!("{}; nothing else was changed", Chain(&error));
+                return send(write, &Reply::Error { message }).await;
+            }
+        };
+        for (service, change) in &plan.services {
+            send(write, &ok(format!("{service}: {change}"))).await?;
+        }
+        if dry_run {
+            return send(write, &ok("(dry run: nothing was changed)".into())).await;
+        }
+        let changed: Vec<&str> = plan
+            .services
+            .iter()
+            .filter(|(_, change)| {
+                !matches!(change, ServiceChange::Unchanged | ServiceChange::Removed)
+            })
+            .map(|(service, _)| service.as_str())
+            .collect();
+        self.wait_ready_or_failure(write, &mut events, &changed)
+            .await
+    }
+
+    /// Reply once every service is ready, or with the first of `services` that failed to
+    /// start or is blocked (`events` subscribed before the change).
+    async fn wait_ready_or_failure<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        events: &mut running_process::supervision::EventStream,
+        services: &[&str],
+    ) -> std::io::Result<()> {
+        let reply = tokio::select! {
+            ready = self.stack.ready() => match ready {
+                Ok(()) => ok("every service is ready".into()),
+                Err(outcome) => Reply::Error { message: outcome.to_string() },
+            },
+            failed = first_failure(events, services) => Reply::Error { message: failed },
+        };
+        send(write, &reply).await
+    }
+
+    async fn scale<W: AsyncWriteExt + Unpin>(
+        &self,
+        write: &mut W,
+        service: &str,
+        replicas: u32,
+    ) -> std::io::Result<()> {
+        let mut events = self.stack.handle().events();
+        let reply = match self.stack.scale(service, replicas).await {
+            Ok(true) => ok(format!("{service}: scaled to {replicas}")),
+            Ok(false) => ok(format!("{service}: {replicas} already")),
+            Err(error) => Reply::Error {
+                message: Chain(&error).to_string(),
+            },
+        };
+        if matches!(reply, Reply::Error { .. }) {
+            return send(write, &reply).await;
+        }
+        send(write, &reply).await?;
+        self.wait_ready_or_failure(write, &mut events, &[service])
+            .await
+    }
+
     /// The last `lines` lines of `service` (and a note on the streams kept elsewhere),
     /// then, with `follow`, its new lines.
     async fn logs<W: AsyncWriteExt + Unpin>(
@@ -346,7 +456,14 @@ impl Client {
         let Some(last) = self.logs.last(&service, lines) else {
             return send(write, &unknown(&service)).await;
         };
-        if let Some(note) = self.logs.elsewhere.get(&service) {
+        let note = self
+            .logs
+            .elsewhere
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&service)
+            .cloned();
+        if let Some(note) = note {
             send(write, &ok(format!("({service}: {note})"))).await?;
         }
         for line in last {
@@ -408,6 +525,36 @@ impl Client {
             }
         }
     }
+}
+
+/// The first start failure or block among `services` (an instance `web-2` counts for
+/// `web`), as a message; pending forever if none comes.
+async fn first_failure(
+    events: &mut running_process::supervision::EventStream,
+    services: &[&str],
+) -> String {
+    let ours = |name: &str| {
+        services.iter().any(|s| {
+            name == *s
+                || name
+                    .strip_prefix(*s)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+    };
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        if !ours(&event.service) {
+            continue;
+        }
+        if matches!(
+            event.kind,
+            EventKind::StartFailed { .. } | EventKind::Blocked { .. }
+        ) {
+            return format!("{} is not ready: {}", event.service, event.kind);
+        }
+    }
+    std::future::pending().await
 }
 
 fn ok(message: String) -> Reply {

@@ -30,9 +30,32 @@ struct Cli {
 /// The `-f/--file` option of every command that reads a service file.
 #[derive(Args)]
 struct FileArg {
-    /// The service file (default: ./running-process.toml).
+    /// The service file (default: ./running-process.toml, with
+    /// ./running-process.override.toml merged over it when it exists). Repeatable: each
+    /// later file is merged key by key over the ones before.
     #[arg(short, long)]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
+}
+
+/// Which services of the file: names (with what they depend on) and profiles.
+#[derive(Args)]
+struct SelectArgs {
+    /// Only these services, and what they depend on (default: every service whose
+    /// profiles allow it).
+    services: Vec<String>,
+    /// Turn a profile on: its services run too (repeatable). Services without profiles
+    /// always run.
+    #[arg(long)]
+    profile: Vec<String>,
+}
+
+impl SelectArgs {
+    fn selection(self) -> running_process::compose::Selection {
+        running_process::compose::Selection {
+            services: self.services,
+            profiles: self.profile,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -46,10 +69,32 @@ enum Command {
     Up {
         #[command(flatten)]
         file: FileArg,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Run under a detached supervisor (one per file) and return once every service is
-        /// ready; `status`, `logs`, `restart` and `stop` talk to it.
+        /// ready; `status`, `logs`, `restart` and `stop` talk to it. When one runs
+        /// already, apply the file to it: unchanged services keep running, changed ones
+        /// are replaced, new ones added, removed ones stopped.
         #[arg(short, long)]
         detach: bool,
+        /// With --detach: say what applying the file would do, and change nothing.
+        #[arg(long, requires = "detach")]
+        dry_run: bool,
+    },
+    /// Print the effective file: variables resolved, files merged, services selected.
+    Config {
+        #[command(flatten)]
+        file: FileArg,
+        #[command(flatten)]
+        select: SelectArgs,
+    },
+    /// Change how many instances of a service the detached supervisor runs (NAME=N).
+    Scale {
+        /// `NAME=N`, repeatable.
+        #[arg(required = true)]
+        counts: Vec<String>,
+        #[command(flatten)]
+        file: FileArg,
     },
     /// Show the services of the detached supervisor: state, pid, uptime, restarts, last
     /// exit, readiness and health.
@@ -67,10 +112,11 @@ enum Command {
         #[command(flatten)]
         file: FileArg,
     },
-    /// Start a service of the detached supervisor that is not running.
+    /// Start services of the detached supervisor that are not running.
     Start {
-        /// The service.
-        name: String,
+        /// The services.
+        #[arg(required = true)]
+        names: Vec<String>,
         #[command(flatten)]
         file: FileArg,
     },
@@ -120,8 +166,12 @@ enum Command {
     /// The detached supervisor itself (started by `up --detach`).
     #[command(hide = true, name = "__supervise")]
     Supervise {
+        #[arg(long, required = true)]
+        file: Vec<PathBuf>,
         #[arg(long)]
-        file: PathBuf,
+        service: Vec<String>,
+        #[arg(long)]
+        profile: Vec<String>,
     },
 }
 
@@ -146,7 +196,7 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Check { file } => match file::load(file.file).await {
+        Command::Check { file } => match file::load(file.file, Default::default()).await {
             Ok(loaded) => {
                 printer::stdout().print(format!(
                     "{}: {} services, ok",
@@ -159,18 +209,22 @@ async fn run(command: Command) -> ExitCode {
         },
         Command::Up {
             file,
-            detach: false,
-        } => match file::load(file.file).await {
+            select,
+            detach,
+            dry_run,
+        } => match file::load(file.file, select.selection()).await {
+            Ok(loaded) if detach => client::up_detached(loaded, dry_run).await,
             Ok(loaded) => foreground::up(loaded).await,
             Err(code) => code,
         },
-        Command::Up { file, detach: true } => match file::load(file.file).await {
-            Ok(loaded) => client::up_detached(loaded).await,
+        Command::Config { file, select } => match file::load(file.file, select.selection()).await {
+            Ok(loaded) => file::print_config(&loaded),
             Err(code) => code,
         },
+        Command::Scale { counts, file } => client::scale(file.file, counts).await,
         Command::Status { file, json } => client::status(file.file, json).await,
         Command::Restart { name, file } => client::restart(file.file, name).await,
-        Command::Start { name, file } => client::start(file.file, name).await,
+        Command::Start { names, file } => client::start(file.file, names).await,
         Command::Stop { name, file } => client::stop(file.file, name).await,
         Command::Logs {
             name,
@@ -184,7 +238,7 @@ async fn run(command: Command) -> ExitCode {
             file,
             output,
             image,
-        } => match file::load(file.file).await {
+        } => match file::load(file.file, Default::default()).await {
             // Blocking (program lookup, file writes): off the async workers.
             Ok(loaded) => tokio::task::spawn_blocking(move || {
                 export::run(
@@ -198,6 +252,16 @@ async fn run(command: Command) -> ExitCode {
             .unwrap_or(ExitCode::FAILURE),
             Err(code) => code,
         },
-        Command::Supervise { file } => detached::supervise(file).await,
+        Command::Supervise {
+            file,
+            service,
+            profile,
+        } => {
+            let selection = running_process::compose::Selection {
+                services: service,
+                profiles: profile,
+            };
+            detached::supervise(file, selection).await
+        }
     }
 }

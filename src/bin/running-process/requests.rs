@@ -29,6 +29,17 @@ pub enum Request {
     },
     /// The events, as they happen (one line of text each).
     Events,
+    /// Apply these files (merged in order, then `services` and `profiles` selected) to
+    /// the running set: one `ok` line per service (`web: replaced: args`), then (unless
+    /// `dry_run`) one once every service is ready, or an error naming the one that is not.
+    Apply {
+        files: Vec<std::path::PathBuf>,
+        services: Vec<String>,
+        profiles: Vec<String>,
+        dry_run: bool,
+    },
+    /// Run `replicas` instances of a service.
+    Scale { service: String, replicas: u32 },
 }
 
 /// A reply line.
