@@ -483,7 +483,7 @@ fn two_up_detach_at_once_start_one_supervisor_and_the_other_adopts_it() {
     assert_eq!(
         texts
             .iter()
-            .filter(|t| t.contains("already running: adopted it"))
+            .filter(|t| t.contains("is already running"))
             .count(),
         1
     );
@@ -496,7 +496,7 @@ fn two_up_detach_at_once_start_one_supervisor_and_the_other_adopts_it() {
     assert_eq!(pid(&texts[0]), pid(&texts[1]), "one supervisor");
     // And a third, later, adopts too.
     let third = project.run(&["up", "--detach"]);
-    assert!(String::from_utf8_lossy(&third.stdout).contains("already running: adopted it"));
+    assert!(String::from_utf8_lossy(&third.stdout).contains("is already running"));
 }
 
 #[test]

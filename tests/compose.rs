@@ -389,7 +389,8 @@ args = ["-c", "exec sleep 1000"]
 
 [services.edit]
 program = "sh"
-args = ["-c", "echo v1; exec sleep 1000"]
+args = ["-c", "echo up v1; exec sleep 1000"]
+readiness = { kind = "log_line", pattern = "up v1" }
 
 [services.gone]
 program = "sh"
@@ -410,7 +411,7 @@ args = ["-c", "exec sleep 1000"]
         pid(&stack, "gone").unwrap(),
     );
     let v2 = v1
-        .replace("echo v1", "echo v2")
+        .replace("v1", "v2")
         .replace("[services.gone]", "[services.new]");
     let path = dir.path().join("running-process.toml");
     std::fs::write(&path, v2).unwrap();
@@ -420,7 +421,7 @@ args = ["-c", "exec sleep 1000"]
     println!("{plan}");
     assert_eq!(
         plan.to_string(),
-        "keep: unchanged\nedit: replaced: args\nnew: added\ngone: removed\n"
+        "keep: unchanged\nedit: replaced: args, readiness\nnew: added\ngone: removed\n"
     );
     assert_eq!(stack.apply(edited).await.unwrap(), plan);
     stack.ready().await.unwrap();
@@ -442,10 +443,9 @@ args = ["-c", "exec sleep 1000"]
         "no event for the service left alone: {:#?}",
         seen.events
     );
+    // Ready again by its new readiness, which only the new spec's output meets.
     let new_edit = pid(&stack, "edit").unwrap();
     assert_ne!(new_edit, edit);
-    let cmdline = std::fs::read(format!("/proc/{new_edit}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).contains("echo v2"));
     assert!(stack.status().iter().all(|s| s.name != "gone"));
     wait_exited(u64::from(gone));
     assert!(stack.plan(&stack.file()).await.unwrap().is_empty());
@@ -542,9 +542,9 @@ async fn an_apply_that_cannot_be_done_changes_nothing() {
     let mut edited = (*stack.file()).clone();
     edited.services[0]
         .depends_on
-        .push(running_process::compose::Dependency::new(
+        .push(running_process::supervision::Dependency::new(
             "nothing",
-            running_process::compose::Condition::Ready,
+            running_process::supervision::Condition::Ready,
         ));
     assert!(matches!(
         stack.apply(edited).await,

@@ -49,7 +49,7 @@ depends_on = { migrate = "completed_successfully" }
 [services.web]
 program = "python3"
 args = ["-m", "http.server", "8000", "--bind", "127.0.0.1"]
-env = { PYTHONUNBUFFERED = "1", GREETING = "hello \"world\" at 100% of $HOME" }
+env = { PYTHONUNBUFFERED = "1", GREETING = "hello \"world\" at 100% of $$HOME" }
 readiness = { kind = "http", url = "http://127.0.0.1:8000/" }
 health = { interval_ms = 10000, timeout_ms = 2000, failures_before_unhealthy = 3, check = { kind = "http", url = "http://127.0.0.1:8000/" } }
 stdout = { kind = "file", path = "logs/web.log", rotate = { max_bytes = 1048576, keep = 3 } }

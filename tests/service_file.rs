@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use running_process::compose::{Condition, Problem, ServiceFile, StartOrder};
+use running_process::compose::{Problem, ServiceFile};
+use running_process::supervision::{Condition, StartOrder};
 
 async fn load(dir: &Path, text: &str) -> Result<ServiceFile, running_process::compose::FileError> {
     let path = dir.join("running-process.toml");

@@ -5,8 +5,6 @@
 //! verified equals the digest of the file on disk now, so a program rebuilt on disk counts
 //! as changed.
 
-use std::sync::Arc;
-
 use super::file::{Service, ServiceFile};
 use super::stack::{member_of, Stack};
 use crate::identity::DigestCache;
@@ -276,6 +274,3 @@ fn added_in_dependency_order<'a>(edited: &'a ServiceFile, plan: &ApplyPlan) -> V
     }
     ordered
 }
-
-/// A shared [`Stack`] file, swapped whole when an apply is done.
-pub(crate) type SharedFile = std::sync::Mutex<Arc<ServiceFile>>;

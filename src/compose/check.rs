@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::file::{Condition, ServiceFile};
+use super::file::ServiceFile;
 use crate::command::{launch, CommandSpec};
+use crate::supervision::Condition;
 use crate::supervision::{ExecFailure, RestartKind, StartError};
 
 /// What is wrong with a service file.

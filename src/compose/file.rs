@@ -8,8 +8,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::command::CommandSpec;
-pub use crate::supervision::{Condition, Dependency, StartOrder};
-use crate::supervision::{Intensity, Strategy};
+use crate::supervision::{Condition, Dependency, Intensity, StartOrder, Strategy};
 
 /// The file name `running-process` looks for in the current directory.
 pub const DEFAULT_FILE_NAME: &str = "running-process.toml";
@@ -22,7 +21,8 @@ pub const DEFAULT_FILE_NAME: &str = "running-process.toml";
 ///
 /// ```
 /// # #[cfg(feature = "toml")] {
-/// use running_process::compose::{Condition, ServiceFile};
+/// use running_process::compose::ServiceFile;
+/// use running_process::supervision::Condition;
 ///
 /// let file = ServiceFile::from_toml_str(r#"
 ///     [group]

@@ -110,9 +110,7 @@ mod variables;
 pub use apply::{ApplyError, ApplyPlan, ServiceChange};
 pub use check::Problem;
 pub use error::FileError;
-pub use file::{
-    Condition, Dependency, GroupSettings, Service, ServiceFile, StartOrder, DEFAULT_FILE_NAME,
-};
+pub use file::{GroupSettings, Service, ServiceFile, DEFAULT_FILE_NAME};
 #[cfg(feature = "toml")]
 pub use load::{DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
 pub use select::{Selection, UnknownService};

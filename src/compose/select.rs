@@ -74,7 +74,8 @@ impl ServiceFile {
 mod tests {
     use super::*;
     use crate::command::CommandSpec;
-    use crate::compose::{Condition, Dependency, Service};
+    use crate::compose::Service;
+    use crate::supervision::{Condition, Dependency};
 
     fn file() -> ServiceFile {
         let service = |name: &str, deps: &[&str], profiles: &[&str]| {

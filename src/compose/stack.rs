@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use super::apply::SharedFile;
 use super::file::{Service, ServiceFile};
 use super::variables::{for_instance, INSTANCE_TOKEN, INSTANCE_VARIABLE};
 use crate::command::{CommandSpec, CommandSupervisor};
@@ -13,6 +12,9 @@ use crate::supervision::{
     supervise_group, AutoShutdown, EventStream, GroupSpec, GroupSpecError, Member, MemberError,
     MemberStatus, Outcome, ServiceHandle,
 };
+
+/// The file a [`Stack`] runs, swapped whole when an apply is done.
+type SharedFile = std::sync::Mutex<Arc<ServiceFile>>;
 
 /// The services of a [`ServiceFile`], running.
 ///

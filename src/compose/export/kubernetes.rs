@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use crate::command::{
     CommandSpec, GroupRef, HealthCheck, KillMode, Output, Readiness, StopSignal, UserRef,
 };
-use crate::compose::{Condition, Service, ServiceFile, StartOrder};
+use crate::compose::{Service, ServiceFile};
+use crate::supervision::{Condition, StartOrder};
 use crate::supervision::{RestartKind, Strategy};
 
 use super::yaml::{comment, field, render_map, Entry, Yaml};

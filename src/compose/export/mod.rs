@@ -45,8 +45,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{Condition, ServiceFile};
+use super::file::ServiceFile;
 use crate::command::{HealthCheck, Readiness, StopSignal};
+use crate::supervision::Condition;
 
 mod kubernetes;
 mod systemd;

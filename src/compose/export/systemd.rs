@@ -3,7 +3,8 @@
 use crate::command::{
     GroupRef, HealthCheck, KillMode, Limit, Listener, Output, Readiness, UserRef,
 };
-use crate::compose::{Condition, Service, ServiceFile};
+use crate::compose::{Service, ServiceFile};
+use crate::supervision::Condition;
 use crate::supervision::{Jitter, RestartKind, Strategy};
 
 use super::{
@@ -620,7 +621,7 @@ fn target_unit(file: &ServiceFile, group: &str) -> Unit {
             Strategy::OneForAll => "strategy one_for_all: this target Requires= every service and each is PartOf= it; when systemd restarts one (also automatically, after a crash) the target restarts and with it every service, completed one-shots included.",
         },
     );
-    if file.group.order == crate::compose::StartOrder::Sequential {
+    if file.group.order == crate::supervision::StartOrder::Sequential {
         note(
             lines,
             "order sequential: systemd starts units in parallel where After= allows; add After= between services to keep the file order.",

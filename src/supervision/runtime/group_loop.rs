@@ -605,6 +605,10 @@ impl Group {
             }
             Some(Command::Change(change, reply)) => {
                 let result = self.change(change).await;
+                // Before the answer: a caller that then waits for `ready()` must not see
+                // the "all up" of before the change.
+                self.schedule();
+                self.publish_up();
                 let _ = reply.send(result);
                 None
             }
