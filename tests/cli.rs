@@ -990,3 +990,33 @@ profiles = ["debug"]
         web
     );
 }
+
+/// `up --watch` applies the file when it is saved: the edited service is replaced, the
+/// other one keeps running.
+#[test]
+fn up_watch_applies_the_file_when_it_is_saved() {
+    let text = "[services.a]\nprogram = \"sh\"\nargs = [\"-c\", \"echo a is up; exec sleep 1000\"]\n\n[services.b]\nprogram = \"sh\"\nargs = [\"-c\", \"echo b is up; exec sleep 1000\"]\n";
+    let project = Project::new(text);
+    let mut up = project
+        .command(&["up", "--watch"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut up);
+    lines.wait_for(": ready: every member");
+    std::fs::write(
+        project.path("running-process.toml"),
+        text.replace("echo b is up", "echo b is up again"),
+    )
+    .unwrap();
+    lines.wait_for("== watch: a: unchanged");
+    lines.wait_for("b: replaced: args");
+    lines.wait_for("b | b is up again");
+    interrupt(&up);
+    lines.rest();
+    assert_eq!(wait_output(up).status.code(), Some(0));
+    // a stops only with everything, after the Ctrl-C.
+    let ctrl_c = lines.wait_for("stopping every service");
+    let a_stopping = lines.wait_for("a: stopping");
+    assert!(a_stopping > ctrl_c, "{:#?}", lines.seen);
+}

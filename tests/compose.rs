@@ -553,3 +553,81 @@ async fn an_apply_that_cannot_be_done_changes_nothing() {
     assert_eq!(stack.status()[0].pid, pid);
     stack.stop().await;
 }
+
+/// The next report of a watch, within the deadline.
+async fn next_report(reports: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    let report = tokio::time::timeout(DEADLINE, reports.recv())
+        .await
+        .expect("a report")
+        .unwrap();
+    println!("{report}");
+    report
+}
+
+/// A watch applies what changes on disk: a program rebuilt (a new file renamed over it, as
+/// a build does) replaces its service; an edit of the file is applied; an invalid edit is
+/// reported and changes nothing.
+#[tokio::test]
+async fn a_watch_applies_a_rebuild_and_an_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("daemon");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    let text = format!(
+        "[services.d]\nprogram = \"{}\"\nargs = [\"1000\"]\n\n[services.other]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n",
+        program.display()
+    );
+    let path = dir.path().join("running-process.toml");
+    std::fs::write(&path, &text).unwrap();
+    let stack = Stack::start(ServiceFile::load(&path).await.unwrap()).unwrap();
+    stack.ready().await.unwrap();
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let _watch = stack
+        .watch(
+            vec![path.clone()],
+            Default::default(),
+            |_| {},
+            move |report| {
+                let _ = tx.send(report.to_string());
+            },
+        )
+        .await;
+    let pid_of = |name: &str| {
+        stack
+            .status()
+            .into_iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.pid)
+    };
+    let (d, other) = (pid_of("d").unwrap(), pid_of("other").unwrap());
+
+    let fresh = dir.path().join("daemon.new");
+    let mut bytes = std::fs::read("/bin/sleep").unwrap();
+    bytes.extend_from_slice(b"rebuilt");
+    std::fs::write(&fresh, bytes).unwrap();
+    std::fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&fresh, &program).unwrap();
+    assert_eq!(
+        next_report(&mut reports).await,
+        "d: replaced: program rebuilt on disk\nother: unchanged"
+    );
+    stack.ready().await.unwrap();
+    assert_ne!(pid_of("d").unwrap(), d);
+    assert_eq!(pid_of("other").unwrap(), other);
+
+    std::fs::write(&path, text.replace("exec sleep 1000", "exec sleep 999")).unwrap();
+    assert_eq!(
+        next_report(&mut reports).await,
+        "d: unchanged\nother: replaced: args"
+    );
+    stack.ready().await.unwrap();
+    let other = pid_of("other").unwrap();
+    std::fs::write(&path, "[services.d]\nprogram = 42\n").unwrap();
+    let invalid = next_report(&mut reports).await;
+    assert!(invalid.starts_with("not applied: "), "{invalid}");
+    assert_eq!(
+        pid_of("other"),
+        Some(other),
+        "an invalid edit changes nothing"
+    );
+    stack.stop().await;
+}

@@ -106,6 +106,8 @@ mod load;
 mod select;
 mod stack;
 mod variables;
+#[cfg(feature = "toml")]
+mod watch;
 
 pub use apply::{ApplyError, ApplyPlan, ServiceChange};
 pub use check::Problem;
@@ -116,6 +118,8 @@ pub use load::{DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
 pub use select::{Selection, UnknownService};
 pub use stack::{group_spec, instance_spec, Stack};
 pub use variables::{EnvFileError, VariableError, INSTANCE_VARIABLE};
+#[cfg(feature = "toml")]
+pub use watch::{Watch, WatchReport, WATCH_DEBOUNCE};
 
 impl ServiceFile {
     /// The checks beyond the types, for a file read some other way than

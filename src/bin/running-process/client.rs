@@ -30,7 +30,7 @@ const NOT_RUNNING: u8 = 3;
 /// `up --detach`: adopt the file's verified supervisor or start one (under the shared
 /// daemon lock, so two at once end with one), then wait until every service is ready. A
 /// supervisor that was running already is given the file to apply.
-pub async fn up_detached(loaded: Loaded, dry_run: bool) -> ExitCode {
+pub async fn up_detached(loaded: Loaded, dry_run: bool, watch: bool) -> ExitCode {
     if dry_run {
         return dry_run_plan(&loaded).await;
     }
@@ -41,7 +41,7 @@ pub async fn up_detached(loaded: Loaded, dry_run: bool) -> ExitCode {
         Err(error) => return fail(format!("cannot find this program's path: {error}")),
     };
     let spec = CommandSpec::new("running-process-supervisor", exe)
-        .args(supervisor_args(&loaded))
+        .args(supervisor_args(&loaded, watch))
         .readiness(Readiness::Manifest {
             path: state.manifest(),
         })
@@ -92,8 +92,11 @@ pub async fn up_detached(loaded: Loaded, dry_run: bool) -> ExitCode {
 }
 
 /// The detached supervisor's arguments: the files and the selection.
-fn supervisor_args(loaded: &Loaded) -> Vec<String> {
+fn supervisor_args(loaded: &Loaded, watch: bool) -> Vec<String> {
     let mut args = vec!["__supervise".to_owned()];
+    if watch {
+        args.push("--watch".to_owned());
+    }
     for path in &loaded.paths {
         args.extend(["--file".to_owned(), path.display().to_string()]);
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use running_process::command::Output;
-use running_process::compose::{Selection, ServiceChange, ServiceFile, Stack};
+use running_process::compose::{Selection, ServiceChange, ServiceFile, Stack, WatchReport};
 use running_process::identity::DaemonProcess;
 use running_process::protocol::{AppConnection, CacheManifest, DaemonListener, Responder};
 use running_process::report::Chain;
@@ -36,9 +36,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the supervisor waits, when it ends, for replies still being written.
 const REPLY_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn supervise(paths: Vec<PathBuf>, selection: Selection) -> ExitCode {
+pub async fn supervise(paths: Vec<PathBuf>, selection: Selection, watch: bool) -> ExitCode {
     let log = printer::stderr();
-    match run(paths, selection, log).await {
+    match run(paths, selection, watch, log).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log.print(format!("running-process supervisor: {}", Chain(&*error)));
@@ -52,10 +52,13 @@ pub async fn supervise(paths: Vec<PathBuf>, selection: Selection) -> ExitCode {
 async fn run(
     paths: Vec<PathBuf>,
     selection: Selection,
+    watch: bool,
     log: &Printer,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let path = paths[0].clone();
-    let mut file = ServiceFile::load_merged(paths).await?.select(&selection)?;
+    let mut file = ServiceFile::load_merged(paths.clone())
+        .await?
+        .select(&selection)?;
     capture_inherited_output(&mut file);
     let state = StateDir::of(&path);
     let endpoint = state.endpoint();
@@ -85,6 +88,10 @@ async fn run(
             }
         }
     });
+    let _watch = match watch {
+        true => Some(watch_files(&stack, paths, selection, &logs, log).await),
+        false => None,
+    };
     CacheManifest::new(NAMESPACE, env!("CARGO_PKG_VERSION"), Some(me.clone()))
         .write(state.manifest())
         .await?;
@@ -123,6 +130,25 @@ async fn run(
     .await;
     remove_own_manifest(&state, &me).await;
     Ok(())
+}
+
+/// `--watch`: apply the files whenever they change; each round goes to the log.
+async fn watch_files(
+    stack: &Stack,
+    paths: Vec<PathBuf>,
+    selection: Selection,
+    logs: &Arc<LogBook>,
+    log: &Printer,
+) -> running_process::compose::Watch {
+    let (report, logs, running) = (log.clone(), logs.clone(), stack.clone());
+    stack
+        .watch(paths, selection, capture_inherited_output, move |done| {
+            if let WatchReport::Applied(_) = &done {
+                logs.track(&running.file());
+            }
+            report.print(format!("watch: {done}"));
+        })
+        .await
 }
 
 /// Remove the manifest if it still names this process (a successor may have replaced it).

@@ -17,7 +17,7 @@ use crate::table;
 /// Exit code after a second Ctrl-C (128 + SIGINT, as shells report it).
 const FORCED: u8 = 130;
 
-pub async fn up(loaded: Loaded) -> ExitCode {
+pub async fn up(loaded: Loaded, watch: bool) -> ExitCode {
     // The same services twice would fight over their ports and files.
     if let Ok(Some(supervisor)) = crate::client::running(&loaded.path).await {
         printer::stderr().print(format!(
@@ -54,6 +54,22 @@ pub async fn up(loaded: Loaded) -> ExitCode {
     };
     // Subscribed at once: the services start meanwhile.
     let events = stack.events();
+    let _watch = match watch {
+        true => {
+            let report = out.clone();
+            Some(
+                stack
+                    .watch(
+                        loaded.paths.clone(),
+                        loaded.selection.clone(),
+                        capture_inherited_output,
+                        move |done| report.print(style.dim(&format!("== watch: {done}"))),
+                    )
+                    .await,
+            )
+        }
+        false => None,
+    };
     // One listener for the whole run: a Ctrl-C that arrives while an event is printed
     // waits in it (a `ctrl_c()` future made per loop turn would miss it).
     let interrupt = match interrupts() {

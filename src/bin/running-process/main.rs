@@ -80,6 +80,10 @@ enum Command {
         /// With --detach: say what applying the file would do, and change nothing.
         #[arg(long, requires = "detach")]
         dry_run: bool,
+        /// Apply the file whenever it (or its .env, an env file, or a service's program:
+        /// a rebuild) changes on disk. With --detach, the supervisor started now watches.
+        #[arg(long)]
+        watch: bool,
     },
     /// Print the effective file: variables resolved, files merged, services selected.
     Config {
@@ -172,6 +176,8 @@ enum Command {
         service: Vec<String>,
         #[arg(long)]
         profile: Vec<String>,
+        #[arg(long)]
+        watch: bool,
     },
 }
 
@@ -212,9 +218,10 @@ async fn run(command: Command) -> ExitCode {
             select,
             detach,
             dry_run,
+            watch,
         } => match file::load(file.file, select.selection()).await {
-            Ok(loaded) if detach => client::up_detached(loaded, dry_run).await,
-            Ok(loaded) => foreground::up(loaded).await,
+            Ok(loaded) if detach => client::up_detached(loaded, dry_run, watch).await,
+            Ok(loaded) => foreground::up(loaded, watch).await,
             Err(code) => code,
         },
         Command::Config { file, select } => match file::load(file.file, select.selection()).await {
@@ -256,12 +263,13 @@ async fn run(command: Command) -> ExitCode {
             file,
             service,
             profile,
+            watch,
         } => {
             let selection = running_process::compose::Selection {
                 services: service,
                 profiles: profile,
             };
-            detached::supervise(file, selection).await
+            detached::supervise(file, selection, watch).await
         }
     }
 }
