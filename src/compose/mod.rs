@@ -79,9 +79,9 @@
 //!
 //! # Several files and part of a file
 //!
-//! [`ServiceFile::load_merged`] reads several files as one, each merged key by key over
+//! `ServiceFile::load_merged` (feature `toml`) reads several files as one, each merged key by key over
 //! the ones before (tables merge, other values, lists included, are replaced); the
-//! command line merges `running-process.override.toml` ([`OVERRIDE_FILE_NAME`]) over
+//! command line merges `running-process.override.toml` (`OVERRIDE_FILE_NAME`) over
 //! `running-process.toml` when it exists and no `-f` is given, as Compose does.
 //! [`ServiceFile::select`] keeps the services asked for by name with what they depend on,
 //! or those whose profiles are on.
