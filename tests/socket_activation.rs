@@ -792,3 +792,73 @@ async fn a_daemon_takes_its_listener_once_and_its_children_see_no_listen_variabl
         "{said:?}"
     );
 }
+
+/// A service holding its listener, replaced by an applied edit while a client keeps
+/// connecting: the new instance's supervisor takes the socket over from the old one, so no
+/// connection is refused, and the answers come from the old process, then the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_holding_service_is_replaced_by_an_apply_without_refusing_a_connection() {
+    use running_process::compose::{ServiceFile, Stack};
+    let Some((_spec, port, dir)) = python_spec("py", PYTHON_FROMFD) else {
+        return;
+    };
+    let text = format!(
+        "[services.web]\nprogram = \"python3\"\nargs = [\"{script}\"]\nenv = {{ VERSION = \"1\" }}\nlisteners = [{{ kind = \"tcp\", name = \"web\", address = \"127.0.0.1:{port}\" }}]\nreadiness = {{ kind = \"tcp\", address = \"127.0.0.1:{port}\" }}\nstderr = {{ kind = \"null\" }}\n",
+        script = dir.path().join("py.py").display()
+    );
+    let path = dir.path().join("running-process.toml");
+    std::fs::write(&path, &text).unwrap();
+    let stack = Stack::start(ServiceFile::load(&path).await.unwrap()).unwrap();
+    within("ready", stack.ready()).await.unwrap();
+    let first = stack.status()[0].pid.unwrap();
+
+    // A client that keeps asking until told to stop (at most 5,000 requests).
+    let stop = Arc::new(AtomicBool::new(false));
+    let (asking, mut started) = tokio::sync::mpsc::channel(1);
+    let client = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut refused, mut answered_by) = (0, Vec::new());
+            for i in 0..5000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match ask(port, &format!("r{i}")).await {
+                    // Accepted by the old instance and cut short by its stop (Python dies
+                    // at SIGTERM mid-request): the service's doing, not a refusal.
+                    Ok((0, _, _)) => {}
+                    Err(e) if e.kind() != std::io::ErrorKind::ConnectionRefused => {
+                        println!("a request cut short: {e}");
+                    }
+                    Ok((pid, _, _)) => {
+                        if answered_by.last() != Some(&pid) {
+                            answered_by.push(pid);
+                        }
+                        let _ = asking.try_send(());
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+            (refused, answered_by)
+        })
+    };
+    within("the client's first answer", started.recv()).await;
+    std::fs::write(&path, text.replace("VERSION = \"1\"", "VERSION = \"2\"")).unwrap();
+    let plan = stack
+        .apply(ServiceFile::load(&path).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(plan.to_string(), "web: replaced: env\n");
+    within("ready again", stack.ready()).await.unwrap();
+    let second = stack.status()[0].pid.unwrap();
+    assert_ne!(second, first);
+    // A few answers from the new process before the client stops.
+    let (_, _, _) = within("an answer", ask(port, "after")).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let (refused, answered_by) = within("the client", client).await.unwrap();
+    println!("answered by {answered_by:?}; {refused} refused");
+    assert_eq!(refused, 0, "no connection refused across the replacement");
+    assert_eq!(answered_by.first(), Some(&first));
+    assert_eq!(answered_by.last(), Some(&second));
+    stack.stop().await;
+}

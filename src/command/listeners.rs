@@ -13,6 +13,17 @@ use super::spec_error::SpecError;
 use crate::platform::{self, Descriptor, HeldSocket, ListenFd};
 use crate::supervision::{Demand, StartError};
 
+/// The listening sockets held in this process, by their listeners' spec: what a new
+/// supervisor of the same listeners takes over (weak: the sockets close with their last
+/// holder).
+static HANDOVER: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Weak<Held>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The key of a list of listeners in [`HANDOVER`]: their serde form.
+fn handover_key(spec: &[Listener]) -> String {
+    serde_json::to_string(spec).unwrap_or_default()
+}
+
 /// The spec's listeners, bound on first use.
 pub(crate) struct Listeners {
     spec: Vec<Listener>,
@@ -28,7 +39,10 @@ impl Listeners {
     }
 
     /// The sockets, bound now if they are not yet (on the blocking pool); none when the
-    /// spec declares none.
+    /// spec declares none. Sockets with the very same listeners that another supervisor
+    /// of this process still holds are shared instead of bound again: a service whose
+    /// spec is replaced (an edited file applied) keeps its listening sockets, so the
+    /// replacement refuses no connection.
     pub(crate) async fn held(&self) -> Result<Arc<Held>, StartError> {
         if self.spec.is_empty() {
             return Ok(Arc::default());
@@ -42,9 +56,22 @@ impl Listeners {
             .get_or_try_init(|| {
                 let spec = self.spec.clone();
                 async move {
-                    crate::blocking::blocking(move || Held::bind(&spec))
+                    let key = handover_key(&spec);
+                    if let Some(held) = HANDOVER
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&key)
+                        .and_then(std::sync::Weak::upgrade)
+                    {
+                        return Ok::<_, StartError>(held);
+                    }
+                    let held = crate::blocking::blocking(move || Held::bind(&spec))
                         .await
-                        .map(Arc::new)
+                        .map(Arc::new)?;
+                    let mut handover = HANDOVER.lock().unwrap_or_else(|p| p.into_inner());
+                    handover.retain(|_, held| held.strong_count() > 0);
+                    handover.insert(key, Arc::downgrade(&held));
+                    Ok(held)
                 }
             })
             .await?;

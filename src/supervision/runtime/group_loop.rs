@@ -44,6 +44,10 @@ pub(super) struct Group {
     pub(super) children: Vec<Child>,
     /// Members with replicas, by their template spec (its `replicas` is the current count).
     pub(super) templates: Vec<MemberSpec>,
+    /// The specs of replaced members, by member name, kept until the replacement's first
+    /// start is over: what their supervisors hold (a command's listening sockets) can be
+    /// taken over by the new ones instead of closed in between.
+    pub(super) retiring: Vec<(String, MemberSpec)>,
     window: IntensityWindow,
     pub(super) generation: u64,
     /// Every child has been up at once: the group's start-up is over.
@@ -77,6 +81,7 @@ impl Group {
             all_up,
             children: Vec::new(),
             templates: Vec::new(),
+            retiring: Vec::new(),
             window: IntensityWindow::new(),
             generation: 0,
             started_up: false,

@@ -153,6 +153,11 @@ impl Group {
         self.validate(Some(&spec.name), &spec)?;
         let affected = self.stop_with_strategy(&old).await;
         let at = old.first().copied();
+        for &i in &old {
+            let child = &self.children[i];
+            self.retiring
+                .push((child.member_name().to_owned(), child.spec.clone()));
+        }
         self.delete(&old);
         self.templates.retain(|t| t.name != spec.name);
         let at = at.map(|at| at.min(self.children.len()));

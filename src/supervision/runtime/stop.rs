@@ -22,6 +22,7 @@ impl Group {
     pub(super) async fn stop_all(&mut self) {
         let all: Vec<usize> = (0..self.children.len()).collect();
         self.stop_in_order(&all).await;
+        self.retiring.clear();
     }
 
     /// Stop `members`, dependants first, each level's members together. They are
