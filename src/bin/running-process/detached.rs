@@ -351,6 +351,23 @@ impl Client {
         write: &mut W,
         service: &str,
     ) -> std::io::Result<()> {
+        // What it depends on first (stopped ones start again too), as `up NAME` does.
+        let wanted = Selection {
+            services: vec![service.to_owned()],
+            profiles: Vec::new(),
+        };
+        let Ok(closure) = self.stack.file().select(&wanted) else {
+            return send(write, &unknown(service)).await;
+        };
+        for dependency in closure.services.iter().filter(|s| s.name() != service) {
+            if let Ok(true) = self.stack.start_service(dependency.name()).await {
+                send(
+                    write,
+                    &ok(format!("starting {} (for {service})", dependency.name())),
+                )
+                .await?;
+            }
+        }
         let reply = match self.stack.start_service(service).await {
             Ok(true) => ok(format!("starting {service}")),
             Ok(false) => ok(format!("{service} is running or waiting already")),
