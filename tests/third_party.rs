@@ -1195,10 +1195,22 @@ async fn redis_replicas_scale_and_a_member_is_replaced_in_a_running_group() {
             ))
         }
     };
+    // Ready once it has written its own marker: which spec runs is read from the marker,
+    // not from /proc/PID/cmdline, which is in flux while `sh` execs `sleep`.
+    let markers = dir.path().to_owned();
     let sleeper = |seconds: &str| -> SharedSupervisor {
+        let marker = markers.join(format!("client-{seconds}"));
         Arc::new(CommandSupervisor::new(
             CommandSpec::new("client", "sh")
-                .args(["-c", &format!("exec sleep {seconds}")])
+                .args([
+                    "-c".to_owned(),
+                    format!("touch '{}'; exec sleep {seconds}", marker.display()),
+                ])
+                .readiness(Readiness::exec([
+                    "test",
+                    "-e",
+                    &marker.display().to_string(),
+                ]))
                 .restart(no_backoff(RestartKind::Permanent)),
         ))
     };
@@ -1247,8 +1259,8 @@ async fn redis_replicas_scale_and_a_member_is_replaced_in_a_running_group() {
     wait_gone(old_client).await;
     within("client again", group.ready()).await.unwrap();
     let new_client = pid_of("g/client").unwrap();
-    let cmdline = std::fs::read(format!("/proc/{new_client}/cmdline")).unwrap();
-    assert!(String::from_utf8_lossy(&cmdline).contains("999"));
+    assert_ne!(new_client, old_client);
+    assert!(dir.path().join("client-999").exists(), "the new spec runs");
     assert_eq!(
         pid_of("g/redis"),
         Some(first),
