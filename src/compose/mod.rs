@@ -116,7 +116,7 @@ pub use file::{GroupSettings, Service, ServiceFile, DEFAULT_FILE_NAME};
 #[cfg(feature = "toml")]
 pub use load::{DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
 pub use select::{Selection, UnknownService};
-pub use stack::{group_spec, instance_spec, Stack};
+pub use stack::{group_spec, Stack};
 pub use variables::{EnvFileError, VariableError, INSTANCE_VARIABLE};
 #[cfg(feature = "toml")]
 pub use watch::{Watch, WatchReport, WATCH_DEBOUNCE};

@@ -60,7 +60,8 @@ impl std::fmt::Debug for Stack {
 
 /// The group a service file describes: one member per service, whose `replicas`
 /// instances ([`Member::replicas`]) are each a [`CommandSupervisor`] of its spec for that
-/// instance ([`instance_spec`]), depending on its `depends_on`; the `[group]` table's
+/// instance (`RUNNING_PROCESS_INSTANCE` set to its number and `${RUNNING_PROCESS_INSTANCE}`
+/// replaced by it in every string of the spec), depending on its `depends_on`; the `[group]` table's
 /// strategy, intensity and order; rows and events named by the services alone; and, as
 /// Docker Compose's `up`, the set ends by itself once no service can run any more
 /// ([`AutoShutdown::AllEnded`]).
@@ -96,7 +97,7 @@ pub(crate) fn member_of(service: &Service) -> Member {
 /// environment, and `${RUNNING_PROCESS_INSTANCE}` replaced by `n` in every string of it
 /// (arguments, environment, paths, readiness and health addresses), so that each instance
 /// can take its own port, directory or log file.
-pub fn instance_spec(spec: &CommandSpec, n: u32) -> CommandSpec {
+pub(crate) fn instance_spec(spec: &CommandSpec, n: u32) -> CommandSpec {
     let mut spec = with_instance(spec, n).unwrap_or_else(|| spec.clone());
     spec.env.insert(INSTANCE_VARIABLE.to_owned(), n.to_string());
     spec

@@ -136,7 +136,7 @@ pub enum GroupSpecError {
 pub const DEFAULT_MAX_CONCURRENT_STARTS: usize = 16;
 
 /// Makes the supervisor of instance `n` (1-based) of a member with replicas.
-pub type MakeReplica = Arc<dyn Fn(u32) -> Arc<dyn Supervisor> + Send + Sync>;
+pub(crate) type MakeReplica = Arc<dyn Fn(u32) -> Arc<dyn Supervisor> + Send + Sync>;
 
 /// One member of a group, for [`GroupSpec::member`] and the dynamic changes of a running
 /// group ([`ServiceHandle::add_member`](super::ServiceHandle::add_member) and its

@@ -79,7 +79,7 @@ pub use dependency::{Condition, Dependency, StartOrder};
 pub use error::{ExecFailure, HealthError, LastOutput, StartError};
 pub use event::{Event, EventKind, EventStream, Lagged};
 pub use group::{
-    AutoShutdown, GroupSpec, GroupSpecError, MakeReplica, Member, Outcome, Strategy,
+    AutoShutdown, GroupSpec, GroupSpecError, Member, Outcome, Strategy,
     DEFAULT_MAX_CONCURRENT_STARTS,
 };
 pub use health::HealthPolicy;
