@@ -98,6 +98,13 @@ impl Current {
             .map(|i| i.tree.clone())
     }
 
+    /// SIGKILL the whole tree of the recorded instance, if any, without waiting.
+    pub fn kill_now(&self) {
+        if let Some(instance) = self.lock().as_ref() {
+            instance.tree.kill_all(&instance.main);
+        }
+    }
+
     /// When the instance whose main process is `pid` last sent `WATCHDOG=1`.
     pub fn last_beat(&self, pid: u32) -> Option<Instant> {
         self.lock()

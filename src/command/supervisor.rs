@@ -108,6 +108,12 @@ impl CommandSupervisor {
     pub(crate) fn kill_tree_now(&self, backend: &BackendHandle) {
         stop::kill_tree_now(&self.current, backend);
     }
+
+    /// SIGKILL the whole tree of the instance running now, if any, without waiting (for
+    /// drops: the testing kit's ephemeral stacks).
+    pub(crate) fn kill_current_now(&self) {
+        self.current.kill_now();
+    }
 }
 
 #[async_trait]

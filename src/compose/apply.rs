@@ -6,7 +6,7 @@
 //! as changed.
 
 use super::file::{Service, ServiceFile};
-use super::stack::{member_of, Stack};
+use super::stack::Stack;
 use crate::identity::DigestCache;
 use crate::supervision::{GroupSpecError, MemberError};
 
@@ -137,7 +137,7 @@ impl Stack {
         // may depend on them; removals last, once nothing depends on them.
         for service in added_in_dependency_order(&edited, &plan) {
             handle
-                .add_member(member_of(service))
+                .add_member(self.member_of(service))
                 .await
                 .map_err(step(service.name()))?;
         }
@@ -147,7 +147,7 @@ impl Stack {
             };
             match change {
                 ServiceChange::Replaced { .. } => handle
-                    .replace_member(member_of(service))
+                    .replace_member(self.member_of(service))
                     .await
                     .map(|_| ())
                     .map_err(step(name))?,
@@ -187,17 +187,12 @@ impl Stack {
     /// Whether a running instance of `service` runs an image other than the file its
     /// program names now (a rebuild replaced it).
     async fn rebuilt(&self, service: &str) -> bool {
-        let prefix = format!("{service}-");
+        let file = self.file();
         let backends: Vec<_> = self
             .handle()
             .backends()
             .into_iter()
-            .filter(|(name, _)| {
-                name == service
-                    || name
-                        .strip_prefix(&prefix)
-                        .is_some_and(|n| n.parse::<u32>().is_ok())
-            })
+            .filter(|(name, _)| file.service_of(name).is_some_and(|s| s.name() == service))
             .map(|(_, backend)| backend.daemon().clone())
             .collect();
         let check = move || {

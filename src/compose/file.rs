@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::ports::Ports;
 use crate::command::CommandSpec;
 use crate::supervision::{Condition, Dependency, Intensity, StartOrder, Strategy};
 
@@ -52,6 +53,10 @@ pub struct ServiceFile {
     /// The services, in file order.
     #[serde(with = "services_map")]
     pub services: Vec<Service>,
+    /// The ports its `${port:KEY}` references were given when it was loaded (not a key of
+    /// the file).
+    #[serde(skip)]
+    pub ports: Ports,
 }
 
 /// The `[group]` table: the set's name, restart strategy, restart intensity and start order.
@@ -214,6 +219,17 @@ impl ServiceFile {
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name() == name)
+    }
+
+    /// The service a running member called `name` is an instance of: the service of that
+    /// name, else, for `NAME-k` (instance `k` of a service with replicas), `NAME`. Events
+    /// and status rows name instances.
+    pub fn service_of(&self, name: &str) -> Option<&Service> {
+        self.service(name).or_else(|| {
+            let (service, number) = name.rsplit_once('-')?;
+            number.parse::<u32>().ok()?;
+            self.service(service)
+        })
     }
 
     /// Resolve relative paths against `base` (the file's directory), as Compose does: a

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use super::check::{check_dependencies, check_programs, KeyedProblem, Problem};
 use super::error::FileError;
 use super::file::{command_conflict, FileKeys, GroupSettings, Service, ServiceFile, FILE_KEYS};
-use super::variables::{interpolate, parse_env_file};
+use super::ports::Ports;
+use super::variables::{interpolate, parse_env_file, Lookup, VariableError};
 use crate::command::CommandSpec;
 
 /// The name of the env file beside a service file whose variables `${VAR}` can use.
@@ -38,7 +39,9 @@ impl ServiceFile {
     /// `.env` file beside the file.
     pub fn from_toml_str(text: &str, file: impl Into<PathBuf>) -> Result<ServiceFile, FileError> {
         let source = Source::new(vec![(file.into(), text)]);
-        read(&source, &BTreeMap::new(), |_| Ok(()))
+        read(&source, &BTreeMap::new(), &LoadOptions::default(), |_| {
+            Ok(())
+        })
     }
 
     /// Read and check the file at `path`, as `running-process check` does: everything
@@ -57,27 +60,108 @@ impl ServiceFile {
     /// first file's directory, as in Docker Compose. Every problem names the file and the
     /// line where the key at fault was last written.
     pub async fn load_merged(paths: Vec<PathBuf>) -> Result<ServiceFile, FileError> {
-        crate::blocking::blocking(move || load_blocking(&paths)).await
+        ServiceFile::load_with(paths, LoadOptions::default()).await
+    }
+
+    /// [`ServiceFile::load_merged`] with `options`: variables that override the
+    /// environment's, and the ports of an earlier load to keep.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), running_process::compose::FileError> {
+    /// use running_process::compose::{LoadOptions, ServiceFile};
+    ///
+    /// let first = ServiceFile::load("running-process.toml").await?;
+    /// // The edited file, on the ports the running set already uses.
+    /// let edited = ServiceFile::load_with(
+    ///     vec!["running-process.toml".into()],
+    ///     LoadOptions::default().ports(first.ports.clone()),
+    /// )
+    /// .await?;
+    /// assert_eq!(edited.ports.get("redis"), first.ports.get("redis"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn load_with(
+        paths: Vec<PathBuf>,
+        options: LoadOptions,
+    ) -> Result<ServiceFile, FileError> {
+        crate::blocking::blocking(move || load_blocking(&paths, &options)).await
     }
 }
 
-/// Read the merged `source`, its variables from the process environment first, then
+/// How [`ServiceFile::load_with`] reads a file beyond the file itself.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Variables for `${VAR}` that take precedence over the environment and `.env` (a
+    /// run's own directory, say).
+    pub variables: BTreeMap<String, String>,
+    /// Ports an earlier load chose: a `${port:KEY}` with a key in here gets the same
+    /// number again; other keys get free ones.
+    pub ports: Ports,
+}
+
+impl LoadOptions {
+    /// Set the variable `name` (over the environment's and `.env`'s).
+    pub fn variable(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.variables.insert(name.into(), value.into());
+        self
+    }
+
+    /// Keep these ports for the keys the file still uses.
+    pub fn ports(mut self, ports: Ports) -> Self {
+        self.ports = ports;
+        self
+    }
+}
+
+/// Where a file being read gets its variables (the options', then the environment's,
+/// then `.env`'s: Compose's precedence) and its ports.
+struct FileLookup<'a> {
+    options: &'a LoadOptions,
+    dotenv: &'a BTreeMap<String, String>,
+    chosen: std::cell::RefCell<Ports>,
+}
+
+impl Lookup for FileLookup<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.options
+            .variables
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .or_else(|| self.dotenv.get(name).cloned())
+    }
+
+    fn port(&self, key: &str) -> Result<u16, VariableError> {
+        self.chosen
+            .borrow_mut()
+            .resolve(key, &self.options.ports)
+            .map_err(|error| VariableError::Port {
+                key: key.to_owned(),
+                reason: error.to_string(),
+            })
+    }
+}
+
+/// Read the merged `source`, its variables from `options`, the process environment, then
 /// `dotenv` (Compose's precedence); `finish` does what needs the file system (its
 /// problems are located like the others).
 fn read(
     source: &Source<'_>,
     dotenv: &BTreeMap<String, String>,
+    options: &LoadOptions,
     finish: impl FnOnce(&mut ServiceFile) -> Result<(), KeyedProblem>,
 ) -> Result<ServiceFile, FileError> {
     let mut root = source.parse()?;
-    let lookup = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .or_else(|| dotenv.get(name).cloned())
+    let lookup = FileLookup {
+        options,
+        dotenv,
+        chosen: Default::default(),
     };
     let mut key = Vec::new();
     interpolate_table(source, &mut root, &lookup, &mut key)?;
     let mut parsed = read_root(source, &root)?;
+    parsed.ports = lookup.chosen.into_inner();
     check_dependencies(&parsed).map_err(|p| source.keyed(&root, p))?;
     finish(&mut parsed).map_err(|p| source.keyed(&root, p))?;
     Ok(parsed)
@@ -87,7 +171,7 @@ fn read(
 fn interpolate_table(
     source: &Source<'_>,
     table: &mut DeTable<'_>,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: &dyn Lookup,
     key: &mut Vec<String>,
 ) -> Result<(), FileError> {
     for (name, value) in table.iter_mut() {
@@ -101,7 +185,7 @@ fn interpolate_table(
 fn interpolate_value(
     source: &Source<'_>,
     value: &mut Spanned<DeValue<'_>>,
-    lookup: &dyn Fn(&str) -> Option<String>,
+    lookup: &dyn Lookup,
     key: &mut Vec<String>,
 ) -> Result<(), FileError> {
     let span = value.span();
@@ -174,7 +258,7 @@ fn apply_env_files(file: &mut ServiceFile) -> Result<(), KeyedProblem> {
     Ok(())
 }
 
-fn load_blocking(paths: &[PathBuf]) -> Result<ServiceFile, FileError> {
+fn load_blocking(paths: &[PathBuf], options: &LoadOptions) -> Result<ServiceFile, FileError> {
     let Some(first) = paths.first() else {
         return Err(FileError::unlocated(
             PathBuf::from(super::file::DEFAULT_FILE_NAME),
@@ -197,7 +281,7 @@ fn load_blocking(paths: &[PathBuf]) -> Result<ServiceFile, FileError> {
     );
     let dotenv = read_dotenv(first)?;
     let absolute = std::path::absolute(first).unwrap_or_else(|_| first.clone());
-    read(&source, &dotenv, |file| {
+    read(&source, &dotenv, options, |file| {
         file.resolve_paths(&base_dir(&absolute));
         apply_env_files(file)?;
         check_programs(file)
@@ -348,6 +432,7 @@ fn read_root(source: &Source<'_>, root: &DeTable<'_>) -> Result<ServiceFile, Fil
     let mut file = ServiceFile {
         group: GroupSettings::default(),
         services: Vec::new(),
+        ports: Ports::default(),
     };
     for (key, value) in root.iter() {
         match key.get_ref().as_ref() {

@@ -103,6 +103,7 @@ pub mod export;
 mod file;
 #[cfg(feature = "toml")]
 mod load;
+mod ports;
 mod select;
 mod stack;
 mod variables;
@@ -114,8 +115,11 @@ pub use check::Problem;
 pub use error::FileError;
 pub use file::{GroupSettings, Service, ServiceFile, DEFAULT_FILE_NAME};
 #[cfg(feature = "toml")]
-pub use load::{DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
+pub use load::{LoadOptions, DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
+pub(crate) use ports::free_loopback_port;
+pub use ports::{Ports, PORT_VARIABLE_PREFIX};
 pub use select::{Selection, UnknownService};
+pub(crate) use stack::MakeSupervisor;
 pub use stack::{group_spec, Stack};
 pub use variables::{EnvFileError, VariableError, INSTANCE_VARIABLE};
 #[cfg(feature = "toml")]

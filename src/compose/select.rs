@@ -96,6 +96,7 @@ mod tests {
                 service("debugger", &["web"], &["debug"]),
                 service("tracer", &["debugger"], &["debug", "trace"]),
             ],
+            ports: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@ use super::variables::{for_instance, INSTANCE_TOKEN, INSTANCE_VARIABLE};
 use crate::command::{CommandSpec, CommandSupervisor};
 use crate::supervision::{
     supervise_group, AutoShutdown, EventStream, GroupSpec, GroupSpecError, Member, MemberError,
-    MemberStatus, Outcome, ServiceHandle,
+    MemberStatus, Outcome, ServiceHandle, Supervisor,
 };
 
 /// The file a [`Stack`] runs, swapped whole when an apply is done.
@@ -47,6 +47,8 @@ pub struct Stack {
     handle: ServiceHandle,
     /// The file it runs: replaced by [`Stack::apply`].
     file: Arc<SharedFile>,
+    /// Makes the supervisor of each instance (also of those an apply adds).
+    make: MakeSupervisor,
 }
 
 impl std::fmt::Debug for Stack {
@@ -66,6 +68,20 @@ impl std::fmt::Debug for Stack {
 /// Docker Compose's `up`, the set ends by itself once no service can run any more
 /// ([`AutoShutdown::AllEnded`]).
 pub fn group_spec(file: &ServiceFile) -> GroupSpec {
+    group_spec_with(file, &command_supervisors())
+}
+
+/// Makes the supervisor of one instance's spec: a [`CommandSupervisor`], or (the testing
+/// kit's) one it keeps a reference to as well.
+pub(crate) type MakeSupervisor = Arc<dyn Fn(CommandSpec) -> Arc<dyn Supervisor> + Send + Sync>;
+
+/// The plain [`MakeSupervisor`]: a [`CommandSupervisor`] of the spec.
+fn command_supervisors() -> MakeSupervisor {
+    Arc::new(|spec| Arc::new(CommandSupervisor::new(spec)))
+}
+
+/// [`group_spec`], each instance's supervisor made by `make`.
+pub(crate) fn group_spec_with(file: &ServiceFile, make: &MakeSupervisor) -> GroupSpec {
     let settings = &file.group;
     let spec = GroupSpec::new(settings.name.clone())
         .strategy(settings.strategy)
@@ -75,15 +91,16 @@ pub fn group_spec(file: &ServiceFile) -> GroupSpec {
         .prefix_names(false);
     file.services
         .iter()
-        .fold(spec, |spec, service| spec.member(member_of(service)))
+        .fold(spec, |spec, service| spec.member(member_of(service, make)))
 }
 
 /// The member a service of a file is: `replicas` instances of a [`CommandSupervisor`] of
 /// its spec for that instance ([`instance_spec`]), depending on its `depends_on`.
-pub(crate) fn member_of(service: &Service) -> Member {
+pub(crate) fn member_of(service: &Service, make: &MakeSupervisor) -> Member {
     let template = service.spec.clone();
+    let make = make.clone();
     let member = Member::replicas(service.name(), service.replicas, move |n| {
-        Arc::new(CommandSupervisor::new(instance_spec(&template, n)))
+        make(instance_spec(&template, n))
     });
     service
         .depends_on
@@ -137,11 +154,25 @@ impl Stack {
     /// (`ServiceFile::load`, feature `toml`, or [`ServiceFile::check`]) is a valid
     /// group; one that did not may be refused here (an unknown dependency, a cycle).
     pub fn start(file: ServiceFile) -> Result<Stack, GroupSpecError> {
-        let handle = supervise_group(group_spec(&file))?;
+        Stack::start_with(file, command_supervisors())
+    }
+
+    /// [`Stack::start`], each instance's supervisor made by `make`.
+    pub(crate) fn start_with(
+        file: ServiceFile,
+        make: MakeSupervisor,
+    ) -> Result<Stack, GroupSpecError> {
+        let handle = supervise_group(group_spec_with(&file, &make))?;
         Ok(Stack {
             handle,
             file: Arc::new(SharedFile::new(Arc::new(file))),
+            make,
         })
+    }
+
+    /// The member a service of the running file is (for an apply).
+    pub(crate) fn member_of(&self, service: &Service) -> Member {
+        member_of(service, &self.make)
     }
 
     /// The set's name (`[group] name`).

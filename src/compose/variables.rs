@@ -3,7 +3,9 @@
 //! `${VAR?message}` (an error naming the variable), `$$` for a literal `$`; and env files
 //! (`.env` beside the service file, `env_file = [...]` per service): `KEY=VALUE` lines,
 //! `#` comments, an optional `export `, single quotes taken literally, double quotes with
-//! `\n`, `\t`, `\\` and `\"` escapes. One parser for every reader of the file.
+//! `\n`, `\t`, `\\` and `\"` escapes; and `${port:KEY}`, a free loopback port chosen
+//! when the file is loaded (see [`Ports`](super::Ports)). One parser for every reader of
+//! the file.
 
 // The readers are `load.rs` (feature `toml`); the instance token is used by every build.
 #![cfg_attr(not(feature = "toml"), allow(dead_code))]
@@ -35,6 +37,14 @@ pub enum VariableError {
         /// The file's message.
         message: String,
     },
+    /// `${port:KEY}`: no free loopback port could be had.
+    #[error("no free loopback port for ${{port:{key}}}: {reason}")]
+    Port {
+        /// The key.
+        key: String,
+        /// What the OS said.
+        reason: String,
+    },
     /// A `${` without its `}`, or a name that is not one.
     #[error("bad variable reference {text:?}: {why}")]
     Syntax {
@@ -45,12 +55,34 @@ pub enum VariableError {
     },
 }
 
-/// `text` with its variables replaced by `lookup` (`None`: not set). The instance
-/// variable is kept as written, for [`for_instance`].
-pub(crate) fn interpolate(
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, VariableError> {
+/// Where the references of a file get their values.
+pub(crate) trait Lookup {
+    /// The variable `name` (`None`: not set).
+    fn var(&self, name: &str) -> Option<String>;
+    /// The port of `${port:KEY}`.
+    fn port(&self, key: &str) -> Result<u16, VariableError>;
+}
+
+/// Variables alone (no ports: `${port:KEY}` is an error), for tests of the syntax.
+impl<F: Fn(&str) -> Option<String>> Lookup for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+
+    fn port(&self, key: &str) -> Result<u16, VariableError> {
+        Err(VariableError::Port {
+            key: key.to_owned(),
+            reason: "ports are not chosen here".to_owned(),
+        })
+    }
+}
+
+/// The prefix of a port reference's inside: `${port:KEY}`.
+const PORT_PREFIX: &str = "port:";
+
+/// `text` with its variables replaced by `lookup`. The instance variable is kept as
+/// written, for [`for_instance`].
+pub(crate) fn interpolate(text: &str, lookup: &dyn Lookup) -> Result<String, VariableError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -121,7 +153,10 @@ enum Fallback<'a> {
 }
 
 /// The inside of `${...}`.
-fn braced(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, VariableError> {
+fn braced(inner: &str, lookup: &dyn Lookup) -> Result<String, VariableError> {
+    if let Some(key) = port_key(inner)? {
+        return lookup.port(key).map(|port| port.to_string());
+    }
     let name_len = inner
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(inner.len());
@@ -166,12 +201,27 @@ fn braced(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
     value(name, lookup, fallback)
 }
 
-fn value(
-    name: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    fallback: Fallback<'_>,
-) -> Result<String, VariableError> {
-    let found = lookup(name);
+/// The key of `port:KEY` (`port:-...` and `port:?...` are the variable `port` with a
+/// default or a message).
+fn port_key(inner: &str) -> Result<Option<&str>, VariableError> {
+    let Some(key) = inner.strip_prefix(PORT_PREFIX) else {
+        return Ok(None);
+    };
+    if key.starts_with(['-', '?']) {
+        return Ok(None);
+    }
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if key.is_empty() || !key.chars().all(valid) {
+        return Err(VariableError::Syntax {
+            text: format!("${{{inner}}}"),
+            why: "a port key is letters, digits, `_`, `-` and `.`",
+        });
+    }
+    Ok(Some(key))
+}
+
+fn value(name: &str, lookup: &dyn Lookup, fallback: Fallback<'_>) -> Result<String, VariableError> {
+    let found = lookup.var(name);
     match fallback {
         Fallback::None => found.ok_or_else(|| VariableError::Unset {
             name: name.to_owned(),
@@ -314,6 +364,42 @@ mod tests {
         assert!(matches!(run("${PORT"), Err(VariableError::Syntax { .. })));
         assert!(matches!(run("${PO RT}"), Err(VariableError::Syntax { .. })));
         assert_eq!(for_instance("700${RUNNING_PROCESS_INSTANCE}", 3), "7003");
+    }
+
+    #[test]
+    fn port_references() {
+        struct Fixed;
+        impl Lookup for Fixed {
+            fn var(&self, name: &str) -> Option<String> {
+                (name == "port").then(|| "env".to_owned())
+            }
+            fn port(&self, key: &str) -> Result<u16, VariableError> {
+                Ok(match key {
+                    "redis" => 6400,
+                    _ => 7000,
+                })
+            }
+        }
+        let run = |text: &str| interpolate(text, &Fixed);
+        assert_eq!(run("127.0.0.1:${port:redis}").unwrap(), "127.0.0.1:6400");
+        assert_eq!(
+            run("${port:web-api.v2}/${port:redis}").unwrap(),
+            "7000/6400"
+        );
+        // `port` is still an ordinary variable with a default or a message.
+        assert_eq!(run("${port:-1}").unwrap(), "env");
+        assert_eq!(run("${port:?needed}").unwrap(), "env");
+        assert_eq!(run("${port}").unwrap(), "env");
+        assert!(matches!(run("${port:}"), Err(VariableError::Syntax { .. })));
+        assert!(matches!(
+            run("${port:a b}"),
+            Err(VariableError::Syntax { .. })
+        ));
+        let no_ports = with(&[]);
+        assert!(matches!(
+            interpolate("${port:x}", &no_ports),
+            Err(VariableError::Port { .. })
+        ));
     }
 
     #[test]

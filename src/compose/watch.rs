@@ -125,7 +125,9 @@ impl Stack {
         selection: &Selection,
         adjust: &(dyn Fn(&mut super::ServiceFile) + Send + Sync),
     ) -> Option<WatchReport> {
-        let edited = match super::ServiceFile::load_merged(paths.to_vec()).await {
+        // On the ports the set runs on: an edit does not move a service to a new one.
+        let options = super::LoadOptions::default().ports(self.file().ports.clone());
+        let edited = match super::ServiceFile::load_with(paths.to_vec(), options).await {
             Ok(file) => file,
             Err(error) => return Some(WatchReport::Invalid(error)),
         };

@@ -15,6 +15,59 @@ pub(crate) fn own_process_group(command: &mut tokio::process::Command) {
     let _ = command;
 }
 
+/// A signal the testing kit sends: to a command run against a stack (its process group),
+/// or to a service's main process (freeze and thaw).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nudge {
+    /// SIGINT: what Ctrl-C on a terminal sends.
+    Interrupt,
+    /// SIGTERM: stop, please.
+    Terminate,
+    /// SIGSTOP: a hung process, to test what depends on it.
+    Freeze,
+    /// SIGCONT: it goes on.
+    Thaw,
+}
+
+impl Nudge {
+    /// The signal's number (Unix); `None` where there are no signals.
+    pub(crate) fn number(self) -> Option<i32> {
+        #[cfg(unix)]
+        {
+            use rustix::process::Signal;
+            let signal = match self {
+                Nudge::Interrupt => Signal::INT,
+                Nudge::Terminate => Signal::TERM,
+                Nudge::Freeze => Signal::STOP,
+                Nudge::Thaw => Signal::CONT,
+            };
+            Some(signal.as_raw())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = self;
+            None
+        }
+    }
+}
+
+/// Send `nudge` to the process group led by `pid` (Unix; `Unsupported` on Windows, where
+/// the caller kills the process instead). Only for a group leader that is our own child,
+/// not yet reaped (see [`kill_group`]).
+pub(crate) fn nudge_group(pid: u32, nudge: Nudge) -> io::Result<()> {
+    match nudge.number() {
+        #[cfg(unix)]
+        Some(signal) => super::signal_process_group(pid, signal),
+        _ => {
+            let _ = pid;
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no signals on this OS",
+            ))
+        }
+    }
+}
+
 /// SIGKILL the process group led by `pid` (Unix; nothing on Windows). Only for a group
 /// leader that is our own child, not yet reaped: while it exists, no other group can take
 /// its id.

@@ -18,7 +18,15 @@ mod ephemeral;
 #[cfg(feature = "test-util")]
 pub mod fake;
 mod ports;
+#[cfg(feature = "toml")]
+mod run;
+#[cfg(feature = "toml")]
+mod stack;
 
 pub use demo_daemon::demo_daemon_main;
 pub use ephemeral::EphemeralBackend;
 pub use ports::free_tcp_port;
+#[cfg(feature = "toml")]
+pub use run::{RunOptions, RunReport, ServiceFailure, DEFAULT_COMMAND_GRACE};
+#[cfg(feature = "toml")]
+pub use stack::{EphemeralStack, EphemeralStackBuilder, StackError, RUN_DIR_VARIABLE};

@@ -1,10 +1,10 @@
 //! Free loopback ports for tests.
 
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 
 /// A TCP port on `127.0.0.1` that was free a moment ago: the OS picked it for a listener
-/// that is closed again before this returns.
+/// that is closed again before this returns, and this process has not handed it out
+/// recently (here or for a service file's `${port:KEY}`: the same allocator).
 ///
 /// Another process can take the port before your daemon binds it. A
 /// [`Readiness::Tcp`](crate::command::Readiness::Tcp) check then fails with
@@ -17,7 +17,5 @@ use std::net::{Ipv4Addr, TcpListener};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn free_tcp_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+    crate::compose::free_loopback_port()
 }

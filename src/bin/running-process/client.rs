@@ -150,9 +150,12 @@ pub async fn status(file: Vec<PathBuf>, json: bool) -> ExitCode {
         Err(error) => return fail(format!("the supervisor did not answer: {error}")),
     };
     match replies.recv().await {
-        Some(Ok(Reply::Status { services })) => {
-            let report =
-                serde_json::json!({ "supervisor": { "pid": handle.pid() }, "services": services });
+        Some(Ok(Reply::Status { services, ports })) => {
+            let report = serde_json::json!({
+                "supervisor": { "pid": handle.pid() },
+                "services": services,
+                "ports": ports,
+            });
             printer::stdout().print(report.to_string());
             ExitCode::SUCCESS
         }
@@ -341,9 +344,16 @@ async fn print_replies(mut replies: Replies) -> ExitCode {
     while let Some(reply) = replies.recv().await {
         match reply {
             Ok(Reply::Ok { message }) => out.print(message),
-            Ok(Reply::Status { services }) => {
+            Ok(Reply::Status { services, ports }) => {
                 for line in table::render(&services, style) {
                     out.print(line);
+                }
+                if !ports.is_empty() {
+                    let ports: Vec<String> = ports
+                        .iter()
+                        .map(|(key, port)| format!("{key}={port}"))
+                        .collect();
+                    out.print(format!("ports: {}", ports.join(" ")));
                 }
             }
             Ok(Reply::Line { line }) => out.print(format!(

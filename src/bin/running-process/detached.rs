@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use running_process::command::Output;
-use running_process::compose::{Selection, ServiceChange, ServiceFile, Stack, WatchReport};
+use running_process::compose::{
+    LoadOptions, Selection, ServiceChange, ServiceFile, Stack, WatchReport,
+};
 use running_process::identity::DaemonProcess;
 use running_process::protocol::{AppConnection, CacheManifest, DaemonListener, Responder};
 use running_process::report::Chain;
@@ -320,7 +322,8 @@ impl Client {
 
     async fn status<W: AsyncWriteExt + Unpin>(&self, write: &mut W) -> std::io::Result<()> {
         let services = self.stack.status();
-        send(write, &Reply::Status { services }).await
+        let ports = self.stack.file().ports.clone();
+        send(write, &Reply::Status { services, ports }).await
     }
 
     async fn wait_ready<W: AsyncWriteExt + Unpin>(&self, write: &mut W) -> std::io::Result<()> {
@@ -406,7 +409,9 @@ impl Client {
         selection: Selection,
         dry_run: bool,
     ) -> std::io::Result<()> {
-        let mut edited = match crate::file::read(files, &selection).await {
+        // On the ports the set runs on (`${port:KEY}`): an apply keeps them.
+        let options = LoadOptions::default().ports(self.stack.file().ports.clone());
+        let mut edited = match crate::file::read(files, &selection, options).await {
             Ok(file) => file,
             Err(message) => return send(write, &Reply::Error { message }).await,
         };
@@ -452,12 +457,13 @@ impl Client {
         events: &mut running_process::supervision::EventStream,
         services: &[&str],
     ) -> std::io::Result<()> {
+        let file = self.stack.file();
         let reply = tokio::select! {
             ready = self.stack.ready() => match ready {
                 Ok(()) => ok("every service is ready".into()),
                 Err(outcome) => Reply::Error { message: outcome.to_string() },
             },
-            failed = first_failure(events, services) => Reply::Error { message: failed },
+            failed = first_failure(events, &file, services) => Reply::Error { message: failed },
         };
         send(write, &reply).await
     }
@@ -574,16 +580,12 @@ impl Client {
 /// `web`), as a message; pending forever if none comes.
 async fn first_failure(
     events: &mut running_process::supervision::EventStream,
+    file: &ServiceFile,
     services: &[&str],
 ) -> String {
     let ours = |name: &str| {
-        services.iter().any(|s| {
-            name == *s
-                || name
-                    .strip_prefix(*s)
-                    .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|n| n.parse::<u32>().is_ok())
-        })
+        file.service_of(name)
+            .is_some_and(|service| services.contains(&service.name()))
     };
     while let Some(event) = events.next().await {
         let Ok(event) = event else { continue };

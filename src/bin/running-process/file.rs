@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use running_process::compose::{Selection, ServiceFile, DEFAULT_FILE_NAME, OVERRIDE_FILE_NAME};
+use running_process::compose::{
+    LoadOptions, Selection, ServiceFile, DEFAULT_FILE_NAME, OVERRIDE_FILE_NAME,
+};
 
 use crate::output::Style;
 use crate::printer;
@@ -60,7 +62,7 @@ pub async fn load(files: Vec<PathBuf>, selection: Selection) -> Result<Loaded, E
         printer::stderr().print(no_file_help(&path));
         return Err(ExitCode::from(BAD_FILE));
     }
-    match read(paths.clone(), &selection).await {
+    match read(paths.clone(), &selection, LoadOptions::default()).await {
         Ok(file) => Ok(Loaded {
             path,
             paths,
@@ -76,9 +78,13 @@ pub async fn load(files: Vec<PathBuf>, selection: Selection) -> Result<Loaded, E
 
 /// The effective file of `paths` and `selection`, or the message that says what is wrong
 /// (with its position under it) for a person.
-pub async fn read(paths: Vec<PathBuf>, selection: &Selection) -> Result<ServiceFile, String> {
+pub async fn read(
+    paths: Vec<PathBuf>,
+    selection: &Selection,
+    options: LoadOptions,
+) -> Result<ServiceFile, String> {
     let style = Style::stderr();
-    match ServiceFile::load_merged(paths).await {
+    match ServiceFile::load_with(paths, options).await {
         Ok(file) => file
             .select(selection)
             .map_err(|e| format!("{}: {e}\nnothing was started", style.error("error"))),

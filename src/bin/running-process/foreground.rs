@@ -153,17 +153,17 @@ fn summary(stack: &Stack, outcome: &Outcome, out: &Printer, style: Style) -> Exi
 }
 
 #[cfg(unix)]
-type Interrupts = tokio::signal::unix::Signal;
+pub type Interrupts = tokio::signal::unix::Signal;
 
 #[cfg(windows)]
-type Interrupts = tokio::signal::windows::CtrlC;
+pub type Interrupts = tokio::signal::windows::CtrlC;
 
 #[cfg(unix)]
-fn interrupts() -> std::io::Result<Interrupts> {
+pub fn interrupts() -> std::io::Result<Interrupts> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
 }
 
 #[cfg(windows)]
-fn interrupts() -> std::io::Result<Interrupts> {
+pub fn interrupts() -> std::io::Result<Interrupts> {
     tokio::signal::windows::ctrl_c()
 }

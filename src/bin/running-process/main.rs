@@ -16,6 +16,7 @@ mod foreground;
 mod output;
 mod printer;
 mod requests;
+mod run;
 mod state;
 mod table;
 
@@ -84,6 +85,30 @@ enum Command {
         /// a rebuild) changes on disk. With --detach, the supervisor started now watches.
         #[arg(long)]
         watch: bool,
+    },
+    /// Start the services in a private directory (each `${port:KEY}` a free port), run
+    /// CMD once every one is ready, then stop them and exit with CMD's status (128+N when
+    /// signal N killed it; 125 when a service failed to start or failed while CMD ran;
+    /// 126/127 when CMD cannot be run; 130 on Ctrl-C). CMD gets RUNNING_PROCESS_PORT_<KEY>
+    /// and RUNNING_PROCESS_RUN_DIR; service output goes to log files, shown for a failure.
+    Run {
+        #[command(flatten)]
+        file: FileArg,
+        /// Only this service and what it depends on (repeatable).
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+        /// Turn a profile on (repeatable).
+        #[arg(long)]
+        profile: Vec<String>,
+        /// Let CMD finish when a service fails (the run still exits with 125).
+        #[arg(long)]
+        keep_going: bool,
+        /// Show the events as they happen and every service's output after the run.
+        #[arg(short, long)]
+        verbose: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// Print the effective file: variables resolved, files merged, services selected.
     Config {
@@ -224,6 +249,26 @@ async fn run(command: Command) -> ExitCode {
             Ok(loaded) => foreground::up(loaded, watch).await,
             Err(code) => code,
         },
+        Command::Run {
+            file,
+            services,
+            profile,
+            keep_going,
+            verbose,
+            command,
+        } => {
+            run::run(run::RunArgs {
+                files: file.file,
+                selection: running_process::compose::Selection {
+                    services,
+                    profiles: profile,
+                },
+                command,
+                keep_going,
+                verbose,
+            })
+            .await
+        }
         Command::Config { file, select } => match file::load(file.file, select.selection()).await {
             Ok(loaded) => file::print_config(&loaded),
             Err(code) => code,

@@ -2,6 +2,7 @@
 //! application connection of the crate's protocol (after the client verified the
 //! supervisor's identity). `docs/PROTOCOL.md` section 10 documents them.
 
+use running_process::compose::Ports;
 use running_process::supervision::MemberStatus;
 use serde::{Deserialize, Serialize};
 
@@ -48,8 +49,12 @@ pub enum Request {
 pub enum Reply {
     /// Done; `message` says what for a person.
     Ok { message: String },
-    /// The status rows.
-    Status { services: Vec<MemberStatus> },
+    /// The status rows, and the ports the file's `${port:KEY}` were given.
+    Status {
+        services: Vec<MemberStatus>,
+        #[serde(default, skip_serializing_if = "Ports::is_empty")]
+        ports: Ports,
+    },
     /// One output line (`logs`).
     Line { line: Line },
     /// One event, as text (`events`).
