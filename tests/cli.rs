@@ -1020,3 +1020,55 @@ fn up_watch_applies_the_file_when_it_is_saved() {
     let a_stopping = lines.wait_for("a: stopping");
     assert!(a_stopping > ctrl_c, "{:#?}", lines.seen);
 }
+
+/// `${port:KEY}` under a detached supervisor: `status` shows the ports it chose (JSON and
+/// the table), and applying an edited file keeps them: an unchanged service keeps its
+/// process and port, an edited one is replaced on the same port, and a real server
+/// (Python's) answers there.
+#[test]
+fn a_detached_supervisor_keeps_its_chosen_ports_across_an_apply() {
+    if daemons::find("python3").is_none() {
+        return daemons::skip("python3 is not installed");
+    }
+    let v1 = r#"
+[services.web]
+program = "python3"
+args = ["-m", "http.server", "${port:web}", "--bind", "127.0.0.1"]
+readiness = { kind = "http", url = "http://127.0.0.1:${port:web}/" }
+
+[services.side]
+program = "sh"
+args = ["-c", "echo ${SIDE:-v1} on ${port:side}; exec sleep 1000"]
+"#;
+    let project = Project::new(v1);
+    assert!(project.run(&["up", "--detach"]).status.success());
+    let before = project.status();
+    let port = |status: &serde_json::Value, key: &str| status["ports"][key].as_u64().unwrap();
+    let pid =
+        |status: &serde_json::Value, name: &str| Project::service(status, name)["pid"].as_u64();
+    let (web, side) = (port(&before, "web"), port(&before, "side"));
+    assert_ne!(web, side);
+    let table = String::from_utf8_lossy(&project.run(&["status"]).stdout).into_owned();
+    assert!(
+        table.contains(&format!("side={side}")) && table.contains(&format!("web={web}")),
+        "{table}"
+    );
+
+    std::fs::write(project.path(".env"), "SIDE=v2\n").unwrap();
+    let applied = project.run(&["up", "--detach"]);
+    let text = String::from_utf8_lossy(&applied.stdout).into_owned();
+    assert!(applied.status.success(), "{text}");
+    assert!(text.contains("web: unchanged"), "{text}");
+    assert!(text.contains("side: replaced"), "{text}");
+    let after = project.status();
+    assert_eq!((port(&after, "web"), port(&after, "side")), (web, side));
+    assert_eq!(pid(&after, "web"), pid(&before, "web"));
+    assert_ne!(pid(&after, "side"), pid(&before, "side"));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", web as u16)).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+}

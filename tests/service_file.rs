@@ -366,3 +366,54 @@ async fn later_files_merge_key_by_key_and_problems_name_their_file() {
     assert_eq!(error.position, Some((2, 1)), "{error}");
     assert_eq!(error.key, "services.web.argz");
 }
+
+/// `${port:KEY}`: one free loopback port per key, the same number everywhere in the file;
+/// two loads get different ones; a load given the ports of an earlier one keeps them for
+/// the keys it still uses; a bad key is refused at its position.
+#[tokio::test]
+async fn port_references_get_one_free_port_per_key() {
+    use running_process::compose::{LoadOptions, Ports};
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[services.db]
+program = "sh"
+args = ["-c", "serve ${port:db}"]
+readiness = { kind = "tcp", address = "127.0.0.1:${port:db}" }
+
+[services.web]
+program = "sh"
+args = ["-c", "serve ${port:web} --db ${port:db}"]
+"#;
+    let first = load(dir.path(), text).await.unwrap();
+    let (db, web) = (first.ports.get("db").unwrap(), first.ports.get("web").unwrap());
+    assert_ne!(db, web);
+    assert_eq!(first.services[0].spec.args[1], format!("serve {db}"));
+    assert_eq!(first.services[1].spec.args[1], format!("serve {web} --db {db}"));
+    // The port was free: it can be bound.
+    drop(std::net::TcpListener::bind(("127.0.0.1", db)).unwrap());
+
+    let second = load(dir.path(), text).await.unwrap();
+    assert_ne!(second.ports, first.ports, "a second load gets ports of its own");
+
+    let path = dir.path().join("running-process.toml");
+    let kept = ServiceFile::load_with(
+        vec![path],
+        LoadOptions::default().ports(Ports::from_iter([("db".to_owned(), db)])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(kept.ports.get("db"), Some(db));
+    assert_eq!(
+        kept.ports.env()[0],
+        ("RUNNING_PROCESS_PORT_DB".to_owned(), db.to_string())
+    );
+
+    let message = bad(
+        "[services.a]\nprogram = \"sh\"\nargs = [\"${port:a b}\"]\n",
+        3,
+        9,
+        "services.a.args",
+    )
+    .await;
+    assert!(message.contains("port key"), "{message}");
+}
