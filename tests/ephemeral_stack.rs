@@ -222,3 +222,31 @@ restart = { kind = "temporary" }
 fn remove(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn on_event_sees_the_stack_from_its_very_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    std::fs::write(
+        &file,
+        "[services.one]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n",
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stack = EphemeralStack::builder(&file)
+        .on_event(move |event| {
+            let _ = tx.send(format!("{}: {}", event.service, event.kind));
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    within("the start's events", async {
+        while !seen.iter().any(|e: &String| e.starts_with("one: ready")) {
+            seen.push(rx.recv().await.unwrap());
+        }
+    })
+    .await;
+    assert!(seen[0].contains("starting"), "{seen:?}");
+    drop(stack);
+}

@@ -385,15 +385,24 @@ program = "sh"
 args = ["-c", "serve ${port:web} --db ${port:db}"]
 "#;
     let first = load(dir.path(), text).await.unwrap();
-    let (db, web) = (first.ports.get("db").unwrap(), first.ports.get("web").unwrap());
+    let (db, web) = (
+        first.ports.get("db").unwrap(),
+        first.ports.get("web").unwrap(),
+    );
     assert_ne!(db, web);
     assert_eq!(first.services[0].spec.args[1], format!("serve {db}"));
-    assert_eq!(first.services[1].spec.args[1], format!("serve {web} --db {db}"));
+    assert_eq!(
+        first.services[1].spec.args[1],
+        format!("serve {web} --db {db}")
+    );
     // The port was free: it can be bound.
     drop(std::net::TcpListener::bind(("127.0.0.1", db)).unwrap());
 
     let second = load(dir.path(), text).await.unwrap();
-    assert_ne!(second.ports, first.ports, "a second load gets ports of its own");
+    assert_ne!(
+        second.ports, first.ports,
+        "a second load gets ports of its own"
+    );
 
     let path = dir.path().join("running-process.toml");
     let kept = ServiceFile::load_with(

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench daemons                      # everything (a few minutes)
-//! cargo bench --bench daemons -- exit restart      # only some: exit restart spawn probe scale contention peers group
+//! cargo bench --bench daemons -- exit restart      # only some: exit restart spawn probe scale contention peers group stacks
 //! cargo bench --bench daemons -- --quick           # small n, for a smoke test
 //! ```
 //!
@@ -30,6 +30,8 @@ mod restart;
 mod scale;
 #[cfg(target_os = "linux")]
 mod spawn_path;
+#[cfg(target_os = "linux")]
+mod stacks;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -65,6 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "contention",
         "peers",
         "group",
+        "stacks",
     ];
     let mut chosen: Vec<&str> = all
         .iter()
@@ -92,6 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "contention" => contention::run(&daemon, quick, &mut metrics).await?,
                 "peers" => peers::run(quick, &mut metrics).await?,
                 "group" => group::run(&daemon, quick, &mut metrics).await?,
+                "stacks" => stacks::run(quick, &mut metrics).await?,
                 _ => unreachable!(),
             }
             for metric in &metrics[before..] {

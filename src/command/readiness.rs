@@ -8,7 +8,7 @@
 //! the ownership cannot be read and a successful connection is believed.
 //!
 //! The OS raises no event when a port starts listening, so these waits poll, with a delay
-//! growing from 5 ms to 200 ms: quick for a fast service, cheap for a slow one. The
+//! growing from 5 ms to 50 ms: quick for a fast service, cheap for a slow one. The
 //! caller's ready timeout ends them.
 
 use std::net::SocketAddr;
@@ -40,9 +40,10 @@ fn parse_url(url: &str) -> Result<HttpUrl, StartError> {
 }
 
 const FIRST_DELAY: Duration = Duration::from_millis(5);
-const MAX_DELAY: Duration = Duration::from_millis(200);
+const MAX_DELAY: Duration = Duration::from_millis(50);
 
-/// The pause between two looks at something that raises no event: 5 ms, doubling to 200 ms.
+/// The pause between two looks at something that raises no event: 5 ms, doubling to 50 ms
+/// (a service that takes 300 ms to listen is seen within 50 ms of it, not 200).
 struct Pause(Duration);
 
 impl Pause {

@@ -15,7 +15,7 @@ use crate::compose::{
 };
 use crate::handle::BackendHandleError;
 use crate::platform::Nudge;
-use crate::supervision::{EventKind, GroupSpecError, Outcome};
+use crate::supervision::{Event, EventKind, GroupSpecError, Outcome};
 
 /// The variable that holds a stack's private directory: `${RUNNING_PROCESS_RUN_DIR}` in
 /// its service file (a place for each run's data: `--dir ${RUNNING_PROCESS_RUN_DIR}`),
@@ -121,11 +121,23 @@ fn report(service: &Option<String>, lines: &[String], kept: &Option<PathBuf>) ->
 ///     .await?;
 /// # drop(stack); Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EphemeralStackBuilder {
     files: Vec<PathBuf>,
     selection: Selection,
     options: LoadOptions,
+    on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for EphemeralStackBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EphemeralStackBuilder")
+            .field("files", &self.files)
+            .field("selection", &self.selection)
+            .field("options", &self.options)
+            .field("on_event", &self.on_event.is_some())
+            .finish()
+    }
 }
 
 impl EphemeralStackBuilder {
@@ -151,6 +163,13 @@ impl EphemeralStackBuilder {
     /// Set a variable for the file's `${VAR}` (over the environment's and `.env`'s).
     pub fn variable(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.options = self.options.variable(name, value);
+        self
+    }
+
+    /// Call `on_event` with every event of the stack from its very start (a test's
+    /// `println!`, say), on a task of its own, until the stack is dropped.
+    pub fn on_event(mut self, on_event: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(on_event));
         self
     }
 
@@ -217,6 +236,7 @@ impl EphemeralStack {
             files: vec![path.into()],
             selection: Selection::default(),
             options: LoadOptions::default(),
+            on_event: None,
         }
     }
 
@@ -250,7 +270,16 @@ impl EphemeralStack {
         let stack = Stack::start_with(file, recording(&supervisors))?;
         // The first subscription replays everything since the start; take it now, so
         // that later ones (`run`, `restart`) see only what happens from then on.
-        drop(stack.events());
+        let mut events = stack.events();
+        if let Some(on_event) = builder.on_event {
+            tokio::spawn(async move {
+                while let Some(event) = events.next().await {
+                    if let Ok(event) = event {
+                        on_event(&event);
+                    }
+                }
+            });
+        }
         let mut this = EphemeralStack {
             stack: Some(stack),
             ports,

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use futures_util::StreamExt;
 use running_process::compose::Selection;
 use running_process::testing::{EphemeralStack, RunOptions, RunReport, StackError};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +60,14 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .profiles
         .iter()
         .fold(builder, |b, p| b.profile(p));
+    let builder = match args.verbose {
+        true => {
+            let style = Style::stderr();
+            builder
+                .on_event(move |event| printer::stderr().print(style.dim(&format!("== {event}"))))
+        }
+        false => builder,
+    };
     let stack = tokio::select! {
         started = builder.start() => match started {
             Ok(stack) => stack,
@@ -69,9 +76,6 @@ pub async fn run(args: RunArgs) -> ExitCode {
         // Dropping the start kills what it started.
         _ = cancel.cancelled() => return ExitCode::from(INTERRUPTED),
     };
-    if args.verbose {
-        print_events(&stack);
-    }
     let report = run_command(&stack, &args, cancel).await;
     let code = match report {
         Ok(report) => finish(&stack, &report, args.verbose).await,
@@ -179,19 +183,6 @@ fn start_failed(error: &StackError) -> ExitCode {
     }
     printer::stderr().print(message);
     ExitCode::from(SERVICE_FAILED)
-}
-
-/// `--verbose`: the events on stderr as they happen.
-fn print_events(stack: &EphemeralStack) {
-    let mut events = stack.stack().events();
-    let style = Style::stderr();
-    tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            if let Ok(event) = event {
-                printer::stderr().print(style.dim(&format!("== {event}")));
-            }
-        }
-    });
 }
 
 /// `--verbose`: every service's log after the run.
