@@ -250,3 +250,28 @@ async fn on_event_sees_the_stack_from_its_very_start() {
     assert!(seen[0].contains("starting"), "{seen:?}");
     drop(stack);
 }
+
+/// A test whose future is cancelled (a timeout around it, an aborted task) drops its
+/// stack there: every service dies and the directory goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_test_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.toml");
+    std::fs::write(
+        &file,
+        "[services.one]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n",
+    )
+    .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let test = tokio::spawn(async move {
+        let stack = EphemeralStack::start(&file).await.unwrap();
+        tx.send((stack.dir().to_owned(), pid_of(&stack, "one"))).unwrap();
+        std::future::pending::<()>().await;
+        drop(stack);
+    });
+    let (stack_dir, pid) = within("the stack is ready", rx).await.unwrap();
+    test.abort();
+    assert!(test.await.unwrap_err().is_cancelled());
+    wait_gone(pid).await;
+    assert!(!stack_dir.exists());
+}

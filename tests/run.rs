@@ -241,3 +241,43 @@ async fn two_concurrent_runs_of_one_file_get_their_own_ports() {
     }
     assert_ne!(value(&a, "port"), value(&b, "port"));
 }
+
+#[tokio::test]
+async fn ctrl_c_stops_the_command_then_the_set() {
+    let dir = project(WORKER);
+    let marker = dir.path().join("cmd.out");
+    // CMD reports, then waits for SIGINT, which it answers by saying so and exiting 3.
+    let script = format!(
+        "{REPORT} trap 'echo interrupted=yes; exit 3' INT; touch {marker}; \
+         while :; do sleep 0.05; done",
+        marker = marker.display()
+    );
+    let child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["run", "--", "sh", "-c", &script])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    within_secs("CMD runs", || marker.exists()).await;
+    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let output = rx.recv_timeout(DEADLINE).unwrap().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert_eq!(value(&output, "interrupted"), "yes");
+    assert!(stderr(&output).contains("interrupted; the command exited with 3"));
+    assert_nothing_left(&output).await;
+}
+
+/// Wait until `done()` holds (bounded by the deadline).
+async fn within_secs(what: &str, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < DEADLINE, "{what}: not within {DEADLINE:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
