@@ -126,8 +126,11 @@ pub struct EphemeralStackBuilder {
     files: Vec<PathBuf>,
     selection: Selection,
     options: LoadOptions,
-    on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    on_event: Option<OnEvent>,
 }
+
+/// What [`EphemeralStackBuilder::on_event`] calls.
+type OnEvent = Arc<dyn Fn(&Event) + Send + Sync>;
 
 impl std::fmt::Debug for EphemeralStackBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
