@@ -18,6 +18,7 @@ mod printer;
 mod requests;
 mod state;
 mod table;
+mod wait;
 
 /// Run, inspect and control the daemons of a service file.
 #[derive(Parser)]
@@ -167,6 +168,16 @@ enum Command {
         #[arg(long)]
         image: Vec<String>,
     },
+    /// Wait until a readiness check passes (the checks of a service file's `readiness`):
+    /// exit 0 once it does, 1 with the reason when the timeout ends first. Exported systemd
+    /// units run it as ExecStartPost=.
+    Wait {
+        /// How long to wait at most (`500ms`, `30s`, `2min`; a bare number is seconds).
+        #[arg(long, global = true, value_parser = wait::parse_duration, default_value = wait::DEFAULT_TIMEOUT)]
+        timeout: std::time::Duration,
+        #[command(subcommand)]
+        check: wait::Check,
+    },
     /// The detached supervisor itself (started by `up --detach`).
     #[command(hide = true, name = "__supervise")]
     Supervise {
@@ -259,6 +270,7 @@ async fn run(command: Command) -> ExitCode {
             .unwrap_or(ExitCode::FAILURE),
             Err(code) => code,
         },
+        Command::Wait { timeout, check } => wait::run(check, timeout).await,
         Command::Supervise {
             file,
             service,

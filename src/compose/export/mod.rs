@@ -202,25 +202,7 @@ fn signal_name(signal: StopSignal) -> &'static str {
 
 /// A readiness check in words, for comments: `tcp 127.0.0.1:6400`.
 fn describe_readiness(readiness: &Readiness) -> String {
-    match readiness {
-        Readiness::Started => "started".into(),
-        Readiness::Manifest { path } => format!(
-            "the identity handshake (manifest {}, probe on its endpoint)",
-            path.display()
-        ),
-        Readiness::Notify => "sd_notify READY=1".into(),
-        Readiness::Tcp { address } => format!("tcp {address}"),
-        Readiness::Http { url } => format!("http GET {url}"),
-        Readiness::Exec { command, interval } => {
-            format!("exec {command:?} every {}", human_duration(*interval))
-        }
-        Readiness::UnixSocket { path } => format!("unix socket {}", path.display()),
-        Readiness::LogLine { pattern, stream } => {
-            format!("a line containing {pattern:?} on {}", stream.as_str())
-        }
-        Readiness::File { path } => format!("the file {} exists", path.display()),
-        Readiness::Delay { delay } => format!("{} after the start", human_duration(*delay)),
-    }
+    readiness.describe()
 }
 
 /// A health check in words, for comments: `http GET http://127.0.0.1:8000/`.
@@ -237,16 +219,7 @@ fn describe_health(check: &HealthCheck) -> String {
     }
 }
 
-/// `250ms`, `5s`: milliseconds unless whole seconds (also the syntax of a systemd time span).
-fn human_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}us", d.as_micros())
-    }
-}
+use crate::command::spec::human_duration;
 
 /// Whole seconds, rounded up (Kubernetes probe fields, systemd's `RestartMaxDelaySec=`).
 fn seconds_up(d: Duration) -> u64 {
