@@ -105,6 +105,9 @@ fn find(program: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
+/// The command-line binary of this build.
+const RUNNING_PROCESS: &str = env!("CARGO_BIN_EXE_running-process");
+
 /// Export with the command line's own function into `out`; the files written.
 fn export_into(
     file: &ServiceFile,
@@ -112,8 +115,10 @@ fn export_into(
     options: &ExportOptions,
     out: &Path,
 ) -> Vec<PathBuf> {
+    // The units' readiness waits run the command line built with these tests.
+    let options = options.clone().wait_program(RUNNING_PROCESS);
     assert_eq!(
-        export_cli::run(file, target, options, Some(out)),
+        export_cli::run(file, target, &options, Some(out)),
         ExitCode::SUCCESS
     );
     let mut files: Vec<PathBuf> = std::fs::read_dir(out)

@@ -167,6 +167,10 @@ enum Command {
         /// (Kubernetes; repeatable).
         #[arg(long)]
         image: Vec<String>,
+        /// systemd: user units, for `systemctl --user` (`~/.config/systemd/user/`):
+        /// `WantedBy=default.target`, no `User=`.
+        #[arg(long)]
+        user: bool,
     },
     /// Wait until a readiness check passes (the checks of a service file's `readiness`):
     /// exit 0 once it does, 1 with the reason when the timeout ends first. Exported systemd
@@ -256,15 +260,12 @@ async fn run(command: Command) -> ExitCode {
             file,
             output,
             image,
+            user,
         } => match file::load(file.file, Default::default()).await {
             // Blocking (program lookup, file writes): off the async workers.
             Ok(loaded) => tokio::task::spawn_blocking(move || {
-                export::run(
-                    &loaded.file,
-                    target,
-                    &export::options(&image),
-                    output.as_deref(),
-                )
+                let options = export::with_this_binary(export::options(&image)).user_units(user);
+                export::run(&loaded.file, target, &options, output.as_deref())
             })
             .await
             .unwrap_or(ExitCode::FAILURE),

@@ -42,7 +42,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::ServiceFile;
@@ -54,7 +54,7 @@ mod systemd;
 mod yaml;
 
 pub use kubernetes::{kubernetes_manifests, PLACEHOLDER_IMAGE};
-pub use systemd::systemd_units;
+pub use systemd::{systemd_units, systemd_units_with};
 
 /// Where a service file is exported to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,12 +98,34 @@ pub struct ExportOptions {
     pub image: Option<String>,
     /// Kubernetes: the container image of a service, by service name.
     pub images: BTreeMap<String, String>,
+    /// systemd: units for a user's service manager (`systemctl --user`, installed in
+    /// `~/.config/systemd/user/`): the target is `WantedBy=default.target`, and no unit has
+    /// `User=` or `Group=` (a comment says so where the file sets them).
+    pub user_units: bool,
+    /// systemd: the `running-process` binary that `ExecStartPost=` runs to wait for a
+    /// readiness systemd has no directive for (`running-process wait`). `None` writes the
+    /// bare name, which systemd looks for in its search path; the command line writes its
+    /// own path. A comment in each unit says which.
+    pub wait_program: Option<PathBuf>,
 }
 
 impl ExportOptions {
     /// The image of every service without its own.
     pub fn image(mut self, image: impl Into<String>) -> Self {
         self.image = Some(image.into());
+        self
+    }
+
+    /// systemd: user units ([`ExportOptions::user_units`]).
+    pub fn user_units(mut self, user_units: bool) -> Self {
+        self.user_units = user_units;
+        self
+    }
+
+    /// systemd: the `running-process` binary of the readiness waits
+    /// ([`ExportOptions::wait_program`]).
+    pub fn wait_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.wait_program = Some(program.into());
         self
     }
 
@@ -235,7 +257,7 @@ impl ServiceFile {
         options: &ExportOptions,
     ) -> Result<Vec<ExportedFile>, ExportError> {
         match target {
-            Target::Systemd => systemd_units(self),
+            Target::Systemd => systemd_units_with(self, options),
             Target::Kubernetes => kubernetes_manifests(self, options),
         }
     }
