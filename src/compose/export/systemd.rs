@@ -393,6 +393,15 @@ fn readiness_wait(
             "running-process".to_owned()
         }
     };
+    if matches!(readiness, Readiness::Exec { .. })
+        && service.spec.user.is_some()
+        && !options.user_units
+    {
+        note(
+            lines,
+            "The check command runs as User= here; under running-process it runs as the supervisor's user.",
+        );
+    }
     let mut line = format!(
         "ExecStartPost={} wait --timeout {}",
         exec_word(&program),
@@ -999,6 +1008,15 @@ mod tests {
         assert!(unit_name("web server").is_err());
         assert!(unit_name("").is_err());
         assert!(unit_name("a/b").is_err());
+    }
+
+    #[test]
+    fn home_directories_are_user_specific() {
+        let home = std::path::Path::new;
+        assert!(user_specific(home("/root/.pyenv/shims/python3")).is_some());
+        assert!(user_specific(home("/home/ann/.local/bin/tool")).is_some());
+        assert!(user_specific(home("/usr/bin/python3")).is_none());
+        assert!(user_specific(home("/opt/tool/bin/tool")).is_none());
     }
 
     #[test]
