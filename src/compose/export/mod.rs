@@ -8,11 +8,58 @@
 //!   services share `localhost` as they do under the supervisor (a Deployment of one
 //!   replica when the Pod's restart policy is `Always`, which a Deployment requires).
 //!
-//! What the target cannot express (the identity handshake, readiness checks systemd has no
-//! directive for, health checks other than the sd_notify watchdog, output rotation, a group
-//! strategy...) is written into the output as a `#` comment next to what it concerns,
-//! never dropped silently. The tables of what maps to what are on [`systemd_units`] and
-//! [`kubernetes_manifests`]. What cannot be exported at all is an [`ExportError`].
+//! What the target cannot express (the identity handshake, log-line readiness, health
+//! checks other than the sd_notify watchdog, output rotation, a group strategy...) is
+//! written into the output as a `#` comment next to what it concerns, never dropped
+//! silently. What cannot be exported at all is an [`ExportError`].
+//!
+//! # Each key of the service file
+//!
+//! "comment": the key is said in a `#` comment of the output, not carried out. The full
+//! tables, with the details of each mapping, are on [`systemd_units`] and
+//! [`kubernetes_manifests`].
+//!
+//! | key | systemd | Kubernetes |
+//! |---|---|---|
+//! | `program`, `args` | `ExecStart=`; a bare name found in systemd's search path as its absolute path there, else the path found (a comment if systemd does not search its directory) | `command`, `args` |
+//! | `command` | as `program` `sh`, `args` `-c 'exec ...'` | the same |
+//! | `cwd` | `WorkingDirectory=` | `workingDir` |
+//! | `env` | `Environment=` | `env` |
+//! | `env_file` | `EnvironmentFile=` when systemd reads the file alike (plain lines, no key `env` overrides), else its values as `Environment=` | its values as `env` |
+//! | `env_clear` | (systemd always starts from its own environment; without it, a comment) | comment |
+//! | `user`, `group` | `User=`, `Group=` (`--user` units: comment) | `runAsUser`, `runAsGroup` if numeric, else comment |
+//! | `supplementary_groups` | `SupplementaryGroups=` | comment |
+//! | `umask` | `UMask=` | comment |
+//! | `limits` | `LimitNOFILE=`, `LimitNPROC=`, `LimitCORE=` | comment |
+//! | `stdout`, `stderr` | `StandardOutput=`/`StandardError=` (`append:`, `null`, the journal); rotation: comment | comment (the container log) |
+//! | `readiness` `started` | `Type=exec` | (none needed) |
+//! | `readiness` `notify` | `Type=notify`, `NotifyAccess=all` | comment |
+//! | `readiness` `tcp`, `http`, `exec` | `ExecStartPost=running-process wait tcp\|http\|exec ...` | `startupProbe` and `readinessProbe` |
+//! | `readiness` `unix_socket`, `file` | `ExecStartPost=running-process wait unix-socket\|file ...` | comment |
+//! | `readiness` `delay` | `ExecStartPost=/bin/sleep` | comment |
+//! | `readiness` `log_line`, `manifest` | comment | comment |
+//! | `ready_timeout_ms` | `TimeoutStartSec=` (also the wait's `--timeout`) | the `startupProbe`'s `failureThreshold` |
+//! | `health` `tcp`, `http`, `exec` | comment | `livenessProbe` |
+//! | `health` `watchdog` | `WatchdogSec=` | comment |
+//! | `health` `ping`, `unix_socket` | comment | comment |
+//! | `stop` `signal`, `grace_ms` | `KillSignal=`, `TimeoutStopSec=` | grace: the Pod's `terminationGracePeriodSeconds`; signal: comment |
+//! | `stop` `kill_mode` | `KillMode=` | comment |
+//! | `stop` `request` | comment | comment |
+//! | `restart` `kind` | `Restart=` | the Pod's `restartPolicy` |
+//! | `restart` `backoff` | `RestartSec=` (initial); the rest: comment | comment |
+//! | `listeners` | one `.socket` unit each (`ListenStream=`, `FileDescriptorName=`) | TCP: `ports`; comment |
+//! | `start_on_demand` | the target wants the sockets, not the service | comment |
+//! | `fd_store_max` | `FileDescriptorStoreMax=` | comment |
+//! | `cgroup`, `die_with_supervisor` | comment | comment |
+//! | `depends_on` `started`, `ready` | `After=` plus `Wants=` or `Requires=` (by strategy) | comment |
+//! | `depends_on` `healthy` | as `ready`, and a comment | comment |
+//! | `depends_on` `completed_successfully` | the dependency is `Type=oneshot`, `RemainAfterExit=yes`; `Requires=` | an init container |
+//! | `replicas` | one unit, and a comment | comment |
+//! | `profiles` | (the file as loaded: every service) | the same |
+//! | `group.name` | the units' prefix and `<name>.target` | the object's name |
+//! | `group.strategy` | `Wants=`/`Requires=` (one_for_all: the target `Requires=` each) | comment |
+//! | `group.intensity` | `StartLimitBurst=`, `StartLimitIntervalSec=` (per unit) | comment |
+//! | `group.order` | comment | comment |
 //!
 //! ```
 //! # #[cfg(feature = "toml")] {

@@ -15,9 +15,11 @@ use super::{
 /// The set as systemd units: `<group>-<service>.service` for each service, in file order,
 /// then `<group>.target`, which `Wants=` every service (each one is `PartOf=` it), so
 /// `systemctl start <group>.target` starts the set and `systemctl stop <group>.target`
-/// stops it. Install them with `cp *.service *.target /etc/systemd/system/ && systemctl
-/// daemon-reload`. The units are checked with `systemd-analyze verify` in CI (systemd 252,
-/// Debian 12): only directives that version knows are written.
+/// stops it. Install them with `cp *.service *.socket *.target /etc/systemd/system/ &&
+/// systemctl daemon-reload` (user units: `~/.config/systemd/user/` and `systemctl --user`).
+/// The units are checked with `systemd-analyze verify` in CI (systemd 252, Debian 12): only
+/// directives that version knows are written; and `tests/export_under_systemd.rs` runs
+/// exported units under that systemd as PID 1 in a container.
 ///
 /// Looks bare program names up in the service's `PATH` (its `env.PATH`, else the caller's)
 /// as the service would, because `ExecStart=` wants an absolute path: this reads the file
@@ -28,26 +30,31 @@ use super::{
 ///
 /// | service file | unit |
 /// |---|---|
-/// | `program`, `args` | `ExecStart=` (absolute program; arguments quoted, `%` and `$` escaped) |
+/// | `program`, `args` | `ExecStart=` (arguments quoted, `%` and `$` escaped): a bare name found in systemd's own search path (`/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, which `Environment=PATH=` does not change) as its absolute path there; otherwise the file the service would run (its `env.PATH`, else the caller's), with a comment when systemd does not search its directory or it lies in a home directory (a version manager's shim, `~/.local/bin`) |
 /// | `cwd` | `WorkingDirectory=` |
 /// | `env` | `Environment=` (systemd starts from its own small environment: `env_clear` is how it always runs; without it, a comment says the supervisor's environment is not inherited) |
+/// | `env_file` | `EnvironmentFile=` (read at each start) when systemd reads the file as the supervisor does (plain `KEY=value` lines) and `env` overrides none of its keys (systemd would let the file win); otherwise its values, read now, as `Environment=`, and a comment |
 /// | `readiness` `notify` | `Type=notify`, `NotifyAccess=all` (readiness from any process of the service, as the supervisor accepts it) |
 /// | `readiness` `started` | `Type=exec` (started once the program was executed, which is when the supervisor reports it started) |
-/// | other `readiness` | `Type=exec` and a comment: systemd has no TCP, HTTP, exec, Unix socket, log line, file or delay readiness, nor the identity handshake; dependants ordered `After=` it start once it runs |
+/// | `readiness` `tcp`, `http`, `exec`, `unix_socket`, `file` | `Type=exec` and `ExecStartPost=<running-process> wait --timeout <ready_timeout> <check>`: the unit is active, and dependants ordered `After=` it start, only once the check passes, as under the supervisor (systemd has no such check; the wait accepts any listener, not only the service's). The binary is [`ExportOptions::wait_program`](super::ExportOptions::wait_program), named in a comment |
+/// | `readiness` `delay` | `Type=exec`, `ExecStartPost=/bin/sleep <seconds>` |
+/// | `readiness` `log_line`, `manifest` | `Type=exec` and a comment: systemd has neither, nor adopting a running daemon; dependants ordered `After=` it start once it runs |
 /// | target of a `completed_successfully` dependency | `Type=oneshot`, `RemainAfterExit=yes`, `TimeoutStartSec=infinity`: dependants start after it exited 0 |
-/// | `ready_timeout_ms` | `TimeoutStartSec=` |
+/// | `ready_timeout_ms` | `TimeoutStartSec=` (which covers the `ExecStartPost=` wait too) |
 /// | `restart.kind` | `Restart=`: permanent `always`, transient `on-failure` (plus `RestartForceExitStatus=` for the signals systemd calls clean, since only exit 0 is normal here), temporary `no` |
 /// | `restart.backoff` | `RestartSec=` its initial delay; multiplier, cap, jitter and reset as a comment (`RestartSteps=` and `RestartMaxDelaySec=` need systemd 254) |
 /// | `group.intensity` | `StartLimitBurst=` (`max_restarts` + 1: the first start counts) and `StartLimitIntervalSec=` in `[Unit]`, counted per unit (a comment says so) |
 /// | `health` `watchdog` | `WatchdogSec=` |
 /// | other `health` | comment |
-/// | `user`, `group`, `supplementary_groups`, `umask` | `User=`, `Group=`, `SupplementaryGroups=`, `UMask=` (an empty list of supplementary groups: comment) |
+/// | `user`, `group`, `supplementary_groups`, `umask` | `User=`, `Group=`, `SupplementaryGroups=`, `UMask=` (an empty list of supplementary groups: comment); in user units ([`ExportOptions::user_units`](super::ExportOptions::user_units)) `UMask=` only, the rest a comment |
 /// | `limits` | `LimitNOFILE=`, `LimitNPROC=`, `LimitCORE=` (`soft:hard`) |
 /// | `stdout`, `stderr` | `file`: `StandardOutput=append:` (rotation: comment); `null`: `null`; `inherit`, `tracing`: the journal |
 /// | `stop` | `KillSignal=`, `TimeoutStopSec=` (the grace), `KillMode=`; `request` (shutdown over the socket): comment |
-/// | `depends_on` | `After=` the dependency's unit, and `Requires=` it (rest_for_one, one_for_all, and a `completed_successfully` one-shot) or `Wants=` it (one_for_one); `healthy`, and `ready` on a dependency whose readiness systemd cannot see, add a comment |
+/// | `depends_on` | `After=` the dependency's unit, and `Requires=` it (rest_for_one, one_for_all, and a `completed_successfully` one-shot) or `Wants=` it (one_for_one); `healthy`, and `ready` on a dependency whose readiness systemd cannot see (log line, identity handshake), add a comment |
 /// | `group.strategy` | one_for_one: `Wants=`, so no restart reaches a dependant; rest_for_one: `Requires=`, so a restart of a unit, automatic ones included, restarts the running units that require it, transitively; one_for_all: also the `.target` `Requires=` every service, so a restart of one restarts the target and, through `PartOf=`, every service. A comment in the `.target` says which |
 /// | `group.order` | sequential: a comment in the `.target` |
+/// | `replicas` | one unit, and a comment (a template unit `NAME@.service` is the systemd way) |
+/// | (the set) | `<group>.target`, `WantedBy=multi-user.target` (user units: `default.target`) |
 /// | `cgroup = false`, `die_with_supervisor = false` | comments (systemd always tracks a unit by its cgroup and is the supervisor) |
 pub fn systemd_units(file: &ServiceFile) -> Result<Vec<ExportedFile>, ExportError> {
     systemd_units_with(file, &ExportOptions::default())
@@ -205,6 +212,15 @@ fn service_unit(
         note(
             lines,
             "die_with_supervisor = false: under systemd the service stops with its unit, never outlives it.",
+        );
+    }
+    if service.replicas > 1 {
+        note(
+            lines,
+            format!(
+                "replicas = {}: this is one instance; for several, make it a template unit ({group}-{name}@.service, %i for RUNNING_PROCESS_INSTANCE) and start {group}-{name}@1 .. @{}.",
+                service.replicas, service.replicas
+            ),
         );
     }
     Ok(unit)
