@@ -164,7 +164,11 @@ mod tests {
             .unwrap_err();
         let text = error.to_string();
         assert!(text.contains("not ready within 300ms"), "{text}");
-        assert!(text.contains("cannot connect to"), "{text}");
+        // Windows retries a refused connection for about two seconds: no attempt may end
+        // within the timeout there.
+        if cfg!(unix) {
+            assert!(text.contains("cannot connect to"), "{text}");
+        }
     }
 
     #[tokio::test]

@@ -634,9 +634,7 @@ fn systemd_env_file(
                 && value.trim() == *value
         });
         let Some((key, value)) = plain else {
-            return Err(format!(
-                "systemd does not read every line of it as running-process does (quotes, `export`, variables, comments after a value)"
-            ));
+            return Err("systemd does not read every line of it as running-process does (quotes, `export`, variables, comments after a value)".to_owned());
         };
         if env.get(key).is_some_and(|v| v != value) {
             return Err(format!(
