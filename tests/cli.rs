@@ -1072,3 +1072,72 @@ args = ["-c", "echo ${SIDE:-v1} on ${port:side}; exec sleep 1000"]
     std::io::Read::read_to_string(&mut stream, &mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
 }
+
+/// `running-process wait`: each kind of check passes once it holds (exit 0) and a timeout
+/// fails with the reason (exit 1); a check waited for before it holds passes when it does.
+#[test]
+fn wait_passes_when_the_check_holds_and_times_out_with_the_reason() {
+    let project = Project::new("");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let passes = |args: &[&str]| {
+        let output = project.run(args);
+        assert!(output.status.success(), "{args:?}");
+    };
+    passes(&["wait", "--timeout", "30s", "tcp", &address]);
+    passes(&["wait", "exec", "--", "sh", "-c", "exit 0"]);
+    std::fs::write(project.path("ready"), "").unwrap();
+    passes(&["wait", "file", "ready"]);
+    drop(listener);
+
+    let fails = |args: &[&str], reason: &str| {
+        let output = project.run(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{reason:?} in {stderr}");
+    };
+    fails(
+        &["wait", "--timeout", "300ms", "tcp", &address],
+        "not ready within 300ms (last attempt: cannot connect to",
+    );
+    fails(
+        &[
+            "wait",
+            "--timeout",
+            "1s",
+            "exec",
+            "--interval",
+            "100ms",
+            "--",
+            "sh",
+            "-c",
+            "echo nope >&2; exit 3",
+        ],
+        "exit code 3: nope",
+    );
+    fails(
+        &[
+            "wait",
+            "--timeout",
+            "1s",
+            "http",
+            &format!("http://{address}/"),
+        ],
+        "http GET http://",
+    );
+    fails(
+        &["wait", "--timeout", "1s", "file", "absent"],
+        "absent does not exist",
+    );
+
+    // Started before the file exists: passes once it is created.
+    let waiting = project
+        .command(&["wait", "--timeout", "60s", "file", "later"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(project.path("later"), "").unwrap();
+    let output = wait_output(waiting);
+    assert!(output.status.success(), "{output:?}");
+}

@@ -265,7 +265,8 @@ async fn a_cancelled_test_leaves_nothing() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let test = tokio::spawn(async move {
         let stack = EphemeralStack::start(&file).await.unwrap();
-        tx.send((stack.dir().to_owned(), pid_of(&stack, "one"))).unwrap();
+        tx.send((stack.dir().to_owned(), pid_of(&stack, "one")))
+            .unwrap();
         std::future::pending::<()>().await;
         drop(stack);
     });

@@ -105,6 +105,9 @@ fn find(program: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
+/// The command-line binary of this build.
+const RUNNING_PROCESS: &str = env!("CARGO_BIN_EXE_running-process");
+
 /// Export with the command line's own function into `out`; the files written.
 fn export_into(
     file: &ServiceFile,
@@ -112,8 +115,10 @@ fn export_into(
     options: &ExportOptions,
     out: &Path,
 ) -> Vec<PathBuf> {
+    // The units' readiness waits run the command line built with these tests.
+    let options = options.clone().wait_program(RUNNING_PROCESS);
     assert_eq!(
-        export_cli::run(file, target, options, Some(out)),
+        export_cli::run(file, target, &options, Some(out)),
         ExitCode::SUCCESS
     );
     let mut files: Vec<PathBuf> = std::fs::read_dir(out)
@@ -332,6 +337,31 @@ async fn systemd_units_pass_systemd_analyze_verify() {
             "# readiness tcp 127.0.0.1:6400",
             "# health: tcp 127.0.0.1:6400 every 5s",
         ],
+    );
+    // Readiness systemd has no directive for: `running-process wait` after the start, so
+    // the unit is active only once the check passes (what After= dependants wait for).
+    assert_lines(
+        &store,
+        [format!(
+            "ExecStartPost={RUNNING_PROCESS} wait --timeout 10s tcp 127.0.0.1:6400"
+        )],
+    );
+    assert_contains(
+        &store,
+        [format!(
+            "ExecStartPost= runs {RUNNING_PROCESS}, the binary that exported this unit"
+        )],
+    );
+    let worker = unit("shop-worker.service");
+    assert_lines(
+        &worker,
+        [format!(
+            "ExecStartPost={RUNNING_PROCESS} wait --timeout 30s exec --interval 500ms -- test -e ready.flag"
+        )],
+    );
+    assert!(
+        !worker.contains("systemd cannot see its readiness"),
+        "the wait makes store's readiness visible:\n{worker}"
     );
 
     let web = unit("shop-web.service");
@@ -692,5 +722,96 @@ fn names_that_cannot_be_exported_are_errors() {
     assert_eq!(
         export_cli::run(&clash, Target::Kubernetes, &ExportOptions::default(), None),
         ExitCode::FAILURE
+    );
+}
+
+/// `--user` units, a program found only in a directory systemd does not search, env files.
+#[cfg(unix)]
+#[tokio::test]
+async fn user_units_portable_programs_and_env_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A program only a directory outside systemd's search path has.
+    let home_bin = dir.path().join("home/someone/.local/bin");
+    std::fs::create_dir_all(&home_bin).unwrap();
+    let tool = home_bin.join("mytool");
+    std::fs::write(&tool, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("plain.env"), "A=1\nB=two\n").unwrap();
+    std::fs::write(dir.path().join("quoted.env"), "C=\"three\"\n").unwrap();
+    let text = format!(
+        r#"
+[group]
+name = "u"
+
+[services.sh]
+program = "sh"
+args = ["-c", "exec sleep infinity"]
+user = "nobody"
+env_file = ["plain.env", "quoted.env"]
+env = {{ D = "4" }}
+readiness = {{ kind = "file", path = "ready" }}
+
+[services.tool]
+program = "mytool"
+env = {{ PATH = "{}:/usr/bin:/bin" }}
+readiness = {{ kind = "delay", delay_ms = 500 }}
+"#,
+        home_bin.display()
+    );
+    let path = dir.path().join("running-process.toml");
+    std::fs::write(&path, text).unwrap();
+    let file = ServiceFile::load(&path).await.expect("the file loads");
+    let options = ExportOptions::default()
+        .user_units(true)
+        .wait_program("/usr/local/bin/running-process");
+    let units = file.export(Target::Systemd, &options).unwrap();
+    let unit = |name: &str| {
+        units
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap()
+            .contents
+            .clone()
+    };
+
+    let sh = unit("u-sh.service");
+    // Found in systemd's own search path: its standard absolute path there.
+    assert!(sh.lines().any(|l| l.starts_with("ExecStart=/usr/bin/sh ") || l.starts_with("ExecStart=/bin/sh ")), "{sh}");
+    assert!(!sh.contains("User="), "a user unit has no User=:\n{sh}");
+    assert_contains(
+        &sh,
+        ["# user, group, supplementary_groups: a user unit runs as the user"],
+    );
+    // A plain env file is read by systemd at each start; a quoted one only at export.
+    assert_lines(
+        &sh,
+        [
+            format!("EnvironmentFile={}", dir.path().join("plain.env").display()),
+            "Environment=\"C=three\"".into(),
+            "Environment=\"D=4\"".into(),
+        ],
+    );
+    assert!(!sh.contains("Environment=\"A=1\""), "{sh}");
+    assert_contains(&sh, ["quoted.env: systemd does not read every line of it"]);
+    // Run in WorkingDirectory=, the service file's directory: a relative path stays one.
+    assert_lines(
+        &sh,
+        ["ExecStartPost=/usr/local/bin/running-process wait --timeout 30s file ready"],
+    );
+
+    let tool_unit = unit("u-tool.service");
+    assert_lines(
+        &tool_unit,
+        [
+            format!("ExecStart={}", tool.display()),
+            "ExecStartPost=/bin/sleep 0.5".into(),
+        ],
+    );
+    assert_contains(&tool_unit, ["a directory systemd does not search"]);
+
+    assert_lines(&unit("u.target"), ["WantedBy=default.target"]);
+    assert_contains(
+        &unit("u.target"),
+        ["systemctl --user start u.target", "~/.config/systemd/user/"],
     );
 }

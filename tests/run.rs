@@ -263,7 +263,9 @@ async fn ctrl_c_stops_the_command_then_the_set() {
         .unwrap();
     let pid = child.id();
     within_secs("CMD runs", || marker.exists()).await;
-    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
     let output = rx.recv_timeout(DEADLINE).unwrap().unwrap();
@@ -277,7 +279,10 @@ async fn ctrl_c_stops_the_command_then_the_set() {
 async fn within_secs(what: &str, done: impl Fn() -> bool) {
     let started = std::time::Instant::now();
     while !done() {
-        assert!(started.elapsed() < DEADLINE, "{what}: not within {DEADLINE:?}");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

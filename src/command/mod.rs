@@ -65,6 +65,7 @@ mod readiness;
 pub(crate) mod shared;
 pub(crate) mod spec;
 mod spec_error;
+mod standalone;
 mod start;
 mod stop;
 pub(crate) mod supervisor;
@@ -78,4 +79,5 @@ pub use spec::{
     DEFAULT_EXEC_INTERVAL,
 };
 pub use spec_error::SpecError;
+pub use standalone::{wait_until_ready, WaitError};
 pub use supervisor::CommandSupervisor;

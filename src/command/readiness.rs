@@ -152,20 +152,13 @@ pub(crate) async fn wait_ready(
             let parsed = parse_url(url)?;
             let (_, addrs) = watched_addresses(readiness).await?.unwrap_or_default();
             listening_in_tree(&addrs, main, tree).await;
-            let mut pause = Pause::new();
-            while let Err(error) = checks::http_ok(&parsed).await {
-                tracing::trace!(%url, error = %crate::report::Chain(&error), "not ready yet");
-                pause.wait().await;
-            }
+            http_answers(&parsed, &mut None).await;
         }
         Readiness::Exec { command, interval } => {
             if command.is_empty() {
                 return Err(SpecError::EmptyCommand("exec readiness").into());
             }
-            while let Err(error) = checks::run_check(command, cwd).await {
-                tracing::debug!(?command, error = %crate::report::Chain(&error), "readiness command failed; trying again");
-                tokio::time::sleep(*interval).await;
-            }
+            exec_passes(command, *interval, cwd, &mut None).await;
         }
         Readiness::UnixSocket { path } => unix_socket_in_tree(path, uid, main, tree).await,
         Readiness::File { path } => {
@@ -187,6 +180,62 @@ pub(crate) async fn wait_ready(
         Readiness::Manifest { path } => return verified_from_manifest(path, main.pid()).await,
     }
     Ok(main.clone())
+}
+
+/// Resolves once `GET url` answers 2xx, asking again after a growing pause; `last` holds
+/// why the latest attempt failed.
+pub(crate) async fn http_answers(url: &HttpUrl, last: &mut Option<String>) {
+    let mut pause = Pause::new();
+    while let Err(error) = checks::http_ok(url).await {
+        tracing::trace!(%url, error = %crate::report::Chain(&error), "not ready yet");
+        *last = Some(crate::report::Chain(&error).to_string());
+        pause.wait().await;
+    }
+}
+
+/// Resolves once `command` exits 0 (run in `cwd`), run again every `interval`; `last`
+/// holds why the latest run failed.
+pub(crate) async fn exec_passes(
+    command: &[String],
+    interval: Duration,
+    cwd: Option<&Path>,
+    last: &mut Option<String>,
+) {
+    while let Err(error) = checks::run_check(command, cwd).await {
+        tracing::debug!(?command, error = %crate::report::Chain(&error), "readiness command failed; trying again");
+        *last = Some(crate::report::Chain(&error).to_string());
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Resolves once a connection to one of `addrs` succeeds (any listener: outside the
+/// supervisor there is no tree to check), trying again after a growing pause.
+pub(crate) async fn tcp_accepts(addrs: &[SocketAddr], last: &mut Option<String>) {
+    let mut pause = Pause::new();
+    loop {
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => return,
+                Err(error) => *last = Some(format!("cannot connect to {addr}: {error}")),
+            }
+        }
+        pause.wait().await;
+    }
+}
+
+/// Resolves once the Unix socket at `path` accepts a connection (any owner: outside the
+/// supervisor there is no tree to check), trying again after a growing pause.
+pub(crate) async fn unix_accepts(path: &Path, last: &mut Option<String>) {
+    let mut pause = Pause::new();
+    loop {
+        match crate::platform::connect_unix(path).await {
+            Ok(_) => return,
+            Err(error) => {
+                *last = Some(format!("cannot connect to {}: {error}", path.display()));
+            }
+        }
+        pause.wait().await;
+    }
 }
 
 /// Resolves once one of `addrs` has a listening socket, every listener there belongs to

@@ -1,4 +1,4 @@
-//! `running-process export systemd|kubernetes [-f FILE] [-o DIR] [--image [SERVICE=]IMAGE]`:
+//! `running-process export systemd|kubernetes [-f FILE] [-o DIR] [--user] [--image [SERVICE=]IMAGE]`:
 //! the service file as systemd units or Kubernetes manifests
 //! ([`running_process::compose::export`]), written into a directory or printed.
 
@@ -22,6 +22,15 @@ pub fn options<S: AsRef<str>>(images: &[S]) -> ExportOptions {
                 None => options.image(value.as_ref()),
             }
         })
+}
+
+/// `options` with this binary as the `running-process` that exported systemd units run for
+/// `running-process wait` (its canonical path; unchanged if it cannot be found).
+pub fn with_this_binary(options: ExportOptions) -> ExportOptions {
+    match std::env::current_exe().and_then(std::fs::canonicalize) {
+        Ok(path) => options.wait_program(path),
+        Err(_) => options,
+    }
 }
 
 /// Export `file` (read with `ServiceFile::load`, so its paths are absolute) to `target`.

@@ -19,6 +19,7 @@ mod requests;
 mod run;
 mod state;
 mod table;
+mod wait;
 
 /// Run, inspect and control the daemons of a service file.
 #[derive(Parser)]
@@ -91,25 +92,7 @@ enum Command {
     /// signal N killed it; 125 when a service failed to start or failed while CMD ran;
     /// 126/127 when CMD cannot be run; 130 on Ctrl-C). CMD gets RUNNING_PROCESS_PORT_<KEY>
     /// and RUNNING_PROCESS_RUN_DIR; service output goes to log files, shown for a failure.
-    Run {
-        #[command(flatten)]
-        file: FileArg,
-        /// Only this service and what it depends on (repeatable).
-        #[arg(long = "service", value_name = "NAME")]
-        services: Vec<String>,
-        /// Turn a profile on (repeatable).
-        #[arg(long)]
-        profile: Vec<String>,
-        /// Let CMD finish when a service fails (the run still exits with 125).
-        #[arg(long)]
-        keep_going: bool,
-        /// Show the events as they happen and every service's output after the run.
-        #[arg(short, long)]
-        verbose: bool,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+    Run(run::RunArgs),
     /// Print the effective file: variables resolved, files merged, services selected.
     Config {
         #[command(flatten)]
@@ -191,6 +174,20 @@ enum Command {
         /// (Kubernetes; repeatable).
         #[arg(long)]
         image: Vec<String>,
+        /// systemd: user units, for `systemctl --user` (`~/.config/systemd/user/`):
+        /// `WantedBy=default.target`, no `User=`.
+        #[arg(long)]
+        user: bool,
+    },
+    /// Wait until a readiness check passes (the checks of a service file's `readiness`):
+    /// exit 0 once it does, 1 with the reason when the timeout ends first. Exported systemd
+    /// units run it as ExecStartPost=.
+    Wait {
+        /// How long to wait at most (`500ms`, `30s`, `2min`; a bare number is seconds).
+        #[arg(long, global = true, value_parser = wait::parse_duration, default_value = wait::DEFAULT_TIMEOUT)]
+        timeout: std::time::Duration,
+        #[command(subcommand)]
+        check: wait::Check,
     },
     /// The detached supervisor itself (started by `up --detach`).
     #[command(hide = true, name = "__supervise")]
@@ -225,19 +222,24 @@ fn main() -> ExitCode {
     code
 }
 
+/// `check`: load and check the file, start nothing.
+async fn check(files: Vec<PathBuf>) -> ExitCode {
+    match file::load(files, Default::default()).await {
+        Ok(loaded) => {
+            printer::stdout().print(format!(
+                "{}: {} services, ok",
+                loaded.path.display(),
+                loaded.file.services.len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Check { file } => match file::load(file.file, Default::default()).await {
-            Ok(loaded) => {
-                printer::stdout().print(format!(
-                    "{}: {} services, ok",
-                    loaded.path.display(),
-                    loaded.file.services.len()
-                ));
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::Check { file } => check(file.file).await,
         Command::Up {
             file,
             select,
@@ -249,26 +251,7 @@ async fn run(command: Command) -> ExitCode {
             Ok(loaded) => foreground::up(loaded, watch).await,
             Err(code) => code,
         },
-        Command::Run {
-            file,
-            services,
-            profile,
-            keep_going,
-            verbose,
-            command,
-        } => {
-            run::run(run::RunArgs {
-                files: file.file,
-                selection: running_process::compose::Selection {
-                    services,
-                    profiles: profile,
-                },
-                command,
-                keep_going,
-                verbose,
-            })
-            .await
-        }
+        Command::Run(args) => run::run(args).await,
         Command::Config { file, select } => match file::load(file.file, select.selection()).await {
             Ok(loaded) => file::print_config(&loaded),
             Err(code) => code,
@@ -290,20 +273,18 @@ async fn run(command: Command) -> ExitCode {
             file,
             output,
             image,
+            user,
         } => match file::load(file.file, Default::default()).await {
             // Blocking (program lookup, file writes): off the async workers.
             Ok(loaded) => tokio::task::spawn_blocking(move || {
-                export::run(
-                    &loaded.file,
-                    target,
-                    &export::options(&image),
-                    output.as_deref(),
-                )
+                let options = export::with_this_binary(export::options(&image)).user_units(user);
+                export::run(&loaded.file, target, &options, output.as_deref())
             })
             .await
             .unwrap_or(ExitCode::FAILURE),
             Err(code) => code,
         },
+        Command::Wait { timeout, check } => wait::run(check, timeout).await,
         Command::Supervise {
             file,
             service,

@@ -2,7 +2,6 @@
 //! of its own, CMD run against it once every service is ready, everything stopped after,
 //! and CMD's exit status passed on (`docker compose run --rm`, `--exit-code-from`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use running_process::compose::Selection;
@@ -21,20 +20,43 @@ pub const NOT_FOUND: u8 = 127;
 /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 pub const INTERRUPTED: u8 = 130;
 
-/// What `run` was asked to do.
+/// `run`'s arguments.
+#[derive(clap::Args)]
 pub struct RunArgs {
-    pub files: Vec<PathBuf>,
-    pub selection: Selection,
-    pub command: Vec<String>,
-    pub keep_going: bool,
-    pub verbose: bool,
+    #[command(flatten)]
+    file: crate::FileArg,
+    /// Only this service and what it depends on (repeatable).
+    #[arg(long = "service", value_name = "NAME")]
+    services: Vec<String>,
+    /// Turn a profile on (repeatable).
+    #[arg(long)]
+    profile: Vec<String>,
+    /// Let CMD finish when a service fails (the run still exits with 125).
+    #[arg(long)]
+    keep_going: bool,
+    /// Show the events as they happen and every service's output after the run.
+    #[arg(short, long)]
+    verbose: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+impl RunArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            services: self.services.clone(),
+            profiles: self.profile.clone(),
+        }
+    }
 }
 
 pub async fn run(args: RunArgs) -> ExitCode {
-    let paths = crate::file::paths_of(args.files.clone());
-    if args.files.is_empty() && !paths[0].exists() {
+    let files = args.file.file.clone();
+    let paths = crate::file::paths_of(files.clone());
+    if files.is_empty() && !paths[0].exists() {
         // `check`'s message, with a small example file.
-        return match crate::file::load(args.files, args.selection).await {
+        return match crate::file::load(files, args.selection()).await {
             Ok(_) => ExitCode::FAILURE,
             Err(code) => code,
         };
@@ -50,16 +72,8 @@ pub async fn run(args: RunArgs) -> ExitCode {
         .iter()
         .skip(1)
         .fold(EphemeralStack::builder(paths[0].clone()), |b, p| b.file(p));
-    let builder = args
-        .selection
-        .services
-        .iter()
-        .fold(builder, |b, s| b.service(s));
-    let builder = args
-        .selection
-        .profiles
-        .iter()
-        .fold(builder, |b, p| b.profile(p));
+    let builder = args.services.iter().fold(builder, |b, s| b.service(s));
+    let builder = args.profile.iter().fold(builder, |b, p| b.profile(p));
     let builder = match args.verbose {
         true => {
             let style = Style::stderr();

@@ -115,6 +115,43 @@ impl Readiness {
     }
 }
 
+impl Readiness {
+    /// The check in words, for messages and comments: `tcp 127.0.0.1:6400`.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Readiness::Started => "started".into(),
+            Readiness::Manifest { path } => format!(
+                "the identity handshake (manifest {}, probe on its endpoint)",
+                path.display()
+            ),
+            Readiness::Notify => "sd_notify READY=1".into(),
+            Readiness::Tcp { address } => format!("tcp {address}"),
+            Readiness::Http { url } => format!("http GET {url}"),
+            Readiness::Exec { command, interval } => {
+                format!("exec {command:?} every {}", human_duration(*interval))
+            }
+            Readiness::UnixSocket { path } => format!("unix socket {}", path.display()),
+            Readiness::LogLine { pattern, stream } => {
+                format!("a line containing {pattern:?} on {}", stream.as_str())
+            }
+            Readiness::File { path } => format!("the file {} exists", path.display()),
+            Readiness::Delay { delay } => format!("{} after the start", human_duration(*delay)),
+        }
+    }
+}
+
+/// `250ms`, `5s`: milliseconds unless whole seconds (also the syntax of a systemd time span,
+/// and what `running-process wait --timeout` reads).
+pub(crate) fn human_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
 /// Periodic health checks: when ([`HealthPolicy`]) and how ([`HealthCheck`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthSpec {

@@ -16,6 +16,7 @@ mod output;
 mod run_as;
 mod stop;
 
+pub(crate) use checks::human_duration;
 pub use checks::{HealthCheck, HealthSpec, Readiness, DEFAULT_EXEC_INTERVAL};
 pub use listeners::Listener;
 pub use output::{Output, Rotation, StreamName};

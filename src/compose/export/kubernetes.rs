@@ -245,6 +245,12 @@ fn container(
     security(&mut c, spec);
     restart_notes(&mut c, spec, pod_policy, init);
     dependency_notes(&mut c, file, service);
+    if service.replicas > 1 {
+        c.push(comment(format!(
+            "replicas = {}: this is one container; scale the object, or split this service into a Deployment of its own.",
+            service.replicas
+        )));
+    }
     readiness(&mut c, spec, init);
     liveness(&mut c, spec, init);
     listener_notes(&mut c, spec);

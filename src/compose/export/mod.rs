@@ -8,11 +8,58 @@
 //!   services share `localhost` as they do under the supervisor (a Deployment of one
 //!   replica when the Pod's restart policy is `Always`, which a Deployment requires).
 //!
-//! What the target cannot express (the identity handshake, readiness checks systemd has no
-//! directive for, health checks other than the sd_notify watchdog, output rotation, a group
-//! strategy...) is written into the output as a `#` comment next to what it concerns,
-//! never dropped silently. The tables of what maps to what are on [`systemd_units`] and
-//! [`kubernetes_manifests`]. What cannot be exported at all is an [`ExportError`].
+//! What the target cannot express (the identity handshake, log-line readiness, health
+//! checks other than the sd_notify watchdog, output rotation, a group strategy...) is
+//! written into the output as a `#` comment next to what it concerns, never dropped
+//! silently. What cannot be exported at all is an [`ExportError`].
+//!
+//! # Each key of the service file
+//!
+//! "comment": the key is said in a `#` comment of the output, not carried out. The full
+//! tables, with the details of each mapping, are on [`systemd_units`] and
+//! [`kubernetes_manifests`].
+//!
+//! | key | systemd | Kubernetes |
+//! |---|---|---|
+//! | `program`, `args` | `ExecStart=`; a bare name found in systemd's search path as its absolute path there, else the path found (a comment if systemd does not search its directory) | `command`, `args` |
+//! | `command` | as `program` `sh`, `args` `-c 'exec ...'` | the same |
+//! | `cwd` | `WorkingDirectory=` | `workingDir` |
+//! | `env` | `Environment=` | `env` |
+//! | `env_file` | `EnvironmentFile=` when systemd reads the file alike (plain lines, no key `env` overrides), else its values as `Environment=` | its values as `env` |
+//! | `env_clear` | (systemd always starts from its own environment; without it, a comment) | comment |
+//! | `user`, `group` | `User=`, `Group=` (`--user` units: comment) | `runAsUser`, `runAsGroup` if numeric, else comment |
+//! | `supplementary_groups` | `SupplementaryGroups=` | comment |
+//! | `umask` | `UMask=` | comment |
+//! | `limits` | `LimitNOFILE=`, `LimitNPROC=`, `LimitCORE=` | comment |
+//! | `stdout`, `stderr` | `StandardOutput=`/`StandardError=` (`append:`, `null`, the journal); rotation: comment | comment (the container log) |
+//! | `readiness` `started` | `Type=exec` | (none needed) |
+//! | `readiness` `notify` | `Type=notify`, `NotifyAccess=all` | comment |
+//! | `readiness` `tcp`, `http`, `exec` | `ExecStartPost=running-process wait tcp\|http\|exec ...` | `startupProbe` and `readinessProbe` |
+//! | `readiness` `unix_socket`, `file` | `ExecStartPost=running-process wait unix-socket\|file ...` | comment |
+//! | `readiness` `delay` | `ExecStartPost=/bin/sleep` | comment |
+//! | `readiness` `log_line`, `manifest` | comment | comment |
+//! | `ready_timeout_ms` | `TimeoutStartSec=` (also the wait's `--timeout`) | the `startupProbe`'s `failureThreshold` |
+//! | `health` `tcp`, `http`, `exec` | comment | `livenessProbe` |
+//! | `health` `watchdog` | `WatchdogSec=` | comment |
+//! | `health` `ping`, `unix_socket` | comment | comment |
+//! | `stop` `signal`, `grace_ms` | `KillSignal=`, `TimeoutStopSec=` | grace: the Pod's `terminationGracePeriodSeconds`; signal: comment |
+//! | `stop` `kill_mode` | `KillMode=` | comment |
+//! | `stop` `request` | comment | comment |
+//! | `restart` `kind` | `Restart=` | the Pod's `restartPolicy` |
+//! | `restart` `backoff` | `RestartSec=` (initial); the rest: comment | comment |
+//! | `listeners` | one `.socket` unit each (`ListenStream=`, `FileDescriptorName=`) | TCP: `ports`; comment |
+//! | `start_on_demand` | the target wants the sockets, not the service | comment |
+//! | `fd_store_max` | `FileDescriptorStoreMax=` | comment |
+//! | `cgroup`, `die_with_supervisor` | comment | comment |
+//! | `depends_on` `started`, `ready` | `After=` plus `Wants=` or `Requires=` (by strategy) | comment |
+//! | `depends_on` `healthy` | as `ready`, and a comment | comment |
+//! | `depends_on` `completed_successfully` | the dependency is `Type=oneshot`, `RemainAfterExit=yes`; `Requires=` | an init container |
+//! | `replicas` | one unit, and a comment | comment |
+//! | `profiles` | (the file as loaded: every service) | the same |
+//! | `group.name` | the units' prefix and `<name>.target` | the object's name |
+//! | `group.strategy` | `Wants=`/`Requires=` (one_for_all: the target `Requires=` each) | comment |
+//! | `group.intensity` | `StartLimitBurst=`, `StartLimitIntervalSec=` (per unit) | comment |
+//! | `group.order` | comment | comment |
 //!
 //! ```
 //! # #[cfg(feature = "toml")] {
@@ -42,7 +89,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::ServiceFile;
@@ -54,7 +101,7 @@ mod systemd;
 mod yaml;
 
 pub use kubernetes::{kubernetes_manifests, PLACEHOLDER_IMAGE};
-pub use systemd::systemd_units;
+pub use systemd::{systemd_units, systemd_units_with};
 
 /// Where a service file is exported to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,12 +145,34 @@ pub struct ExportOptions {
     pub image: Option<String>,
     /// Kubernetes: the container image of a service, by service name.
     pub images: BTreeMap<String, String>,
+    /// systemd: units for a user's service manager (`systemctl --user`, installed in
+    /// `~/.config/systemd/user/`): the target is `WantedBy=default.target`, and no unit has
+    /// `User=` or `Group=` (a comment says so where the file sets them).
+    pub user_units: bool,
+    /// systemd: the `running-process` binary that `ExecStartPost=` runs to wait for a
+    /// readiness systemd has no directive for (`running-process wait`). `None` writes the
+    /// bare name, which systemd looks for in its search path; the command line writes its
+    /// own path. A comment in each unit says which.
+    pub wait_program: Option<PathBuf>,
 }
 
 impl ExportOptions {
     /// The image of every service without its own.
     pub fn image(mut self, image: impl Into<String>) -> Self {
         self.image = Some(image.into());
+        self
+    }
+
+    /// systemd: user units ([`ExportOptions::user_units`]).
+    pub fn user_units(mut self, user_units: bool) -> Self {
+        self.user_units = user_units;
+        self
+    }
+
+    /// systemd: the `running-process` binary of the readiness waits
+    /// ([`ExportOptions::wait_program`]).
+    pub fn wait_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.wait_program = Some(program.into());
         self
     }
 
@@ -202,25 +271,7 @@ fn signal_name(signal: StopSignal) -> &'static str {
 
 /// A readiness check in words, for comments: `tcp 127.0.0.1:6400`.
 fn describe_readiness(readiness: &Readiness) -> String {
-    match readiness {
-        Readiness::Started => "started".into(),
-        Readiness::Manifest { path } => format!(
-            "the identity handshake (manifest {}, probe on its endpoint)",
-            path.display()
-        ),
-        Readiness::Notify => "sd_notify READY=1".into(),
-        Readiness::Tcp { address } => format!("tcp {address}"),
-        Readiness::Http { url } => format!("http GET {url}"),
-        Readiness::Exec { command, interval } => {
-            format!("exec {command:?} every {}", human_duration(*interval))
-        }
-        Readiness::UnixSocket { path } => format!("unix socket {}", path.display()),
-        Readiness::LogLine { pattern, stream } => {
-            format!("a line containing {pattern:?} on {}", stream.as_str())
-        }
-        Readiness::File { path } => format!("the file {} exists", path.display()),
-        Readiness::Delay { delay } => format!("{} after the start", human_duration(*delay)),
-    }
+    readiness.describe()
 }
 
 /// A health check in words, for comments: `http GET http://127.0.0.1:8000/`.
@@ -237,16 +288,7 @@ fn describe_health(check: &HealthCheck) -> String {
     }
 }
 
-/// `250ms`, `5s`: milliseconds unless whole seconds (also the syntax of a systemd time span).
-fn human_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}us", d.as_micros())
-    }
-}
+use crate::command::spec::human_duration;
 
 /// Whole seconds, rounded up (Kubernetes probe fields, systemd's `RestartMaxDelaySec=`).
 fn seconds_up(d: Duration) -> u64 {
@@ -262,7 +304,7 @@ impl ServiceFile {
         options: &ExportOptions,
     ) -> Result<Vec<ExportedFile>, ExportError> {
         match target {
-            Target::Systemd => systemd_units(self),
+            Target::Systemd => systemd_units_with(self, options),
             Target::Kubernetes => kubernetes_manifests(self, options),
         }
     }

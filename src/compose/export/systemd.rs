@@ -9,15 +9,17 @@ use crate::supervision::{Jitter, RestartKind, Strategy};
 
 use super::{
     awaited_completion, describe_health, describe_readiness, human_duration, path_text, seconds_up,
-    signal_name, ExportError, ExportedFile, Target,
+    signal_name, ExportError, ExportOptions, ExportedFile, Target,
 };
 
 /// The set as systemd units: `<group>-<service>.service` for each service, in file order,
 /// then `<group>.target`, which `Wants=` every service (each one is `PartOf=` it), so
 /// `systemctl start <group>.target` starts the set and `systemctl stop <group>.target`
-/// stops it. Install them with `cp *.service *.target /etc/systemd/system/ && systemctl
-/// daemon-reload`. The units are checked with `systemd-analyze verify` in CI (systemd 252,
-/// Debian 12): only directives that version knows are written.
+/// stops it. Install them with `cp *.service *.socket *.target /etc/systemd/system/ &&
+/// systemctl daemon-reload` (user units: `~/.config/systemd/user/` and `systemctl --user`).
+/// The units are checked with `systemd-analyze verify` in CI (systemd 252, Debian 12): only
+/// directives that version knows are written; and `tests/export_under_systemd.rs` runs
+/// exported units under that systemd as PID 1 in a container.
 ///
 /// Looks bare program names up in the service's `PATH` (its `env.PATH`, else the caller's)
 /// as the service would, because `ExecStart=` wants an absolute path: this reads the file
@@ -28,34 +30,49 @@ use super::{
 ///
 /// | service file | unit |
 /// |---|---|
-/// | `program`, `args` | `ExecStart=` (absolute program; arguments quoted, `%` and `$` escaped) |
+/// | `program`, `args` | `ExecStart=` (arguments quoted, `%` and `$` escaped): a bare name found in systemd's own search path (`/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`, which `Environment=PATH=` does not change) as its absolute path there; otherwise the file the service would run (its `env.PATH`, else the caller's), with a comment when systemd does not search its directory or it lies in a home directory (a version manager's shim, `~/.local/bin`) |
 /// | `cwd` | `WorkingDirectory=` |
 /// | `env` | `Environment=` (systemd starts from its own small environment: `env_clear` is how it always runs; without it, a comment says the supervisor's environment is not inherited) |
+/// | `env_file` | `EnvironmentFile=` (read at each start) when systemd reads the file as the supervisor does (plain `KEY=value` lines) and `env` overrides none of its keys (systemd would let the file win); otherwise its values, read now, as `Environment=`, and a comment |
 /// | `readiness` `notify` | `Type=notify`, `NotifyAccess=all` (readiness from any process of the service, as the supervisor accepts it) |
 /// | `readiness` `started` | `Type=exec` (started once the program was executed, which is when the supervisor reports it started) |
-/// | other `readiness` | `Type=exec` and a comment: systemd has no TCP, HTTP, exec, Unix socket, log line, file or delay readiness, nor the identity handshake; dependants ordered `After=` it start once it runs |
+/// | `readiness` `tcp`, `http`, `exec`, `unix_socket`, `file` | `Type=exec` and `ExecStartPost=<running-process> wait --timeout <ready_timeout> <check>`: the unit is active, and dependants ordered `After=` it start, only once the check passes, as under the supervisor (systemd has no such check; the wait accepts any listener, not only the service's). The binary is [`ExportOptions::wait_program`](super::ExportOptions::wait_program), named in a comment |
+/// | `readiness` `delay` | `Type=exec`, `ExecStartPost=/bin/sleep <seconds>` |
+/// | `readiness` `log_line`, `manifest` | `Type=exec` and a comment: systemd has neither, nor adopting a running daemon; dependants ordered `After=` it start once it runs |
 /// | target of a `completed_successfully` dependency | `Type=oneshot`, `RemainAfterExit=yes`, `TimeoutStartSec=infinity`: dependants start after it exited 0 |
-/// | `ready_timeout_ms` | `TimeoutStartSec=` |
+/// | `ready_timeout_ms` | `TimeoutStartSec=` (which covers the `ExecStartPost=` wait too) |
 /// | `restart.kind` | `Restart=`: permanent `always`, transient `on-failure` (plus `RestartForceExitStatus=` for the signals systemd calls clean, since only exit 0 is normal here), temporary `no` |
 /// | `restart.backoff` | `RestartSec=` its initial delay; multiplier, cap, jitter and reset as a comment (`RestartSteps=` and `RestartMaxDelaySec=` need systemd 254) |
 /// | `group.intensity` | `StartLimitBurst=` (`max_restarts` + 1: the first start counts) and `StartLimitIntervalSec=` in `[Unit]`, counted per unit (a comment says so) |
 /// | `health` `watchdog` | `WatchdogSec=` |
 /// | other `health` | comment |
-/// | `user`, `group`, `supplementary_groups`, `umask` | `User=`, `Group=`, `SupplementaryGroups=`, `UMask=` (an empty list of supplementary groups: comment) |
+/// | `user`, `group`, `supplementary_groups`, `umask` | `User=`, `Group=`, `SupplementaryGroups=`, `UMask=` (an empty list of supplementary groups: comment); in user units ([`ExportOptions::user_units`](super::ExportOptions::user_units)) `UMask=` only, the rest a comment |
 /// | `limits` | `LimitNOFILE=`, `LimitNPROC=`, `LimitCORE=` (`soft:hard`) |
 /// | `stdout`, `stderr` | `file`: `StandardOutput=append:` (rotation: comment); `null`: `null`; `inherit`, `tracing`: the journal |
 /// | `stop` | `KillSignal=`, `TimeoutStopSec=` (the grace), `KillMode=`; `request` (shutdown over the socket): comment |
-/// | `depends_on` | `After=` the dependency's unit, and `Requires=` it (rest_for_one, one_for_all, and a `completed_successfully` one-shot) or `Wants=` it (one_for_one); `healthy`, and `ready` on a dependency whose readiness systemd cannot see, add a comment |
+/// | `depends_on` | `After=` the dependency's unit, and `Requires=` it (rest_for_one, one_for_all, and a `completed_successfully` one-shot) or `Wants=` it (one_for_one); `healthy`, and `ready` on a dependency whose readiness systemd cannot see (log line, identity handshake), add a comment |
 /// | `group.strategy` | one_for_one: `Wants=`, so no restart reaches a dependant; rest_for_one: `Requires=`, so a restart of a unit, automatic ones included, restarts the running units that require it, transitively; one_for_all: also the `.target` `Requires=` every service, so a restart of one restarts the target and, through `PartOf=`, every service. A comment in the `.target` says which |
 /// | `group.order` | sequential: a comment in the `.target` |
+/// | `replicas` | one unit, and a comment (a template unit `NAME@.service` is the systemd way) |
+/// | (the set) | `<group>.target`, `WantedBy=multi-user.target` (user units: `default.target`) |
 /// | `cgroup = false`, `die_with_supervisor = false` | comments (systemd always tracks a unit by its cgroup and is the supervisor) |
 pub fn systemd_units(file: &ServiceFile) -> Result<Vec<ExportedFile>, ExportError> {
+    systemd_units_with(file, &ExportOptions::default())
+}
+
+/// [`systemd_units`] with [`ExportOptions`]: [`ExportOptions::user_units`] writes units for
+/// a user's service manager (`systemctl --user`), [`ExportOptions::wait_program`] names
+/// the `running-process` binary of the `ExecStartPost=` waits.
+pub fn systemd_units_with(
+    file: &ServiceFile,
+    options: &ExportOptions,
+) -> Result<Vec<ExportedFile>, ExportError> {
     let group = unit_name(&file.group.name)?;
     let mut files = Vec::with_capacity(file.services.len() + 1);
     for service in &file.services {
         files.push(ExportedFile {
             name: format!("{group}-{}.service", unit_name(service.name())?),
-            contents: service_unit(file, &group, service)?.render(),
+            contents: service_unit(file, &group, service, options)?.render(),
         });
         for listener in &service.spec.listeners {
             files.push(ExportedFile {
@@ -66,7 +83,7 @@ pub fn systemd_units(file: &ServiceFile) -> Result<Vec<ExportedFile>, ExportErro
     }
     files.push(ExportedFile {
         name: format!("{group}.target"),
-        contents: target_unit(file, &group).render(),
+        contents: target_unit(file, &group, options).render(),
     });
     Ok(files)
 }
@@ -134,7 +151,12 @@ fn note(lines: &mut Vec<String>, text: impl AsRef<str>) {
     lines.push(format!("# {}", text.as_ref()));
 }
 
-fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Unit, ExportError> {
+fn service_unit(
+    file: &ServiceFile,
+    group: &str,
+    service: &Service,
+    options: &ExportOptions,
+) -> Result<Unit, ExportError> {
     let spec = &service.spec;
     let name = service.name();
     let oneshot = awaited_completion(file, name);
@@ -162,9 +184,12 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
     let lines = unit.section("Service");
     service_type(lines, spec, oneshot);
     exec_start(lines, service)?;
+    if !oneshot {
+        readiness_wait(lines, service, options)?;
+    }
     working_directory(lines, service)?;
-    environment(lines, spec);
-    identity(lines, spec);
+    environment(lines, service);
+    identity(lines, spec, options.user_units);
     for (stream, output) in [
         ("StandardOutput", &spec.stdout),
         ("StandardError", &spec.stderr),
@@ -189,6 +214,15 @@ fn service_unit(file: &ServiceFile, group: &str, service: &Service) -> Result<Un
             "die_with_supervisor = false: under systemd the service stops with its unit, never outlives it.",
         );
     }
+    if service.replicas > 1 {
+        note(
+            lines,
+            format!(
+                "replicas = {}: this is one instance; for several, make it a template unit ({group}-{name}@.service, %i for RUNNING_PROCESS_INSTANCE) and start {group}-{name}@1 .. @{}.",
+                service.replicas, service.replicas
+            ),
+        );
+    }
     Ok(unit)
 }
 
@@ -202,10 +236,8 @@ fn dependencies(
     for dependency in &service.depends_on {
         let other = format!("{group}-{}.service", unit_name(&dependency.service)?);
         let target = file.service(&dependency.service);
-        let visible = target.is_some_and(|t| {
-            matches!(t.spec.readiness, Readiness::Started | Readiness::Notify)
-                || awaited_completion(file, t.name())
-        });
+        let visible = target
+            .is_some_and(|t| systemd_sees(&t.spec.readiness) || awaited_completion(file, t.name()));
         match dependency.condition {
             Condition::Healthy => note(
                 lines,
@@ -262,6 +294,7 @@ fn service_type(lines: &mut Vec<String>, spec: &crate::command::CommandSpec, one
             lines.push("NotifyAccess=all".into());
         }
         Readiness::Started => lines.push("Type=exec".into()),
+        other if waited_after_start(other) => lines.push("Type=exec".into()),
         other => {
             note(
                 lines,
@@ -277,7 +310,7 @@ fn service_type(lines: &mut Vec<String>, spec: &crate::command::CommandSpec, one
                 ),
                 _ => note(
                     lines,
-                    "To make dependants wait for it, add an ExecStartPost= that waits for the check, or make the program use sd_notify.",
+                    "To make dependants wait for it, make the program use sd_notify (readiness notify).",
                 ),
             }
             lines.push("Type=exec".into());
@@ -289,22 +322,190 @@ fn service_type(lines: &mut Vec<String>, spec: &crate::command::CommandSpec, one
     ));
 }
 
-/// `ExecStart=` with the program found as the service would find it.
-fn exec_start(lines: &mut Vec<String>, service: &Service) -> Result<(), ExportError> {
-    let spec = &service.spec;
-    let program = match super::super::check::find_program(spec) {
-        Ok(found) => found,
+/// Readiness that systemd sees itself: the start (`Type=exec`), sd_notify (`Type=notify`),
+/// and the checks an `ExecStartPost=` waits for ([`waited_after_start`]).
+fn systemd_sees(readiness: &Readiness) -> bool {
+    matches!(readiness, Readiness::Started | Readiness::Notify) || waited_after_start(readiness)
+}
+
+/// Readiness that an `ExecStartPost=` waits for: `running-process wait` for the checks
+/// systemd has no directive for, `sleep` for a delay.
+fn waited_after_start(readiness: &Readiness) -> bool {
+    matches!(
+        readiness,
+        Readiness::Tcp { .. }
+            | Readiness::Http { .. }
+            | Readiness::Exec { .. }
+            | Readiness::UnixSocket { .. }
+            | Readiness::File { .. }
+            | Readiness::Delay { .. }
+    )
+}
+
+/// The words after `running-process wait --timeout T` for `readiness`, or `None` when
+/// `wait` cannot check it.
+fn wait_words(readiness: &Readiness, service: &str) -> Result<Option<Vec<String>>, ExportError> {
+    let path = |path: &std::path::Path| -> Result<String, ExportError> {
+        path_text(path, service, "readiness.path").map(str::to_owned)
+    };
+    Ok(Some(match readiness {
+        Readiness::Tcp { address } => vec!["tcp".into(), address.clone()],
+        Readiness::Http { url } => vec!["http".into(), url.clone()],
+        Readiness::Exec { command, interval } => {
+            let mut words = vec![
+                "exec".into(),
+                "--interval".into(),
+                human_duration(*interval),
+                "--".into(),
+            ];
+            words.extend(command.iter().cloned());
+            words
+        }
+        Readiness::UnixSocket { path: p } => vec!["unix-socket".into(), path(p)?],
+        Readiness::File { path: p } => vec!["file".into(), path(p)?],
+        _ => return Ok(None),
+    }))
+}
+
+/// `ExecStartPost=` for the readiness systemd cannot see: the unit becomes active, and the
+/// units ordered `After=` it start, only once the check passed, as under `running-process`.
+fn readiness_wait(
+    lines: &mut Vec<String>,
+    service: &Service,
+    options: &ExportOptions,
+) -> Result<(), ExportError> {
+    let readiness = &service.spec.readiness;
+    if let Readiness::Delay { delay } = readiness {
+        note(
+            lines,
+            format!(
+                "readiness: {} after the start, as an ExecStartPost= sleep.",
+                human_duration(*delay)
+            ),
+        );
+        lines.push(format!("ExecStartPost=/bin/sleep {}", delay.as_secs_f64()));
+        return Ok(());
+    }
+    let Some(words) = wait_words(readiness, service.name())? else {
+        return Ok(());
+    };
+    let program = match &options.wait_program {
+        Some(path) => {
+            let text = path_text(path, service.name(), "readiness")?.to_owned();
+            note(
+                lines,
+                format!("readiness {}: systemd has no such check; `running-process wait` runs it after the start, so the unit is active (and the units ordered After= it start) only once it passes. ExecStartPost= runs {text}, the binary that exported this unit: the target host needs it there.", describe_readiness(readiness)),
+            );
+            if let Some(problem) = user_specific(path) {
+                note(lines, format!("{text} is {problem}."));
+            }
+            text
+        }
+        None => {
+            note(
+                lines,
+                format!("readiness {}: systemd has no such check; `running-process wait` runs it after the start, so the unit is active (and the units ordered After= it start) only once it passes. ExecStartPost= names `running-process`, which systemd looks for in its search path ({}).", describe_readiness(readiness), SYSTEMD_PATH.join(":")),
+            );
+            "running-process".to_owned()
+        }
+    };
+    if matches!(readiness, Readiness::Exec { .. })
+        && service.spec.user.is_some()
+        && !options.user_units
+    {
+        note(
+            lines,
+            "The check command runs as User= here; under running-process it runs as the supervisor's user.",
+        );
+    }
+    let mut line = format!(
+        "ExecStartPost={} wait --timeout {}",
+        exec_word(&program),
+        human_duration(service.spec.ready_timeout)
+    );
+    for word in words {
+        line.push(' ');
+        line.push_str(&exec_word(&word));
+    }
+    lines.push(line);
+    Ok(())
+}
+
+/// The directories systemd (252) searches for a command named without a `/`: fixed at
+/// build time, whatever `Environment=PATH=` says (`ExecSearchPath=` came with 255).
+const SYSTEMD_PATH: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
+/// Why `path` may not exist on another host or for another user: it lies in a home
+/// directory (a version manager's shim, `~/.local/bin`, `~/.cargo/bin`...). `None` if not.
+fn user_specific(path: &std::path::Path) -> Option<String> {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let in_home = home
+        .as_deref()
+        .filter(|h| *h != std::path::Path::new("/"))
+        .is_some_and(|h| path.starts_with(h))
+        || path.starts_with("/root")
+        || path.starts_with("/home");
+    in_home.then(|| {
+        "in a user-specific directory (a home directory: a version manager's shim, ~/.local/bin, ~/.cargo/bin...), which the target host and the unit's user may not have: install it system-wide (/usr/local/bin) or name a system path in the service file".to_owned()
+    })
+}
+
+/// The program as the unit names it: a bare name found in systemd's own search path as its
+/// standard absolute path there; otherwise found as the service would find it (its
+/// `env.PATH`, else the exporting user's), with a comment when only a directory systemd
+/// does not search, or a user-specific one, has it.
+fn portable_program(
+    lines: &mut Vec<String>,
+    spec: &crate::command::CommandSpec,
+) -> std::path::PathBuf {
+    let program = &spec.program;
+    let bare = !program.is_absolute() && program.components().count() == 1;
+    if bare && !spec.env.contains_key("PATH") {
+        let standard = SYSTEMD_PATH
+            .iter()
+            .map(|dir| std::path::Path::new(dir).join(program))
+            .find(|candidate| crate::platform::is_executable_file(candidate));
+        if let Some(found) = standard {
+            return found;
+        }
+    }
+    match super::super::check::find_program(spec) {
+        Ok(found) => {
+            let searched = found
+                .parent()
+                .is_some_and(|dir| SYSTEMD_PATH.iter().any(|d| dir == std::path::Path::new(d)));
+            match user_specific(&found) {
+                Some(problem) => note(lines, format!("program `{}` was found as {}, {problem}.", program.display(), found.display())),
+                None if bare && !searched => note(lines, format!("program `{}` was found in PATH as {}, a directory systemd does not search ({}): the target host needs it at this path.", program.display(), found.display(), SYSTEMD_PATH.join(":"))),
+                None => {}
+            }
+            found
+        }
         Err(reason) => {
             note(
                 lines,
                 format!(
-                    "program `{}` {reason} when exported: systemd will look for it in its own fixed PATH.",
-                    spec.program.display()
+                    "program `{}` {reason} when exported: systemd will look for it in its own search path ({}).",
+                    program.display(),
+                    SYSTEMD_PATH.join(":")
                 ),
             );
-            spec.program.clone()
+            program.clone()
         }
-    };
+    }
+}
+
+/// `ExecStart=` with the program as [`portable_program`] names it.
+fn exec_start(lines: &mut Vec<String>, service: &Service) -> Result<(), ExportError> {
+    let spec = &service.spec;
+    let program = portable_program(lines, spec);
     let program = path_text(&program, service.name(), "program")?;
     let mut line = format!("ExecStart={}", exec_word(program));
     for arg in &spec.args {
@@ -372,14 +573,38 @@ fn working_directory(lines: &mut Vec<String>, service: &Service) -> Result<(), E
     Ok(())
 }
 
-fn environment(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
+/// `Environment=` for the service's environment (its `env` and its env files', merged as
+/// the supervisor merges them), with `EnvironmentFile=` for each env file systemd reads
+/// the same way (plain `KEY=value` lines whose keys `env` does not override): those are
+/// read again at each start, as the supervisor reads them at each load.
+fn environment(lines: &mut Vec<String>, service: &Service) {
+    let spec = &service.spec;
     if !spec.env_clear {
         note(
             lines,
             "running-process passes its own environment on; systemd gives only its own (PATH, LANG, ...) and what follows: add EnvironmentFile= for more.",
         );
     }
+    let mut from_files = std::collections::BTreeSet::new();
+    for path in &service.env_files {
+        match systemd_env_file(path, &spec.env) {
+            Ok((text, keys)) => {
+                lines.push(format!("EnvironmentFile={}", text.replace('%', "%%")));
+                from_files.extend(keys);
+            }
+            Err(reason) => note(
+                lines,
+                format!(
+                    "env_file {}: {reason}; its values, read when exported, are in Environment= below.",
+                    path.display()
+                ),
+            ),
+        }
+    }
     for (key, value) in &spec.env {
+        if from_files.contains(key) {
+            continue;
+        }
         lines.push(format!(
             "Environment={}",
             quoted(&format!("{key}={value}").replace('%', "%%"))
@@ -387,12 +612,77 @@ fn environment(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
     }
 }
 
+/// An env file systemd reads as the supervisor does: its path and keys, or why not.
+fn systemd_env_file(
+    path: &std::path::Path,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(String, Vec<String>), String> {
+    let text = path
+        .to_str()
+        .filter(|t| path.is_absolute() && !t.contains(['\n', '\r']))
+        .ok_or("not an absolute UTF-8 path")?;
+    let contents = std::fs::read_to_string(path).map_err(|e| format!("cannot be read ({e})"))?;
+    let mut keys = Vec::new();
+    for line in contents.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let plain = line.split_once('=').filter(|(key, value)| {
+            !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !value.contains(['"', '\'', '\\', '$', '#', ';'])
+                && value.trim() == *value
+        });
+        let Some((key, value)) = plain else {
+            return Err("systemd does not read every line of it as running-process does (quotes, `export`, variables, comments after a value)".to_owned());
+        };
+        if env.get(key).is_some_and(|v| v != value) {
+            return Err(format!(
+                "env overrides {key}, which EnvironmentFile= would override in turn"
+            ));
+        }
+        keys.push(key.to_owned());
+    }
+    Ok((text.to_owned(), keys))
+}
+
 /// `User=`, `Group=`, `SupplementaryGroups=`, `UMask=`, `Limit*=`.
-fn identity(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
+fn identity(lines: &mut Vec<String>, spec: &crate::command::CommandSpec, user_units: bool) {
     let group = |g: &GroupRef| match g {
         GroupRef::Id(id) => id.to_string(),
         GroupRef::Name(name) => name.clone(),
     };
+    if user_units {
+        if spec.user.is_some() || spec.group.is_some() || spec.supplementary_groups.is_some() {
+            note(
+                lines,
+                "user, group, supplementary_groups: a user unit runs as the user whose service manager runs it.",
+            );
+        }
+    } else {
+        user_and_groups(lines, spec, group);
+    }
+    if let Some(mask) = spec.umask {
+        lines.push(format!("UMask={:04o}", mask.0));
+    }
+    let limits = [
+        ("LimitNOFILE", spec.limits.open_files),
+        ("LimitNPROC", spec.limits.processes),
+        ("LimitCORE", spec.limits.core_size),
+    ];
+    for (key, limit) in limits {
+        if let Some(limit) = limit {
+            lines.push(format!("{key}={}", limit_value(limit)));
+        }
+    }
+}
+
+/// `User=`, `Group=`, `SupplementaryGroups=` of a system unit.
+fn user_and_groups(
+    lines: &mut Vec<String>,
+    spec: &crate::command::CommandSpec,
+    group: impl Fn(&GroupRef) -> String,
+) {
     match &spec.user {
         Some(UserRef::Id(id)) => lines.push(format!("User={id}")),
         Some(UserRef::Name(name)) => lines.push(format!("User={name}")),
@@ -408,22 +698,9 @@ fn identity(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
         ),
         Some(groups) => lines.push(format!(
             "SupplementaryGroups={}",
-            groups.iter().map(group).collect::<Vec<_>>().join(" ")
+            groups.iter().map(&group).collect::<Vec<_>>().join(" ")
         )),
         None => {}
-    }
-    if let Some(mask) = spec.umask {
-        lines.push(format!("UMask={:04o}", mask.0));
-    }
-    let limits = [
-        ("LimitNOFILE", spec.limits.open_files),
-        ("LimitNPROC", spec.limits.processes),
-        ("LimitCORE", spec.limits.core_size),
-    ];
-    for (key, limit) in limits {
-        if let Some(limit) = limit {
-            lines.push(format!("{key}={}", limit_value(limit)));
-        }
     }
 }
 
@@ -601,11 +878,19 @@ fn requirement(strategy: Strategy, condition: Condition) -> &'static str {
 }
 
 /// `<group>.target`: wants every service, says what the group's settings become.
-fn target_unit(file: &ServiceFile, group: &str) -> Unit {
-    let mut unit = Unit::headed(&[&format!(
-        "The running-process group `{}`: `systemctl start {group}.target` starts every service, `systemctl stop {group}.target` stops them (each is PartOf= it).",
-        file.group.name
-    )]);
+fn target_unit(file: &ServiceFile, group: &str, options: &ExportOptions) -> Unit {
+    let (systemctl, dir) = if options.user_units {
+        ("systemctl --user", "~/.config/systemd/user/")
+    } else {
+        ("systemctl", "/etc/systemd/system/")
+    };
+    let mut unit = Unit::headed(&[
+        &format!(
+            "The running-process group `{}`: `{systemctl} start {group}.target` starts every service, `{systemctl} stop {group}.target` stops them (each is PartOf= it).",
+            file.group.name
+        ),
+        &format!("Install: copy the exported files into {dir}, then `{systemctl} daemon-reload`."),
+    ]);
     let lines = unit.section("Unit");
     let names: Vec<&str> = file.services.iter().map(Service::name).collect();
     lines.push(format!(
@@ -645,7 +930,11 @@ fn target_unit(file: &ServiceFile, group: &str) -> Unit {
         }
     }
     let lines = unit.section("Install");
-    lines.push("WantedBy=multi-user.target".into());
+    lines.push(if options.user_units {
+        "WantedBy=default.target".into()
+    } else {
+        "WantedBy=multi-user.target".into()
+    });
     unit
 }
 
@@ -733,6 +1022,15 @@ mod tests {
         assert!(unit_name("web server").is_err());
         assert!(unit_name("").is_err());
         assert!(unit_name("a/b").is_err());
+    }
+
+    #[test]
+    fn home_directories_are_user_specific() {
+        let home = std::path::Path::new;
+        assert!(user_specific(home("/root/.pyenv/shims/python3")).is_some());
+        assert!(user_specific(home("/home/ann/.local/bin/tool")).is_some());
+        assert!(user_specific(home("/usr/bin/python3")).is_none());
+        assert!(user_specific(home("/opt/tool/bin/tool")).is_none());
     }
 
     #[test]
