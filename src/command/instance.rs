@@ -99,6 +99,7 @@ impl Current {
     }
 
     /// SIGKILL the whole tree of the recorded instance, if any, without waiting.
+    #[cfg_attr(not(feature = "toml"), allow(dead_code))] // the testing kit's stacks (feature `toml`)
     pub fn kill_now(&self) {
         if let Some(instance) = self.lock().as_ref() {
             instance.tree.kill_all(&instance.main);

@@ -111,6 +111,7 @@ impl CommandSupervisor {
 
     /// SIGKILL the whole tree of the instance running now, if any, without waiting (for
     /// drops: the testing kit's ephemeral stacks).
+    #[cfg_attr(not(feature = "toml"), allow(dead_code))] // the testing kit's stacks (feature `toml`)
     pub(crate) fn kill_current_now(&self) {
         self.current.kill_now();
     }

@@ -119,6 +119,7 @@ pub use load::{LoadOptions, DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
 pub(crate) use ports::free_loopback_port;
 pub use ports::{Ports, PORT_VARIABLE_PREFIX};
 pub use select::{Selection, UnknownService};
+#[cfg(feature = "toml")]
 pub(crate) use stack::MakeSupervisor;
 pub use stack::{group_spec, Stack};
 pub use variables::{EnvFileError, VariableError, INSTANCE_VARIABLE};

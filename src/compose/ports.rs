@@ -73,6 +73,7 @@ impl Ports {
     }
 
     /// The port of `key`: the one given before if there is one, else a free one, recorded.
+    #[cfg_attr(not(feature = "toml"), allow(dead_code))] // `${port:...}` is read by `load.rs`
     pub(crate) fn resolve(&mut self, key: &str, before: &Ports) -> io::Result<u16> {
         if let Some(port) = self.get(key) {
             return Ok(port);

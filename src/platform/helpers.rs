@@ -17,6 +17,7 @@ pub(crate) fn own_process_group(command: &mut tokio::process::Command) {
 
 /// A signal the testing kit sends: to a command run against a stack (its process group),
 /// or to a service's main process (freeze and thaw).
+#[cfg_attr(not(feature = "toml"), allow(dead_code))] // the testing kit's stacks (feature `toml`)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Nudge {
     /// SIGINT: what Ctrl-C on a terminal sends.
@@ -54,6 +55,7 @@ impl Nudge {
 /// Send `nudge` to the process group led by `pid` (Unix; `Unsupported` on Windows, where
 /// the caller kills the process instead). Only for a group leader that is our own child,
 /// not yet reaped (see [`kill_group`]).
+#[cfg_attr(not(feature = "toml"), allow(dead_code))] // the testing kit's stacks (feature `toml`)
 pub(crate) fn nudge_group(pid: u32, nudge: Nudge) -> io::Result<()> {
     match nudge.number() {
         #[cfg(unix)]

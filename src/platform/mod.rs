@@ -39,9 +39,9 @@ pub(crate) use files::{
     UNIX_SOCKETS,
 };
 pub(crate) use held::{duplicate, Descriptor, HeldSocket, CAN_PASS_DESCRIPTORS};
-pub(crate) use helpers::{
-    exec_errno, kill_group, nudge_group, own_process_group, ExecErrno, Nudge,
-};
+pub(crate) use helpers::{exec_errno, kill_group, own_process_group, ExecErrno};
+#[cfg(feature = "toml")]
+pub(crate) use helpers::{nudge_group, Nudge};
 pub(crate) use notify::NotifySocket;
 pub(crate) use spawn::{
     spawn, Child, Credentials, LimitResource, ListenFd, PipeReader, ResourceLimit, SpawnError,
