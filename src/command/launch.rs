@@ -251,9 +251,10 @@ pub(crate) fn plan(
     Ok(Launch { program, plan })
 }
 
-/// [`plan`] and the instance's [`TreePlan`] (with `cgroup`, where the supervisor can
-/// make one): everything of a start that touches the file system, for one trip to the
-/// blocking pool.
+/// [`plan`] and the instance's [`TreePlan`] (with `cgroup`, where the machine tracks
+/// trees by cgroup v2): everything of a start that touches the file system, for one trip
+/// to the blocking pool. A cgroup that cannot be created there is
+/// [`StartError::Cgroup`], never a quiet process group.
 pub(crate) fn plan_with_tree(
     spec: &CommandSpec,
     run_as: &RunAs,
@@ -263,7 +264,11 @@ pub(crate) fn plan_with_tree(
     cgroup: bool,
 ) -> Result<(Launch, TreePlan), StartError> {
     let launch = plan(spec, run_as, extra_env, stdout, stderr)?;
-    Ok((launch, TreePlan::new(&spec.name, cgroup)))
+    let tree = TreePlan::new(&spec.name, cgroup).map_err(|error| StartError::Cgroup {
+        parent: error.path,
+        source: error.source,
+    })?;
+    Ok((launch, tree))
 }
 
 /// The [`StartError`] for a failed spawn of `program`: execution failures and failures

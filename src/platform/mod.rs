@@ -49,6 +49,7 @@ pub(crate) use watch::PathWatcher;
 
 pub(crate) use tree::{
     listener_inodes, socket_holder, Listening, ProcessTree, TreeLeader, TreePlan,
+    Tracking,
 };
 
 #[cfg(target_os = "linux")]

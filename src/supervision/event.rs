@@ -162,6 +162,9 @@ impl std::fmt::Display for EventKind {
             EventKind::MemberAdded => f.write_str("added to the group"),
             EventKind::MemberReplaced => f.write_str("replaced by a new spec"),
             EventKind::MemberRemoved => f.write_str("removed from the group"),
+            EventKind::Fallback { what, reason } => {
+                write!(f, "fallback for every service: {what} ({reason})")
+            }
         }
     }
 }
@@ -303,6 +306,17 @@ pub enum EventKind {
     MemberReplaced,
     /// The member was stopped and removed from its group.
     MemberRemoved,
+    /// A documented fallback is in force for every service of this process from now on,
+    /// weakening a guarantee (on Linux without cgroup v2 for the supervisor: service
+    /// trees are tracked by process group). Announced once, by the first service it
+    /// applies to; each status row says what is in force for that service
+    /// ([`MemberStatus::tree`](super::MemberStatus::tree)).
+    Fallback {
+        /// What is weakened (`"tree tracking: process groups instead of cgroups"`).
+        what: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Where events are emitted: a broadcast sender plus the service name. Cheap to clone.
@@ -404,6 +418,7 @@ fn trace(service: &str, kind: &EventKind) {
         EventKind::MemberAdded => info!("member added"),
         EventKind::MemberReplaced => info!("member replaced"),
         EventKind::MemberRemoved => info!("member removed"),
+        EventKind::Fallback { what, reason } => warn!(%what, %reason, "fallback for every service"),
     }
 }
 
