@@ -156,9 +156,10 @@ impl ProcessHandle {
         imp::ProcessHandle::open(pid).map(|inner| ProcessHandle { inner })
     }
 
-    /// A handle from the pidfd a `clone3(CLONE_PIDFD)` returned (Linux).
+    /// A handle from the pidfd a `clone3(CLONE_PIDFD)` returned (Linux), shared with the
+    /// child's owner: one descriptor per child, not one per holder.
     #[cfg(target_os = "linux")]
-    pub fn from_pidfd(pid: u32, pidfd: std::os::fd::OwnedFd) -> Self {
+    pub fn from_pidfd(pid: u32, pidfd: std::sync::Arc<std::os::fd::OwnedFd>) -> Self {
         ProcessHandle {
             inner: imp::ProcessHandle::from_pidfd(pid, pidfd),
         }

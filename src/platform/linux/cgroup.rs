@@ -588,7 +588,7 @@ pub(crate) fn fork_keeper(fds: KeeperFds) -> io::Result<u32> {
     drop(fds);
     let raw = Pid::from_raw(pid).expect("fork returned a positive pid");
     if let Ok(pidfd) = rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
-        super::spawner::reap_later(pidfd);
+        super::spawner::reap_later(super::Pidfd::new(pidfd));
     }
     Ok(pid as u32)
 }
