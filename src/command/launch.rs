@@ -204,7 +204,23 @@ pub(crate) fn limits(spec: &CommandSpec) -> Vec<ResourceLimit> {
             hard: l.hard,
         })
     };
+    // A supervisor that raised its own soft limit (`raise_open_files_limit`) gives its
+    // children the one it started with, unless the spec sets one (Linux: elsewhere a
+    // spawn applies no limits).
+    let inherited = spec
+        .limits
+        .open_files
+        .is_none()
+        .then(crate::platform::open_files_for_children)
+        .flatten()
+        .filter(|_| cfg!(target_os = "linux"))
+        .map(|(soft, hard)| ResourceLimit {
+            resource: LimitResource::OpenFiles,
+            soft,
+            hard,
+        });
     [
+        inherited,
         one(LimitResource::OpenFiles, spec.limits.open_files),
         one(LimitResource::Processes, spec.limits.processes),
         one(LimitResource::CoreSize, spec.limits.core_size),

@@ -55,6 +55,7 @@
 //! [`CommandSupervisor`] (see the crate's front page).
 
 mod checks;
+mod descriptors;
 mod instance;
 pub(crate) mod launch;
 mod listeners;
@@ -71,6 +72,7 @@ pub(crate) mod supervisor;
 pub(crate) mod wait;
 
 pub use checks::CheckError;
+pub use descriptors::{raise_open_files_limit, OpenFiles, SUPERVISOR_DESCRIPTORS};
 pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
     CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Listener, Output, Readiness,

@@ -101,6 +101,7 @@ mod check;
 mod error;
 pub mod export;
 mod file;
+mod limits;
 #[cfg(feature = "toml")]
 mod load;
 mod select;
@@ -113,6 +114,7 @@ pub use apply::{ApplyError, ApplyPlan, ServiceChange};
 pub use check::Problem;
 pub use error::FileError;
 pub use file::{GroupSettings, Service, ServiceFile, DEFAULT_FILE_NAME};
+pub use limits::{check_open_files, OpenFilesError};
 #[cfg(feature = "toml")]
 pub use load::{DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
 pub use select::{Selection, UnknownService};

@@ -29,6 +29,7 @@ mod unix;
 mod files;
 mod held;
 mod helpers;
+mod limits;
 pub(crate) mod notify;
 mod spawn;
 mod tree;
@@ -40,6 +41,7 @@ pub(crate) use files::{
 };
 pub(crate) use held::{duplicate, Descriptor, HeldSocket, CAN_PASS_DESCRIPTORS};
 pub(crate) use helpers::{exec_errno, kill_group, own_process_group, ExecErrno};
+pub(crate) use limits::{open_files_for_children, raise_open_files};
 pub(crate) use notify::NotifySocket;
 pub(crate) use spawn::{
     spawn, Child, Credentials, LimitResource, ListenFd, PipeReader, ResourceLimit, SpawnError,
