@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::output::{capture_inherited_output, catch_lines, Line};
+use crate::output::{capture_inherited_output, catch_lines, outcome_text, Line};
 use crate::printer::{self, Printer};
 use crate::requests::{Reply, Request};
 use crate::state::{StateDir, NAMESPACE};
@@ -60,6 +60,8 @@ async fn run(
         .await?
         .select(&selection)?;
     capture_inherited_output(&mut file);
+    // Before anything is bound or started: the soft limit raised, the file checked.
+    running_process::compose::check_open_files(&file)?;
     let state = StateDir::of(&path);
     let endpoint = state.endpoint();
     let listener = DaemonListener::bind(&endpoint).await?;
@@ -115,7 +117,7 @@ async fn run(
             _ = terminate.recv() => { stack.stop().await; break; }
             _ = ending.notified() => break,
             outcome = stack.outcome() => {
-                log.print(format!("every service ended: {outcome}"));
+                log.print(format!("every service ended: {}", outcome_text(&outcome)));
                 break;
             }
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
@@ -327,7 +329,7 @@ impl Client {
         let reply = match self.stack.ready().await {
             Ok(()) => ok("every service is ready".into()),
             Err(outcome) => Reply::Error {
-                message: outcome.to_string(),
+                message: outcome_text(&outcome),
             },
         };
         send(write, &reply).await
@@ -455,7 +457,7 @@ impl Client {
         let reply = tokio::select! {
             ready = self.stack.ready() => match ready {
                 Ok(()) => ok("every service is ready".into()),
-                Err(outcome) => Reply::Error { message: outcome.to_string() },
+                Err(outcome) => Reply::Error { message: outcome_text(&outcome) },
             },
             failed = first_failure(events, services) => Reply::Error { message: failed },
         };
