@@ -36,8 +36,11 @@ pub async fn up_detached(loaded: Loaded, dry_run: bool, watch: bool) -> ExitCode
     if dry_run {
         return dry_run_plan(&loaded).await;
     }
-    // A file the hard open-files limit cannot hold fails here, before anything exists.
-    if let Err(error) = running_process::compose::check_open_files(&loaded.file) {
+    // A file the hard open-files limit cannot hold fails here, before anything exists
+    // (counted as the supervisor will run it: the output it reads included).
+    let mut counted = loaded.file.clone();
+    crate::output::capture_inherited_output(&mut counted);
+    if let Err(error) = running_process::compose::check_open_files(&counted) {
         return fail(Chain(&error).to_string());
     }
     // The shared daemon's lock creates the private state directory.
