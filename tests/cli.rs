@@ -1251,3 +1251,63 @@ fn a_cgroup_that_cannot_be_created_fails_the_start_and_up_says_why() {
     assert!(log.contains("start failed: cannot create a cgroup"), "{log}");
     assert!(!log.contains("fallback"), "no process-group fallback: {log}");
 }
+
+/// Issue 30: where the machine gives the supervisor no cgroup v2 to write to (here: it
+/// runs as `nobody`, whose own cgroup is root's), the documented fallback is chosen once,
+/// announced once (one `fallback for every service` event in the log, with the reason),
+/// and every status row says its tree is tracked by process group, and why.
+#[test]
+fn without_cgroups_for_the_supervisor_the_fallback_is_announced_once_and_shown_per_service() {
+    if !rustix::process::geteuid().is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        println!("SKIPPED: needs root and setpriv (to run the supervisor as nobody)");
+        return;
+    }
+    let project = Project::new(&many_sleepers(3));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(project.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = "exec setpriv --reuid 65534 --regid 65534 --clear-groups";
+    let run = |args: &str| {
+        let script = format!("{as_nobody} {BIN} {args}");
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(project.dir.path())
+            .env("NO_COLOR", "1")
+            .env("XDG_RUNTIME_DIR", project.path("run"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = wait_output(child);
+        println!(
+            "$ {script}\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    let up = run("up --detach");
+    let status = run("status --json");
+    let stop = run("stop");
+    assert!(up.status.success() && status.status.success() && stop.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let rows = status["services"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let mut reasons = Vec::new();
+    for row in rows {
+        assert_eq!(row["tree"]["kind"], "process_group", "{row}");
+        reasons.push(row["tree"]["reason"].as_str().unwrap().to_owned());
+    }
+    assert!(reasons.iter().all(|r| r == &reasons[0] && !r.is_empty()), "{reasons:?}");
+    let log = std::fs::read_dir(project.path("run").join("running-process"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_to_string(d.path().join("supervisor.log")).unwrap())
+        .collect::<String>();
+    let announced: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(": fallback for every service: tree tracking"))
+        .collect();
+    assert_eq!(announced.len(), 1, "announced once: {log}");
+    assert!(announced[0].contains(&reasons[0]), "{log}");
+}
