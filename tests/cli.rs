@@ -1062,7 +1062,12 @@ impl Project {
             return Vec::new();
         };
         dirs.flatten()
-            .flat_map(|dir| std::fs::read_dir(dir.path()).into_iter().flatten().flatten())
+            .flat_map(|dir| {
+                std::fs::read_dir(dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
             .map(|f| f.file_name().to_string_lossy().into_owned())
             .collect()
     }
@@ -1119,7 +1124,10 @@ fn a_low_soft_limit_is_raised_by_the_supervisor_and_children_get_it_back() {
     );
     let project = Project::new(&text);
     let up = project.run_after("ulimit -Sn 64", "up --detach");
-    assert!(up.status.success(), "up --detach failed under a soft limit of 64");
+    assert!(
+        up.status.success(),
+        "up --detach failed under a soft limit of 64"
+    );
     assert_eq!(project.started(), 40);
     let soft = std::fs::read_to_string(project.path("soft")).unwrap();
     assert_eq!(soft.trim(), "64", "the service got the raised limit");
@@ -1127,9 +1135,15 @@ fn a_low_soft_limit_is_raised_by_the_supervisor_and_children_get_it_back() {
     let status = project.status();
     let supervisor = status["supervisor"]["pid"].as_u64().unwrap();
     let limits = std::fs::read_to_string(format!("/proc/{supervisor}/limits")).unwrap();
-    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
     let fields: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(fields[3], fields[4], "soft = hard in the supervisor: {line}");
+    assert_eq!(
+        fields[3], fields[4],
+        "soft = hard in the supervisor: {line}"
+    );
     for service in status["services"].as_array().unwrap() {
         assert_eq!(service["state"], "running", "{service}");
         assert!(service["last_start_error"].is_null(), "{service}");
@@ -1145,8 +1159,7 @@ fn a_low_soft_limit_is_raised_by_the_supervisor_and_children_get_it_back() {
         .unwrap()
         .flatten()
         .filter(|fd| {
-            std::fs::read_link(fd.path())
-                .is_ok_and(|l| l.to_string_lossy().contains("pidfd"))
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("pidfd"))
         })
         .count();
     let all = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
@@ -1176,7 +1189,8 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
         .ok_or("no cgroup v2 membership")?;
     let dir = mount.join(own.trim().trim_start_matches('/'));
     let probe = dir.join(format!("rp-probe-{}", std::process::id()));
-    std::fs::create_dir(&probe).map_err(|e| format!("cannot create a cgroup in {}: {e}", dir.display()))?;
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot create a cgroup in {}: {e}", dir.display()))?;
     let _ = std::fs::remove_dir(&probe);
     Ok(dir)
 }
@@ -1248,8 +1262,14 @@ fn a_cgroup_that_cannot_be_created_fails_the_start_and_up_says_why() {
         .flatten()
         .map(|d| std::fs::read_to_string(d.path().join("supervisor.log")).unwrap())
         .collect::<String>();
-    assert!(log.contains("start failed: cannot create a cgroup"), "{log}");
-    assert!(!log.contains("fallback"), "no process-group fallback: {log}");
+    assert!(
+        log.contains("start failed: cannot create a cgroup"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("fallback"),
+        "no process-group fallback: {log}"
+    );
 }
 
 /// Issue 30: where the machine gives the supervisor no cgroup v2 to write to (here: it
@@ -1258,7 +1278,9 @@ fn a_cgroup_that_cannot_be_created_fails_the_start_and_up_says_why() {
 /// and every status row says its tree is tracked by process group, and why.
 #[test]
 fn without_cgroups_for_the_supervisor_the_fallback_is_announced_once_and_shown_per_service() {
-    if !rustix::process::geteuid().is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+    if !rustix::process::geteuid().is_root()
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
         println!("SKIPPED: needs root and setpriv (to run the supervisor as nobody)");
         return;
     }
@@ -1298,7 +1320,10 @@ fn without_cgroups_for_the_supervisor_the_fallback_is_announced_once_and_shown_p
         assert_eq!(row["tree"]["kind"], "process_group", "{row}");
         reasons.push(row["tree"]["reason"].as_str().unwrap().to_owned());
     }
-    assert!(reasons.iter().all(|r| r == &reasons[0] && !r.is_empty()), "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r == &reasons[0] && !r.is_empty()),
+        "{reasons:?}"
+    );
     let log = std::fs::read_dir(project.path("run").join("running-process"))
         .unwrap()
         .flatten()
@@ -1306,7 +1331,7 @@ fn without_cgroups_for_the_supervisor_the_fallback_is_announced_once_and_shown_p
         .collect::<String>();
     let announced: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains(": fallback for every service: tree tracking"))
+        .filter(|l| l.contains(": fallback for every service: process groups instead of cgroups"))
         .collect();
     assert_eq!(announced.len(), 1, "announced once: {log}");
     assert!(announced[0].contains(&reasons[0]), "{log}");

@@ -950,13 +950,10 @@ async fn a_cgroup_that_cannot_be_created_fails_the_start_with_a_typed_error() {
         "echo $$ > {} && exec \"$0\" \"$@\"",
         limited.join("cgroup.procs").display()
     );
-    let mut helper = support::helper_command_via(
-        &["sh", "-c", &enter],
-        "helper_process",
-        "cgroup-limited",
-    )
-    .spawn()
-    .unwrap();
+    let mut helper =
+        support::helper_command_via(&["sh", "-c", &enter], "helper_process", "cgroup-limited")
+            .spawn()
+            .unwrap();
     let mut lines = tokio::io::BufReader::new(helper.stdout.take().unwrap()).lines();
     let verdict = support::helper_line(&mut lines, "the helper's verdict").await;
     within("the helper's exit", helper.wait()).await.unwrap();

@@ -184,7 +184,7 @@ fn report_tracking(tree: &TreePlan, no_cgroup: Option<&'static str>, ctx: &Spawn
         },
         (Tracking::ProcessGroup { machine }, None) => {
             if let Some(reason) = TreePlan::announce_fallback() {
-                ctx.fallback("tree tracking: process groups instead of cgroups", reason);
+                ctx.tree_fallback(reason);
             }
             TreeTracking::ProcessGroup {
                 reason: machine.unwrap_or("no cgroups on this platform").to_owned(),

@@ -50,8 +50,7 @@ pub(crate) use spawn::{
 pub(crate) use watch::PathWatcher;
 
 pub(crate) use tree::{
-    listener_inodes, socket_holder, Listening, ProcessTree, TreeLeader, TreePlan,
-    Tracking,
+    listener_inodes, socket_holder, Listening, ProcessTree, Tracking, TreeLeader, TreePlan,
 };
 
 #[cfg(target_os = "linux")]

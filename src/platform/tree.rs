@@ -77,7 +77,9 @@ impl TreePlan {
             let root = match supervisor_cgroup() {
                 Ok(Some(root)) => root,
                 Ok(None) => return Ok(TreePlan::default()),
-                Err(CreateError::Failed { path, source }) => return Err(TreeError { path, source }),
+                Err(CreateError::Failed { path, source }) => {
+                    return Err(TreeError { path, source })
+                }
                 Err(CreateError::Unavailable(_)) => return Ok(TreePlan::default()),
             };
             match root.create_service(service) {

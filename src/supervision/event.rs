@@ -162,9 +162,10 @@ impl std::fmt::Display for EventKind {
             EventKind::MemberAdded => f.write_str("added to the group"),
             EventKind::MemberReplaced => f.write_str("replaced by a new spec"),
             EventKind::MemberRemoved => f.write_str("removed from the group"),
-            EventKind::Fallback { what, reason } => {
-                write!(f, "fallback for every service: {what} ({reason})")
-            }
+            EventKind::TreeFallback { reason } => write!(
+                f,
+                "fallback for every service: process groups instead of cgroups ({reason})"
+            ),
         }
     }
 }
@@ -306,16 +307,14 @@ pub enum EventKind {
     MemberReplaced,
     /// The member was stopped and removed from its group.
     MemberRemoved,
-    /// A documented fallback is in force for every service of this process from now on,
-    /// weakening a guarantee (on Linux without cgroup v2 for the supervisor: service
-    /// trees are tracked by process group). Announced once, by the first service it
-    /// applies to; each status row says what is in force for that service
-    /// ([`MemberStatus::tree`](super::MemberStatus::tree)).
-    Fallback {
-        /// What is weakened (`"tree tracking: process groups instead of cgroups"`).
-        what: String,
-        /// Why.
-        reason: String,
+    /// The documented fallback of tree tracking is in force for every service of this
+    /// process from now on: the machine gives the supervisor no cgroup v2 (Linux), so
+    /// service trees are tracked by process group, which a `setsid()` child escapes.
+    /// Announced once, by the first service it applies to; each status row says what is
+    /// in force for that service ([`MemberStatus::tree`](super::MemberStatus::tree)).
+    TreeFallback {
+        /// Why (`"cgroup v2 is not mounted"`, `"no write access to its own cgroup ..."`).
+        reason: Arc<str>,
     },
 }
 
@@ -418,7 +417,9 @@ fn trace(service: &str, kind: &EventKind) {
         EventKind::MemberAdded => info!("member added"),
         EventKind::MemberReplaced => info!("member replaced"),
         EventKind::MemberRemoved => info!("member removed"),
-        EventKind::Fallback { what, reason } => warn!(%what, %reason, "fallback for every service"),
+        EventKind::TreeFallback { reason } => {
+            warn!(%reason, "fallback for every service: process groups instead of cgroups")
+        }
     }
 }
 

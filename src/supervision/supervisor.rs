@@ -202,12 +202,12 @@ impl SpawnContext {
         }
     }
 
-    /// A documented fallback is in force for every service of this process from now on
-    /// (emits [`EventKind::Fallback`]); call it once per process, from the first start it
-    /// applies to. `what` is weakened, `reason` says why.
-    pub fn fallback(&self, what: impl Into<String>, reason: impl Into<String>) {
-        self.events.emit(EventKind::Fallback {
-            what: what.into(),
+    /// Service trees are tracked by process group for every service of this process
+    /// from now on, the documented fallback where the machine gives the supervisor no
+    /// cgroup v2 (emits [`EventKind::TreeFallback`]); call it once per process, from the
+    /// first start it applies to, with the reason.
+    pub fn tree_fallback(&self, reason: impl Into<Arc<str>>) {
+        self.events.emit(EventKind::TreeFallback {
             reason: reason.into(),
         });
     }

@@ -135,7 +135,7 @@ fn fall_back(reason: String) {
         reason
     });
     if chosen {
-        tracing::warn!(%reason, "service trees are tracked by process group, not cgroup, for every service of this supervisor");
+        tracing::debug!(%reason, "service trees are tracked by process group, not cgroup, for every service of this supervisor (announced by the next start)");
     }
 }
 

@@ -20,8 +20,8 @@ use rustix::io::Errno;
 use tokio::sync::oneshot;
 
 use super::fork_exec::{self, Forked};
-use crate::platform::spawn::{Child, PipeReader, SpawnError, SpawnPlan, SpawnStage, Spawned};
 use super::Pidfd;
+use crate::platform::spawn::{Child, PipeReader, SpawnError, SpawnPlan, SpawnStage, Spawned};
 use crate::platform::ProcessHandle;
 
 enum Job {

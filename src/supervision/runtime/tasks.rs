@@ -60,7 +60,11 @@ pub(super) fn spawn_start(
     };
     let on_tree = {
         let (registry, name) = (registry.clone(), sink.service().to_owned());
-        Arc::new(move |tracking| registry.board.update(&name, |row| row.tree = Some(tracking)))
+        Arc::new(move |tracking| {
+            registry
+                .board
+                .update(&name, |row| row.tree = Some(tracking))
+        })
     };
     let ctx = SpawnContext::with_hooks(sink.clone(), on_spawn, on_tree);
     let result: StartSlot = Arc::new(Mutex::new(None));
