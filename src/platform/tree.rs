@@ -43,9 +43,11 @@ pub(crate) struct TreePlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Tracking {
     /// Its own cgroup, at this path.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Cgroup(std::path::PathBuf),
     /// Its process group; `machine` says why the machine gives it no cgroup (the
     /// documented fallback), `None` when the caller did not ask for one.
+    #[cfg_attr(not(unix), allow(dead_code))]
     ProcessGroup { machine: Option<&'static str> },
     /// Only the main process (Windows).
     #[cfg_attr(unix, allow(dead_code))]
