@@ -1329,9 +1329,15 @@ fn without_cgroups_for_the_supervisor_the_fallback_is_announced_once_and_shown_p
         .flatten()
         .map(|d| std::fs::read_to_string(d.path().join("supervisor.log")).unwrap())
         .collect::<String>();
+    let warned = log
+        .lines()
+        .filter(|l| l.starts_with("warn: fallback for every service"))
+        .count();
+    assert_eq!(warned, 1, "one tracing warning: {log}");
     let announced: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains(": fallback for every service: process groups instead of cgroups"))
+        // The event's line (`HH:MM:SS.mmm s0: fallback ... (REASON)`), not the warning's.
+        .filter(|l| l.contains(": fallback for every service: process groups instead of cgroups ("))
         .collect();
     assert_eq!(announced.len(), 1, "announced once: {log}");
     assert!(announced[0].contains(&reasons[0]), "{log}");
