@@ -1342,3 +1342,34 @@ fn without_cgroups_for_the_supervisor_the_fallback_is_announced_once_and_shown_p
     assert_eq!(announced.len(), 1, "announced once: {log}");
     assert!(announced[0].contains(&reasons[0]), "{log}");
 }
+
+/// Issue 30: a start that fails after start-up (the service exits before it is ready) is
+/// in `status --json` with its whole cause, `last_start_error`, and in the table's state.
+#[test]
+fn status_carries_the_last_start_error_with_its_cause() {
+    let project = Project::new(
+        r#"
+[services.flaky]
+program = "sh"
+args = ["-c", "if [ -e started ]; then echo no second start >&2; exit 3; fi; touch started; echo up; exec sleep 1000"]
+readiness = { kind = "log_line", pattern = "up" }
+restart = { kind = "permanent", backoff = { initial_ms = 600000 } }
+"#,
+    );
+    assert!(project.run(&["up", "--detach"]).status.success());
+    assert!(Project::service(&project.status(), "flaky")["last_start_error"].is_null());
+    let mut events = project.follow_events();
+    assert!(project.run(&["restart", "flaky"]).status.success());
+    events.wait_for("flaky: start failed");
+    drop(events);
+    let status = project.status();
+    let flaky = Project::service(&status, "flaky");
+    let error = flaky["last_start_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("exited before it was ready (exit code 3)")
+            && error.contains("no second start"),
+        "{flaky}"
+    );
+    let table = String::from_utf8_lossy(&project.run(&["status"]).stdout).into_owned();
+    assert!(table.contains("exit code 3"), "{table}");
+}
