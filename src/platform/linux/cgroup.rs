@@ -234,12 +234,16 @@ impl SupervisorCgroup {
             Err(source) => return Err(CreateError::Failed { path, source }),
         }
         let relative = format!("{}/{name}", own.trim_end_matches('/'));
+        // The keeper is what makes a SIGKILLed supervisor take its trees with it: without
+        // it (no pipe, no fork: out of descriptors or processes) no cgroup is used yet, and
+        // the start that needed one fails; the next one tries again. (Before Linux 5.14
+        // there is no `cgroup.kill` and no keeper: the next supervisor sweeps instead.)
         let keeper = if path.join("cgroup.kill").exists() {
             match start_keeper(&path) {
                 Ok(fd) => Some(fd),
-                Err(error) => {
-                    tracing::warn!(%error, "no cgroup keeper: a SIGKILLed supervisor may leave service trees behind");
-                    None
+                Err(source) => {
+                    let _ = std::fs::remove_dir(&path);
+                    return Err(CreateError::Failed { path, source });
                 }
             }
         } else {
