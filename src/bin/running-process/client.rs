@@ -24,6 +24,9 @@ use running_process::report::Chain;
 /// services': those are waited for without a deadline of ours, with their own).
 const SUPERVISOR_START: Duration = Duration::from_secs(60);
 
+/// How long a supervisor that outlived its failed start may take to stop before SIGKILL.
+const SUPERVISOR_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Exit code when no supervisor runs for the file.
 const NOT_RUNNING: u8 = 3;
 
@@ -86,8 +89,14 @@ pub async fn up_detached(loaded: Loaded, dry_run: bool, watch: bool) -> ExitCode
     }
     if failed && spawned {
         // Its set did not start: it stops what it started and exits. Wait for that (the
-        // kernel says when), then remove what it could not.
-        let _ = tokio::time::timeout(SUPERVISOR_START, handle.exited()).await;
+        // kernel says when; past the deadline, stop it: SIGTERM, then SIGKILL, which its
+        // services follow), then remove what it could not.
+        if tokio::time::timeout(SUPERVISOR_START, handle.exited())
+            .await
+            .is_err()
+        {
+            let _ = handle.stop(SUPERVISOR_STOP_GRACE).await;
+        }
         remove_leftovers(&loaded.path, &state).await;
         printer::stderr().print(format!(
             "(nothing is left running; the supervisor's log: {})",
