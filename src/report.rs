@@ -154,6 +154,10 @@ mod tests {
                 path: "o".into(),
                 source: os(),
             }),
+            Box::new(StartError::Cgroup {
+                parent: "/sys/fs/cgroup/x".into(),
+                source: os(),
+            }),
             Box::new(StartError::Exec {
                 program: "p".into(),
                 reason: ExecFailure::Other(os()),
@@ -286,6 +290,7 @@ mod tests {
             StartError::Listener { .. }
             | StartError::Spawn(_)
             | StartError::Prepare { .. }
+            | StartError::Cgroup { .. }
             | StartError::Exec { .. }
             | StartError::Setup { .. }
             | StartError::InvalidSpec(_)

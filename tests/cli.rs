@@ -1141,3 +1141,356 @@ fn wait_passes_when_the_check_holds_and_times_out_with_the_reason() {
     let output = wait_output(waiting);
     assert!(output.status.success(), "{output:?}");
 }
+
+/// A file of `n` services, each running `sleep` after `touch started-N` in the project
+/// directory (so a test can tell whether any was started).
+fn many_sleepers(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "[services.s{i}]\nprogram = \"sh\"\nargs = [\"-c\", \"touch started-{i}; exec sleep 1000\"]\n\n"
+            )
+        })
+        .collect()
+}
+
+impl Project {
+    /// `running-process ARGS` run by `sh -c 'SETUP; exec running-process ARGS'`.
+    fn run_after(&self, setup: &str, args: &str) -> Output {
+        let script = format!("{setup}; exec {BIN} {args}");
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &script])
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = wait_output(sh.spawn().unwrap());
+        println!(
+            "$ sh -c '{script}'\n{}{}(exit {:?})",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            output.status.code()
+        );
+        output
+    }
+
+    /// The files a detached supervisor keeps in the state directory, by name.
+    fn state_files(&self) -> Vec<String> {
+        let base = self.path("run").join("running-process");
+        let Ok(dirs) = std::fs::read_dir(base) else {
+            return Vec::new();
+        };
+        dirs.flatten()
+            .flat_map(|dir| {
+                std::fs::read_dir(dir.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn started(&self) -> usize {
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|f| f.file_name().to_string_lossy().starts_with("started-"))
+            .count()
+    }
+}
+
+/// Issue 30: a hard open-files limit too low for the file (set for the command by
+/// `ulimit -n`, soft and hard) is named with its numbers, before anything starts: no
+/// service ran, no supervisor, nothing in the state directory; in the foreground too.
+#[test]
+fn a_hard_open_files_limit_too_low_for_the_file_is_named_and_nothing_is_left() {
+    let project = Project::new(&many_sleepers(40));
+    for args in ["up --detach", "up"] {
+        let output = project.run_after("ulimit -n 64", args);
+        assert!(!output.status.success(), "{args} must fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("the open-files limit is too low for this file")
+                && stderr.contains("40 service instances")
+                && stderr.contains("the hard limit is 64"),
+            "{args}: {stderr}"
+        );
+        assert_eq!(project.started(), 0, "{args}: a service was started");
+        assert_eq!(project.state_files(), Vec::<String>::new(), "{args}");
+    }
+}
+
+/// Issue 30: under a soft limit of 64 (the hard one higher) the supervisor raises its own
+/// soft limit to the hard one, and 40 services (about 200 descriptors) all run; each gets
+/// the soft limit of 64 back, one pidfd per service is held, and the status says how each
+/// tree is tracked.
+#[test]
+fn a_low_soft_limit_is_raised_by_the_supervisor_and_children_get_it_back() {
+    let hard = Command::new("sh")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .unwrap();
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
+    if hard.parse::<u64>().is_ok_and(|h| h < 1024) {
+        println!("SKIPPED: the hard open-files limit ({hard}) is too low for 40 services");
+        return;
+    }
+    let mut text = many_sleepers(40);
+    text.push_str(
+        "[services.probe]\nprogram = \"sh\"\nargs = [\"-c\", \"ulimit -Sn > soft; echo up; exec sleep 1000\"]\n\
+         readiness = { kind = \"log_line\", pattern = \"up\" }\ncgroup = false\n",
+    );
+    let project = Project::new(&text);
+    let up = project.run_after("ulimit -Sn 64", "up --detach");
+    assert!(
+        up.status.success(),
+        "up --detach failed under a soft limit of 64"
+    );
+    assert_eq!(project.started(), 40);
+    let soft = std::fs::read_to_string(project.path("soft")).unwrap();
+    assert_eq!(soft.trim(), "64", "the service got the raised limit");
+
+    let status = project.status();
+    let supervisor = status["supervisor"]["pid"].as_u64().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{supervisor}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        fields[3], fields[4],
+        "soft = hard in the supervisor: {line}"
+    );
+    for service in status["services"].as_array().unwrap() {
+        assert_eq!(service["state"], "running", "{service}");
+        assert!(service["last_start_error"].is_null(), "{service}");
+        let kind = &service["tree"]["kind"];
+        if service["name"] == "probe" {
+            assert_eq!(kind, "process_group", "{service}");
+            assert_eq!(service["tree"]["reason"], "its spec turns cgroups off");
+        } else {
+            assert!(kind == "cgroup" || kind == "process_group", "{service}");
+        }
+    }
+    let pidfds = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().contains("pidfd"))
+        })
+        .count();
+    let all = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
+        .unwrap()
+        .count();
+    println!("the supervisor of 41 services holds {all} descriptors, {pidfds} pidfds");
+    // One per service, and the cgroup keeper's.
+    assert!(pidfds <= 42, "{pidfds} pidfds for 41 services");
+}
+
+/// The cgroup v2 directory of this test process, where it may create a child (root with a
+/// writable cgroup v2), or why not.
+fn own_cgroup_dir() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .ok_or("cgroup v2 is not mounted")?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("no cgroup v2 membership")?;
+    let dir = mount.join(own.trim().trim_start_matches('/'));
+    let probe = dir.join(format!("rp-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .map_err(|e| format!("cannot create a cgroup in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_dir(&probe);
+    Ok(dir)
+}
+
+/// Every process in cgroup `dir` and below.
+fn cgroup_pids(dir: &std::path::Path) -> Vec<u64> {
+    let mut pids: Vec<u64> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&entry.path()));
+        }
+    }
+    pids
+}
+
+/// Issue 30: on a machine with cgroup v2, a service whose cgroup cannot be created (the
+/// parent cgroup allows one descendant: the supervisor's own directory) does not start in
+/// its process group instead: the start fails with `StartError::Cgroup`, `up --detach`
+/// prints the whole cause, and afterwards nothing runs and neither the manifest, the
+/// socket nor the lock file is left (the log is).
+#[test]
+fn a_cgroup_that_cannot_be_created_fails_the_start_and_up_says_why() {
+    let parent = match own_cgroup_dir() {
+        Ok(dir) => dir,
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            return;
+        }
+    };
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("SKIPPED: python3 (for a pidfd wait) is missing");
+        return;
+    }
+    let limited = parent.join(format!("rp-test-limited-{}", std::process::id()));
+    std::fs::create_dir(&limited).unwrap();
+    std::fs::write(limited.join("cgroup.max.descendants"), "1").unwrap();
+    let project = Project::new(&many_sleepers(3));
+    let setup = format!("echo $$ > {}", limited.join("cgroup.procs").display());
+    let up = project.run_after(&setup, "up --detach");
+    let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
+
+    // Whatever the outcome, nothing of it may survive: the supervisor, its keeper and the
+    // services all lived in `limited`; each exit is awaited through a pidfd.
+    for pid in cgroup_pids(&limited) {
+        wait_exited(pid).unwrap();
+    }
+    for entry in std::fs::read_dir(&limited).unwrap().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    std::fs::remove_dir(&limited).unwrap();
+
+    assert!(!up.status.success(), "up --detach must fail");
+    assert!(
+        stderr.contains("failed to start: cannot create a cgroup for this instance in")
+            && stderr.contains("Resource temporarily unavailable"),
+        "the whole cause: {stderr}"
+    );
+    assert!(stderr.contains("nothing is left running"), "{stderr}");
+    let left = project.state_files();
+    assert_eq!(left, vec!["supervisor.log".to_owned()], "{left:?}");
+    let log = std::fs::read_dir(project.path("run").join("running-process"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_to_string(d.path().join("supervisor.log")).unwrap())
+        .collect::<String>();
+    assert!(
+        log.contains("start failed: cannot create a cgroup"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("fallback"),
+        "no process-group fallback: {log}"
+    );
+}
+
+/// Issue 30: where the machine gives the supervisor no cgroup v2 to write to (here: it
+/// runs as `nobody`, whose own cgroup is root's), the documented fallback is chosen once,
+/// announced once (one `fallback for every service` event in the log, with the reason),
+/// and every status row says its tree is tracked by process group, and why.
+#[test]
+fn without_cgroups_for_the_supervisor_the_fallback_is_announced_once_and_shown_per_service() {
+    if !rustix::process::geteuid().is_root()
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        println!("SKIPPED: needs root and setpriv (to run the supervisor as nobody)");
+        return;
+    }
+    let project = Project::new(&many_sleepers(3));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(project.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = "exec setpriv --reuid 65534 --regid 65534 --clear-groups";
+    let run = |args: &str| {
+        let script = format!("{as_nobody} {BIN} {args}");
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .current_dir(project.dir.path())
+            .env("NO_COLOR", "1")
+            .env("XDG_RUNTIME_DIR", project.path("run"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = wait_output(child);
+        println!(
+            "$ {script}\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    };
+    let up = run("up --detach");
+    let status = run("status --json");
+    let stop = run("stop");
+    assert!(up.status.success() && status.status.success() && stop.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let rows = status["services"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let mut reasons = Vec::new();
+    for row in rows {
+        assert_eq!(row["tree"]["kind"], "process_group", "{row}");
+        reasons.push(row["tree"]["reason"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        reasons.iter().all(|r| r == &reasons[0] && !r.is_empty()),
+        "{reasons:?}"
+    );
+    let log = std::fs::read_dir(project.path("run").join("running-process"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_to_string(d.path().join("supervisor.log")).unwrap())
+        .collect::<String>();
+    let warned = log
+        .lines()
+        .filter(|l| l.starts_with("warn: fallback for every service"))
+        .count();
+    assert_eq!(warned, 1, "one tracing warning: {log}");
+    let announced: Vec<&str> = log
+        .lines()
+        // The event's line (`HH:MM:SS.mmm s0: fallback ... (REASON)`), not the warning's.
+        .filter(|l| l.contains(": fallback for every service: process groups instead of cgroups ("))
+        .collect();
+    assert_eq!(announced.len(), 1, "announced once: {log}");
+    assert!(announced[0].contains(&reasons[0]), "{log}");
+}
+
+/// Issue 30: a start that fails after start-up (the service exits before it is ready) is
+/// in `status --json` with its whole cause, `last_start_error`, and in the table's state.
+#[test]
+fn status_carries_the_last_start_error_with_its_cause() {
+    let project = Project::new(
+        r#"
+[services.flaky]
+program = "sh"
+args = ["-c", "if [ -e started ]; then echo no second start >&2; exit 3; fi; touch started; echo up; exec sleep 1000"]
+readiness = { kind = "log_line", pattern = "up" }
+restart = { kind = "permanent", backoff = { initial_ms = 600000 } }
+"#,
+    );
+    assert!(project.run(&["up", "--detach"]).status.success());
+    assert!(Project::service(&project.status(), "flaky")["last_start_error"].is_null());
+    let mut events = project.follow_events();
+    assert!(project.run(&["restart", "flaky"]).status.success());
+    events.wait_for("flaky: start failed");
+    drop(events);
+    let status = project.status();
+    let flaky = Project::service(&status, "flaky");
+    let error = flaky["last_start_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("exited before it was ready (exit code 3)")
+            && error.contains("no second start"),
+        "{flaky}"
+    );
+    let table = String::from_utf8_lossy(&project.run(&["status"]).stdout).into_owned();
+    assert!(table.contains("exit code 3"), "{table}");
+}

@@ -749,18 +749,23 @@ async fn a_detached_daemon_writes_its_output_itself() {
     service.stop().await;
 }
 
-/// Not a test of its own: the entry point of the helper process of
-/// [`a_sigkilled_supervisor_leaves_neither_processes_nor_cgroups`] (this binary re-executed
-/// with `support::HELPER_ROLE` set). Run normally, it returns.
+/// Not a test of its own: the entry point of the helper processes of
+/// [`a_sigkilled_supervisor_leaves_neither_processes_nor_cgroups`] (role `keeper`) and
+/// [`a_cgroup_that_cannot_be_created_fails_the_start_with_a_typed_error`] (role
+/// `cgroup-limited`): this binary re-executed with `support::HELPER_ROLE` set. Run
+/// normally, it returns.
 #[test]
 fn helper_process() {
-    if std::env::var(support::HELPER_ROLE).is_err() {
+    let Ok(role) = std::env::var(support::HELPER_ROLE) else {
         return;
-    }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    if role == "cgroup-limited" {
+        return runtime.block_on(start_in_a_limited_cgroup());
+    }
     runtime.block_on(async {
         // A tree with a child that left the process group: only the cgroup tracks it.
         let dir = tempfile::tempdir().unwrap();
@@ -780,6 +785,22 @@ fn helper_process() {
         ));
         std::future::pending::<()>().await;
     });
+}
+
+/// The `cgroup-limited` helper: one service, whose start must fail with
+/// `StartError::Cgroup` (its process runs in a cgroup that allows one descendant, the
+/// supervisor's directory); it says which error it got.
+async fn start_in_a_limited_cgroup() {
+    let service = sh("limited", "exec sleep 3600").supervise();
+    let verdict = match service.ready().await {
+        Ok(()) => "started (wrong)".to_owned(),
+        Err(Outcome::StartFailed { error, .. }) => match &*error {
+            StartError::Cgroup { .. } => format!("typed {}", support::chain(&*error)),
+            other => format!("untyped {}", support::chain(other)),
+        },
+        Err(other) => format!("ended {other}"),
+    };
+    support::helper_say(&verdict);
 }
 
 /// The keeper: a child of `parent` called `rp-keeper`.
@@ -909,4 +930,68 @@ fn libc_sigpipe() -> u32 {
 
 fn libc_sigusr1() -> i32 {
     rustix::process::Signal::USR1.as_raw()
+}
+
+/// Issue 30: on a machine with cgroup v2, an instance whose cgroup cannot be created does
+/// not start in its process group instead: its start fails with `StartError::Cgroup`
+/// naming the directory and the OS error (the helper runs in a cgroup that allows one
+/// descendant: the supervisor's directory; `cgroup.max.descendants`).
+#[tokio::test]
+async fn a_cgroup_that_cannot_be_created_fails_the_start_with_a_typed_error() {
+    use tokio::io::AsyncBufReadExt;
+    let Some(parent) = writable_own_cgroup() else {
+        support::daemons::skip("no writable cgroup v2 here (root with cgroup v2 needed)");
+        return;
+    };
+    let limited = parent.join(format!("rp-lifecycle-limited-{}", std::process::id()));
+    std::fs::create_dir(&limited).unwrap();
+    std::fs::write(limited.join("cgroup.max.descendants"), "1").unwrap();
+    let enter = format!(
+        "echo $$ > {} && exec \"$0\" \"$@\"",
+        limited.join("cgroup.procs").display()
+    );
+    let mut helper =
+        support::helper_command_via(&["sh", "-c", &enter], "helper_process", "cgroup-limited")
+            .spawn()
+            .unwrap();
+    let mut lines = tokio::io::BufReader::new(helper.stdout.take().unwrap()).lines();
+    let verdict = support::helper_line(&mut lines, "the helper's verdict").await;
+    within("the helper's exit", helper.wait()).await.unwrap();
+    // The keeper of the helper's supervisor cgroup ends once the helper is gone.
+    let left: Vec<u32> = std::fs::read_to_string(limited.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    for pid in left {
+        wait_gone(pid).await;
+    }
+    for entry in std::fs::read_dir(&limited).unwrap().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    std::fs::remove_dir(&limited).unwrap();
+    assert!(
+        verdict.starts_with("typed cannot create a cgroup for this instance in ")
+            && verdict.contains("Resource temporarily unavailable"),
+        "{verdict}"
+    );
+}
+
+/// This process's cgroup v2 directory, if it may create a cgroup in it.
+fn writable_own_cgroup() -> Option<std::path::PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next()? == "cgroup2")
+            .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = mount.join(own.trim().trim_start_matches('/'));
+    let probe = dir.join(format!("rp-lifecycle-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).ok()?;
+    std::fs::remove_dir(&probe).ok()?;
+    Some(dir)
 }

@@ -204,7 +204,23 @@ pub(crate) fn limits(spec: &CommandSpec) -> Vec<ResourceLimit> {
             hard: l.hard,
         })
     };
+    // A supervisor that raised its own soft limit (`raise_open_files_limit`) gives its
+    // children the one it started with, unless the spec sets one (Linux: elsewhere a
+    // spawn applies no limits).
+    let inherited = spec
+        .limits
+        .open_files
+        .is_none()
+        .then(crate::platform::open_files_for_children)
+        .flatten()
+        .filter(|_| cfg!(target_os = "linux"))
+        .map(|(soft, hard)| ResourceLimit {
+            resource: LimitResource::OpenFiles,
+            soft,
+            hard,
+        });
     [
+        inherited,
         one(LimitResource::OpenFiles, spec.limits.open_files),
         one(LimitResource::Processes, spec.limits.processes),
         one(LimitResource::CoreSize, spec.limits.core_size),
@@ -251,9 +267,10 @@ pub(crate) fn plan(
     Ok(Launch { program, plan })
 }
 
-/// [`plan`] and the instance's [`TreePlan`] (with `cgroup`, where the supervisor can
-/// make one): everything of a start that touches the file system, for one trip to the
-/// blocking pool.
+/// [`plan`] and the instance's [`TreePlan`] (with `cgroup`, where the machine tracks
+/// trees by cgroup v2): everything of a start that touches the file system, for one trip
+/// to the blocking pool. A cgroup that cannot be created there is
+/// [`StartError::Cgroup`], never a quiet process group.
 pub(crate) fn plan_with_tree(
     spec: &CommandSpec,
     run_as: &RunAs,
@@ -263,7 +280,11 @@ pub(crate) fn plan_with_tree(
     cgroup: bool,
 ) -> Result<(Launch, TreePlan), StartError> {
     let launch = plan(spec, run_as, extra_env, stdout, stderr)?;
-    Ok((launch, TreePlan::new(&spec.name, cgroup)))
+    let tree = TreePlan::new(&spec.name, cgroup).map_err(|error| StartError::Cgroup {
+        parent: error.path,
+        source: error.source,
+    })?;
+    Ok((launch, tree))
 }
 
 /// The [`StartError`] for a failed spawn of `program`: execution failures and failures

@@ -11,11 +11,21 @@
 //! | where | the tree | on an unexpected exit of the main process | supervisor SIGKILLed |
 //! |---|---|---|---|
 //! | Linux, cgroup v2 writable (root, or a delegated subtree) | its own cgroup, entered with `CLONE_INTO_CGROUP` | `cgroup.kill`, then wait for `populated 0` (an event) | main process: parent-death signal; the rest: the keeper process's `cgroup.kill` |
-//! | Linux otherwise, or [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup) `false` | the process group it leads | SIGKILL to the group while the dead leader is still un-reaped; members found in `/proc`, each exit awaited through its pidfd, until none is left | main process only; `setsid()` children escape everything |
+//! | Linux without cgroup v2 for the supervisor (none mounted, its cgroup not writable: chosen once, announced once, shown per service), or [`CommandSpec::cgroup`](CommandSpec#structfield.cgroup) `false` | the process group it leads | SIGKILL to the group while the dead leader is still un-reaped; members found in `/proc`, each exit awaited through its pidfd, until none is left | main process only; `setsid()` children escape everything |
 //! | macOS | the process group | the group | nothing: the main process survives too |
 //! | Windows | the main process | nothing more | nothing: kill on drop only |
 //!
 //! Stops follow [`KillMode`]; readiness believes only the tree's own listeners (Linux).
+//! Where the machine has cgroup v2 for the supervisor, an instance whose cgroup cannot be
+//! created does not start ([`StartError::Cgroup`](crate::supervision::StartError::Cgroup)):
+//! it never runs quietly in its process group instead. Each start reports how its tree is
+//! tracked ([`MemberStatus::tree`](crate::supervision::MemberStatus::tree)).
+//!
+//! # Descriptors
+//!
+//! [`raise_open_files_limit`] raises the supervisor's soft open-files limit to the hard
+//! one (children get the original back); [`CommandSpec::descriptor_estimate`] says what a
+//! supervisor holds per running instance.
 //!
 //! # Listeners: restarts that refuse no connection (Linux)
 //!
@@ -55,6 +65,7 @@
 //! [`CommandSupervisor`] (see the crate's front page).
 
 mod checks;
+mod descriptors;
 mod instance;
 pub(crate) mod launch;
 mod listeners;
@@ -72,6 +83,7 @@ pub(crate) mod supervisor;
 pub(crate) mod wait;
 
 pub use checks::CheckError;
+pub use descriptors::{raise_open_files_limit, OpenFiles, SUPERVISOR_DESCRIPTORS};
 pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
     CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Listener, Output, Readiness,

@@ -20,8 +20,8 @@ use super::spec::{CommandSpec, Readiness, StreamName};
 use super::stop;
 use crate::blocking::blocking;
 use crate::handle::BackendHandle;
-use crate::platform::{self, PipeReader, ProcessTree, TreePlan};
-use crate::supervision::{SpawnContext, StartError};
+use crate::platform::{self, PipeReader, ProcessTree, Tracking, TreePlan};
+use crate::supervision::{SpawnContext, StartError, TreeTracking};
 
 /// What a start needs, made before the fork.
 pub(super) struct StartPlan {
@@ -34,6 +34,8 @@ pub(super) struct StartPlan {
     sinks: [Option<LineSink>; 2],
     tail: Option<OutputTail>,
     tree: TreePlan,
+    /// Why the spec itself asks for no cgroup, if it does.
+    no_cgroup: Option<&'static str>,
 }
 
 /// A started child, not ready yet, with what [`attach`] needs.
@@ -90,7 +92,14 @@ pub(super) async fn prepare(
     // Everything else that touches the file system, in one trip to the blocking pool.
     // Services that outlive the supervisor get no cgroup: the keeper kills every tree
     // under the supervisor's cgroup when the supervisor exits.
-    let want_cgroup = spec.die_with_supervisor && spec.cgroup;
+    let no_cgroup = if !spec.cgroup {
+        Some("its spec turns cgroups off")
+    } else if !spec.die_with_supervisor {
+        Some("it outlives the supervisor")
+    } else {
+        None
+    };
+    let want_cgroup = no_cgroup.is_none();
     let owned = spec.clone();
     let for_plan = run_as.clone();
     let (launch::Launch { program, mut plan }, tree) = blocking(move || {
@@ -107,6 +116,7 @@ pub(super) async fn prepare(
         sinks,
         tail,
         tree,
+        no_cgroup,
     })
 }
 
@@ -124,14 +134,25 @@ pub(super) async fn launch(
         sinks,
         tail,
         tree,
+        no_cgroup,
         ..
     } = start;
+    report_tracking(&tree, no_cgroup, ctx);
+    let cgroup = match tree.tracking() {
+        Tracking::Cgroup(path) => path,
+        _ => PathBuf::new(),
+    };
     tree.apply(&mut plan);
     let spawned = match platform::spawn(plan).await {
         Ok(spawned) => spawned,
         // Not allowed to start processes in our cgroups after all (delegation rules):
-        // process groups from now on; this attempt is retried.
-        Err(error) if error.refused_cgroup() => return Err(StartError::Spawn(error.error)),
+        // this start fails, saying so; process groups from now on, announced once.
+        Err(error) if error.refused_cgroup() => {
+            return Err(StartError::Cgroup {
+                parent: cgroup,
+                source: error.error,
+            })
+        }
         Err(error) => return Err(launch::start_error(&program, error)),
     };
     let pid = spawned.pid;
@@ -149,6 +170,29 @@ pub(super) async fn launch(
         sinks,
         tail,
     })
+}
+
+/// Tell the runtime how this instance's tree is tracked (its status row), and announce
+/// the machine-wide process-group fallback the first time it applies.
+fn report_tracking(tree: &TreePlan, no_cgroup: Option<&'static str>, ctx: &SpawnContext) {
+    let tracking = match (tree.tracking(), no_cgroup) {
+        (Tracking::Cgroup(path), _) => TreeTracking::Cgroup {
+            path: path.display().to_string(),
+        },
+        (Tracking::ProcessGroup { .. }, Some(reason)) => TreeTracking::ProcessGroup {
+            reason: reason.to_owned(),
+        },
+        (Tracking::ProcessGroup { machine }, None) => {
+            if let Some(reason) = TreePlan::announce_fallback() {
+                ctx.tree_fallback(reason);
+            }
+            TreeTracking::ProcessGroup {
+                reason: machine.unwrap_or("no cgroups on this platform").to_owned(),
+            }
+        }
+        (Tracking::MainProcess, _) => TreeTracking::MainProcess,
+    };
+    ctx.tree_tracking(tracking);
 }
 
 /// Whether the spec needs an sd_notify socket.

@@ -101,6 +101,7 @@ mod check;
 mod error;
 pub mod export;
 mod file;
+mod limits;
 #[cfg(feature = "toml")]
 mod load;
 mod ports;
@@ -114,6 +115,7 @@ pub use apply::{ApplyError, ApplyPlan, ServiceChange};
 pub use check::Problem;
 pub use error::FileError;
 pub use file::{GroupSettings, Service, ServiceFile, DEFAULT_FILE_NAME};
+pub use limits::{check_open_files, OpenFilesError};
 #[cfg(feature = "toml")]
 pub use load::{LoadOptions, DOTENV_FILE_NAME, OVERRIDE_FILE_NAME};
 pub(crate) use ports::free_loopback_port;

@@ -153,6 +153,9 @@ impl Stack {
     /// [`Stack::ready`]. Call it within a tokio runtime. A file that passed its checks
     /// (`ServiceFile::load`, feature `toml`, or [`ServiceFile::check`]) is a valid
     /// group; one that did not may be refused here (an unknown dependency, a cycle).
+    /// It leaves the open-files limit alone: call
+    /// [`check_open_files`](super::check_open_files) first, as the command line does, to
+    /// raise it and refuse a file the hard limit cannot hold before anything starts.
     pub fn start(file: ServiceFile) -> Result<Stack, GroupSpecError> {
         Stack::start_with(file, command_supervisors())
     }

@@ -29,6 +29,7 @@ mod unix;
 mod files;
 mod held;
 mod helpers;
+mod limits;
 pub(crate) mod notify;
 mod spawn;
 mod tree;
@@ -42,6 +43,7 @@ pub(crate) use held::{duplicate, Descriptor, HeldSocket, CAN_PASS_DESCRIPTORS};
 pub(crate) use helpers::{exec_errno, kill_group, own_process_group, ExecErrno};
 #[cfg(feature = "toml")]
 pub(crate) use helpers::{nudge_group, Nudge};
+pub(crate) use limits::{open_files_for_children, raise_open_files};
 pub(crate) use notify::NotifySocket;
 pub(crate) use spawn::{
     spawn, Child, Credentials, LimitResource, ListenFd, PipeReader, ResourceLimit, SpawnError,
@@ -50,7 +52,7 @@ pub(crate) use spawn::{
 pub(crate) use watch::PathWatcher;
 
 pub(crate) use tree::{
-    listener_inodes, socket_holder, Listening, ProcessTree, TreeLeader, TreePlan,
+    listener_inodes, socket_holder, Listening, ProcessTree, Tracking, TreeLeader, TreePlan,
 };
 
 #[cfg(target_os = "linux")]
@@ -157,9 +159,10 @@ impl ProcessHandle {
         imp::ProcessHandle::open(pid).map(|inner| ProcessHandle { inner })
     }
 
-    /// A handle from the pidfd a `clone3(CLONE_PIDFD)` returned (Linux).
+    /// A handle from the pidfd a `clone3(CLONE_PIDFD)` returned (Linux), shared with the
+    /// child's owner: one descriptor per child, not one per holder.
     #[cfg(target_os = "linux")]
-    pub fn from_pidfd(pid: u32, pidfd: std::os::fd::OwnedFd) -> Self {
+    pub fn from_pidfd(pid: u32, pidfd: std::sync::Arc<std::os::fd::OwnedFd>) -> Self {
         ProcessHandle {
             inner: imp::ProcessHandle::from_pidfd(pid, pidfd),
         }

@@ -39,30 +39,96 @@ pub(crate) struct TreePlan {
     cgroup: Option<std::sync::Arc<super::cgroup::ServiceCgroup>>,
 }
 
+/// How an instance's tree is tracked, as decided by its [`TreePlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tracking {
+    /// Its own cgroup, at this path.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Cgroup(std::path::PathBuf),
+    /// Its process group; `machine` says why the machine gives it no cgroup (the
+    /// documented fallback), `None` when the caller did not ask for one.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    ProcessGroup { machine: Option<&'static str> },
+    /// Only the main process (Windows).
+    #[cfg_attr(unix, allow(dead_code))]
+    MainProcess,
+}
+
+/// Why an instance could not get the cgroup it was to run in (Linux): nothing is started.
+#[derive(Debug)]
+pub(crate) struct TreeError {
+    /// The directory that could not be created (or the file that could not be read).
+    pub path: std::path::PathBuf,
+    /// The OS error.
+    pub source: io::Error,
+}
+
 impl TreePlan {
     /// A plan for one instance of `service`: with `cgroup`, its service's spare cgroup or a
-    /// new directory, where the supervisor can make one (a failure is logged and gives the
-    /// process group). Blocking (file system): for the blocking pool.
-    pub(crate) fn new(service: &str, cgroup: bool) -> TreePlan {
+    /// new directory where the machine tracks trees by cgroup v2. Where it does not (no
+    /// cgroup v2, no write access: the documented fallback, chosen once per process), the
+    /// process group. A cgroup that cannot be created on a machine that has them is an
+    /// error, never a quiet process group. Blocking (file system): for the blocking pool.
+    pub(crate) fn new(service: &str, cgroup: bool) -> Result<TreePlan, TreeError> {
         #[cfg(target_os = "linux")]
         {
-            let cgroup = cgroup
-                .then(|| super::cgroup::supervisor_cgroup().map(|root| root.create_service(service)))
-                .flatten()
-                .and_then(|made| match made {
-                    Ok(cgroup) => Some(std::sync::Arc::new(cgroup)),
-                    Err(error) => {
-                        tracing::warn!(service, error = %crate::report::Chain(&error), "cannot create the service's cgroup; using its process group");
-                        None
-                    }
-                });
-            TreePlan { cgroup }
+            use super::cgroup::{supervisor_cgroup, CreateError};
+            if !cgroup {
+                return Ok(TreePlan::default());
+            }
+            let root = match supervisor_cgroup() {
+                Ok(Some(root)) => root,
+                Ok(None) => return Ok(TreePlan::default()),
+                Err(CreateError::Failed { path, source }) => {
+                    return Err(TreeError { path, source })
+                }
+                Err(CreateError::Unavailable(_)) => return Ok(TreePlan::default()),
+            };
+            match root.create_service(service) {
+                Ok(made) => Ok(TreePlan {
+                    cgroup: Some(std::sync::Arc::new(made)),
+                }),
+                Err(source) => Err(TreeError {
+                    path: root.path().to_owned(),
+                    source,
+                }),
+            }
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = (service, cgroup);
-            TreePlan {}
+            Ok(TreePlan {})
         }
+    }
+
+    /// How the tree of the instance this plan starts is tracked.
+    pub(crate) fn tracking(&self) -> Tracking {
+        #[cfg(target_os = "linux")]
+        {
+            match &self.cgroup {
+                Some(cgroup) => Tracking::Cgroup(cgroup.path().to_owned()),
+                None => Tracking::ProcessGroup {
+                    machine: super::cgroup::fallback(),
+                },
+            }
+        }
+        #[cfg(all(unix, not(target_os = "linux")))]
+        {
+            Tracking::ProcessGroup { machine: None }
+        }
+        #[cfg(not(unix))]
+        {
+            Tracking::MainProcess
+        }
+    }
+
+    /// The machine-wide fallback's reason the first time it is asked for after it was
+    /// chosen (to announce it once), else `None`.
+    pub(crate) fn announce_fallback() -> Option<&'static str> {
+        #[cfg(target_os = "linux")]
+        return super::cgroup::announce_fallback();
+        #[cfg(not(target_os = "linux"))]
+        None
     }
 
     /// Make `plan` start its process in this tree (Linux: `CLONE_INTO_CGROUP`).

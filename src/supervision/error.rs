@@ -100,6 +100,20 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The instance could not get a cgroup of its own on a machine where service trees are
+    /// tracked by cgroup v2 (no descriptor left, a limit of the parent cgroup such as
+    /// `cgroup.max.descendants`, no memory): nothing was started. A service never runs
+    /// with less tracking than the machine gives it (no quiet process group instead);
+    /// the process-group fallback is only for a machine without cgroup v2 for the
+    /// supervisor, chosen once for every service and shown in each status row.
+    #[error("cannot create a cgroup for this instance in {}", parent.display())]
+    Cgroup {
+        /// The directory it was to be created in (or the file that could not be read).
+        parent: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The program cannot be executed (permanent).
     #[error("cannot execute {}", program.display())]
     Exec {

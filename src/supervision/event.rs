@@ -162,6 +162,10 @@ impl std::fmt::Display for EventKind {
             EventKind::MemberAdded => f.write_str("added to the group"),
             EventKind::MemberReplaced => f.write_str("replaced by a new spec"),
             EventKind::MemberRemoved => f.write_str("removed from the group"),
+            EventKind::TreeFallback { reason } => write!(
+                f,
+                "fallback for every service: process groups instead of cgroups ({reason})"
+            ),
         }
     }
 }
@@ -303,6 +307,15 @@ pub enum EventKind {
     MemberReplaced,
     /// The member was stopped and removed from its group.
     MemberRemoved,
+    /// The documented fallback of tree tracking is in force for every service of this
+    /// process from now on: the machine gives the supervisor no cgroup v2 (Linux), so
+    /// service trees are tracked by process group, which a `setsid()` child escapes.
+    /// Announced once, by the first service it applies to; each status row says what is
+    /// in force for that service ([`MemberStatus::tree`](super::MemberStatus::tree)).
+    TreeFallback {
+        /// Why (`"cgroup v2 is not mounted"`, `"no write access to its own cgroup ..."`).
+        reason: Arc<str>,
+    },
 }
 
 /// Where events are emitted: a broadcast sender plus the service name. Cheap to clone.
@@ -404,6 +417,9 @@ fn trace(service: &str, kind: &EventKind) {
         EventKind::MemberAdded => info!("member added"),
         EventKind::MemberReplaced => info!("member replaced"),
         EventKind::MemberRemoved => info!("member removed"),
+        EventKind::TreeFallback { reason } => {
+            warn!(%reason, "fallback for every service: process groups instead of cgroups")
+        }
     }
 }
 

@@ -88,6 +88,7 @@ pub use policy::{
 };
 pub use runtime::{
     supervise, supervise_group, HealthView, MemberError, MemberState, MemberStatus, ServiceHandle,
+    TreeTracking,
 };
 pub use supervisor::{
     Demand, SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT,

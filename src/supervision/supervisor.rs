@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use super::error::{HealthError, LastOutput, StartError};
 use super::event::{EventKind, EventSink};
 use super::policy::RestartPolicy;
+use super::runtime::TreeTracking;
 use super::HealthPolicy;
 use crate::handle::{BackendHandle, BackendHandleError, ExitStatus};
 
@@ -158,7 +159,11 @@ pub struct SpawnContext {
     events: EventSink,
     spawned: Arc<std::sync::Mutex<Option<BackendHandle>>>,
     on_spawn: Option<OnSpawn>,
+    on_tree: Option<OnTree>,
 }
+
+/// What the runtime does with [`SpawnContext::tree_tracking`]: the member's status row.
+pub(crate) type OnTree = Arc<dyn Fn(TreeTracking) + Send + Sync>;
 
 impl std::fmt::Debug for SpawnContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,15 +179,37 @@ impl SpawnContext {
             events,
             spawned: Arc::default(),
             on_spawn: None,
+            on_tree: None,
         }
     }
 
-    /// The same, calling `on_spawn` when the process has been spawned.
-    pub(crate) fn with_on_spawn(events: EventSink, on_spawn: OnSpawn) -> Self {
+    /// The same, calling `on_spawn` when the process has been spawned and `on_tree` with
+    /// what [`SpawnContext::tree_tracking`] says.
+    pub(crate) fn with_hooks(events: EventSink, on_spawn: OnSpawn, on_tree: OnTree) -> Self {
         SpawnContext {
             on_spawn: Some(on_spawn),
+            on_tree: Some(on_tree),
             ..SpawnContext::new(events)
         }
+    }
+
+    /// How the process tree of the backend being started is tracked: shown in its status
+    /// row ([`MemberStatus::tree`](super::MemberStatus::tree), `status --json`'s `tree`).
+    /// `CommandSupervisor` reports it at every spawn.
+    pub fn tree_tracking(&self, tracking: TreeTracking) {
+        if let Some(on_tree) = &self.on_tree {
+            on_tree(tracking);
+        }
+    }
+
+    /// Service trees are tracked by process group for every service of this process
+    /// from now on, the documented fallback where the machine gives the supervisor no
+    /// cgroup v2 (emits [`EventKind::TreeFallback`]); call it once per process, from the
+    /// first start it applies to, with the reason.
+    pub fn tree_fallback(&self, reason: impl Into<Arc<str>>) {
+        self.events.emit(EventKind::TreeFallback {
+            reason: reason.into(),
+        });
     }
 
     /// The process has been started (before it is ready): emits [`EventKind::Spawned`].

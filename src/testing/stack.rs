@@ -11,7 +11,8 @@ use crate::command::private_dir::PrivateDir;
 use crate::command::{CommandSpec, CommandSupervisor, Output};
 use crate::compose::MakeSupervisor;
 use crate::compose::{
-    FileError, LoadOptions, Ports, Selection, ServiceFile, Stack, UnknownService,
+    check_open_files, FileError, LoadOptions, OpenFilesError, Ports, Selection, ServiceFile, Stack,
+    UnknownService,
 };
 use crate::handle::BackendHandleError;
 use crate::platform::Nudge;
@@ -44,6 +45,9 @@ pub enum StackError {
     /// A service asked for is not in the file.
     #[error(transparent)]
     Selection(#[from] UnknownService),
+    /// The open-files limit cannot hold the file's services.
+    #[error(transparent)]
+    OpenFiles(#[from] OpenFilesError),
     /// The file is not a valid group (checked files always are).
     #[error("the file is not a valid group")]
     Group(#[from] GroupSpecError),
@@ -268,6 +272,9 @@ impl EphemeralStack {
             let log = logs.join(format!("{}.log", service.name()));
             to_log(&mut service.spec, &log);
         }
+        // As `up` does: the soft limit raised to the hard one, a file that cannot fit
+        // refused before anything runs.
+        check_open_files(&file)?;
         let ports = file.ports.clone();
         let supervisors = Arc::new(Mutex::new(Vec::new()));
         let stack = Stack::start_with(file, recording(&supervisors))?;

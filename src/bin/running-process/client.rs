@@ -24,71 +24,141 @@ use running_process::report::Chain;
 /// services': those are waited for without a deadline of ours, with their own).
 const SUPERVISOR_START: Duration = Duration::from_secs(60);
 
+/// How long a supervisor that outlived its failed start may take to stop before SIGKILL.
+const SUPERVISOR_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// Exit code when no supervisor runs for the file.
 const NOT_RUNNING: u8 = 3;
 
 /// `up --detach`: adopt the file's verified supervisor or start one (under the shared
 /// daemon lock, so two at once end with one), then wait until every service is ready. A
-/// supervisor that was running already is given the file to apply.
+/// supervisor that was running already is given the file to apply. A supervisor started
+/// here whose set fails to start exits; what it leaves in the state directory is removed
+/// (its log stays).
 pub async fn up_detached(loaded: Loaded, dry_run: bool, watch: bool) -> ExitCode {
     if dry_run {
         return dry_run_plan(&loaded).await;
     }
+    // A file the hard open-files limit cannot hold fails here, before anything exists
+    // (counted as the supervisor will run it: the output it reads included).
+    let mut counted = loaded.file.clone();
+    crate::output::capture_inherited_output(&mut counted);
+    if let Err(error) = running_process::compose::check_open_files(&counted) {
+        return fail(Chain(&error).to_string());
+    }
     // The shared daemon's lock creates the private state directory.
     let state = StateDir::of(&loaded.path);
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(error) => return fail(format!("cannot find this program's path: {error}")),
+    let acquired = match acquire_supervisor(&loaded, &state, watch).await {
+        Ok(acquired) => acquired,
+        Err(message) => {
+            remove_leftovers(&loaded.path, &state).await;
+            return fail(message);
+        }
     };
+    let handle = acquired.handle().clone();
+    let spawned = acquired.was_spawned();
+    let what = if spawned {
+        "started the supervisor"
+    } else {
+        "the supervisor"
+    };
+    let how = if spawned {
+        ""
+    } else {
+        " is already running: applying the file to it"
+    };
+    printer::stdout().print(format!(
+        "{what} (pid {}) for {}{how}",
+        handle.pid(),
+        loaded.path.display()
+    ));
+    let wait = if spawned {
+        Request::WaitReady
+    } else {
+        apply_request(&loaded, false)
+    };
+    let (code, failed) = match request(&handle, &wait).await {
+        Ok(replies) => print_replies_failed(replies).await,
+        Err(error) => (
+            fail(format!("the supervisor did not answer: {error}")),
+            true,
+        ),
+    };
+    if let Ok(replies) = request(&handle, &Request::Status).await {
+        print_replies(replies).await;
+    }
+    if failed && spawned {
+        // Its set did not start: it stops what it started and exits. Wait for that (the
+        // kernel says when; past the deadline, stop it: SIGTERM, then SIGKILL, which its
+        // services follow), then remove what it could not.
+        if tokio::time::timeout(SUPERVISOR_START, handle.exited())
+            .await
+            .is_err()
+        {
+            let _ = handle.stop(SUPERVISOR_STOP_GRACE).await;
+        }
+        remove_leftovers(&loaded.path, &state).await;
+        printer::stderr().print(format!(
+            "(nothing is left running; the supervisor's log: {})",
+            state.log().display()
+        ));
+    }
+    code
+}
+
+/// Adopt the file's verified supervisor, or start one; the error says why not, with the
+/// supervisor's log.
+async fn acquire_supervisor(
+    loaded: &Loaded,
+    state: &StateDir,
+    watch: bool,
+) -> Result<running_process::command::Acquired, String> {
+    let exe = std::env::current_exe()
+        .map_err(|error| format!("cannot find this program's path: {error}"))?;
     let spec = CommandSpec::new("running-process-supervisor", exe)
-        .args(supervisor_args(&loaded, watch))
+        .args(supervisor_args(loaded, watch))
         .readiness(Readiness::Manifest {
             path: state.manifest(),
         })
         .ready_timeout(SUPERVISOR_START)
         .stdout(Output::file(state.log()))
         .stderr(Output::file(state.log()));
-    let shared = match SharedDaemon::new(spec) {
-        Ok(shared) => shared.lock_timeout(SUPERVISOR_START * 2),
-        Err(error) => return fail(Chain(&error).to_string()),
-    };
-    let acquired = match shared.acquire().await {
-        Ok(acquired) => acquired,
-        Err(error) => {
-            return fail(format!(
-                "{}\n(the supervisor's log: {})",
-                Chain(&error),
-                state.log().display()
-            ))
+    let shared = SharedDaemon::new(spec)
+        .map_err(|error| Chain(&error).to_string())?
+        .lock_timeout(SUPERVISOR_START * 2);
+    shared.acquire().await.map_err(|error| {
+        format!(
+            "{}\n(the supervisor's log: {})",
+            Chain(&error),
+            state.log().display()
+        )
+    })
+}
+
+/// After a failed `up --detach`: remove the manifest, the socket and the lock file of a
+/// supervisor that is gone (under its lock, so a concurrent `up` is never disturbed),
+/// unless a live, verified supervisor owns them. The log stays.
+async fn remove_leftovers(path: &std::path::Path, state: &StateDir) {
+    if let Ok(Some(_live)) = running(path).await {
+        return;
+    }
+    let manifest = state.manifest();
+    let mut lock_path = manifest.clone().into_os_string();
+    lock_path.push(".lock");
+    let socket = state.socket();
+    let removed = tokio::task::spawn_blocking(move || {
+        let Ok(lock) = std::fs::OpenOptions::new().write(true).open(&lock_path) else {
+            return;
+        };
+        // Someone else holds it: an `up` starting a supervisor now. Leave everything.
+        if lock.try_lock().is_err() {
+            return;
         }
-    };
-    let handle = acquired.handle().clone();
-    if acquired.was_spawned() {
-        printer::stdout().print(format!(
-            "started the supervisor (pid {}) for {}",
-            handle.pid(),
-            loaded.path.display()
-        ));
-    } else {
-        printer::stdout().print(format!(
-            "the supervisor (pid {}) for {} is already running: applying the file to it",
-            handle.pid(),
-            loaded.path.display()
-        ));
-    }
-    let wait = if acquired.was_spawned() {
-        Request::WaitReady
-    } else {
-        apply_request(&loaded, false)
-    };
-    let code = match request(&handle, &wait).await {
-        Ok(replies) => print_replies(replies).await,
-        Err(error) => fail(format!("the supervisor did not answer: {error}")),
-    };
-    if let Ok(replies) = request(&handle, &Request::Status).await {
-        print_replies(replies).await;
-    }
-    code
+        for leftover in [&manifest, &socket, &PathBuf::from(&lock_path)] {
+            let _ = std::fs::remove_file(leftover);
+        }
+    });
+    let _ = removed.await;
 }
 
 /// The detached supervisor's arguments: the files and the selection.
@@ -336,11 +406,17 @@ async fn request(handle: &BackendHandle, request: &Request) -> std::io::Result<R
 }
 
 /// Print the replies; the exit code is a failure if any reply was an error.
-async fn print_replies(mut replies: Replies) -> ExitCode {
+async fn print_replies(replies: Replies) -> ExitCode {
+    print_replies_failed(replies).await.0
+}
+
+/// [`print_replies`], and whether a reply was an error.
+async fn print_replies_failed(mut replies: Replies) -> (ExitCode, bool) {
     // A follower (`logs -F`, `events`) prints for as long as it runs: off the workers.
     let out = printer::stdout();
     let style = Style::stdout();
     let mut code = ExitCode::SUCCESS;
+    let mut failed = false;
     while let Some(reply) = replies.recv().await {
         match reply {
             Ok(Reply::Ok { message }) => out.print(message),
@@ -366,11 +442,12 @@ async fn print_replies(mut replies: Replies) -> ExitCode {
                 // The lines before the error come first, as on a terminal.
                 out.finish();
                 code = fail(message);
+                failed = true;
             }
         }
     }
     out.finish();
-    code
+    (code, failed)
 }
 
 fn fail(message: String) -> ExitCode {

@@ -24,7 +24,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::output::{capture_inherited_output, catch_lines, Line};
+use crate::output::{capture_inherited_output, catch_lines, outcome_text, Line};
 use crate::printer::{self, Printer};
 use crate::requests::{Reply, Request};
 use crate::state::{StateDir, NAMESPACE};
@@ -62,13 +62,15 @@ async fn run(
         .await?
         .select(&selection)?;
     capture_inherited_output(&mut file);
+    // Before anything is bound or started: the soft limit raised, the file checked.
+    running_process::compose::check_open_files(&file)?;
     let state = StateDir::of(&path);
     let endpoint = state.endpoint();
     let listener = DaemonListener::bind(&endpoint).await?;
     let me = DaemonProcess::current_process_async(endpoint, None).await?;
     let responder = Responder::new(NAMESPACE, env!("CARGO_PKG_VERSION"), me.clone());
     let shutdown = responder.shutdown_token();
-    let mut incoming = responder.serve(listener);
+    let incoming = responder.serve(listener);
 
     let logs = Arc::new(LogBook::new(&file));
     {
@@ -103,34 +105,58 @@ async fn run(
         path.display()
     ));
 
-    let ending = Arc::new(Notify::new());
-    let followers = CancellationToken::new();
+    let clients = Client {
+        stack: stack.clone(),
+        logs,
+        ending: Arc::new(Notify::new()),
+        answered: Arc::new(Notify::new()),
+        followers: CancellationToken::new(),
+    };
+    serve(&stack, incoming, shutdown, clients, log).await?;
+    remove_own_manifest(&state, &me).await;
+    Ok(())
+}
+
+/// Serve clients (each a copy of `template`) until a stop, SIGTERM, or the end of the set.
+/// A set that ended by itself before its `wait_ready` was answered (it failed to start)
+/// keeps serving until it is (at most [`REQUEST_TIMEOUT`]), so `up --detach` learns why.
+async fn serve(
+    stack: &Stack,
+    mut incoming: impl Stream<Item = AppConnection> + Unpin,
+    shutdown: CancellationToken,
+    template: Client,
+    log: &Printer,
+) -> std::io::Result<()> {
     let mut clients = tokio::task::JoinSet::new();
     let mut terminate = termination()?;
+    let mut ended = false;
+    let linger = tokio::time::sleep(REQUEST_TIMEOUT);
+    tokio::pin!(linger);
     loop {
         tokio::select! {
             Some(connection) = incoming.next() => {
-                let client = Client { stack: stack.clone(), logs: logs.clone(), ending: ending.clone(), followers: followers.clone() };
-                clients.spawn(client.serve(connection));
+                clients.spawn(template.clone().serve(connection));
             }
             _ = shutdown.cancelled() => { stack.stop().await; break; }
             _ = terminate.recv() => { stack.stop().await; break; }
-            _ = ending.notified() => break,
-            outcome = stack.outcome() => {
-                log.print(format!("every service ended: {outcome}"));
-                break;
+            _ = template.ending.notified() => break,
+            outcome = stack.outcome(), if !ended => {
+                log.print(format!("every service ended: {}", outcome_text(&outcome)));
+                ended = true;
+                linger.as_mut().reset(tokio::time::Instant::now() + REQUEST_TIMEOUT);
             }
+            _ = template.answered.notified(), if ended => break,
+            _ = &mut linger, if ended => break,
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
         }
     }
     // No new clients; followers end; replies being written get a moment.
     drop(incoming);
-    followers.cancel();
+    template.followers.cancel();
     let _ = tokio::time::timeout(REPLY_GRACE, async {
         while clients.join_next().await.is_some() {}
     })
     .await;
-    remove_own_manifest(&state, &me).await;
     Ok(())
 }
 
@@ -246,10 +272,13 @@ impl LogBook {
 }
 
 /// One client connection: one request, its replies.
+#[derive(Clone)]
 struct Client {
     stack: Stack,
     logs: Arc<LogBook>,
     ending: Arc<Notify>,
+    /// Notified once a `wait_ready` has been answered.
+    answered: Arc<Notify>,
     followers: CancellationToken,
 }
 
@@ -330,10 +359,12 @@ impl Client {
         let reply = match self.stack.ready().await {
             Ok(()) => ok("every service is ready".into()),
             Err(outcome) => Reply::Error {
-                message: outcome.to_string(),
+                message: outcome_text(&outcome),
             },
         };
-        send(write, &reply).await
+        let sent = send(write, &reply).await;
+        self.answered.notify_one();
+        sent
     }
 
     async fn restart<W: AsyncWriteExt + Unpin>(
@@ -461,7 +492,7 @@ impl Client {
         let reply = tokio::select! {
             ready = self.stack.ready() => match ready {
                 Ok(()) => ok("every service is ready".into()),
-                Err(outcome) => Reply::Error { message: outcome.to_string() },
+                Err(outcome) => Reply::Error { message: outcome_text(&outcome) },
             },
             failed = first_failure(events, &file, services) => Reply::Error { message: failed },
         };

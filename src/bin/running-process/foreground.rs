@@ -10,7 +10,7 @@ use running_process::compose::Stack;
 use running_process::supervision::{EventStream, MemberState, Outcome};
 
 use crate::file::Loaded;
-use crate::output::{capture_inherited_output, catch_lines, Prefixes, Style};
+use crate::output::{capture_inherited_output, catch_lines, outcome_text, Prefixes, Style};
 use crate::printer::{self, Printer};
 use crate::table;
 
@@ -31,6 +31,15 @@ pub async fn up(loaded: Loaded, watch: bool) -> ExitCode {
     }
     let mut file = loaded.file;
     capture_inherited_output(&mut file);
+    // The soft open-files limit raised to the hard one, and the file checked against it,
+    // before anything starts.
+    if let Err(error) = running_process::compose::check_open_files(&file) {
+        return failed(format!(
+            "{}: {}",
+            Style::stderr().error("error"),
+            running_process::report::Chain(&error)
+        ));
+    }
     let style = Style::stdout();
     let prefixes = Arc::new(Prefixes::new(&file, style));
     let out = printer::stdout();
@@ -141,7 +150,7 @@ fn summary(stack: &Stack, outcome: &Outcome, out: &Printer, style: Style) -> Exi
             .iter()
             .all(|r| !matches!(r.state, MemberState::Failed | MemberState::Blocked));
     out.print(String::new());
-    out.print(style.bold(&format!("summary: {outcome}")));
+    out.print(style.bold(&format!("summary: {}", outcome_text(outcome))));
     for line in table::render(&rows, style) {
         out.print(line);
     }

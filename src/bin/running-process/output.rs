@@ -8,6 +8,19 @@ use std::sync::Arc;
 use running_process::command::{Output, StreamName};
 use running_process::compose::ServiceFile;
 
+/// How a set ended, with the whole cause of a failed start (`web failed to start: cannot
+/// create a cgroup ...: Too many open files (os error 24)`), not only the service's name.
+pub fn outcome_text(outcome: &running_process::supervision::Outcome) -> String {
+    use running_process::supervision::Outcome;
+    match outcome {
+        Outcome::StartFailed { member, error } => format!(
+            "{member} failed to start: {}",
+            running_process::report::Chain(&**error)
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Colors for one stream, or none.
 #[derive(Clone, Copy)]
 pub struct Style {

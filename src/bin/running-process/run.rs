@@ -195,8 +195,12 @@ fn start_failed(error: &StackError) -> ExitCode {
         printer::stderr().print(format!("{message}\nnothing was started"));
         return ExitCode::from(crate::file::BAD_FILE);
     }
-    printer::stderr().print(message);
-    ExitCode::from(SERVICE_FAILED)
+    printer::stderr().print(format!("{message}\nnothing was started"));
+    match error {
+        // Not a service's failure: the machine's limit.
+        StackError::OpenFiles(_) => ExitCode::FAILURE,
+        _ => ExitCode::from(SERVICE_FAILED),
+    }
 }
 
 /// `--verbose`: every service's log after the run.

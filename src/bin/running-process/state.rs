@@ -31,11 +31,12 @@ impl StateDir {
         self.dir.join("supervisor.log")
     }
 
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("supervisor.sock")
+    }
+
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint::new(
-            NAMESPACE,
-            self.dir.join("supervisor.sock").display().to_string(),
-        )
+        Endpoint::new(NAMESPACE, self.socket().display().to_string())
     }
 }
 

@@ -1,13 +1,14 @@
-//! The status table: name, state, pid, uptime, restarts, last exit, readiness and health.
+//! The status table: name, state, pid, uptime, restarts, last exit, readiness, health and
+//! how the service's process tree is tracked.
 
 use std::time::SystemTime;
 
-use running_process::supervision::{HealthView, MemberState, MemberStatus};
+use running_process::supervision::{HealthView, MemberState, MemberStatus, TreeTracking};
 use running_process::ExitStatus;
 
 use crate::output::Style;
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "NAME",
     "STATE",
     "PID",
@@ -16,12 +17,13 @@ const HEADERS: [&str; 8] = [
     "LAST EXIT",
     "READY",
     "HEALTH",
+    "TREE",
 ];
 
 /// The table's lines, header first, columns aligned.
 pub fn render(rows: &[MemberStatus], style: Style) -> Vec<String> {
     let now = SystemTime::now();
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|row| {
             let running = row.pid.is_some();
@@ -47,6 +49,7 @@ pub fn render(rows: &[MemberStatus], style: Style) -> Vec<String> {
                     HealthView::Unhealthy { reason } => format!("unhealthy: {reason}"),
                     _ => "?".into(),
                 },
+                tree(row.tree.as_ref()),
             ]
         })
         .collect();
@@ -82,6 +85,16 @@ fn state(row: &MemberStatus, now: SystemTime) -> String {
         (Some(detail), _) => format!("{} ({detail})", row.state),
         (None, Some(left)) => format!("{} ({left:.1?} left)", row.state),
         (None, None) => row.state.to_string(),
+    }
+}
+
+/// How the tree is tracked, in a word or two (`status --json` has the path or the reason).
+fn tree(tracking: Option<&TreeTracking>) -> String {
+    match tracking {
+        None => "-".into(),
+        Some(TreeTracking::Cgroup { .. }) => "cgroup".into(),
+        Some(TreeTracking::ProcessGroup { .. }) => "process group".into(),
+        Some(other) => other.to_string(),
     }
 }
 

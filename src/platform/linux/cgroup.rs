@@ -5,8 +5,12 @@
 //! read from `/proc/self/cgroup` and the cgroup2 mount from `/proc/self/mountinfo` (it is
 //! not always `/sys/fs/cgroup`: hybrid systems mount it at `/sys/fs/cgroup/unified`).
 //! Creating the supervisor's directory needs write access to our own cgroup: root, or a
-//! delegated subtree (systemd `Delegate=yes`). Without it, callers fall back to process
-//! groups.
+//! delegated subtree (systemd `Delegate=yes`). Without it (no cgroup2 mounted, or our
+//! cgroup refuses us with `EACCES`, `EPERM` or `EROFS`: the machine's answer) the process
+//! tracks every service by process group: chosen once, logged once, announced as an event
+//! once and shown per service in the status. Any other failure to create a directory (no
+//! descriptor left, a limit of the parent cgroup) fails the start that needed it: an
+//! instance never silently gets less tracking than its siblings.
 //!
 //! Processes never get here by a write after the fact: `clone3(CLONE_INTO_CGROUP)`
 //! starts them inside (or, on older kernels, the child writes itself into `cgroup.procs`
@@ -47,15 +51,19 @@ use super::inotify::{Wake, Watch};
 /// The prefix of every supervisor's directory.
 const PREFIX: &str = "running-process-";
 
-/// Set when a spawn into a cgroup failed for lack of permission: from then on this
-/// process uses process groups.
-static DISABLED: AtomicBool = AtomicBool::new(false);
-
 /// At most this many spare directories are kept (one per service).
 const MAX_SPARES: usize = 64;
 
 /// Fresh directories made ahead, each for the next instance of its service.
 static SPARES: Mutex<Vec<ServiceCgroup>> = Mutex::new(Vec::new());
+
+/// Why this process tracks service trees by process group: set once, when the machine
+/// gives it no cgroup v2 to write to (none mounted, no write access to its own cgroup) or
+/// the kernel refused a start into one. The documented fallback, chosen once.
+static FALLBACK: OnceLock<String> = OnceLock::new();
+
+/// Set once the fallback has been announced as an event (it is logged when chosen).
+static ANNOUNCED: AtomicBool = AtomicBool::new(false);
 
 /// This supervisor's cgroup directory, with the keeper watching over it.
 #[derive(Debug)]
@@ -68,33 +76,86 @@ pub(crate) struct SupervisorCgroup {
     _keeper: Option<OwnedFd>,
 }
 
-/// The supervisor's cgroup, created on first use; `None` where cgroup v2 is not mounted,
-/// our cgroup is not writable, or cgroups were disabled after a refusal. Blocking (file
-/// system): call it from the blocking pool or the spawner thread.
-pub(crate) fn supervisor_cgroup() -> Option<&'static SupervisorCgroup> {
-    static CGROUP: OnceLock<Option<SupervisorCgroup>> = OnceLock::new();
-    if DISABLED.load(Ordering::Relaxed) {
-        return None;
-    }
-    CGROUP
-        .get_or_init(|| match SupervisorCgroup::create() {
-            Ok(cgroup) => {
-                tracing::debug!(path = %cgroup.path.display(), "service trees are tracked by cgroup v2");
-                Some(cgroup)
-            }
-            Err(error) => {
-                tracing::debug!(%error, "no cgroup v2 for service trees; using process groups");
-                None
-            }
-        })
-        .as_ref()
+/// Why the supervisor's cgroup could not be created.
+#[derive(Debug)]
+pub(crate) enum CreateError {
+    /// The machine gives this process no cgroup v2 to write to: the documented fallback
+    /// (process groups) applies, for good.
+    Unavailable(String),
+    /// Creating it failed for another reason (no descriptor left, no memory, a limit of
+    /// the parent cgroup): the start that needed it fails; a later one tries again.
+    Failed {
+        /// What was being read or created.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
-/// Stop using cgroups in this process (a spawn into one was refused).
-pub(crate) fn disable(reason: &io::Error) {
-    if !DISABLED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(%reason, "cannot start processes in a cgroup; using process groups");
+/// The supervisor's cgroup, created on first use. `Ok(None)` where the machine gives no
+/// cgroup v2 to write to, or cgroups were given up after the kernel refused a start into
+/// one ([`fallback`] says why; chosen once, logged once). `Err` when creating it failed
+/// otherwise: not cached, the next start tries again. Blocking (file system): call it
+/// from the blocking pool or the spawner thread.
+pub(crate) fn supervisor_cgroup() -> Result<Option<&'static SupervisorCgroup>, CreateError> {
+    static CGROUP: OnceLock<SupervisorCgroup> = OnceLock::new();
+    static CREATING: Mutex<()> = Mutex::new(());
+    if FALLBACK.get().is_some() {
+        return Ok(None);
     }
+    if let Some(cgroup) = CGROUP.get() {
+        return Ok(Some(cgroup));
+    }
+    let _once = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(cgroup) = CGROUP.get() {
+        return Ok(Some(cgroup));
+    }
+    if FALLBACK.get().is_some() {
+        return Ok(None);
+    }
+    match SupervisorCgroup::create() {
+        Ok(cgroup) => {
+            tracing::debug!(path = %cgroup.path.display(), "service trees are tracked by cgroup v2");
+            Ok(Some(CGROUP.get_or_init(|| cgroup)))
+        }
+        Err(CreateError::Unavailable(reason)) => {
+            fall_back(reason);
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Choose the process-group fallback for the rest of this process's life (the first
+/// reason is kept), and log it once.
+fn fall_back(reason: String) {
+    let mut chosen = false;
+    let reason = FALLBACK.get_or_init(|| {
+        chosen = true;
+        reason
+    });
+    if chosen {
+        tracing::debug!(%reason, "service trees are tracked by process group, not cgroup, for every service of this supervisor (announced by the next start)");
+    }
+}
+
+/// Why service trees are tracked by process group in this process, once that is chosen.
+pub(crate) fn fallback() -> Option<&'static str> {
+    FALLBACK.get().map(String::as_str)
+}
+
+/// The fallback's reason the first time this is called after it was chosen (so it is
+/// announced as an event once), else `None`.
+pub(crate) fn announce_fallback() -> Option<&'static str> {
+    let reason = fallback()?;
+    (!ANNOUNCED.swap(true, Ordering::Relaxed)).then_some(reason)
+}
+
+/// Stop using cgroups in this process (the kernel refused a spawn into one).
+pub(crate) fn disable(reason: &io::Error) {
+    fall_back(format!(
+        "the kernel refused to start a process in a cgroup ({reason})"
+    ));
 }
 
 /// Where cgroup v2 is mounted (the first cgroup2 entry of `mountinfo`).
@@ -138,28 +199,51 @@ fn own_cgroup(proc_cgroup: &str) -> Option<String> {
 }
 
 impl SupervisorCgroup {
-    fn create() -> io::Result<SupervisorCgroup> {
-        let mount = cgroup2_mount(&std::fs::read_to_string("/proc/self/mountinfo")?)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cgroup2 is not mounted"))?;
-        let own = own_cgroup(&std::fs::read_to_string("/proc/self/cgroup")?)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 membership"))?;
+    fn create() -> Result<SupervisorCgroup, CreateError> {
+        let read = |path: &str| {
+            std::fs::read_to_string(path).map_err(|source| CreateError::Failed {
+                path: path.into(),
+                source,
+            })
+        };
+        let mount = cgroup2_mount(&read("/proc/self/mountinfo")?)
+            .ok_or_else(|| CreateError::Unavailable("cgroup v2 is not mounted".into()))?;
+        let own = own_cgroup(&read("/proc/self/cgroup")?).ok_or_else(|| {
+            CreateError::Unavailable("this process belongs to no cgroup v2".into())
+        })?;
         let parent = mount.join(own.trim_start_matches('/'));
         sweep(&parent);
         let me = std::process::id();
-        let name = format!("{PREFIX}{me}-{}", super::start_time(me)?);
+        let start = super::start_time(me).map_err(|source| CreateError::Failed {
+            path: format!("/proc/{me}/stat").into(),
+            source,
+        })?;
+        let name = format!("{PREFIX}{me}-{start}");
         let path = parent.join(&name);
         match std::fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+            // Not delegated to us (not root, no `Delegate=yes`), or mounted read-only (a
+            // container): the machine's answer, not a passing failure.
+            Err(e) if is_not_ours(&e) => {
+                return Err(CreateError::Unavailable(format!(
+                    "no write access to its own cgroup {} ({e})",
+                    parent.display()
+                )))
+            }
+            Err(source) => return Err(CreateError::Failed { path, source }),
         }
         let relative = format!("{}/{name}", own.trim_end_matches('/'));
+        // The keeper is what makes a SIGKILLed supervisor take its trees with it: without
+        // it (no pipe, no fork: out of descriptors or processes) no cgroup is used yet, and
+        // the start that needed one fails; the next one tries again. (Before Linux 5.14
+        // there is no `cgroup.kill` and no keeper: the next supervisor sweeps instead.)
         let keeper = if path.join("cgroup.kill").exists() {
             match start_keeper(&path) {
                 Ok(fd) => Some(fd),
-                Err(error) => {
-                    tracing::warn!(%error, "no cgroup keeper: a SIGKILLed supervisor may leave service trees behind");
-                    None
+                Err(source) => {
+                    let _ = std::fs::remove_dir(&path);
+                    return Err(CreateError::Failed { path, source });
                 }
             }
         } else {
@@ -171,6 +255,11 @@ impl SupervisorCgroup {
             next: AtomicU64::new(1),
             _keeper: keeper,
         })
+    }
+
+    /// The supervisor's directory (where each instance's cgroup is created).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// A new, empty cgroup for one instance of `service`: the spare made ahead for it if
@@ -213,6 +302,14 @@ impl SupervisorCgroup {
             service: clean,
         })
     }
+}
+
+/// Whether creating a directory failed because the cgroup is not ours to write to.
+fn is_not_ours(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EACCES | libc::EPERM | libc::EROFS)
+    )
 }
 
 /// The part of an instance's directory name taken from the service name.
@@ -361,7 +458,7 @@ impl Drop for ServiceCgroup {
         if !wanted {
             return;
         }
-        let Some(root) = supervisor_cgroup() else {
+        let Ok(Some(root)) = supervisor_cgroup() else {
             return;
         };
         match root.create_dir(self.service.clone()) {
@@ -495,7 +592,7 @@ pub(crate) fn fork_keeper(fds: KeeperFds) -> io::Result<u32> {
     drop(fds);
     let raw = Pid::from_raw(pid).expect("fork returned a positive pid");
     if let Ok(pidfd) = rustix::process::pidfd_open(raw, PidfdFlags::empty()) {
-        super::spawner::reap_later(pidfd);
+        super::spawner::reap_later(super::Pidfd::new(pidfd));
     }
     Ok(pid as u32)
 }

@@ -29,10 +29,14 @@ pub(crate) use spawner::{spawn, OwnedChild};
 
 const DELETED_SUFFIX: &[u8] = b" (deleted)";
 
+/// A pidfd, shared where a spawned child's owner (which reaps it) and its handle (which
+/// watches and signals it) both need it: one descriptor per process.
+pub(crate) type Pidfd = std::sync::Arc<OwnedFd>;
+
 #[derive(Debug)]
 pub(crate) struct ProcessHandle {
     pid: u32,
-    pidfd: OwnedFd,
+    pidfd: Pidfd,
 }
 
 impl ProcessHandle {
@@ -42,15 +46,19 @@ impl ProcessHandle {
             return Err(OpenError::NotFound);
         };
         match process::pidfd_open(id, PidfdFlags::empty()) {
-            Ok(pidfd) => Ok(ProcessHandle { pid, pidfd }),
+            Ok(pidfd) => Ok(ProcessHandle {
+                pid,
+                pidfd: Pidfd::new(pidfd),
+            }),
             Err(Errno::SRCH) => Err(OpenError::NotFound),
             Err(e @ (Errno::NOSYS | Errno::PERM)) => Err(OpenError::Unsupported(e.into())),
             Err(e) => Err(OpenError::Other(e.into())),
         }
     }
 
-    /// A handle from a pidfd we already hold (`clone3(CLONE_PIDFD)`).
-    pub fn from_pidfd(pid: u32, pidfd: OwnedFd) -> Self {
+    /// A handle from a pidfd we already hold (`clone3(CLONE_PIDFD)`), shared with the
+    /// child's owner.
+    pub fn from_pidfd(pid: u32, pidfd: Pidfd) -> Self {
         ProcessHandle { pid, pidfd }
     }
 
@@ -78,7 +86,7 @@ impl ProcessHandle {
     }
 
     pub fn into_watcher(self) -> io::Result<ExitWatcher> {
-        let fd = async_fd(self.pidfd)?;
+        let fd = async_pidfd(self.pidfd)?;
         Ok(ExitWatcher { pid: self.pid, fd })
     }
 }
@@ -138,10 +146,19 @@ pub(crate) fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)
 }
 
+/// [`async_fd`] for a shared pidfd.
+fn async_pidfd(fd: Pidfd) -> io::Result<AsyncFd<Pidfd>> {
+    // SAFETY: the `Arc` keeps the descriptor open for the whole life of the `AsyncFd` (it
+    // holds one reference; the descriptor closes only with the last), and always returns
+    // the same descriptor from `as_raw_fd`. Only the handle registers it with the reactor
+    // (the child's owner polls it from the spawner thread with `poll`, not epoll).
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+}
+
 #[derive(Debug)]
 pub(crate) struct ExitWatcher {
     pid: u32,
-    fd: AsyncFd<OwnedFd>,
+    fd: AsyncFd<Pidfd>,
 }
 
 impl ExitWatcher {

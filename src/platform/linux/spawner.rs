@@ -20,6 +20,7 @@ use rustix::io::Errno;
 use tokio::sync::oneshot;
 
 use super::fork_exec::{self, Forked};
+use super::Pidfd;
 use crate::platform::spawn::{Child, PipeReader, SpawnError, SpawnPlan, SpawnStage, Spawned};
 use crate::platform::ProcessHandle;
 
@@ -27,7 +28,7 @@ enum Job {
     /// Run on the spawner thread.
     Run(Box<dyn FnOnce() + Send>),
     /// Reap this child when it exits.
-    Reap(OwnedFd),
+    Reap(Pidfd),
 }
 
 struct Spawner {
@@ -72,7 +73,7 @@ impl Spawner {
 /// The spawner thread's loop. Never returns: the thread must outlive every child.
 fn run(jobs: mpsc::Receiver<Job>, wake: OwnedFd) {
     block_all_signals();
-    let mut reaping: Vec<OwnedFd> = Vec::new();
+    let mut reaping: Vec<Pidfd> = Vec::new();
     loop {
         let mut fds = Vec::with_capacity(reaping.len() + 1);
         fds.push(PollFd::new(&wake, PollFlags::IN));
@@ -131,7 +132,7 @@ pub(crate) async fn on_spawner_thread<T: Send + 'static>(
 }
 
 /// Reap `pidfd`'s process on the spawner thread once it exits.
-pub(crate) fn reap_later(pidfd: OwnedFd) {
+pub(crate) fn reap_later(pidfd: Pidfd) {
     match spawner() {
         Ok(spawner) => {
             if let Err(error) = spawner.send(Job::Reap(pidfd)) {
@@ -155,14 +156,14 @@ pub(crate) async fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     let (prepared, pipes) = fork_exec::prepare(plan)?;
     let (mut child, pidfd) = on_spawner_thread(move || {
         let Forked { pid, pidfd } = fork_exec::fork_exec(prepared)?;
-        let for_handle = rustix::io::fcntl_dupfd_cloexec(&pidfd, 0);
+        // One descriptor, shared by the owner (reaps, kills on drop) and the handle.
+        let pidfd = Pidfd::new(pidfd);
         let child = OwnedChild {
             pid,
-            pidfd: Some(pidfd),
+            pidfd: Some(pidfd.clone()),
             kill_on_drop: true,
         };
-        let for_handle = for_handle.map_err(|e| SpawnError::new(SpawnStage::Fork, e))?;
-        Ok::<_, SpawnError>((child, for_handle))
+        Ok::<_, SpawnError>((child, pidfd))
     })
     .await
     .map_err(|e| SpawnError::new(SpawnStage::Fork, e))??;
@@ -188,11 +189,12 @@ pub(crate) async fn spawn(plan: SpawnPlan) -> Result<Spawned, SpawnError> {
     })
 }
 
-/// Our own child (Linux): its pidfd, held so the child stays un-reaped while we own it.
+/// Our own child (Linux): its pidfd (shared with its handle), held so the child stays
+/// un-reaped while we own it.
 #[derive(Debug)]
 pub(crate) struct OwnedChild {
     pid: u32,
-    pidfd: Option<OwnedFd>,
+    pidfd: Option<Pidfd>,
     kill_on_drop: bool,
 }
 

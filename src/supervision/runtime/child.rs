@@ -248,9 +248,11 @@ impl Child {
     }
 
     pub fn note_start_error(&self, error: &Arc<StartError>, registry: &Registry) {
-        let detail = one_line(&crate::report::Chain(&**error).to_string());
+        let chain = crate::report::Chain(&**error).to_string();
+        let detail = one_line(&chain);
         registry.board.update(self.name(), |row| {
             row.last_start_error = Some(error.clone());
+            row.last_start_error_chain = Some(chain);
             row.detail = Some(detail);
         });
     }

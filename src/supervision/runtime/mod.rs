@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::Instrument;
 
 pub use membership::MemberError;
-pub use status::{HealthView, MemberState, MemberStatus};
+pub use status::{HealthView, MemberState, MemberStatus, TreeTracking};
 
 use super::event::{event_buffer_for, EventSink, EventStream};
 use super::group::{AutoShutdown, GroupSpec, GroupSpecError, Member, Outcome};

@@ -97,6 +97,41 @@ pub enum HealthView {
     },
 }
 
+/// How a member's process tree is tracked: what its stop and an unexpected exit of its
+/// main process kill, and whose sockets its readiness believes. Serialized as
+/// `{"kind": "cgroup", "path": ...}`, `{"kind": "process_group", "reason": ...}` or
+/// `{"kind": "main_process"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TreeTracking {
+    /// Its own cgroup (Linux, cgroup v2): every process it starts, wherever it goes.
+    Cgroup {
+        /// The cgroup's directory.
+        path: String,
+    },
+    /// The process group its main process leads: a process that calls `setsid()` leaves
+    /// it unseen.
+    ProcessGroup {
+        /// Why not a cgroup (the spec says so, it outlives the supervisor, or the machine
+        /// gives the supervisor no cgroup v2: the documented fallback).
+        reason: String,
+    },
+    /// Only the main process (Windows).
+    MainProcess,
+}
+
+impl std::fmt::Display for TreeTracking {
+    /// `cgroup`, `process group (why)` or `main process`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TreeTracking::Cgroup { .. } => f.write_str("cgroup"),
+            TreeTracking::ProcessGroup { reason } => write!(f, "process group ({reason})"),
+            TreeTracking::MainProcess => f.write_str("main process"),
+        }
+    }
+}
+
 /// One member of a supervision tree as it is now ([`ServiceHandle::status`]): the row of
 /// `running-process status`, and its `--json` form through serde.
 ///
@@ -132,9 +167,21 @@ pub struct MemberStatus {
     pub health: HealthView,
     /// On one line: what it waits for, what blocks it, or why its last start failed.
     pub detail: Option<String>,
-    /// Why its last start failed, if one did (not in serde formats: see `detail`).
+    /// Why its last start failed, if one did (not in serde formats: see
+    /// `last_start_error_chain`).
     #[serde(skip)]
     pub last_start_error: Option<Arc<StartError>>,
+    /// The same error with every cause
+    /// ([`Chain`](crate::report::Chain): `cannot create a cgroup ...: Too many open
+    /// files (os error 24)`), kept after later starts succeed; `last_start_error` in serde
+    /// formats.
+    #[serde(rename = "last_start_error", default)]
+    pub last_start_error_chain: Option<String>,
+    /// How its process tree is tracked, as its supervisor reported at its last start
+    /// ([`SpawnContext::tree_tracking`](crate::supervision::SpawnContext::tree_tracking);
+    /// `None` before one, or for a supervisor that does not say).
+    #[serde(default)]
+    pub tree: Option<TreeTracking>,
 }
 
 impl MemberStatus {
@@ -150,6 +197,8 @@ impl MemberStatus {
             health: HealthView::Unknown,
             detail: None,
             last_start_error: None,
+            last_start_error_chain: None,
+            tree: None,
         }
     }
 

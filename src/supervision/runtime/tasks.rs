@@ -58,7 +58,15 @@ pub(super) fn spawn_start(
             let _ = msg_tx.send(Msg::Spawned(generation));
         })
     };
-    let ctx = SpawnContext::with_on_spawn(sink.clone(), on_spawn);
+    let on_tree = {
+        let (registry, name) = (registry.clone(), sink.service().to_owned());
+        Arc::new(move |tracking| {
+            registry
+                .board
+                .update(&name, |row| row.tree = Some(tracking))
+        })
+    };
+    let ctx = SpawnContext::with_hooks(sink.clone(), on_spawn, on_tree);
     let result: StartSlot = Arc::new(Mutex::new(None));
     let task = tokio::spawn(start_task(StartJob {
         kind,
