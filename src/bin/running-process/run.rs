@@ -195,11 +195,16 @@ fn start_failed(error: &StackError) -> ExitCode {
         printer::stderr().print(format!("{message}\nnothing was started"));
         return ExitCode::from(crate::file::BAD_FILE);
     }
-    printer::stderr().print(format!("{message}\nnothing was started"));
     match error {
         // Not a service's failure: the machine's limit.
-        StackError::OpenFiles(_) => ExitCode::FAILURE,
-        _ => ExitCode::from(SERVICE_FAILED),
+        StackError::OpenFiles(_) => {
+            printer::stderr().print(format!("{message}\nnothing was started"));
+            ExitCode::FAILURE
+        }
+        _ => {
+            printer::stderr().print(format!("{message}\nwhat had started was stopped"));
+            ExitCode::from(SERVICE_FAILED)
+        }
     }
 }
 
