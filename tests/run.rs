@@ -286,3 +286,38 @@ async fn within_secs(what: &str, done: impl Fn() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// On a terminal CMD stays in the terminal's foreground process group, so an interactive
+/// command can read it (in a group of its own it would be stopped by SIGTTIN). `script`
+/// gives `run` a pseudo-terminal and types a line into it.
+#[test]
+fn an_interactive_command_reads_the_terminal() {
+    if daemons::find("script").is_none() {
+        return daemons::skip("script (util-linux) is not installed");
+    }
+    let dir = project(WORKER);
+    let inner = format!("{BIN} run -- sh -c 'read line; echo got=$line; exit 4'");
+    let mut child = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"typed\n").unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let output = match rx.recv_timeout(DEADLINE) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("an interactive run did not end within {DEADLINE:?}");
+        }
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("got=typed"), "{text}");
+    assert_eq!(output.status.code(), Some(4), "{text}");
+}

@@ -228,6 +228,19 @@ impl ExitWatcher {
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         self.inner.signal(signal)
     }
+
+    /// Send `nudge` through the handle (`Unsupported` where there are no signals).
+    #[cfg(feature = "toml")]
+    pub fn nudge(&self, nudge: Nudge) -> io::Result<()> {
+        match nudge.number() {
+            #[cfg(unix)]
+            Some(signal) => self.inner.signal(signal),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no signals on this OS",
+            )),
+        }
+    }
 }
 
 /// Identifier of the current boot; empty where the OS has none.

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::stack::{EphemeralStack, LAST_LINES};
 use crate::compose::ServiceFile;
-use crate::platform::{kill_group, nudge_group, own_process_group, Nudge, ProcessHandle};
+use crate::platform::{
+    kill_group, nudge_group, own_process_group, ExitWatcher, Nudge, ProcessHandle,
+};
 use crate::supervision::{Event, EventKind, RestartKind};
 
 /// The default of [`RunOptions::grace`]: how long a command may take to exit once asked.
@@ -29,6 +31,11 @@ pub struct RunOptions {
     /// Cancelled (Ctrl-C, say): the command's process group gets SIGINT, then SIGKILL
     /// after `grace`.
     pub cancel: CancellationToken,
+    /// Run the command in a process group of its own (the default): what it leaves
+    /// behind is killed with it, and signals reach all of it. Turn it off for an
+    /// interactive command on a terminal, which must stay in the terminal's foreground
+    /// group to read it (signals then go to the command's process alone).
+    pub own_process_group: bool,
 }
 
 impl Default for RunOptions {
@@ -37,6 +44,7 @@ impl Default for RunOptions {
             keep_going: false,
             grace: DEFAULT_COMMAND_GRACE,
             cancel: CancellationToken::new(),
+            own_process_group: true,
         }
     }
 }
@@ -57,6 +65,13 @@ impl RunOptions {
     /// Interrupt the command when `cancel` is cancelled.
     pub fn cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// Whether the command leads a process group of its own (see
+    /// [`RunOptions::own_process_group`]).
+    pub fn own_process_group(mut self, own: bool) -> Self {
+        self.own_process_group = own;
         self
     }
 }
@@ -102,7 +117,8 @@ impl std::fmt::Display for ServiceFailure {
 
 impl EphemeralStack {
     /// Run `command` against the stack: with [`EphemeralStack::env`] in its environment,
-    /// leading a process group of its own. Returns once it has exited; whatever it left
+    /// leading a process group of its own (unless [`RunOptions::own_process_group`] is
+    /// off). Returns once it has exited; whatever it left
     /// running in its group is killed then.
     ///
     /// A service that fails while it runs (exits when its policy says it should keep
@@ -134,7 +150,10 @@ impl EphemeralStack {
         let file = self.stack().file();
         let mut events = self.stack().events();
         command.envs(self.env()).kill_on_drop(true);
-        own_process_group(&mut command);
+        let group = options.own_process_group;
+        if group {
+            own_process_group(&mut command);
+        }
         let mut child = command.spawn()?;
         let pid = child
             .id()
@@ -155,13 +174,13 @@ impl EphemeralStack {
                 _ = exit.wait() => break,
                 _ = options.cancel.cancelled(), if !interrupted => {
                     interrupted = true;
-                    asked = Some(ask(pid, Nudge::Interrupt));
+                    asked = Some(ask(pid, &exit, group, Nudge::Interrupt));
                 }
                 event = events.next(), if failure.is_none() && events_open => match event {
                     Some(Ok(event)) => if let Some(what) = failure_of(&file, &event) {
                         failure = Some(self.failure(&event.service, what).await);
                         if !options.keep_going && asked.is_none() {
-                            asked = Some(ask(pid, Nudge::Terminate));
+                            asked = Some(ask(pid, &exit, group, Nudge::Terminate));
                         }
                     },
                     Some(Err(_lagged)) => {}
@@ -169,15 +188,19 @@ impl EphemeralStack {
                     None => events_open = false,
                 },
                 _ = sleep_until(deadline) => {
-                    tracing::warn!(pid, "the command did not exit within {:?}; killing its process group", options.grace);
-                    let _ = kill_group(pid);
+                    tracing::warn!(pid, "the command did not exit within {:?}; killing it", options.grace);
+                    if group {
+                        let _ = kill_group(pid);
+                    }
                     let _ = child.start_kill();
                     asked = None;
                 }
             }
         }
         // Its leader exited but is not reaped yet: the group id cannot be anyone else's.
-        let _ = kill_group(pid);
+        if group {
+            let _ = kill_group(pid);
+        }
         // A failure the set saw before the command's exit was noticed still counts.
         while failure.is_none() && events_open {
             match events.next().now_or_never() {
@@ -208,12 +231,15 @@ impl EphemeralStack {
     }
 }
 
-/// Send `nudge` to the command's group (where there are no signals: kill it); when.
-fn ask(pid: u32, nudge: Nudge) -> tokio::time::Instant {
-    if nudge_group(pid, nudge).is_err() {
-        if let Ok(handle) = ProcessHandle::open(pid) {
-            let _ = handle.into_watcher().and_then(|watcher| watcher.kill());
-        }
+/// Send `nudge` to the command's group, or to its process alone (where there are no
+/// signals: kill it); when.
+fn ask(pid: u32, exit: &ExitWatcher, group: bool, nudge: Nudge) -> tokio::time::Instant {
+    let sent = match group {
+        true => nudge_group(pid, nudge),
+        false => exit.nudge(nudge),
+    };
+    if sent.is_err() {
+        let _ = exit.kill();
     }
     tokio::time::Instant::now()
 }

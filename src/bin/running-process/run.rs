@@ -2,6 +2,7 @@
 //! of its own, CMD run against it once every service is ready, everything stopped after,
 //! and CMD's exit status passed on (`docker compose run --rm`, `--exit-code-from`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use running_process::compose::Selection;
@@ -62,7 +63,10 @@ pub async fn run(args: RunArgs) -> ExitCode {
         };
     }
     let cancel = CancellationToken::new();
-    if let Err(error) = listen_for_interrupts(cancel.clone()) {
+    // On a terminal CMD may be interactive (a shell, a REPL): it stays in the terminal's
+    // foreground process group, where Ctrl-C reaches it from the terminal itself.
+    let interactive = std::io::stdin().is_terminal();
+    if let Err(error) = listen_for_interrupts(cancel.clone(), interactive) {
         return fail(
             format!("cannot listen for Ctrl-C: {error}"),
             ExitCode::FAILURE,
@@ -109,6 +113,7 @@ async fn run_command(
     command.args(&args.command[1..]);
     let options = RunOptions::default()
         .keep_going(args.keep_going)
+        .own_process_group(!std::io::stdin().is_terminal())
         .cancel(cancel);
     match stack.run(command, options).await {
         Ok(report) => Ok(report),
@@ -171,10 +176,16 @@ fn describe(status: &std::process::ExitStatus) -> String {
 }
 
 /// The first Ctrl-C cancels `cancel` (CMD gets SIGINT, then the set stops); a second one
-/// exits at once (the services die with this process).
-fn listen_for_interrupts(cancel: CancellationToken) -> std::io::Result<()> {
+/// exits at once (the services die with this process). With CMD on the terminal
+/// (`interactive`), Ctrl-C is CMD's: the terminal sends it SIGINT itself, and the set stops
+/// when CMD exits.
+fn listen_for_interrupts(cancel: CancellationToken, interactive: bool) -> std::io::Result<()> {
     let mut interrupts = crate::foreground::interrupts()?;
     tokio::spawn(async move {
+        if interactive {
+            while interrupts.recv().await.is_some() {}
+            return;
+        }
         interrupts.recv().await;
         cancel.cancel();
         interrupts.recv().await;
