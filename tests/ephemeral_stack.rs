@@ -219,12 +219,8 @@ restart = { kind = "temporary" }
     remove(&kept);
 }
 
-fn remove(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[tokio::test]
-async fn on_event_sees_the_stack_from_its_very_start() {
+/// A file of one service, `one`, that sleeps; in a temporary directory.
+fn sleeper_file() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("stack.toml");
     std::fs::write(
@@ -232,6 +228,16 @@ async fn on_event_sees_the_stack_from_its_very_start() {
         "[services.one]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n",
     )
     .unwrap();
+    (dir, file)
+}
+
+fn remove(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn on_event_sees_the_stack_from_its_very_start() {
+    let (_dir, file) = sleeper_file();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stack = EphemeralStack::builder(&file)
         .on_event(move |event| {
@@ -255,13 +261,7 @@ async fn on_event_sees_the_stack_from_its_very_start() {
 /// stack there: every service dies and the directory goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_test_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("stack.toml");
-    std::fs::write(
-        &file,
-        "[services.one]\nprogram = \"sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n",
-    )
-    .unwrap();
+    let (_dir, file) = sleeper_file();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let test = tokio::spawn(async move {
         let stack = EphemeralStack::start(&file).await.unwrap();

@@ -47,7 +47,11 @@ fn run(dir: &Path, args: &[&str], script: &str) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = command.spawn().unwrap();
+    finish(command.spawn().unwrap())
+}
+
+/// Wait for `child` to end (bounded: killed and the test failed after the deadline).
+fn finish(child: std::process::Child) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
@@ -266,9 +270,7 @@ async fn ctrl_c_stops_the_command_then_the_set() {
     let _ = Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let output = rx.recv_timeout(DEADLINE).unwrap().unwrap();
+    let output = finish(child);
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     assert_eq!(value(&output, "interrupted"), "yes");
     assert!(stderr(&output).contains("interrupted; the command exited with 3"));
@@ -307,16 +309,7 @@ fn an_interactive_command_reads_the_terminal() {
         .spawn()
         .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"typed\n").unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let output = match rx.recv_timeout(DEADLINE) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("an interactive run did not end within {DEADLINE:?}");
-        }
-    };
+    let output = finish(child);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("got=typed"), "{text}");
     assert_eq!(output.status.code(), Some(4), "{text}");
