@@ -103,6 +103,35 @@ enum Kind {
     Group { leader: u32 },
 }
 
+/// What a tree uses ([`ProcessTree::usage`]); `None`: not known here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TreeUsage {
+    /// CPU time, microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Memory, bytes (`memory.current`, or resident memory summed from `/proc`).
+    pub memory: Option<u64>,
+    /// The most memory used at once (`memory.peak`; only a cgroup knows it).
+    pub memory_peak: Option<u64>,
+    /// Tasks (threads).
+    pub tasks: Option<u64>,
+    /// Where the figures came from.
+    pub source: UsageFrom,
+}
+
+/// Where a [`TreeUsage`] came from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UsageFrom {
+    /// Every figure from the cgroup's files.
+    Cgroup,
+    /// The cgroup, and `/proc` for what a missing controller does not give.
+    CgroupAndProc,
+    /// `/proc` alone (a process group).
+    Proc,
+    /// Nothing is known on this platform.
+    #[default]
+    Nothing,
+}
+
 /// Where a readiness check expects the service to listen (read only on Linux).
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -195,6 +224,57 @@ impl ProcessTree {
             #[cfg(target_os = "linux")]
             Kind::Cgroup(cgroup) => cgroup.pids().unwrap_or_default(),
             Kind::Group { leader } => group_members(*leader),
+        }
+    }
+
+    /// What the tree uses now (blocking: cgroup files or `/proc`). A cgroup gives its CPU
+    /// time, and memory, peak and tasks where its controllers are enabled; what it cannot
+    /// give (but the peak) is summed over its processes from `/proc`. A process group is
+    /// summed from `/proc` (CPU time of processes that have exited is not counted then).
+    /// Off Linux nothing is known.
+    pub(crate) fn usage(&self, main: u32) -> TreeUsage {
+        #[cfg(target_os = "linux")]
+        {
+            use super::imp::usage::proc_sums;
+            match &self.kind {
+                Kind::Cgroup(cgroup) => {
+                    let from = cgroup.usage();
+                    let mut usage = TreeUsage {
+                        cpu_usec: from.cpu_usec,
+                        memory: from.memory,
+                        memory_peak: from.memory_peak,
+                        tasks: from.tasks,
+                        source: UsageFrom::Cgroup,
+                    };
+                    if from.cpu_usec.is_none() || from.memory.is_none() || from.tasks.is_none() {
+                        let sums = proc_sums(&cgroup.pids().unwrap_or_default());
+                        usage.cpu_usec = usage.cpu_usec.or(Some(sums.cpu_usec));
+                        usage.memory = usage.memory.or(Some(sums.rss_bytes));
+                        usage.tasks = usage.tasks.or(Some(sums.threads));
+                        usage.source = UsageFrom::CgroupAndProc;
+                    }
+                    usage
+                }
+                Kind::Group { leader } => {
+                    let mut pids = group_members(*leader);
+                    if !pids.contains(&main) {
+                        pids.push(main);
+                    }
+                    let sums = proc_sums(&pids);
+                    TreeUsage {
+                        cpu_usec: Some(sums.cpu_usec),
+                        memory: Some(sums.rss_bytes),
+                        memory_peak: None,
+                        tasks: Some(sums.threads),
+                        source: UsageFrom::Proc,
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = main;
+            TreeUsage::default()
         }
     }
 

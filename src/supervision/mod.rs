@@ -74,6 +74,7 @@ pub(crate) mod health;
 pub(crate) mod policy;
 mod runtime;
 pub(crate) mod supervisor;
+pub(crate) mod usage;
 
 pub use dependency::{Condition, Dependency, StartOrder};
 pub use error::{ExecFailure, HealthError, LastOutput, StartError};
@@ -93,3 +94,4 @@ pub use supervisor::{
     Demand, SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
 };
+pub use usage::{ResourceUsage, UsageSampler, UsageSource};

@@ -328,6 +328,48 @@ impl ServiceCgroup {
         })
     }
 
+    /// The text of the file `name` of this cgroup; `None` if it cannot be read (a
+    /// controller that is not enabled here has no files).
+    fn read(&self, name: &std::ffi::CStr) -> Option<String> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut text = Vec::with_capacity(512);
+        let mut buf = [0u8; 512];
+        loop {
+            match rustix::io::read(&fd, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+                Err(Errno::INTR) => continue,
+                Err(_) => return None,
+            }
+        }
+        String::from_utf8(text).ok()
+    }
+
+    /// What the tree uses, as far as this cgroup's files tell: `usage_usec` of `cpu.stat`
+    /// (always there in cgroup v2), `memory.current` and `memory.peak` (the memory
+    /// controller, Linux 5.19+ for the peak), `pids.current` (the pids controller). A
+    /// controller that is not enabled for the cgroup gives `None`. Blocking.
+    pub(crate) fn usage(&self) -> CgroupUsage {
+        let number = |name: &std::ffi::CStr| {
+            self.read(name)
+                .and_then(|text| text.trim().parse::<u64>().ok())
+        };
+        CgroupUsage {
+            cpu_usec: self
+                .read(c"cpu.stat")
+                .and_then(|text| keyed(&text, "usage_usec")),
+            memory: number(c"memory.current"),
+            memory_peak: number(c"memory.peak"),
+            tasks: number(c"pids.current"),
+        }
+    }
+
     /// Resolves once no process is left in the tree: an inotify event on `cgroup.events`,
     /// not a poll. Cancel-safe.
     pub(crate) async fn wait_empty(&self) -> io::Result<()> {
@@ -381,6 +423,23 @@ impl Drop for ServiceCgroup {
             }
         }
     }
+}
+
+/// What a cgroup's files say it uses (`None`: no such file here).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CgroupUsage {
+    pub cpu_usec: Option<u64>,
+    pub memory: Option<u64>,
+    pub memory_peak: Option<u64>,
+    pub tasks: Option<u64>,
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`cpu.stat`, `memory.events`).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok()).flatten()
+    })
 }
 
 fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> io::Result<()> {
@@ -611,6 +670,14 @@ mod tests {
             cgroup2_mount("31 23 0:28 / /sys rw - sysfs sysfs rw\n"),
             None
         );
+    }
+
+    #[test]
+    fn flat_keyed_files_are_read_by_key() {
+        let text = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n";
+        assert_eq!(keyed(text, "usage_usec"), Some(1234));
+        assert_eq!(keyed(text, "system_usec"), Some(234));
+        assert_eq!(keyed(text, "nice_usec"), None);
     }
 
     #[test]
