@@ -1176,7 +1176,10 @@ readiness = { kind = "log_line", pattern = "holding" }
     println!("busy: {busy}\nholder: {holder}");
     assert!(busy["cpu_percent"].as_f64().unwrap() > 10.0, "{busy}");
     assert!(busy["tasks"].as_u64().unwrap() >= 1);
-    assert!(holder["memory_bytes"].as_u64().unwrap() >= 40 << 20, "{holder}");
+    assert!(
+        holder["memory_bytes"].as_u64().unwrap() >= 40 << 20,
+        "{holder}"
+    );
     assert!(holder["sampled_at_unix_ms"].as_u64().is_some());
     assert!(
         ["cgroup", "cgroup_and_proc", "proc"].contains(&holder["source"].as_str().unwrap()),

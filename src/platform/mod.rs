@@ -50,7 +50,8 @@ pub(crate) use spawn::{
 pub(crate) use watch::PathWatcher;
 
 pub(crate) use tree::{
-    listener_inodes, socket_holder, Listening, ProcessTree, TreeLeader, TreePlan, UsageFrom,
+    listener_inodes, socket_holder, CgroupLimit, LimitRefused, Listening, ProcessTree, TreeLeader,
+    TreePlan, UsageFrom,
 };
 
 #[cfg(target_os = "linux")]

@@ -65,6 +65,41 @@ impl TreePlan {
         }
     }
 
+    /// Write `limits` to the new cgroup before the process starts in it. Refused without
+    /// a cgroup (the process group has no quotas) or where the cgroup lacks a controller.
+    /// Blocking.
+    pub(crate) fn set_limits(&self, limits: &[CgroupLimit]) -> Result<(), LimitRefused> {
+        #[cfg(target_os = "linux")]
+        if let Some(cgroup) = &self.cgroup {
+            return cgroup.set_limits(limits).map_err(|refused| match refused {
+                super::cgroup::LimitRefused::NoController {
+                    limit,
+                    path,
+                    offered,
+                } => LimitRefused::NoController {
+                    limit,
+                    path,
+                    offered,
+                },
+                super::cgroup::LimitRefused::Write {
+                    limit,
+                    path,
+                    source,
+                } => LimitRefused::Write {
+                    limit,
+                    path,
+                    source,
+                },
+            });
+        }
+        match limits.first() {
+            None => Ok(()),
+            Some(limit) => Err(LimitRefused::NoCgroup {
+                limit: limit.clone(),
+            }),
+        }
+    }
+
     /// Make `plan` start its process in this tree (Linux: `CLONE_INTO_CGROUP`).
     pub(crate) fn apply(&self, plan: &mut super::SpawnPlan) {
         #[cfg(target_os = "linux")]
@@ -101,6 +136,38 @@ enum Kind {
     /// The process group led by the main process (`leader`): processes that call
     /// `setsid()` or `setpgid()` leave it unseen.
     Group { leader: u32 },
+}
+
+/// One quota to write to an instance's cgroup before its process starts there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CgroupLimit {
+    /// The spec's name for it (`"memory_max"`).
+    pub quota: &'static str,
+    /// The controller it needs (`"memory"`).
+    pub controller: &'static str,
+    /// The file (`"memory.max"`).
+    pub file: &'static str,
+    /// What is written.
+    pub value: String,
+}
+
+/// Why quotas were not written ([`TreePlan::set_limits`]).
+#[derive(Debug)]
+pub(crate) enum LimitRefused {
+    /// The instance has no cgroup (cgroup v2 missing or not writable, not Linux).
+    NoCgroup { limit: CgroupLimit },
+    /// The cgroup does not offer the controller.
+    NoController {
+        limit: CgroupLimit,
+        path: std::path::PathBuf,
+        offered: String,
+    },
+    /// The write failed.
+    Write {
+        limit: CgroupLimit,
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
 }
 
 /// What a tree uses ([`ProcessTree::usage`]); `None`: not known here.
@@ -275,6 +342,16 @@ impl ProcessTree {
         {
             let _ = main;
             TreeUsage::default()
+        }
+    }
+
+    /// How many times the OOM killer killed a process of the tree (a cgroup with the
+    /// memory controller; otherwise `None`). Blocking.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        match &self.kind {
+            #[cfg(target_os = "linux")]
+            Kind::Cgroup(cgroup) => cgroup.oom_kills(),
+            Kind::Group { .. } => None,
         }
     }
 

@@ -13,6 +13,26 @@ use crate::handle::{BackendHandleError, ExitStatus};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LastOutput {
     lines: Arc<[String]>,
+    out_of_memory: Option<OutOfMemory>,
+}
+
+/// The kernel's OOM killer ended a process of a backend (for a
+/// [`CommandSupervisor`](crate::command::CommandSupervisor): `oom_kill` of the instance's
+/// `memory.events`), reported as [`EventKind::OutOfMemory`](super::EventKind::OutOfMemory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutOfMemory {
+    /// How many processes it killed.
+    pub kills: u64,
+    /// The memory limit reached (`memory_max`), bytes, if the backend had one.
+    pub limit: Option<u64>,
+}
+
+impl OutOfMemory {
+    /// `kills` processes killed, with the limit reached, if any.
+    pub fn new(kills: u64, limit: Option<u64>) -> Self {
+        OutOfMemory { kills, limit }
+    }
 }
 
 impl LastOutput {
@@ -25,7 +45,21 @@ impl LastOutput {
     pub fn new(lines: impl Into<Arc<[String]>>) -> Self {
         LastOutput {
             lines: lines.into(),
+            out_of_memory: None,
         }
+    }
+
+    /// The same, noting that the OOM killer ended a process of the backend (the runtime
+    /// then reports [`EventKind::OutOfMemory`](super::EventKind::OutOfMemory) before the
+    /// exit).
+    pub fn with_out_of_memory(mut self, out_of_memory: OutOfMemory) -> Self {
+        self.out_of_memory = Some(out_of_memory);
+        self
+    }
+
+    /// Whether the OOM killer ended a process of the backend, and at which limit.
+    pub fn out_of_memory(&self) -> Option<OutOfMemory> {
+        self.out_of_memory
     }
 
     /// The lines, oldest first.

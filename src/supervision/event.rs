@@ -124,6 +124,19 @@ impl std::fmt::Display for EventKind {
             ),
             EventKind::Healthy { pid } => write!(f, "healthy (pid {pid})"),
             EventKind::Unhealthy { pid } => write!(f, "unhealthy (pid {pid}): replacing it"),
+            EventKind::OutOfMemory { pid, kills, limit } => {
+                write!(
+                    f,
+                    "out of memory (pid {pid}): the OOM killer killed {kills} process"
+                )?;
+                if *kills != 1 {
+                    f.write_str("es")?;
+                }
+                match limit {
+                    Some(limit) => write!(f, " at memory_max = {}", bytes(*limit)),
+                    None => f.write_str(" (no memory_max: the machine ran out)"),
+                }
+            }
             EventKind::Exited {
                 pid,
                 status,
@@ -167,6 +180,17 @@ impl std::fmt::Display for EventKind {
 }
 
 /// `a ready, b healthy`.
+/// Bytes with the largest binary suffix that divides them (`64M`), else as a number.
+fn bytes(n: u64) -> String {
+    for (suffix, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        let unit = 1u64 << shift;
+        if n >= unit && n % unit == 0 {
+            return format!("{}{suffix}", n / unit);
+        }
+    }
+    format!("{n} bytes")
+}
+
 fn list(dependencies: &[Dependency]) -> String {
     dependencies
         .iter()
@@ -240,6 +264,17 @@ pub enum EventKind {
     Unhealthy {
         /// The backend's PID.
         pid: u32,
+    },
+    /// The kernel's OOM killer ended a process of the backend (reported just before its
+    /// [`Exited`](EventKind::Exited)); the backend is restarted by its policy as after any
+    /// other crash.
+    OutOfMemory {
+        /// The backend's main process.
+        pid: u32,
+        /// How many processes of its tree the OOM killer killed.
+        kills: u64,
+        /// The limit reached (`memory_max`), bytes, if it had one.
+        limit: Option<u64>,
     },
     /// The backend process exited.
     Exited {
@@ -378,6 +413,9 @@ fn trace(service: &str, kind: &EventKind) {
         }
         EventKind::Healthy { pid } => info!(pid, "healthy"),
         EventKind::Unhealthy { pid } => warn!(pid, "unhealthy"),
+        EventKind::OutOfMemory { pid, kills, limit } => {
+            warn!(pid, kills, limit, "killed by the OOM killer")
+        }
         EventKind::Exited {
             pid,
             status,

@@ -77,7 +77,7 @@ pub(crate) mod supervisor;
 pub(crate) mod usage;
 
 pub use dependency::{Condition, Dependency, StartOrder};
-pub use error::{ExecFailure, HealthError, LastOutput, StartError};
+pub use error::{ExecFailure, HealthError, LastOutput, OutOfMemory, StartError};
 pub use event::{Event, EventKind, EventStream, Lagged};
 pub use group::{
     AutoShutdown, GroupSpec, GroupSpecError, Member, Outcome, Strategy,

@@ -43,6 +43,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::inotify::{Wake, Watch};
+use crate::platform::CgroupLimit;
 
 /// The prefix of every supervisor's directory.
 const PREFIX: &str = "running-process-";
@@ -154,6 +155,7 @@ impl SupervisorCgroup {
             Err(e) => return Err(e),
         }
         let relative = format!("{}/{name}", own.trim_end_matches('/'));
+        enable_controllers(&path);
         let keeper = if path.join("cgroup.kill").exists() {
             match start_keeper(&path) {
                 Ok(fd) => Some(fd),
@@ -213,6 +215,45 @@ impl SupervisorCgroup {
             service: clean,
         })
     }
+}
+
+/// The controllers quotas use, enabled for the services' cgroups where the supervisor's
+/// own directory is offered them (written to its `cgroup.subtree_control`; it holds no
+/// process, so the kernel allows it). A failure only means quotas will be refused.
+fn enable_controllers(path: &Path) {
+    let offered = std::fs::read_to_string(path.join("cgroup.controllers")).unwrap_or_default();
+    let wanted: Vec<String> = ["memory", "cpu", "pids"]
+        .into_iter()
+        .filter(|c| offered.split_whitespace().any(|o| o == *c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if wanted.is_empty() {
+        tracing::debug!(
+            offered = offered.trim(),
+            "no memory, cpu or pids controller in cgroup v2: quotas will be refused"
+        );
+        return;
+    }
+    if let Err(error) = std::fs::write(path.join("cgroup.subtree_control"), wanted.join(" ")) {
+        tracing::debug!(%error, ?wanted, "cannot enable cgroup controllers: quotas will be refused");
+    }
+}
+
+/// Why a limit was not written to a service's cgroup.
+#[derive(Debug)]
+pub(crate) enum LimitRefused {
+    /// The cgroup does not offer the controller.
+    NoController {
+        limit: CgroupLimit,
+        path: PathBuf,
+        offered: String,
+    },
+    /// The write failed.
+    Write {
+        limit: CgroupLimit,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// The part of an instance's directory name taken from the service name.
@@ -368,6 +409,39 @@ impl ServiceCgroup {
             memory_peak: number(c"memory.peak"),
             tasks: number(c"pids.current"),
         }
+    }
+
+    /// Write `limits` (before any process is in the cgroup), each after checking that the
+    /// cgroup offers its controller. Blocking.
+    pub(crate) fn set_limits(&self, limits: &[CgroupLimit]) -> Result<(), LimitRefused> {
+        let offered = self.read(c"cgroup.controllers").unwrap_or_default();
+        for limit in limits {
+            if !offered.split_whitespace().any(|c| c == limit.controller) {
+                return Err(LimitRefused::NoController {
+                    limit: limit.clone(),
+                    path: self.path.clone(),
+                    offered: match offered.trim() {
+                        "" => "none".to_owned(),
+                        some => some.to_owned(),
+                    },
+                });
+            }
+            let path = self.path.join(limit.file);
+            if let Err(source) = std::fs::write(&path, &limit.value) {
+                return Err(LimitRefused::Write {
+                    limit: limit.clone(),
+                    path,
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// How many times the OOM killer killed a process of this cgroup (`oom_kill` of
+    /// `memory.events`); `None` without the memory controller. Blocking.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        keyed(&self.read(c"memory.events")?, "oom_kill")
     }
 
     /// Resolves once no process is left in the tree: an inotify event on `cgroup.events`,
