@@ -197,3 +197,89 @@ async fn a_service_past_its_memory_max_is_killed_reported_and_restarted() {
     assert_eq!(service.status()[0].restarts, 1);
     service.stop().await;
 }
+
+/// A supervisor whose backends "die of OOM": each exits at once, and `on_exit` says the
+/// OOM killer ended it at a 32 MiB limit, as `CommandSupervisor` does from `memory.events`.
+struct Starved;
+
+#[async_trait::async_trait]
+impl running_process::supervision::Supervisor for Starved {
+    fn name(&self) -> &str {
+        "starved"
+    }
+
+    fn restart_policy(&self) -> running_process::supervision::RestartPolicy {
+        no_backoff(RestartKind::Permanent)
+    }
+
+    async fn spawn(
+        &self,
+        ctx: &running_process::supervision::SpawnContext,
+    ) -> Result<running_process::BackendHandle, StartError> {
+        let child = tokio::process::Command::new("sh")
+            .args(["-c", "read line"])
+            .stdin(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(StartError::Spawn)?;
+        let handle =
+            running_process::BackendHandle::from_child(child, "starved", "1", None).await?;
+        ctx.spawned(handle.pid());
+        Ok(handle)
+    }
+
+    async fn on_exit(
+        &self,
+        _backend: &running_process::BackendHandle,
+        _status: running_process::ExitStatus,
+    ) -> running_process::supervision::LastOutput {
+        running_process::supervision::LastOutput::default().with_out_of_memory(
+            running_process::supervision::OutOfMemory::new(1, Some(32 << 20)),
+        )
+    }
+}
+
+#[tokio::test]
+async fn an_oom_kill_reported_by_on_exit_is_an_event_before_the_exit_and_the_restart() {
+    let service = running_process::supervision::supervise(std::sync::Arc::new(Starved));
+    let mut events = service.events();
+    within("ready", service.ready()).await.expect("ready");
+    let pid = service.backend().unwrap().pid();
+    // The kernel's OOM killer sends SIGKILL; so does this test.
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).unwrap();
+    let oom = next_matching(&mut events, "the OOM event", |e| {
+        matches!(
+            e.kind,
+            EventKind::OutOfMemory { .. } | EventKind::Exited { .. }
+        )
+    })
+    .await;
+    assert!(
+        matches!(oom.kind, EventKind::OutOfMemory { pid: p, kills: 1, limit: Some(l) } if p == pid && l == 32 << 20),
+        "{oom:?}"
+    );
+    assert!(
+        oom.to_string().ends_with(&format!(
+            "out of memory (pid {pid}): the OOM killer killed 1 process at memory_max = 32M"
+        )),
+        "{oom}"
+    );
+    next_matching(&mut events, "the exit", |e| {
+        matches!(e.kind, EventKind::Exited { .. })
+    })
+    .await;
+    next_matching(&mut events, "the restart", |e| {
+        matches!(e.kind, EventKind::RestartScheduled { .. })
+    })
+    .await;
+    next_matching(&mut events, "ready again", |e| {
+        matches!(e.kind, EventKind::Ready { .. })
+    })
+    .await;
+    service.stop().await;
+}

@@ -124,19 +124,7 @@ impl std::fmt::Display for EventKind {
             ),
             EventKind::Healthy { pid } => write!(f, "healthy (pid {pid})"),
             EventKind::Unhealthy { pid } => write!(f, "unhealthy (pid {pid}): replacing it"),
-            EventKind::OutOfMemory { pid, kills, limit } => {
-                write!(
-                    f,
-                    "out of memory (pid {pid}): the OOM killer killed {kills} process"
-                )?;
-                if *kills != 1 {
-                    f.write_str("es")?;
-                }
-                match limit {
-                    Some(limit) => write!(f, " at memory_max = {}", bytes(*limit)),
-                    None => f.write_str(" (no memory_max: the machine ran out)"),
-                }
-            }
+            EventKind::OutOfMemory { pid, kills, limit } => out_of_memory(f, *pid, *kills, *limit),
             EventKind::Exited {
                 pid,
                 status,
@@ -180,11 +168,29 @@ impl std::fmt::Display for EventKind {
 }
 
 /// `a ready, b healthy`.
+/// The text of [`EventKind::OutOfMemory`].
+fn out_of_memory(
+    f: &mut std::fmt::Formatter<'_>,
+    pid: u32,
+    kills: u64,
+    limit: Option<u64>,
+) -> std::fmt::Result {
+    let plural = if kills == 1 { "" } else { "es" };
+    write!(
+        f,
+        "out of memory (pid {pid}): the OOM killer killed {kills} process{plural}"
+    )?;
+    match limit {
+        Some(limit) => write!(f, " at memory_max = {}", bytes(limit)),
+        None => f.write_str(" (no memory_max: the machine ran out)"),
+    }
+}
+
 /// Bytes with the largest binary suffix that divides them (`64M`), else as a number.
 fn bytes(n: u64) -> String {
     for (suffix, shift) in [("G", 30), ("M", 20), ("K", 10)] {
         let unit = 1u64 << shift;
-        if n >= unit && n % unit == 0 {
+        if n >= unit && n.is_multiple_of(unit) {
             return format!("{}{suffix}", n / unit);
         }
     }

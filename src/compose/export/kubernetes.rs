@@ -715,7 +715,7 @@ fn resources(c: &mut Vec<Entry>, spec: &CommandSpec) {
 fn memory_quantity(bytes: u64) -> String {
     for (suffix, shift) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
         let unit = 1u64 << shift;
-        if bytes >= unit && bytes % unit == 0 {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
