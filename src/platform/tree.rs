@@ -153,6 +153,7 @@ pub(crate) struct CgroupLimit {
 
 /// Why quotas were not written ([`TreePlan::set_limits`]).
 #[derive(Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) enum LimitRefused {
     /// The instance has no cgroup (cgroup v2 missing or not writable, not Linux).
     NoCgroup { limit: CgroupLimit },
@@ -187,6 +188,7 @@ pub(crate) struct TreeUsage {
 
 /// Where a [`TreeUsage`] came from.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) enum UsageFrom {
     /// Every figure from the cgroup's files.
     Cgroup,
