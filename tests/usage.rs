@@ -148,3 +148,50 @@ async fn memory_held_by_a_service_shows_in_its_usage() {
         assert!(service.status()[0].usage.is_none());
     }
 }
+
+/// What a sample of a set costs, and that `status()` reads nothing: ten services in one
+/// group, each in its own cgroup (or process group where none can be made).
+#[tokio::test]
+async fn sampling_ten_services_is_one_trip_and_status_stays_a_copy() {
+    use running_process::command::CommandSupervisor;
+    use running_process::supervision::{supervise_group, GroupSpec};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    for cgroup in [true, false] {
+        let mut spec = GroupSpec::new("ten");
+        for i in 0..10 {
+            let command = CommandSpec::new(format!("s{i}"), "sleep")
+                .args(["3600"])
+                .cgroup(cgroup);
+            spec = spec.service(Arc::new(CommandSupervisor::new(command)));
+        }
+        let group = supervise_group(spec).unwrap();
+        within("ten ready", group.ready()).await.expect("ready");
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let began = Instant::now();
+            let rows = group.sample_usage().await;
+            samples.push(began.elapsed());
+            assert_eq!(rows.iter().filter(|r| r.usage.is_some()).count(), 10);
+        }
+        let mut copies = Vec::new();
+        for _ in 0..20 {
+            let began = Instant::now();
+            let rows = group.status();
+            copies.push(began.elapsed());
+            assert_eq!(rows.len(), 10);
+        }
+        samples.sort();
+        copies.sort();
+        println!(
+            "sample_usage of 10 services ({}): p50 {:?}, max {:?}; status(): p50 {:?}, max {:?}",
+            if cgroup { "cgroups" } else { "process groups" },
+            samples[10],
+            samples[19],
+            copies[10],
+            copies[19]
+        );
+        group.stop().await;
+    }
+}
