@@ -171,6 +171,14 @@ mod tests {
                 what: "user x".into(),
                 source: os(),
             })),
+            Box::new(StartError::from(SpecError::Quota(
+                crate::command::QuotaError::Write {
+                    quota: "memory_max",
+                    value: "1".into(),
+                    path: "memory.max".into(),
+                    source: os(),
+                },
+            ))),
             Box::new(StartError::from(SpecError::Url {
                 field: "readiness",
                 source: CheckError::BadUrl {
@@ -275,7 +283,10 @@ mod tests {
             | InheritError::Unsupported => {} // no cause
         }
         match spec {
-            SpecError::Lookup { .. } | SpecError::Url { .. } | SpecError::Address { .. } => {}
+            SpecError::Lookup { .. }
+            | SpecError::Url { .. }
+            | SpecError::Address { .. }
+            | SpecError::Quota(_) => {}
             SpecError::EmptyProgram
             | SpecError::EmptyCommand(_)
             | SpecError::UnknownUser(_)

@@ -1494,3 +1494,55 @@ restart = { kind = "permanent", backoff = { initial_ms = 600000 } }
     let table = String::from_utf8_lossy(&project.run(&["status"]).stdout).into_owned();
     assert!(table.contains("exit code 3"), "{table}");
 }
+
+#[test]
+fn status_shows_what_each_service_uses() {
+    let project = Project::new(
+        r#"
+[group]
+name = "usage"
+
+[services.busy]
+program = "sh"
+args = ["-c", "while :; do :; done"]
+
+[services.holder]
+program = "python3"
+args = ["-c", "import time\nb = b'x' * (48 << 20)\nprint('holding', flush=True)\ntime.sleep(3600)"]
+readiness = { kind = "log_line", pattern = "holding" }
+"#,
+    );
+    assert!(project.run(&["up", "--detach"]).status.success());
+    // Until the busy loop has run for a tenth of a second of CPU (each status a new
+    // sample; the share is over the time since the previous one).
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        let status = project.status();
+        let busy = &Project::service(&status, "busy")["usage"];
+        if busy["cpu_usec"].as_u64().unwrap_or(0) >= 100_000 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "busy never used CPU: {status}");
+    };
+    let busy = &Project::service(&status, "busy")["usage"];
+    let holder = &Project::service(&status, "holder")["usage"];
+    println!("busy: {busy}\nholder: {holder}");
+    assert!(busy["cpu_percent"].as_f64().unwrap() > 10.0, "{busy}");
+    assert!(busy["tasks"].as_u64().unwrap() >= 1);
+    assert!(
+        holder["memory_bytes"].as_u64().unwrap() >= 40 << 20,
+        "{holder}"
+    );
+    assert!(holder["sampled_at_unix_ms"].as_u64().is_some());
+    assert!(
+        ["cgroup", "cgroup_and_proc", "proc"].contains(&holder["source"].as_str().unwrap()),
+        "{holder}"
+    );
+
+    let table = project.run(&["status"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    let header = text.lines().next().unwrap();
+    assert!(header.contains("CPU") && header.contains("MEM"), "{text}");
+    let row = text.lines().find(|l| l.starts_with("holder")).unwrap();
+    assert!(row.contains('M') && row.contains('%'), "{row}");
+}

@@ -815,3 +815,50 @@ readiness = {{ kind = "delay", delay_ms = 500 }}
         ["systemctl --user start u.target", "~/.config/systemd/user/"],
     );
 }
+
+#[test]
+fn quotas_become_systemd_directives_and_kubernetes_limits() {
+    let file = parse(
+        "[group]\nname = \"q\"\n\n[services.web]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"exec sleep 1000\"]\n\
+         memory_max = \"256M\"\nmemory_high = \"200M\"\ncpu_max = \"50%\"\npids_max = 64\n",
+    );
+    let unit = unit_text(&file, "q-web.service");
+    assert_lines(
+        &unit,
+        [
+            "MemoryMax=256M",
+            "MemoryHigh=200M",
+            "CPUQuota=50%",
+            "TasksMax=64",
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let units = export_into(
+        &file,
+        Target::Systemd,
+        &ExportOptions::default(),
+        out.path(),
+    );
+    assert_verified(&units);
+
+    let out = tempfile::tempdir().unwrap();
+    let manifests = export_into(
+        &file,
+        Target::Kubernetes,
+        &ExportOptions::default(),
+        out.path(),
+    );
+    let manifest = read(&manifests[0]);
+    assert_contains(
+        &manifest,
+        [
+            "resources:",
+            "limits:",
+            "memory: \"256Mi\"",
+            "cpu: \"500m\"",
+            "# memory_high = 200M",
+            "# pids_max = 64",
+        ],
+    );
+    assert_validated(&manifests[0]);
+}

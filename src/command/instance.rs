@@ -29,6 +29,8 @@ pub(super) struct Instance {
     /// The last `WATCHDOG=1`, when the service has an sd_notify socket.
     pub watchdog: Option<watch::Receiver<Instant>>,
     pub tasks: Vec<AbortHandle>,
+    /// The spec's `memory_max`, bytes: named when the OOM killer ends a process of it.
+    pub memory_max: Option<u64>,
     /// Held so the sd_notify socket lives as long as the instance.
     pub _notify: Option<NotifyEndpoint>,
 }

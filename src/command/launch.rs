@@ -6,11 +6,11 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::spec::{CommandSpec, GroupRef, Limit, UserRef};
-use super::spec_error::SpecError;
+use super::spec_error::{QuotaError, SpecError};
 use crate::platform::users::{self, UserEntry};
 use crate::platform::{
-    exec_errno, Credentials, ExecErrno, LimitResource, ResourceLimit, SpawnError, SpawnPlan,
-    SpawnStage, Stdio, TreePlan,
+    exec_errno, CgroupLimit, Credentials, ExecErrno, LimitRefused, LimitResource, ResourceLimit,
+    SpawnError, SpawnPlan, SpawnStage, Stdio, TreePlan,
 };
 use crate::supervision::{ExecFailure, StartError};
 
@@ -280,11 +280,106 @@ pub(crate) fn plan_with_tree(
     cgroup: bool,
 ) -> Result<(Launch, TreePlan), StartError> {
     let launch = plan(spec, run_as, extra_env, stdout, stderr)?;
+    let limits = quota_limits(spec);
+    if let Some(first) = limits.first() {
+        refuse_without_cgroup(spec, first.quota)?;
+    }
     let tree = TreePlan::new(&spec.name, cgroup).map_err(|error| StartError::Cgroup {
         parent: error.path,
         source: error.source,
     })?;
+    tree.set_limits(&limits).map_err(refused_quota)?;
     Ok((launch, tree))
+}
+
+/// The start error of a quota the instance's cgroup refused.
+fn refused_quota(refused: LimitRefused) -> StartError {
+    StartError::from(SpecError::Quota(match refused {
+        LimitRefused::NoCgroup { limit } => QuotaError::NoCgroup {
+            quota: limit.quota,
+            reason: if cfg!(target_os = "linux") {
+                "none could be created (cgroup v2 is not mounted, or the supervisor's cgroup is not writable: root or a delegated subtree is needed)".into()
+            } else {
+                "cgroups are Linux's".into()
+            },
+        },
+        LimitRefused::NoController {
+            limit,
+            path,
+            offered,
+        } => QuotaError::NoController {
+            quota: limit.quota,
+            controller: limit.controller,
+            path,
+            offered,
+        },
+        LimitRefused::Write {
+            limit,
+            path,
+            source,
+        } => QuotaError::Write {
+            quota: limit.quota,
+            value: limit.value,
+            path,
+            source,
+        },
+    }))
+}
+
+/// The spec's quotas as cgroup v2 files and values, in a fixed order.
+pub(crate) fn quota_limits(spec: &CommandSpec) -> Vec<CgroupLimit> {
+    let mut limits = Vec::new();
+    let mut add = |quota, controller, file, value: Option<String>| {
+        if let Some(value) = value {
+            limits.push(CgroupLimit {
+                quota,
+                controller,
+                file,
+                value,
+            });
+        }
+    };
+    add(
+        "memory_high",
+        "memory",
+        "memory.high",
+        spec.memory_high.map(|b| b.0.to_string()),
+    );
+    add(
+        "memory_max",
+        "memory",
+        "memory.max",
+        spec.memory_max.map(|b| b.0.to_string()),
+    );
+    add(
+        "cpu_max",
+        "cpu",
+        "cpu.max",
+        spec.cpu_max.map(|q| q.cpu_max_line()),
+    );
+    add(
+        "pids_max",
+        "pids",
+        "pids.max",
+        spec.pids_max.map(|n| n.to_string()),
+    );
+    limits
+}
+
+/// Quotas need the instance's own cgroup: refuse the settings that rule it out.
+fn refuse_without_cgroup(spec: &CommandSpec, quota: &'static str) -> Result<(), StartError> {
+    let reason = if !spec.cgroup {
+        "the service says cgroup = false"
+    } else if !spec.die_with_supervisor {
+        "a service that outlives the supervisor (die_with_supervisor = false) gets none"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::Quota(QuotaError::NoCgroup {
+        quota,
+        reason: reason.into(),
+    })
+    .into())
 }
 
 /// The [`StartError`] for a failed spawn of `program`: execution failures and failures

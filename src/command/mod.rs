@@ -86,10 +86,10 @@ pub use checks::CheckError;
 pub use descriptors::{raise_open_files_limit, OpenFiles, SUPERVISOR_DESCRIPTORS};
 pub use shared::{Acquired, DigestPolicy, SharedDaemon, SharedError, DEFAULT_LOCK_TIMEOUT};
 pub use spec::{
-    CommandSpec, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Listener, Output, Readiness,
-    ResourceLimits, Rotation, StopSignal, StopSpec, StreamName, Umask, UserRef,
+    ByteSize, CommandSpec, CpuQuota, GroupRef, HealthCheck, HealthSpec, KillMode, Limit, Listener,
+    Output, Readiness, ResourceLimits, Rotation, StopSignal, StopSpec, StreamName, Umask, UserRef,
     DEFAULT_EXEC_INTERVAL,
 };
-pub use spec_error::SpecError;
+pub use spec_error::{QuotaError, SpecError};
 pub use standalone::{wait_until_ready, WaitError};
 pub use supervisor::CommandSupervisor;

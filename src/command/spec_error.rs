@@ -69,6 +69,53 @@ pub enum SpecError {
     /// `start_on_demand` without a listener: nothing would ever start it.
     #[error("start_on_demand needs at least one listener")]
     OnDemandWithoutListeners,
+    /// A quota (`memory_max`, `memory_high`, `cpu_max`, `pids_max`) cannot be enforced
+    /// here; the service is not started without it.
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+}
+
+/// Why a quota of a [`CommandSpec`](super::CommandSpec) (`memory_max`, `memory_high`,
+/// `cpu_max`, `pids_max`) cannot be enforced: the service is refused rather than run
+/// without it. Reported as [`SpecError::Quota`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuotaError {
+    /// The instance gets no cgroup of its own, which quotas are written to.
+    #[error("{quota} needs a cgroup of the service's own, and {reason}")]
+    NoCgroup {
+        /// The first quota set (`"memory_max"`, ...).
+        quota: &'static str,
+        /// Why there is none: `cgroup = false`, `die_with_supervisor = false`, cgroup v2
+        /// not mounted or not writable, or not Linux.
+        reason: String,
+    },
+    /// The service's cgroup lacks the controller the quota needs (a hybrid layout that
+    /// keeps it in cgroup v1, or a parent that does not delegate it).
+    #[error("{quota} needs the cgroup v2 {controller} controller, which is not available in {} (it offers: {offered})", path.display())]
+    NoController {
+        /// The quota (`"memory_max"`, ...).
+        quota: &'static str,
+        /// The controller (`"memory"`, `"cpu"`, `"pids"`).
+        controller: &'static str,
+        /// The service's cgroup.
+        path: std::path::PathBuf,
+        /// What its `cgroup.controllers` lists (`"hugetlb"`, or `"none"`).
+        offered: String,
+    },
+    /// Writing the quota to the cgroup failed.
+    #[error("cannot write {quota} = {value:?} to {}", path.display())]
+    Write {
+        /// The quota (`"memory_max"`, ...).
+        quota: &'static str,
+        /// What was written.
+        value: String,
+        /// The file written.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<SpecError> for crate::supervision::StartError {

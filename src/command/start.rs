@@ -243,6 +243,7 @@ pub(super) fn attach(
         pumps,
         watchdog,
         tasks,
+        memory_max: spec.memory_max.map(|b| b.0),
         _notify: notify,
     };
     let waits = Waits {

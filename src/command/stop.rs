@@ -13,7 +13,7 @@ use super::spec::{CommandSpec, KillMode};
 use crate::blocking::blocking;
 use crate::handle::{BackendHandle, BackendHandleError, ExitStatus};
 use crate::platform::{ProcessTree, TreeLeader};
-use crate::supervision::LastOutput;
+use crate::supervision::{LastOutput, OutOfMemory};
 
 /// How long a dead main process's tree may take to disappear after `cgroup.kill` (or the
 /// group's SIGKILL) before the supervisor goes on without waiting further.
@@ -110,7 +110,14 @@ pub(super) async fn clean_up(kill_mode: KillMode, mut instance: Instance) -> Las
     if kill_mode != KillMode::Process {
         kill_rest(&instance.tree, &instance.main).await;
     }
-    let output = instance.last_output().await;
+    let mut output = instance.last_output().await;
+    if instance.tree.is_cgroup() {
+        let tree = instance.tree.clone();
+        // A fresh cgroup per instance: any OOM kill there was this instance's.
+        if let Some(kills) = blocking(move || tree.oom_kills()).await.filter(|&k| k > 0) {
+            output = output.with_out_of_memory(OutOfMemory::new(kills, instance.memory_max));
+        }
+    }
     retire(instance);
     output
 }

@@ -19,10 +19,11 @@ use super::spec::{CommandSpec, KillMode, Readiness};
 use super::start;
 use super::stop::{self, kill_rest, KillUnlessReady};
 use crate::handle::{BackendHandle, BackendHandleError, ExitStatus};
+use crate::platform::UsageFrom;
 use crate::protocol::CacheManifest;
 use crate::supervision::{
-    Demand, HealthError, HealthPolicy, LastOutput, RestartPolicy, SpawnContext, StartError,
-    Supervisor,
+    Demand, HealthError, HealthPolicy, LastOutput, ResourceUsage, RestartPolicy, SpawnContext,
+    StartError, Supervisor, UsageSampler, UsageSource,
 };
 
 impl CommandSpec {
@@ -218,6 +219,31 @@ impl Supervisor for CommandSupervisor {
             return Ok(None);
         }
         self.listeners.connection_waiting().await.map(Some)
+    }
+
+    /// The instance's tree: its cgroup's files, or `/proc` (see
+    /// [`ResourceUsage`](crate::supervision::ResourceUsage)); none off Linux.
+    fn usage_sampler(&self, backend: &BackendHandle) -> Option<UsageSampler> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        let pid = backend.pid();
+        let tree = self.current.tree_of(pid)?;
+        Some(Arc::new(move || {
+            let read = tree.usage(pid);
+            let source = match read.source {
+                UsageFrom::Cgroup => UsageSource::Cgroup,
+                UsageFrom::CgroupAndProc => UsageSource::CgroupAndProc,
+                UsageFrom::Proc => UsageSource::Proc,
+                UsageFrom::Nothing => return None,
+            };
+            let mut usage = ResourceUsage::new(source);
+            usage.cpu_usec = read.cpu_usec;
+            usage.memory_bytes = read.memory;
+            usage.memory_peak_bytes = read.memory_peak;
+            usage.tasks = read.tasks;
+            Some(usage)
+        }))
     }
 
     async fn on_exit(&self, backend: &BackendHandle, status: ExitStatus) -> LastOutput {

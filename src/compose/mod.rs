@@ -51,6 +51,8 @@
 //! env_file = ["worker.env"]           # KEY=VALUE lines, below `env`
 //! env = { DATABASE_URL = "${DATABASE_URL:-postgres://localhost/dev}" }
 //! profiles = ["jobs"]                 # runs only with --profile jobs
+//! memory_max = "256M"                 # quotas of each instance's whole tree (below)
+//! cpu_max = "50%"
 //! ```
 //!
 //! Relative paths (`cwd`, a `program` with a `/`, output files, env files) are relative to
@@ -67,6 +69,32 @@
 //! | `replicas` | instances `NAME-1` .. `NAME-N` (`NAME` when 1), each with `RUNNING_PROCESS_INSTANCE=k` in its environment and `${RUNNING_PROCESS_INSTANCE}` replaced by `k` in every string of its spec (so each can take its own port, directory, log file); a dependency on `NAME` waits for every instance | `deploy.replicas`, without the per-instance number |
 //! | `profiles` | the service runs only when one of these is turned on (`--profile`), or when it is asked for by name, or a selected service depends on it | a dependency whose profile is off is an error there |
 //! | `env_file` | files of `KEY=VALUE` lines (comments, `export`, quotes as Compose reads them) feeding the environment, below `env` | the same |
+//!
+//! # Quotas and what each service uses
+//!
+//! Four keys of a [`CommandSpec`](crate::command::CommandSpec) bound an instance's whole
+//! process tree, as systemd's directives of the same meaning do; they are written to the
+//! instance's cgroup v2 before its process starts there (`CLONE_INTO_CGROUP`):
+//!
+//! | key | value | cgroup v2 file | systemd |
+//! |---|---|---|---|
+//! | `memory_max` | bytes, or `"512K"`, `"256M"`, `"1.5G"` (powers of 1024) | `memory.max`: past it the OOM killer ends a process; the event `out of memory (pid N): ... at memory_max = 256M` precedes the exit, and the restart policy applies | `MemoryMax=` |
+//! | `memory_high` | as `memory_max` | `memory.high`: throttled and reclaimed above it, never killed for it | `MemoryHigh=` |
+//! | `cpu_max` | `"50%"` of one core (`"200%"`: two) | `cpu.max` (`50000 100000`) | `CPUQuota=` |
+//! | `pids_max` | tasks (processes and threads) | `pids.max` | `TasksMax=` |
+//!
+//! A quota is never ignored: a service that has one and gets no cgroup (`cgroup = false`,
+//! `die_with_supervisor = false`, cgroup v2 not mounted or not writable, not Linux), or whose
+//! cgroup lacks the controller (a hybrid layout keeps memory, cpu and pids in cgroup v1), is
+//! refused at its start with [`QuotaError`](crate::command::QuotaError), which names the quota,
+//! the controller and what the cgroup offers.
+//!
+//! `running-process status` shows each running service's CPU share (since the previous
+//! `status`, or since it became ready) and memory; `status --json` carries
+//! [`ResourceUsage`](crate::supervision::ResourceUsage) (`usage`: CPU time, share, memory, its
+//! peak, tasks, and where they came from: the cgroup's `cpu.stat`, `memory.current`,
+//! `memory.peak`, `pids.current`, or `/proc` for what a missing controller or a process group
+//! cannot give).
 //!
 //! # Variables
 //!

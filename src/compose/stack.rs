@@ -216,6 +216,12 @@ impl Stack {
         self.handle.status()
     }
 
+    /// Every service as it is now, with what each uses read fresh
+    /// ([`ServiceHandle::sample_usage`]: CPU, memory, tasks; on the blocking pool).
+    pub async fn sample_usage(&self) -> Vec<MemberStatus> {
+        self.handle.sample_usage().await
+    }
+
     /// Restart the service called `name`, with what the set's strategy restarts with it
     /// (`rest_for_one`: its dependants, stopped first and started again once it is ready;
     /// a stopped, finished or failed service starts again too). `false` if the file has

@@ -52,7 +52,8 @@ pub(crate) use spawn::{
 pub(crate) use watch::PathWatcher;
 
 pub(crate) use tree::{
-    listener_inodes, socket_holder, Listening, ProcessTree, Tracking, TreeLeader, TreePlan,
+    listener_inodes, socket_holder, CgroupLimit, LimitRefused, Listening, ProcessTree, Tracking,
+    TreeLeader, TreePlan, UsageFrom,
 };
 
 #[cfg(target_os = "linux")]

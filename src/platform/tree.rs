@@ -131,6 +131,42 @@ impl TreePlan {
         None
     }
 
+    /// Write `limits` to the new cgroup before the process starts in it. Refused without
+    /// a cgroup (the process group has no quotas) or where the cgroup lacks a controller.
+    /// Blocking.
+    #[allow(clippy::result_large_err)] // a refusal fails a start: rare, and read once
+    pub(crate) fn set_limits(&self, limits: &[CgroupLimit]) -> Result<(), LimitRefused> {
+        #[cfg(target_os = "linux")]
+        if let Some(cgroup) = &self.cgroup {
+            return cgroup.set_limits(limits).map_err(|refused| match refused {
+                super::cgroup::LimitRefused::NoController {
+                    limit,
+                    path,
+                    offered,
+                } => LimitRefused::NoController {
+                    limit,
+                    path,
+                    offered,
+                },
+                super::cgroup::LimitRefused::Write {
+                    limit,
+                    path,
+                    source,
+                } => LimitRefused::Write {
+                    limit,
+                    path,
+                    source,
+                },
+            });
+        }
+        match limits.first() {
+            None => Ok(()),
+            Some(limit) => Err(LimitRefused::NoCgroup {
+                limit: limit.clone(),
+            }),
+        }
+    }
+
     /// Make `plan` start its process in this tree (Linux: `CLONE_INTO_CGROUP`).
     pub(crate) fn apply(&self, plan: &mut super::SpawnPlan) {
         #[cfg(target_os = "linux")]
@@ -167,6 +203,69 @@ enum Kind {
     /// The process group led by the main process (`leader`): processes that call
     /// `setsid()` or `setpgid()` leave it unseen.
     Group { leader: u32 },
+}
+
+/// One quota to write to an instance's cgroup before its process starts there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CgroupLimit {
+    /// The spec's name for it (`"memory_max"`).
+    pub quota: &'static str,
+    /// The controller it needs (`"memory"`).
+    pub controller: &'static str,
+    /// The file (`"memory.max"`).
+    pub file: &'static str,
+    /// What is written.
+    pub value: String,
+}
+
+/// Why quotas were not written ([`TreePlan::set_limits`]).
+#[derive(Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) enum LimitRefused {
+    /// The instance has no cgroup (cgroup v2 missing or not writable, not Linux).
+    NoCgroup { limit: CgroupLimit },
+    /// The cgroup does not offer the controller.
+    NoController {
+        limit: CgroupLimit,
+        path: std::path::PathBuf,
+        offered: String,
+    },
+    /// The write failed.
+    Write {
+        limit: CgroupLimit,
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+}
+
+/// What a tree uses ([`ProcessTree::usage`]); `None`: not known here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TreeUsage {
+    /// CPU time, microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Memory, bytes (`memory.current`, or resident memory summed from `/proc`).
+    pub memory: Option<u64>,
+    /// The most memory used at once (`memory.peak`; only a cgroup knows it).
+    pub memory_peak: Option<u64>,
+    /// Tasks (threads).
+    pub tasks: Option<u64>,
+    /// Where the figures came from.
+    pub source: UsageFrom,
+}
+
+/// Where a [`TreeUsage`] came from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) enum UsageFrom {
+    /// Every figure from the cgroup's files.
+    Cgroup,
+    /// The cgroup, and `/proc` for what a missing controller does not give.
+    CgroupAndProc,
+    /// `/proc` alone (a process group).
+    Proc,
+    /// Nothing is known on this platform.
+    #[default]
+    Nothing,
 }
 
 /// Where a readiness check expects the service to listen (read only on Linux).
@@ -261,6 +360,67 @@ impl ProcessTree {
             #[cfg(target_os = "linux")]
             Kind::Cgroup(cgroup) => cgroup.pids().unwrap_or_default(),
             Kind::Group { leader } => group_members(*leader),
+        }
+    }
+
+    /// What the tree uses now (blocking: cgroup files or `/proc`). A cgroup gives its CPU
+    /// time, and memory, peak and tasks where its controllers are enabled; what it cannot
+    /// give (but the peak) is summed over its processes from `/proc`. A process group is
+    /// summed from `/proc` (CPU time of processes that have exited is not counted then).
+    /// Off Linux nothing is known.
+    pub(crate) fn usage(&self, main: u32) -> TreeUsage {
+        #[cfg(target_os = "linux")]
+        {
+            use super::imp::usage::proc_sums;
+            match &self.kind {
+                Kind::Cgroup(cgroup) => {
+                    let from = cgroup.usage();
+                    let mut usage = TreeUsage {
+                        cpu_usec: from.cpu_usec,
+                        memory: from.memory,
+                        memory_peak: from.memory_peak,
+                        tasks: from.tasks,
+                        source: UsageFrom::Cgroup,
+                    };
+                    if from.cpu_usec.is_none() || from.memory.is_none() || from.tasks.is_none() {
+                        let sums = proc_sums(&cgroup.pids().unwrap_or_default());
+                        usage.cpu_usec = usage.cpu_usec.or(Some(sums.cpu_usec));
+                        usage.memory = usage.memory.or(Some(sums.rss_bytes));
+                        usage.tasks = usage.tasks.or(Some(sums.threads));
+                        usage.source = UsageFrom::CgroupAndProc;
+                    }
+                    usage
+                }
+                Kind::Group { leader } => {
+                    let mut pids = group_members(*leader);
+                    if !pids.contains(&main) {
+                        pids.push(main);
+                    }
+                    let sums = proc_sums(&pids);
+                    TreeUsage {
+                        cpu_usec: Some(sums.cpu_usec),
+                        memory: Some(sums.rss_bytes),
+                        memory_peak: None,
+                        tasks: Some(sums.threads),
+                        source: UsageFrom::Proc,
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = main;
+            TreeUsage::default()
+        }
+    }
+
+    /// How many times the OOM killer killed a process of the tree (a cgroup with the
+    /// memory controller; otherwise `None`). Blocking.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        match &self.kind {
+            #[cfg(target_os = "linux")]
+            Kind::Cgroup(cgroup) => cgroup.oom_kills(),
+            Kind::Group { .. } => None,
         }
     }
 

@@ -12,7 +12,35 @@ use crate::handle::{BackendHandleError, ExitStatus};
 /// comes with the event that reports it. Empty when nothing was captured.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LastOutput {
-    lines: Arc<[String]>,
+    /// One pointer: every event is buffered, and this rides in [`EventKind::Exited`].
+    ///
+    /// [`EventKind::Exited`]: super::EventKind::Exited
+    inner: Arc<LastOutputInner>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LastOutputInner {
+    lines: Box<[String]>,
+    out_of_memory: Option<OutOfMemory>,
+}
+
+/// The kernel's OOM killer ended a process of a backend (for a
+/// [`CommandSupervisor`](crate::command::CommandSupervisor): `oom_kill` of the instance's
+/// `memory.events`), reported as [`EventKind::OutOfMemory`](super::EventKind::OutOfMemory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutOfMemory {
+    /// How many processes it killed.
+    pub kills: u64,
+    /// The memory limit reached (`memory_max`), bytes, if the backend had one.
+    pub limit: Option<u64>,
+}
+
+impl OutOfMemory {
+    /// `kills` processes killed, with the limit reached, if any.
+    pub fn new(kills: u64, limit: Option<u64>) -> Self {
+        OutOfMemory { kills, limit }
+    }
 }
 
 impl LastOutput {
@@ -23,26 +51,47 @@ impl LastOutput {
 
     /// The given lines (the caller keeps within the bounds).
     pub fn new(lines: impl Into<Arc<[String]>>) -> Self {
+        let lines: Arc<[String]> = lines.into();
         LastOutput {
-            lines: lines.into(),
+            inner: Arc::new(LastOutputInner {
+                lines: lines.iter().cloned().collect(),
+                out_of_memory: None,
+            }),
         }
+    }
+
+    /// The same, noting that the OOM killer ended a process of the backend (the runtime
+    /// then reports [`EventKind::OutOfMemory`](super::EventKind::OutOfMemory) before the
+    /// exit).
+    pub fn with_out_of_memory(self, out_of_memory: OutOfMemory) -> Self {
+        LastOutput {
+            inner: Arc::new(LastOutputInner {
+                lines: self.inner.lines.clone(),
+                out_of_memory: Some(out_of_memory),
+            }),
+        }
+    }
+
+    /// Whether the OOM killer ended a process of the backend, and at which limit.
+    pub fn out_of_memory(&self) -> Option<OutOfMemory> {
+        self.inner.out_of_memory
     }
 
     /// The lines, oldest first.
     pub fn lines(&self) -> &[String] {
-        &self.lines
+        &self.inner.lines
     }
 
     /// Whether nothing was captured.
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.inner.lines.is_empty()
     }
 }
 
 impl std::fmt::Display for LastOutput {
     /// The lines, each on its own line and indented by two spaces.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, line) in self.lines.iter().enumerate() {
+        for (i, line) in self.inner.lines.iter().enumerate() {
             if i > 0 {
                 f.write_str("\n")?;
             }

@@ -124,17 +124,12 @@ impl std::fmt::Display for EventKind {
             ),
             EventKind::Healthy { pid } => write!(f, "healthy (pid {pid})"),
             EventKind::Unhealthy { pid } => write!(f, "unhealthy (pid {pid}): replacing it"),
+            EventKind::OutOfMemory { pid, kills, limit } => out_of_memory(f, *pid, *kills, *limit),
             EventKind::Exited {
                 pid,
                 status,
                 output,
-            } => {
-                write!(f, "exited (pid {pid}): {status}")?;
-                match output.lines().last() {
-                    Some(last) => write!(f, "; last output: {}", one_line(last)),
-                    None => Ok(()),
-                }
-            }
+            } => exited(f, *pid, status, output),
             EventKind::RestartScheduled { attempt, delay } => {
                 write!(f, "restart #{attempt} in {delay:.1?}")
             }
@@ -171,6 +166,49 @@ impl std::fmt::Display for EventKind {
 }
 
 /// `a ready, b healthy`.
+/// The text of [`EventKind::Exited`]: how, and the last line it wrote.
+fn exited(
+    f: &mut std::fmt::Formatter<'_>,
+    pid: u32,
+    status: &ExitStatus,
+    output: &LastOutput,
+) -> std::fmt::Result {
+    write!(f, "exited (pid {pid}): {status}")?;
+    match output.lines().last() {
+        Some(last) => write!(f, "; last output: {}", one_line(last)),
+        None => Ok(()),
+    }
+}
+
+/// The text of [`EventKind::OutOfMemory`].
+fn out_of_memory(
+    f: &mut std::fmt::Formatter<'_>,
+    pid: u32,
+    kills: u64,
+    limit: Option<u64>,
+) -> std::fmt::Result {
+    let plural = if kills == 1 { "" } else { "es" };
+    write!(
+        f,
+        "out of memory (pid {pid}): the OOM killer killed {kills} process{plural}"
+    )?;
+    match limit {
+        Some(limit) => write!(f, " at memory_max = {}", bytes(limit)),
+        None => f.write_str(" (no memory_max: the machine ran out)"),
+    }
+}
+
+/// Bytes with the largest binary suffix that divides them (`64M`), else as a number.
+fn bytes(n: u64) -> String {
+    for (suffix, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        let unit = 1u64 << shift;
+        if n >= unit && n.is_multiple_of(unit) {
+            return format!("{}{suffix}", n / unit);
+        }
+    }
+    format!("{n} bytes")
+}
+
 fn list(dependencies: &[Dependency]) -> String {
     dependencies
         .iter()
@@ -244,6 +282,17 @@ pub enum EventKind {
     Unhealthy {
         /// The backend's PID.
         pid: u32,
+    },
+    /// The kernel's OOM killer ended a process of the backend (reported just before its
+    /// [`Exited`](EventKind::Exited)); the backend is restarted by its policy as after any
+    /// other crash.
+    OutOfMemory {
+        /// The backend's main process.
+        pid: u32,
+        /// How many processes of its tree the OOM killer killed.
+        kills: u64,
+        /// The limit reached (`memory_max`), bytes, if it had one.
+        limit: Option<u64>,
     },
     /// The backend process exited.
     Exited {
@@ -391,6 +440,9 @@ fn trace(service: &str, kind: &EventKind) {
         }
         EventKind::Healthy { pid } => info!(pid, "healthy"),
         EventKind::Unhealthy { pid } => warn!(pid, "unhealthy"),
+        EventKind::OutOfMemory { pid, kills, limit } => {
+            warn!(pid, kills, limit, "killed by the OOM killer")
+        }
         EventKind::Exited {
             pid,
             status,

@@ -74,9 +74,10 @@ pub(crate) mod health;
 pub(crate) mod policy;
 mod runtime;
 pub(crate) mod supervisor;
+pub(crate) mod usage;
 
 pub use dependency::{Condition, Dependency, StartOrder};
-pub use error::{ExecFailure, HealthError, LastOutput, StartError};
+pub use error::{ExecFailure, HealthError, LastOutput, OutOfMemory, StartError};
 pub use event::{Event, EventKind, EventStream, Lagged};
 pub use group::{
     AutoShutdown, GroupSpec, GroupSpecError, Member, Outcome, Strategy,
@@ -94,3 +95,4 @@ pub use supervisor::{
     Demand, SharedSupervisor, SpawnContext, Supervisor, DEFAULT_HEALTH_TIMEOUT,
     DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE,
 };
+pub use usage::{ResourceUsage, UsageSampler, UsageSource};

@@ -129,6 +129,19 @@ pub trait Supervisor: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// How to read what `backend` (the one this supervisor just started) uses, for
+    /// [`ServiceHandle::sample_usage`](super::ServiceHandle::sample_usage) and the
+    /// [`usage`](super::MemberStatus::usage) of its status row. Called once per backend,
+    /// on a tokio worker: it must not block (the sampler it returns may). The default
+    /// reads nothing (`None`); [`CommandSupervisor`] reads the instance's cgroup or
+    /// `/proc`.
+    ///
+    /// [`CommandSupervisor`]: crate::command::CommandSupervisor
+    fn usage_sampler(&self, backend: &BackendHandle) -> Option<super::UsageSampler> {
+        let _ = backend;
+        None
+    }
+
     /// The backend's main process exited by itself (a crash, or a normal exit; not a
     /// [`stop`](Supervisor::stop)). The runtime awaits this before it reports the
     /// [`EventKind::Exited`] event and before any restart, so this is where whatever the

@@ -350,7 +350,7 @@ impl Client {
     }
 
     async fn status<W: AsyncWriteExt + Unpin>(&self, write: &mut W) -> std::io::Result<()> {
-        let services = self.stack.status();
+        let services = self.stack.sample_usage().await;
         let ports = self.stack.file().ports.clone();
         send(write, &Reply::Status { services, ports }).await
     }

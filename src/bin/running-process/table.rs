@@ -1,19 +1,23 @@
-//! The status table: name, state, pid, uptime, restarts, last exit, readiness, health and
-//! how the service's process tree is tracked.
+//! The status table: name, state, pid, uptime, restarts, CPU and memory, last exit,
+//! readiness, health and how the service's process tree is tracked.
 
 use std::time::SystemTime;
 
-use running_process::supervision::{HealthView, MemberState, MemberStatus, TreeTracking};
+use running_process::supervision::{
+    HealthView, MemberState, MemberStatus, ResourceUsage, TreeTracking,
+};
 use running_process::ExitStatus;
 
 use crate::output::Style;
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 11] = [
     "NAME",
     "STATE",
     "PID",
     "UPTIME",
     "RESTARTS",
+    "CPU",
+    "MEM",
     "LAST EXIT",
     "READY",
     "HEALTH",
@@ -23,7 +27,7 @@ const HEADERS: [&str; 9] = [
 /// The table's lines, header first, columns aligned.
 pub fn render(rows: &[MemberStatus], style: Style) -> Vec<String> {
     let now = SystemTime::now();
-    let cells: Vec<[String; 9]> = rows
+    let cells: Vec<[String; 11]> = rows
         .iter()
         .map(|row| {
             let running = row.pid.is_some();
@@ -37,6 +41,8 @@ pub fn render(rows: &[MemberStatus], style: Style) -> Vec<String> {
                     "-".into()
                 },
                 row.restarts.to_string(),
+                cpu(row.usage.as_ref()),
+                memory(row.usage.as_ref()),
                 row.last_exit.map_or("-".into(), exit),
                 if row.is_ready() {
                     "yes".into()
@@ -111,5 +117,55 @@ fn exit(status: ExitStatus) -> String {
         ExitStatus::Code(code) => format!("exit {code}"),
         ExitStatus::Signal(signal) => format!("signal {signal}"),
         _ => "unknown".into(),
+    }
+}
+
+/// The CPU share over the last interval (`12.5%`), or `-`.
+fn cpu(usage: Option<&ResourceUsage>) -> String {
+    usage
+        .and_then(|u| u.cpu_percent)
+        .map_or("-".into(), |p| format!("{p:.1}%"))
+}
+
+/// Memory in use, with its peak where known (`12.3M (peak 40.0M)`), or `-`.
+fn memory(usage: Option<&ResourceUsage>) -> String {
+    let Some(now) = usage.and_then(|u| u.memory_bytes) else {
+        return "-".into();
+    };
+    match usage.and_then(|u| u.memory_peak_bytes) {
+        Some(peak) => format!("{} (peak {})", bytes(now), bytes(peak)),
+        None => bytes(now),
+    }
+}
+
+/// Bytes in binary units, one decimal (`512K`, `12.3M`, `1.0G`).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1}{}", UNITS[unit])
+    } else {
+        format!("{value:.0}{}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(1536), "1.5K");
+        assert_eq!(bytes(12 * 1024 * 1024 + 300 * 1024), "12M");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0G");
     }
 }

@@ -13,6 +13,7 @@ use crate::supervision::RestartPolicy;
 mod checks;
 mod listeners;
 mod output;
+mod quotas;
 mod run_as;
 mod stop;
 
@@ -20,6 +21,7 @@ pub(crate) use checks::human_duration;
 pub use checks::{HealthCheck, HealthSpec, Readiness, DEFAULT_EXEC_INTERVAL};
 pub use listeners::Listener;
 pub use output::{Output, Rotation, StreamName};
+pub use quotas::{ByteSize, CpuQuota};
 pub use run_as::{GroupRef, Limit, ResourceLimits, Umask, UserRef};
 pub use stop::{KillMode, StopSignal, StopSpec};
 
@@ -129,6 +131,30 @@ pub struct CommandSpec {
     /// restart. `0` (the default) disables it. Linux.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub fd_store_max: u32,
+    /// The most memory the whole tree may use (systemd's `MemoryMax=`, cgroup v2
+    /// `memory.max`): past it the kernel's OOM killer ends a process of the tree, which
+    /// is reported as [`EventKind::OutOfMemory`] and restarted by the restart policy.
+    /// Needs a cgroup with the memory controller: a start is refused with
+    /// [`QuotaError`](crate::command::QuotaError) where there is none, never run
+    /// without the limit.
+    ///
+    /// [`EventKind::OutOfMemory`]: crate::supervision::EventKind::OutOfMemory
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<ByteSize>,
+    /// Above this much memory the tree is throttled and its memory reclaimed hard
+    /// (systemd's `MemoryHigh=`, `memory.high`); never killed for it. As `memory_max`,
+    /// refused where the memory controller is not available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_high: Option<ByteSize>,
+    /// The CPU the tree may use, in percent of one core (systemd's `CPUQuota=`,
+    /// `cpu.max`): `"50%"`, `"200%"`. Refused where the cpu controller is not available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_max: Option<CpuQuota>,
+    /// The most tasks (processes and threads) the tree may have (systemd's `TasksMax=`,
+    /// `pids.max`): a `fork` past it fails. Refused where the pids controller is not
+    /// available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -172,6 +198,10 @@ impl CommandSpec {
             listeners: Vec::new(),
             start_on_demand: false,
             fd_store_max: 0,
+            memory_max: None,
+            memory_high: None,
+            cpu_max: None,
+            pids_max: None,
         }
     }
 
@@ -298,6 +328,42 @@ impl CommandSpec {
     pub fn fd_store_max(mut self, max: u32) -> Self {
         self.fd_store_max = max;
         self
+    }
+
+    /// Limit the tree's memory to `bytes` (`memory.max`); see
+    /// [`CommandSpec::memory_max`](CommandSpec#structfield.memory_max).
+    pub fn memory_max(mut self, bytes: u64) -> Self {
+        self.memory_max = Some(ByteSize(bytes));
+        self
+    }
+
+    /// Throttle the tree above `bytes` of memory (`memory.high`); see
+    /// [`CommandSpec::memory_high`](CommandSpec#structfield.memory_high).
+    pub fn memory_high(mut self, bytes: u64) -> Self {
+        self.memory_high = Some(ByteSize(bytes));
+        self
+    }
+
+    /// Limit the tree's CPU to `percent` of one core (`cpu.max`); see
+    /// [`CommandSpec::cpu_max`](CommandSpec#structfield.cpu_max).
+    pub fn cpu_max(mut self, percent: u32) -> Self {
+        self.cpu_max = Some(CpuQuota { percent });
+        self
+    }
+
+    /// Limit the tree to `tasks` processes and threads (`pids.max`); see
+    /// [`CommandSpec::pids_max`](CommandSpec#structfield.pids_max).
+    pub fn pids_max(mut self, tasks: u64) -> Self {
+        self.pids_max = Some(tasks);
+        self
+    }
+
+    /// Whether any quota is set (`memory_max`, `memory_high`, `cpu_max`, `pids_max`).
+    pub fn has_quotas(&self) -> bool {
+        self.memory_max.is_some()
+            || self.memory_high.is_some()
+            || self.cpu_max.is_some()
+            || self.pids_max.is_some()
     }
 
     /// Whether it dies with the supervisor (default `true`).

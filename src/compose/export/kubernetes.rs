@@ -254,6 +254,7 @@ fn container(
     readiness(&mut c, spec, init);
     liveness(&mut c, spec, init);
     listener_notes(&mut c, spec);
+    resources(&mut c, spec);
     output_notes(&mut c, spec);
     stop_notes(&mut c, spec);
     Ok(c)
@@ -677,6 +678,48 @@ fn listener_notes(c: &mut Vec<Entry>, spec: &crate::command::CommandSpec) {
             "fd_store_max: Kubernetes keeps no descriptors across a container restart.",
         ));
     }
+}
+
+/// The quotas as `resources.limits` (`memory_max` → `memory`, `cpu_max` → `cpu` in
+/// millicores); `memory_high` and `pids_max` have no per-container field: comments.
+fn resources(c: &mut Vec<Entry>, spec: &CommandSpec) {
+    let mut limits = Vec::new();
+    if let Some(max) = spec.memory_max {
+        limits.push(field("memory", Yaml::str(memory_quantity(max.0))));
+    }
+    if let Some(cpu) = spec.cpu_max {
+        limits.push(field(
+            "cpu",
+            Yaml::str(format!("{}m", u64::from(cpu.percent) * 10)),
+        ));
+    }
+    if let Some(high) = spec.memory_high {
+        c.push(comment(format!(
+            "memory_high = {high}: Kubernetes has no per-container memory.high (its MemoryQoS feature derives one from requests); consider resources.requests.memory."
+        )));
+    }
+    if let Some(pids) = spec.pids_max {
+        c.push(comment(format!(
+            "pids_max = {pids}: Kubernetes limits processes per Pod only through the kubelet's podPidsLimit."
+        )));
+    }
+    if !limits.is_empty() {
+        c.push(field(
+            "resources",
+            Yaml::Map(vec![field("limits", Yaml::Map(limits))]),
+        ));
+    }
+}
+
+/// Bytes as a Kubernetes quantity: `Gi`, `Mi` or `Ki` where one divides them, else bytes.
+fn memory_quantity(bytes: u64) -> String {
+    for (suffix, shift) in [("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+        let unit = 1u64 << shift;
+        if bytes >= unit && bytes.is_multiple_of(unit) {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    bytes.to_string()
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@
 //! | `listeners` | one `.socket` unit each (`ListenStream=`, `FileDescriptorName=`) | TCP: `ports`; comment |
 //! | `start_on_demand` | the target wants the sockets, not the service | comment |
 //! | `fd_store_max` | `FileDescriptorStoreMax=` | comment |
+//! | `memory_max` | `MemoryMax=` | `resources.limits.memory` (`Mi`, `Gi`) |
+//! | `memory_high` | `MemoryHigh=` | comment |
+//! | `cpu_max` | `CPUQuota=` | `resources.limits.cpu` (millicores: `50%` is `500m`) |
+//! | `pids_max` | `TasksMax=` | comment (the kubelet's `podPidsLimit`) |
 //! | `cgroup`, `die_with_supervisor` | comment | comment |
 //! | `depends_on` `started`, `ready` | `After=` plus `Wants=` or `Requires=` (by strategy) | comment |
 //! | `depends_on` `healthy` | as `ready`, and a comment | comment |

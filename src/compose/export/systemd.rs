@@ -202,6 +202,7 @@ fn service_unit(
     if spec.fd_store_max > 0 {
         lines.push(format!("FileDescriptorStoreMax={}", spec.fd_store_max));
     }
+    quotas(lines, spec);
     if !spec.cgroup {
         note(
             lines,
@@ -998,6 +999,23 @@ fn socket_unit(
     let lines = unit.section("Install");
     lines.push("WantedBy=sockets.target".into());
     Ok(unit)
+}
+
+/// The quotas: `MemoryHigh=`, `MemoryMax=`, `CPUQuota=`, `TasksMax=` (the same cgroup
+/// v2 files the supervisor writes).
+fn quotas(lines: &mut Vec<String>, spec: &crate::command::CommandSpec) {
+    if let Some(high) = spec.memory_high {
+        lines.push(format!("MemoryHigh={high}"));
+    }
+    if let Some(max) = spec.memory_max {
+        lines.push(format!("MemoryMax={max}"));
+    }
+    if let Some(cpu) = spec.cpu_max {
+        lines.push(format!("CPUQuota={cpu}"));
+    }
+    if let Some(tasks) = spec.pids_max {
+        lines.push(format!("TasksMax={tasks}"));
+    }
 }
 
 #[cfg(test)]

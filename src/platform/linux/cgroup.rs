@@ -47,6 +47,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::inotify::{Wake, Watch};
+use crate::platform::CgroupLimit;
 
 /// The prefix of every supervisor's directory.
 const PREFIX: &str = "running-process-";
@@ -234,6 +235,7 @@ impl SupervisorCgroup {
             Err(source) => return Err(CreateError::Failed { path, source }),
         }
         let relative = format!("{}/{name}", own.trim_end_matches('/'));
+        enable_controllers(&path);
         // The keeper is what makes a SIGKILLed supervisor take its trees with it: without
         // it (no pipe, no fork: out of descriptors or processes) no cgroup is used yet, and
         // the start that needed one fails; the next one tries again. (Before Linux 5.14
@@ -310,6 +312,45 @@ fn is_not_ours(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EACCES | libc::EPERM | libc::EROFS)
     )
+}
+
+/// The controllers quotas use, enabled for the services' cgroups where the supervisor's
+/// own directory is offered them (written to its `cgroup.subtree_control`; it holds no
+/// process, so the kernel allows it). A failure only means quotas will be refused.
+fn enable_controllers(path: &Path) {
+    let offered = std::fs::read_to_string(path.join("cgroup.controllers")).unwrap_or_default();
+    let wanted: Vec<String> = ["memory", "cpu", "pids"]
+        .into_iter()
+        .filter(|c| offered.split_whitespace().any(|o| o == *c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if wanted.is_empty() {
+        tracing::debug!(
+            offered = offered.trim(),
+            "no memory, cpu or pids controller in cgroup v2: quotas will be refused"
+        );
+        return;
+    }
+    if let Err(error) = std::fs::write(path.join("cgroup.subtree_control"), wanted.join(" ")) {
+        tracing::debug!(%error, ?wanted, "cannot enable cgroup controllers: quotas will be refused");
+    }
+}
+
+/// Why a limit was not written to a service's cgroup.
+#[derive(Debug)]
+pub(crate) enum LimitRefused {
+    /// The cgroup does not offer the controller.
+    NoController {
+        limit: CgroupLimit,
+        path: PathBuf,
+        offered: String,
+    },
+    /// The write failed.
+    Write {
+        limit: CgroupLimit,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 /// The part of an instance's directory name taken from the service name.
@@ -425,6 +466,81 @@ impl ServiceCgroup {
         })
     }
 
+    /// The text of the file `name` of this cgroup; `None` if it cannot be read (a
+    /// controller that is not enabled here has no files).
+    fn read(&self, name: &std::ffi::CStr) -> Option<String> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let mut text = Vec::with_capacity(512);
+        let mut buf = [0u8; 512];
+        loop {
+            match rustix::io::read(&fd, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+                Err(Errno::INTR) => continue,
+                Err(_) => return None,
+            }
+        }
+        String::from_utf8(text).ok()
+    }
+
+    /// What the tree uses, as far as this cgroup's files tell: `usage_usec` of `cpu.stat`
+    /// (always there in cgroup v2), `memory.current` and `memory.peak` (the memory
+    /// controller, Linux 5.19+ for the peak), `pids.current` (the pids controller). A
+    /// controller that is not enabled for the cgroup gives `None`. Blocking.
+    pub(crate) fn usage(&self) -> CgroupUsage {
+        let number = |name: &std::ffi::CStr| {
+            self.read(name)
+                .and_then(|text| text.trim().parse::<u64>().ok())
+        };
+        CgroupUsage {
+            cpu_usec: self
+                .read(c"cpu.stat")
+                .and_then(|text| keyed(&text, "usage_usec")),
+            memory: number(c"memory.current"),
+            memory_peak: number(c"memory.peak"),
+            tasks: number(c"pids.current"),
+        }
+    }
+
+    /// Write `limits` (before any process is in the cgroup), each after checking that the
+    /// cgroup offers its controller. Blocking.
+    pub(crate) fn set_limits(&self, limits: &[CgroupLimit]) -> Result<(), LimitRefused> {
+        let offered = self.read(c"cgroup.controllers").unwrap_or_default();
+        for limit in limits {
+            if !offered.split_whitespace().any(|c| c == limit.controller) {
+                return Err(LimitRefused::NoController {
+                    limit: limit.clone(),
+                    path: self.path.clone(),
+                    offered: match offered.trim() {
+                        "" => "none".to_owned(),
+                        some => some.to_owned(),
+                    },
+                });
+            }
+            let path = self.path.join(limit.file);
+            if let Err(source) = std::fs::write(&path, &limit.value) {
+                return Err(LimitRefused::Write {
+                    limit: limit.clone(),
+                    path,
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// How many times the OOM killer killed a process of this cgroup (`oom_kill` of
+    /// `memory.events`); `None` without the memory controller. Blocking.
+    pub(crate) fn oom_kills(&self) -> Option<u64> {
+        keyed(&self.read(c"memory.events")?, "oom_kill")
+    }
+
     /// Resolves once no process is left in the tree: an inotify event on `cgroup.events`,
     /// not a poll. Cancel-safe.
     pub(crate) async fn wait_empty(&self) -> io::Result<()> {
@@ -478,6 +594,23 @@ impl Drop for ServiceCgroup {
             }
         }
     }
+}
+
+/// What a cgroup's files say it uses (`None`: no such file here).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CgroupUsage {
+    pub cpu_usec: Option<u64>,
+    pub memory: Option<u64>,
+    pub memory_peak: Option<u64>,
+    pub tasks: Option<u64>,
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`cpu.stat`, `memory.events`).
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok()).flatten()
+    })
 }
 
 fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> io::Result<()> {
@@ -708,6 +841,14 @@ mod tests {
             cgroup2_mount("31 23 0:28 / /sys rw - sysfs sysfs rw\n"),
             None
         );
+    }
+
+    #[test]
+    fn flat_keyed_files_are_read_by_key() {
+        let text = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n";
+        assert_eq!(keyed(text, "usage_usec"), Some(1234));
+        assert_eq!(keyed(text, "system_usec"), Some(234));
+        assert_eq!(keyed(text, "nice_usec"), None);
     }
 
     #[test]

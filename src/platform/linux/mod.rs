@@ -24,6 +24,7 @@ pub(crate) mod inotify;
 pub(crate) mod listen;
 pub(crate) mod sockets;
 mod spawner;
+pub(crate) mod usage;
 
 pub(crate) use spawner::{spawn, OwnedChild};
 

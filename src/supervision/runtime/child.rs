@@ -182,19 +182,29 @@ impl Child {
     /// state, not a change within one (a start beginning to listen).
     pub fn sync(&self, registry: &Registry, moved: bool) {
         let name = self.name().to_owned();
-        let backend = match &self.state {
+        let (backend, supervisor) = match &self.state {
             ChildState::Running(Running {
-                active: Active::Backend { backend, .. },
+                active:
+                    Active::Backend {
+                        backend,
+                        supervisor,
+                    },
                 ..
-            }) => Some((**backend).clone()),
-            _ => None,
+            }) => (Some((**backend).clone()), Some(supervisor)),
+            _ => (None, None),
         };
         let pid = backend.as_ref().map(BackendHandle::pid);
         match backend {
-            Some(backend) => registry.backends.send_modify(|map| {
-                map.insert(name.clone(), backend);
-            }),
+            Some(backend) => {
+                if let Some(supervisor) = supervisor {
+                    registry.samplers.track(&name, &backend, &**supervisor);
+                }
+                registry.backends.send_modify(|map| {
+                    map.insert(name.clone(), backend);
+                });
+            }
             None => {
+                registry.samplers.forget(&name);
                 registry
                     .backends
                     .send_if_modified(|map| map.remove(&name).is_some());
@@ -225,6 +235,9 @@ impl Child {
         };
         let new_run = matches!(self.state, ChildState::Running(_)) && moved;
         registry.board.update(&name, |row| {
+            if row.pid != pid {
+                row.usage = None;
+            }
             row.state = public;
             row.pid = pid;
             row.restart_at = restart_at;
@@ -266,6 +279,7 @@ impl Child {
     pub fn rename(&mut self, local: String, sink: EventSink, registry: &Registry) {
         let old = self.name().to_owned();
         registry.board.rename(&old, sink.service());
+        registry.samplers.rename(&old, sink.service());
         registry
             .backends
             .send_if_modified(|map| match map.remove(&old) {

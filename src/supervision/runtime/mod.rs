@@ -8,6 +8,7 @@
 mod child;
 mod group_loop;
 mod membership;
+mod sampling;
 mod schedule;
 mod status;
 mod stop;
@@ -36,6 +37,7 @@ type Backends = BTreeMap<String, BackendHandle>;
 pub(crate) struct Registry {
     backends: watch::Sender<Backends>,
     board: StatusBoard,
+    samplers: sampling::Samplers,
 }
 
 /// Supervise one backend: adopt or spawn it, watch it, restart it by its policy.
@@ -148,6 +150,22 @@ impl ServiceHandle {
     /// ```
     pub fn status(&self) -> Vec<MemberStatus> {
         self.shared.registry.board.snapshot(None)
+    }
+
+    /// Read what every running backend uses now and return the rows, as
+    /// [`status`](ServiceHandle::status) does, with [`MemberStatus::usage`] fresh: CPU
+    /// time, CPU share since the previous sample (of any caller), memory and its peak,
+    /// tasks. The reads run on the blocking pool, all in one trip; [`status`] keeps
+    /// returning the figures of the last sample without reading anything. Only backends
+    /// whose [`Supervisor::usage_sampler`] gives a sampler have figures (see
+    /// [`ResourceUsage`](crate::supervision::ResourceUsage) for where they come from).
+    ///
+    /// [`status`]: ServiceHandle::status
+    /// [`Supervisor::usage_sampler`]: crate::supervision::Supervisor::usage_sampler
+    pub async fn sample_usage(&self) -> Vec<MemberStatus> {
+        let registry = &self.shared.registry;
+        registry.samplers.sample_into(&registry.board).await;
+        self.status()
     }
 
     /// The current verified backend of a single service (it changes on restart); `None`
@@ -325,6 +343,7 @@ fn start(spec: GroupSpec, solo: bool, parent: Option<(EventSink, Arc<Registry>)>
             let registry = Arc::new(Registry {
                 backends: watch::channel(Backends::new()).0,
                 board: StatusBoard::default(),
+                samplers: sampling::Samplers::default(),
             });
             (EventSink::new(spec.name.clone(), tx), registry)
         }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::handle::ExitStatus;
-use crate::supervision::StartError;
+use crate::supervision::{ResourceUsage, StartError};
 
 /// Where a member of a supervision tree is in its life. `Display` and serde give the
 /// snake_case name (`"running"`), as `running-process status` shows it.
@@ -167,6 +167,12 @@ pub struct MemberStatus {
     pub health: HealthView,
     /// On one line: what it waits for, what blocks it, or why its last start failed.
     pub detail: Option<String>,
+    /// What its backend used when last sampled ([`ServiceHandle::sample_usage`]); `None`
+    /// before the first sample, while no backend runs, and where nothing can be read.
+    ///
+    /// [`ServiceHandle::sample_usage`]: crate::supervision::ServiceHandle::sample_usage
+    #[serde(default)]
+    pub usage: Option<ResourceUsage>,
     /// Why its last start failed, if one did (not in serde formats: see
     /// `last_start_error_chain`).
     #[serde(skip)]
@@ -196,6 +202,7 @@ impl MemberStatus {
             last_exit: None,
             health: HealthView::Unknown,
             detail: None,
+            usage: None,
             last_start_error: None,
             last_start_error_chain: None,
             tree: None,

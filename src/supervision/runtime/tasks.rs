@@ -348,6 +348,13 @@ impl Watcher<'_> {
         status: crate::ExitStatus,
     ) -> Termination {
         let output = supervisor.on_exit(backend, status).await;
+        if let Some(oom) = output.out_of_memory() {
+            self.sink.emit(EventKind::OutOfMemory {
+                pid: backend.pid(),
+                kills: oom.kills,
+                limit: oom.limit,
+            });
+        }
         // Cleaned up: the zombie may go, even while the application still holds a handle.
         backend.release_exited_child();
         self.registry
