@@ -582,9 +582,25 @@ async fn a_child_inherits_its_listeners_in_order_and_no_other_descriptor() {
         .supervise();
     within("started", service.ready()).await.unwrap();
     let pid = service.backend().unwrap().pid();
-    // Without a readiness check the service is ready at once, while the dynamic loader
-    // of `sleep` may still hold a shared library open: the child's own descriptor, not
-    // an inherited one, so it is left out.
+    // Without a readiness check the service is ready at once, while `sleep` may still be
+    // starting: its loader holding a shared library open, `setlocale` a locale file (seen
+    // in clean-clone runs). Those are its own descriptors, not inherited ones: read them
+    // once it sleeps (blocked in `nanosleep`, its start-up over).
+    within("sleep is asleep", async {
+        loop {
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            let syscall =
+                std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            if wchan.contains("nanosleep")
+                || syscall.starts_with("230 ")
+                || syscall.starts_with("35 ")
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let fds: Vec<(i32, String)> = descriptors(pid)
         .into_iter()
         .filter(|(_, target)| !(target.ends_with(".so") || target.contains(".so.")))
