@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use running_process::supervision::EventKind;
 use running_process::testing::{EphemeralStack, StackError};
 use support::daemons::{self, redis_ping};
-use support::{next_matching, wait_gone, within};
+use support::{next_matching, until, wait_gone, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const STACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/stack.toml");
@@ -57,17 +57,6 @@ fn state_of(pid: u32) -> Option<char> {
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
-/// Wait until `pid` is stopped by SIGSTOP (bounded).
-async fn wait_stopped(pid: u32) {
-    within("the frozen process stops", async {
-        while state_of(pid) != Some('T') {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_and_a_web_server_for_one_test() {
     if !have_daemons() {
@@ -79,6 +68,18 @@ async fn redis_and_a_web_server_for_one_test() {
     let (redis, web) = (stack.port("redis").unwrap(), stack.port("web").unwrap());
     assert_ne!(redis, web);
     assert!(redis_ping(redis).await, "redis answers on its own port");
+    // What Debian's redis uses, read from its tree (cgroup, else `/proc`).
+    let rows = stack.stack().sample_usage().await;
+    let usage = rows
+        .iter()
+        .find(|row| row.name == "redis")
+        .and_then(|row| row.usage.clone())
+        .expect("redis's usage");
+    assert!(usage.memory_bytes.unwrap_or(0) > 0, "{usage:?}");
+    assert!(
+        usage.cpu_usec.is_some() && usage.tasks.unwrap_or(0) >= 1,
+        "{usage:?}"
+    );
     std::fs::write(stack.dir().join("hello.txt"), "hi").unwrap();
     assert!(http_get(web, "/hello.txt").await.contains("200"));
     let env = stack.env();
@@ -102,7 +103,8 @@ async fn redis_and_a_web_server_for_one_test() {
 
     // Frozen: there, but answering nothing; thawed: answering again.
     stack.freeze("redis").unwrap();
-    wait_stopped(second).await;
+    // No event tells a process's stop to anyone but its parent: look at its state.
+    until("the frozen redis stops", || state_of(second) == Some('T')).await;
     assert!(!redis_ping(redis).await, "a frozen redis answers nothing");
     stack.thaw("redis").unwrap();
     assert!(redis_ping(redis).await, "a thawed redis answers");

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use support::daemons;
-use support::{wait_gone, DEADLINE};
+use support::{until, wait_gone, within, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_running-process");
 
@@ -93,20 +93,6 @@ fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-/// Wait until `path` is gone (the cgroup keeper removes the supervisor's directory once
-/// the supervisor has exited); panics after the deadline.
-async fn wait_removed(path: &Path) {
-    let started = std::time::Instant::now();
-    while path.exists() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{} still there after {DEADLINE:?}",
-            path.display()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// After a run: the worker and CMD are gone, the run's directory removed, and (when the
 /// worker had a cgroup) its cgroup and the supervisor's removed.
 async fn assert_nothing_left(output: &Output) {
@@ -128,8 +114,10 @@ async fn assert_nothing_left(output: &Output) {
     match cgroup2_mount() {
         Some(mount) if cgroup.contains("/running-process-") => {
             let service = mount.join(cgroup.trim_start_matches('/'));
-            wait_removed(&service).await;
-            wait_removed(service.parent().unwrap()).await;
+            // The cgroup keeper removes them once the supervisor has exited.
+            for dir in [&service, service.parent().unwrap()] {
+                until(&format!("{} removed", dir.display()), || !dir.exists()).await;
+            }
         }
         _ => println!("tree tracking: process group (no cgroup here: {cgroup})"),
     }
@@ -249,12 +237,19 @@ async fn two_concurrent_runs_of_one_file_get_their_own_ports() {
 #[tokio::test]
 async fn ctrl_c_stops_the_command_then_the_set() {
     let dir = project(WORKER);
-    let marker = dir.path().join("cmd.out");
-    // CMD reports, then waits for SIGINT, which it answers by saying so and exiting 3.
+    let fifo = dir.path().join("cmd-running");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    // CMD reports, says it runs on the FIFO, then waits for SIGINT, which it answers by
+    // saying so and exiting 3 (its background `sleep` goes with its process group).
     let script = format!(
-        "{REPORT} trap 'echo interrupted=yes; exit 3' INT; touch {marker}; \
-         while :; do sleep 0.05; done",
-        marker = marker.display()
+        "{REPORT} trap 'echo interrupted=yes; exit 3' INT; echo running > {fifo}; \
+         sleep 3600 & wait $!",
+        fifo = fifo.display()
     );
     let child = Command::new(BIN)
         .current_dir(dir.path())
@@ -266,7 +261,12 @@ async fn ctrl_c_stops_the_command_then_the_set() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    within_secs("CMD runs", || marker.exists()).await;
+    within(
+        "CMD runs",
+        tokio::task::spawn_blocking(move || std::fs::read_to_string(fifo).unwrap()),
+    )
+    .await
+    .unwrap();
     let _ = Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status();
@@ -275,18 +275,6 @@ async fn ctrl_c_stops_the_command_then_the_set() {
     assert_eq!(value(&output, "interrupted"), "yes");
     assert!(stderr(&output).contains("interrupted; the command exited with 3"));
     assert_nothing_left(&output).await;
-}
-
-/// Wait until `done()` holds (bounded by the deadline).
-async fn within_secs(what: &str, done: impl Fn() -> bool) {
-    let started = std::time::Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
 
 /// On a terminal CMD stays in the terminal's foreground process group, so an interactive

@@ -19,7 +19,7 @@ use running_process::protocol::BindError;
 use running_process::supervision::{
     Backoff, EventKind, Intensity, MemberState, Outcome, RestartKind, RestartPolicy, StartError,
 };
-use support::{demo_spec, next_matching, runtime_tempdir, within};
+use support::{demo_spec, next_matching, runtime_tempdir, until, within};
 
 /// Restart at once, forever: the restarts under test are the kills, not the policy.
 fn restart_always() -> RestartPolicy {
@@ -586,19 +586,10 @@ async fn a_child_inherits_its_listeners_in_order_and_no_other_descriptor() {
     // starting: its loader holding a shared library open, `setlocale` a locale file (seen
     // in clean-clone runs). Those are its own descriptors, not inherited ones: read them
     // once it sleeps (blocked in `nanosleep`, its start-up over).
-    within("sleep is asleep", async {
-        loop {
-            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
-            let syscall =
-                std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
-            if wchan.contains("nanosleep")
-                || syscall.starts_with("230 ")
-                || syscall.starts_with("35 ")
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+    until("sleep is asleep", || {
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        wchan.contains("nanosleep") || syscall.starts_with("230 ") || syscall.starts_with("35 ")
     })
     .await;
     let fds: Vec<(i32, String)> = descriptors(pid)

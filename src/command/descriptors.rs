@@ -74,7 +74,7 @@ impl CommandSpec {
                 _ => 0,
             })
             .sum();
-        let cgroup = if cfg!(target_os = "linux") && self.cgroup && self.die_with_supervisor {
+        let cgroup = if crate::platform::HAS_CGROUPS && self.cgroup && self.die_with_supervisor {
             4
         } else {
             0

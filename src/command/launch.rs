@@ -213,7 +213,6 @@ pub(crate) fn limits(spec: &CommandSpec) -> Vec<ResourceLimit> {
         .is_none()
         .then(crate::platform::open_files_for_children)
         .flatten()
-        .filter(|_| cfg!(target_os = "linux"))
         .map(|(soft, hard)| ResourceLimit {
             resource: LimitResource::OpenFiles,
             soft,
@@ -297,7 +296,7 @@ fn refused_quota(refused: LimitRefused) -> StartError {
     StartError::from(SpecError::Quota(match refused {
         LimitRefused::NoCgroup { limit } => QuotaError::NoCgroup {
             quota: limit.quota,
-            reason: if cfg!(target_os = "linux") {
+            reason: if crate::platform::HAS_CGROUPS {
                 "none could be created (cgroup v2 is not mounted, or the supervisor's cgroup is not writable: root or a delegated subtree is needed)".into()
             } else {
                 "cgroups are Linux's".into()

@@ -224,7 +224,8 @@ impl Supervisor for CommandSupervisor {
     /// The instance's tree: its cgroup's files, or `/proc` (see
     /// [`ResourceUsage`](crate::supervision::ResourceUsage)); none off Linux.
     fn usage_sampler(&self, backend: &BackendHandle) -> Option<UsageSampler> {
-        if !cfg!(target_os = "linux") {
+        if !crate::platform::HAS_CGROUPS {
+            // Nothing to read off Linux (`/proc` and cgroups are Linux's).
             return None;
         }
         let pid = backend.pid();

@@ -71,10 +71,11 @@ pub(crate) fn raise_open_files() -> io::Result<OpenFilesLimit> {
 
 /// The open-files limit a child gets when its spec sets none: the soft limit this process
 /// started with (and the hard one), once [`raise_open_files`] raised it; else `None` (the
-/// child inherits ours, which is unchanged).
+/// child inherits ours, which is unchanged). Linux only: elsewhere children inherit the
+/// raised limit.
 pub(crate) fn open_files_for_children() -> Option<(Option<u64>, Option<u64>)> {
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     return RAISED.get().copied();
-    #[cfg(not(unix))]
+    #[cfg(not(target_os = "linux"))]
     None
 }

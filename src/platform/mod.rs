@@ -244,6 +244,10 @@ impl ExitWatcher {
     }
 }
 
+/// Whether this OS has cgroups, so that a service can be tracked, measured and limited as
+/// one tree (Linux). Callers above ask this instead of naming the OS.
+pub(crate) const HAS_CGROUPS: bool = cfg!(target_os = "linux");
+
 /// Identifier of the current boot; empty where the OS has none.
 pub(crate) fn boot_id() -> io::Result<String> {
     imp::boot_id()

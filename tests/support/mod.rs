@@ -168,6 +168,18 @@ pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>)
         .unwrap_or_else(|_| panic!("{what}: not within {DEADLINE:?}"))
 }
 
+/// Wait until `done()` holds, for a condition the kernel raises no event for (a process's
+/// scheduler state, a directory another process removes): looked at again every few
+/// milliseconds, failing the test with `what` after the shared deadline.
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    within(what, async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
 /// `assert!(matches!(..))` that prints the value when it does not match.
 #[macro_export]
 macro_rules! assert_matches {
